@@ -1,0 +1,51 @@
+//! The part of the configuration the planner needs. Parsing the TOML file is the binary's job.
+
+use serde::{Deserialize, Serialize};
+
+/// `[writeback] cn_format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CnFormat {
+    /// `Group_<objectId>`, as Azure AD Connect writes it.
+    #[default]
+    ObjectId,
+    /// `Left(Trim(displayName), 51) + "_" + last 12 characters of objectId`.
+    DisplayName,
+}
+
+/// What happens to an AD group when its cloud group leaves scope or is soft-deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRemoval {
+    #[default]
+    Keep,
+    Delete,
+}
+
+/// Everything the planner needs to know beyond the two snapshots and the state.
+#[derive(Clone, Debug)]
+pub struct PlannerConfig {
+    pub target_ou: String,
+    pub cn_format: CnFormat,
+    pub delete_threshold: usize,
+    pub member_removal_threshold: usize,
+    pub on_out_of_scope: OnRemoval,
+    pub on_soft_delete: OnRemoval,
+    /// `--allow-deletes` for this run: thresholds do not stop it.
+    pub allow_deletes: bool,
+}
+
+impl PlannerConfig {
+    /// The spec's defaults for a target OU.
+    pub fn with_target_ou(target_ou: impl Into<String>) -> Self {
+        PlannerConfig {
+            target_ou: target_ou.into(),
+            cn_format: CnFormat::ObjectId,
+            delete_threshold: 500,
+            member_removal_threshold: 10_000,
+            on_out_of_scope: OnRemoval::Keep,
+            on_soft_delete: OnRemoval::Keep,
+            allow_deletes: false,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! writeback-core: the domain model and the planner of writeback.
+//!
+//! Architecture invariant: this crate does no I/O. It knows nothing of tokio, LDAP, HTTP or
+//! SQL; CI checks that with `cargo tree`. Everything here is a pure function of its inputs,
+//! so it is tested with plain data.
+
+pub mod config;
+pub mod model;
+pub mod naming;
+pub mod plan;
+pub mod planner;
+pub mod scope;
+
+pub use config::{CnFormat, OnRemoval, PlannerConfig};
+pub use model::{AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, SchemaFeatures, State};
+pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
+pub use planner::{member_anchors, plan};
+
+#[cfg(test)]
+mod planner_tests;

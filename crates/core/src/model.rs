@@ -1,0 +1,220 @@
+//! The domain model: what we read from the cloud, what we read from AD, and what we remember.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `group.writebackConfiguration` (Graph beta).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WritebackConfiguration {
+    #[serde(default)]
+    pub is_enabled: Option<bool>,
+    #[serde(default)]
+    pub on_premises_group_type: Option<String>,
+}
+
+/// A Graph directory object as writeback reads it: a group, or a member of a group.
+/// Only the properties writeback selects are here; everything is optional because Graph
+/// data is untrusted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudObject {
+    #[serde(rename = "@odata.type", default, skip_serializing_if = "Option::is_none")]
+    pub odata_type: Option<String>,
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub group_types: Vec<String>,
+    #[serde(default)]
+    pub security_enabled: Option<bool>,
+    #[serde(default)]
+    pub mail_enabled: Option<bool>,
+    #[serde(default)]
+    pub mail: Option<String>,
+    #[serde(default)]
+    pub mail_nickname: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub proxy_addresses: Vec<String>,
+    #[serde(default)]
+    pub on_premises_sync_enabled: Option<bool>,
+    #[serde(default)]
+    pub on_premises_security_identifier: Option<String>,
+    #[serde(default)]
+    pub on_premises_immutable_id: Option<String>,
+    #[serde(default)]
+    pub writeback_configuration: Option<WritebackConfiguration>,
+}
+
+/// The kind of a directory object, from `@odata.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectKind {
+    User,
+    Group,
+    Device,
+    Contact,
+    ServicePrincipal,
+    Other,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::User => "user",
+            ObjectKind::Group => "group",
+            ObjectKind::Device => "device",
+            ObjectKind::Contact => "contact",
+            ObjectKind::ServicePrincipal => "service-principal",
+            ObjectKind::Other => "other",
+        }
+    }
+}
+
+impl CloudObject {
+    pub fn kind(&self) -> ObjectKind {
+        match self.odata_type.as_deref().map(|t| t.trim_start_matches("#microsoft.graph.")) {
+            Some("user") => ObjectKind::User,
+            Some("group") | None => ObjectKind::Group,
+            Some("device") => ObjectKind::Device,
+            Some("orgContact") => ObjectKind::Contact,
+            Some("servicePrincipal") => ObjectKind::ServicePrincipal,
+            Some(_) => ObjectKind::Other,
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.on_premises_sync_enabled == Some(true)
+    }
+
+    pub fn name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or("")
+    }
+}
+
+/// The members of one group as read from Graph. A read that did not finish is never the truth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRead {
+    Complete(Vec<CloudObject>),
+    Incomplete(String),
+}
+
+/// Everything read from the cloud for one cycle.
+#[derive(Clone, Debug, Default)]
+pub struct CloudSnapshot {
+    /// Every group of the tenant; the listing must be complete.
+    pub groups: Vec<CloudObject>,
+    /// Members of the groups in scope, by group id.
+    pub members: HashMap<String, MemberRead>,
+    /// Ids of groups in the recycle bin (soft-deleted).
+    pub soft_deleted: BTreeSet<String>,
+    /// Objects Graph sent that could not be understood: (id or position, what is wrong).
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Where a member value points, as AD reported it (extended DN form).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AdRef {
+    pub guid: String,
+    pub dn: String,
+}
+
+/// A group carrying our ownership marker, as read from the managed OU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdGroup {
+    pub guid: String,
+    pub sid: Option<String>,
+    pub dn: String,
+    /// The cloud id from the marker.
+    pub cloud_id: String,
+    pub cn: String,
+    /// Attribute values writeback manages, lower-case attribute names.
+    pub attrs: BTreeMap<String, Vec<String>>,
+    pub group_type: i32,
+    /// `None` when the member read did not complete.
+    pub members: Option<Vec<AdRef>>,
+}
+
+/// An AD object that a cloud member resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdObject {
+    pub guid: String,
+    pub sid: Option<String>,
+    pub dn: String,
+    /// `Some(groupType)` for groups.
+    pub group_type: Option<i32>,
+}
+
+/// What a cloud member is looked up by in AD.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Anchor {
+    Sid(String),
+    Guid(String),
+}
+
+/// AD schema features that change what is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SchemaFeatures {
+    /// `msDS-ExternalDirectoryObjectId` exists (Windows Server 2016 schema).
+    pub external_directory_object_id: bool,
+    /// Exchange attributes (`mailNickname`, `msExch*`) exist.
+    pub exchange: bool,
+}
+
+/// Everything read from AD for one cycle.
+#[derive(Clone, Debug, Default)]
+pub struct AdSnapshot {
+    pub schema: SchemaFeatures,
+    /// Owned groups (with our marker) in the managed OU.
+    pub groups: Vec<AdGroup>,
+    /// Resolved member anchors.
+    pub directory: HashMap<Anchor, AdObject>,
+}
+
+/// What the state database remembers that matters to planning.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// cloud id → objectGUID of the AD group last written for it.
+    pub links: HashMap<String, String>,
+}
+
+/// AD `groupType` values.
+pub mod group_type {
+    pub const UNIVERSAL_DISTRIBUTION: i32 = 8;
+    pub const UNIVERSAL_SECURITY: i32 = -2147483640;
+    pub const DOMAIN_LOCAL_BIT: i32 = 0x4;
+    pub const SECURITY_BIT: i32 = i32::MIN;
+
+    pub fn is_domain_local(gt: i32) -> bool {
+        gt & DOMAIN_LOCAL_BIT != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_json_with_nulls_and_missing_fields_parses() {
+        let v = serde_json::json!({
+            "@odata.type": "#microsoft.graph.group", "id": "x", "groupTypes": null,
+            "proxyAddresses": null, "writebackConfiguration": {"isEnabled": null, "onPremisesGroupType": null}
+        });
+        let o: CloudObject = serde_json::from_value(v).expect("parses");
+        assert!(o.group_types.is_empty());
+        assert_eq!(o.kind(), ObjectKind::Group);
+        let u: CloudObject = serde_json::from_value(serde_json::json!({"@odata.type": "#microsoft.graph.user", "id": "u"})).expect("parses");
+        assert_eq!(u.kind(), ObjectKind::User);
+    }
+}

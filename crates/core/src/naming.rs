@@ -1,0 +1,361 @@
+//! Names and identifiers as AD wants them: the `cn`, the `sAMAccountName`, RFC 4514 DN
+//! escaping, RFC 4515 filter escaping, and the binary forms of objectGUID and objectSid.
+
+use crate::config::CnFormat;
+
+/// AD's `cn` rangeUpper, counted in UTF-16 code units as AD counts.
+pub const CN_MAX: usize = 64;
+/// Cloud Sync's display-name prefix length in the display-name cn format.
+pub const CN_NAME_PREFIX: usize = 51;
+/// `displayName` rangeUpper.
+pub const DISPLAY_NAME_MAX: usize = 256;
+/// Microsoft's truncation of `description`.
+pub const DESCRIPTION_MAX: usize = 448;
+/// Our cap on `sAMAccountName` (AD allows 256 for groups; 64 keeps tools happy).
+pub const SAM_MAX: usize = 64;
+
+/// The ownership marker value for a cloud group id.
+pub fn marker(cloud_id: &str) -> String {
+    format!("Group_{cloud_id}")
+}
+
+/// The cloud id inside a marker value, if it is one.
+pub fn parse_marker(value: &str) -> Option<String> {
+    let id = value.strip_prefix("Group_")?;
+    is_guid(id).then(|| id.to_ascii_lowercase())
+}
+
+/// True for the 8-4-4-4-12 hex form Graph uses for object ids.
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// The first `max` UTF-16 units of `s`, never splitting a character.
+pub fn left_utf16(s: &str, max: usize) -> String {
+    let mut n = 0;
+    s.chars()
+        .take_while(|c| {
+            n += c.len_utf16();
+            n <= max
+        })
+        .collect()
+}
+
+/// Replaces characters AD cannot hold in a string value (control characters) by `_`.
+pub fn replace_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
+}
+
+/// The `cn` for a group, per `[writeback] cn_format`. Always 1..=64 UTF-16 units.
+pub fn cn_for(format: CnFormat, cloud_id: &str, display_name: &str) -> String {
+    match format {
+        CnFormat::ObjectId => marker(cloud_id),
+        CnFormat::DisplayName => {
+            let name = left_utf16(&replace_controls(display_name.trim()), CN_NAME_PREFIX);
+            let tail_start = cloud_id.len().saturating_sub(12);
+            let suffix = cloud_id.get(tail_start..).unwrap_or(cloud_id);
+            let cn = format!("{name}_{suffix}");
+            debug_assert!(utf16_len(&cn) <= CN_MAX);
+            cn
+        }
+    }
+}
+
+/// `sAMAccountName` from the cn: forbidden characters, controls and a trailing period become `_`.
+pub fn sam_account_name(cn: &str) -> String {
+    const FORBIDDEN: &[char] = &['"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>'];
+    let mut s: String = cn
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() || FORBIDDEN.contains(&c) { '_' } else { c })
+        .collect();
+    s = left_utf16(&s, SAM_MAX);
+    if s.ends_with('.') {
+        s.pop();
+        s.push('_');
+    }
+    s
+}
+
+/// `displayName` as written: controls replaced; over 256 units is an error for the object.
+pub fn display_name(name: &str) -> Result<String, String> {
+    let n = utf16_len(name);
+    if n > DISPLAY_NAME_MAX {
+        return Err(format!(
+            "displayName is {n} characters long; AD holds at most {DISPLAY_NAME_MAX} (Graph should never send this: check the group in Entra)"
+        ));
+    }
+    Ok(replace_controls(name))
+}
+
+/// `description` as written: `Left(Trim(description), 448)`, controls replaced; `None` when empty.
+pub fn description(desc: Option<&str>) -> Option<String> {
+    let d = left_utf16(&replace_controls(desc?.trim()), DESCRIPTION_MAX);
+    let d = d.trim_end().to_string();
+    (!d.is_empty()).then_some(d)
+}
+
+/// RFC 4514 escaping of an attribute value for use in an RDN.
+pub fn escape_rdn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | ' ' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_rdn_value`] (and any RFC 4514 `\hh` escapes a server may use).
+pub fn unescape_rdn_value(value: &str) -> String {
+    let mut bytes = Vec::with_capacity(value.len());
+    let raw = value.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' && i + 1 < raw.len() {
+            let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                bytes.push(b);
+                i += 3;
+            } else {
+                bytes.push(raw[i + 1]);
+                i += 2;
+            }
+        } else {
+            bytes.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The DN of a group with this `cn` under `parent`.
+pub fn group_dn(cn: &str, parent: &str) -> String {
+    format!("CN={},{}", escape_rdn_value(cn), parent)
+}
+
+/// Splits a DN into its first RDN and the parent DN, honouring escapes.
+pub fn split_dn(dn: &str) -> (&str, &str) {
+    let b = dn.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b',' => return (&dn[..i], dn[i + 1..].trim_start()),
+            _ => i += 1,
+        }
+    }
+    (dn, "")
+}
+
+/// A DN in a form fit for comparison: case-folded, no spaces around separators.
+pub fn normalize_dn(dn: &str) -> String {
+    let mut out = String::with_capacity(dn.len());
+    let mut chars = dn.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push('\\');
+                if let Some(n) = chars.next() {
+                    out.extend(n.to_lowercase());
+                }
+            }
+            ',' | '=' => {
+                while out.ends_with(' ') && !out.ends_with("\\ ") {
+                    out.pop();
+                }
+                out.push(c);
+                while chars.peek() == Some(&' ') {
+                    chars.next();
+                }
+            }
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out.trim().to_string()
+}
+
+/// True when `dn` is `ou` or lies beneath it.
+pub fn dn_is_within(dn: &str, ou: &str) -> bool {
+    let (d, o) = (normalize_dn(dn), normalize_dn(ou));
+    d == o || d.ends_with(&format!(",{o}"))
+}
+
+/// RFC 4515 escaping of a filter assertion value.
+pub fn escape_filter(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// RFC 4515 escaping of binary data: every byte as `\hh`.
+pub fn escape_filter_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// objectGUID bytes (Data1..3 little-endian) to the usual string form, lowercase.
+pub fn guid_from_bytes(b: &[u8]) -> Option<String> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    ))
+}
+
+/// The string form of a GUID back to objectGUID bytes.
+pub fn guid_to_bytes(s: &str) -> Option<[u8; 16]> {
+    if !is_guid(s) {
+        return None;
+    }
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let mut raw = [0u8; 16];
+    for (i, slot) in raw.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let mut b = raw;
+    b[..4].copy_from_slice(&[raw[3], raw[2], raw[1], raw[0]]);
+    b[4..6].copy_from_slice(&[raw[5], raw[4]]);
+    b[6..8].copy_from_slice(&[raw[7], raw[6]]);
+    Some(b)
+}
+
+/// Graph's `onPremisesImmutableId` (base64 of the objectGUID bytes) to the GUID string.
+pub fn guid_from_immutable_id(immutable_id: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(immutable_id.trim()).ok()?;
+    guid_from_bytes(&bytes)
+}
+
+/// objectSid bytes (MS-DTYP 2.4.2.2) to `S-1-5-…`.
+pub fn sid_from_bytes(b: &[u8]) -> Option<String> {
+    let count = *b.get(1)? as usize;
+    if b.first() != Some(&1) || b.len() != 8 + 4 * count {
+        return None;
+    }
+    let auth = b[2..8].iter().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+    let mut s = format!("S-1-{auth}");
+    for chunk in b[8..].chunks_exact(4) {
+        let sub = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        s.push_str(&format!("-{sub}"));
+    }
+    Some(s)
+}
+
+/// True for a well-formed string SID.
+pub fn is_sid(s: &str) -> bool {
+    let mut parts = s.split('-');
+    parts.next() == Some("S")
+        && parts.next() == Some("1")
+        && {
+            let rest: Vec<&str> = parts.collect();
+            !rest.is_empty() && rest.len() <= 16 && rest.iter().all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdn_escaping_covers_rfc4514_specials() {
+        let cases = [
+            (",+\"\\<>;=", "\\,\\+\\\"\\\\\\<\\>\\;\\="),
+            ("#lead", "\\#lead"),
+            ("mid#dle", "mid#dle"),
+            (" lead and trail ", "\\ lead and trail\\ "),
+            ("a\u{1}b", "a\\01b"),
+            ("Équipe ☃", "Équipe ☃"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape_rdn_value(input), want, "{input:?}");
+            assert_eq!(unescape_rdn_value(&escape_rdn_value(input)), input);
+        }
+    }
+
+    #[test]
+    fn cn_formats() {
+        let id = "3a5c3221-c465-48c0-95b8-e9305786a271";
+        assert_eq!(cn_for(CnFormat::ObjectId, id, "Sales"), "Group_3a5c3221-c465-48c0-95b8-e9305786a271");
+        assert_eq!(cn_for(CnFormat::DisplayName, id, "  Sales  "), "Sales_e9305786a271");
+        let long = "x".repeat(300);
+        let cn = cn_for(CnFormat::DisplayName, id, &long);
+        assert_eq!(cn.chars().count(), 64);
+        // Characters outside the BMP count twice and are never split.
+        let emoji = "😀".repeat(40);
+        let cn = cn_for(CnFormat::DisplayName, id, &emoji);
+        assert!(utf16_len(&cn) <= 64);
+        assert_eq!(cn, format!("{}_e9305786a271", "😀".repeat(25)));
+    }
+
+    #[test]
+    fn sam_account_name_replaces_forbidden_characters() {
+        assert_eq!(sam_account_name("a\"/\\[]:;|=,+*?<>b"), "a_______________b");
+        assert_eq!(sam_account_name("ends."), "ends_");
+        assert_eq!(sam_account_name("tab\there"), "tab_here");
+        assert_eq!(sam_account_name(&"y".repeat(80)).len(), 64);
+    }
+
+    #[test]
+    fn guid_and_sid_round_trip() {
+        let g = "3a5c3221-c465-48c0-95b8-e9305786a271";
+        let b = guid_to_bytes(g).expect("valid guid");
+        assert_eq!(b[0], 0x21);
+        assert_eq!(guid_from_bytes(&b).as_deref(), Some(g));
+        use base64::Engine;
+        let imm = base64::engine::general_purpose::STANDARD.encode(b);
+        assert_eq!(guid_from_immutable_id(&imm).as_deref(), Some(g));
+        let sid = [1u8, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 32, 2, 0, 0];
+        assert_eq!(sid_from_bytes(&sid).as_deref(), Some("S-1-5-32-544"));
+        assert!(is_sid("S-1-5-21-1-2-3-1104"));
+        assert!(!is_sid("S-1-5-x"));
+    }
+
+    #[test]
+    fn dn_helpers() {
+        assert_eq!(split_dn("CN=a\\,b,OU=x,DC=y"), ("CN=a\\,b", "OU=x,DC=y"));
+        assert!(dn_is_within("CN=g,OU=Groups, DC=corp,DC=test", "ou=groups,dc=corp,dc=test"));
+        assert!(!dn_is_within("CN=g,OU=Other,DC=corp,DC=test", "OU=Groups,DC=corp,DC=test"));
+        assert_eq!(escape_filter("a*(b)\\"), "a\\2a\\28b\\29\\5c");
+        assert_eq!(parse_marker("Group_3A5C3221-C465-48C0-95B8-E9305786A271").as_deref(), Some("3a5c3221-c465-48c0-95b8-e9305786a271"));
+        assert_eq!(parse_marker("Group_nope"), None);
+    }
+}

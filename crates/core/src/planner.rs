@@ -1,0 +1,434 @@
+//! The planner: a pure function from (cloud snapshot, AD snapshot, state, config) to a plan.
+//! The first run is the same code path as every other: a plan against an empty OU.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::config::{OnRemoval, PlannerConfig};
+use crate::model::{group_type, AdGroup, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State};
+use crate::naming;
+use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
+use crate::scope::{decide, Decision};
+
+/// The message Windows gives for error 8518 (0x2146); Samba does not enforce it, we do.
+pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
+
+/// Member reasons, as the spec names them.
+pub mod reason {
+    pub const CLOUD_ONLY: &str = "cloud-only";
+    pub const NOT_FOUND: &str = "not-found-in-ad";
+    pub const NESTED_NOT_WRITTEN: &str = "nested-group-not-written-back";
+    pub const DOMAIN_LOCAL: &str = "domain-local-group";
+    pub const UNSUPPORTED: &str = "unsupported-member-type";
+}
+
+/// The anchors the planner will look up in `AdSnapshot::directory`: the AD side of every
+/// member of every group in scope. The caller resolves them in AD, then calls [`plan`].
+pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
+    let mut anchors = BTreeSet::new();
+    for members in cloud.members.values() {
+        let MemberRead::Complete(members) = members else { continue };
+        for m in members {
+            if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
+                anchors.extend(anchors_of(m));
+            }
+        }
+    }
+    anchors
+}
+
+fn anchors_of(m: &CloudObject) -> Vec<Anchor> {
+    let mut out = Vec::new();
+    if let Some(sid) = m.on_premises_security_identifier.as_deref().filter(|s| naming::is_sid(s)) {
+        out.push(Anchor::Sid(sid.to_string()));
+    }
+    if let Some(guid) = m.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id) {
+        out.push(Anchor::Guid(guid));
+    }
+    out
+}
+
+/// The groups in scope: which cloud groups are to be written, by id, with their decision.
+pub fn decisions(cloud: &CloudSnapshot) -> BTreeMap<String, Decision> {
+    cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), decide(g))).collect()
+}
+
+struct Desired<'a> {
+    group: &'a CloudObject,
+    decision: Decision,
+    cn: String,
+    dn: String,
+    attrs: Vec<(String, Vec<String>)>,
+}
+
+/// Computes the plan. Pure: reads nothing, writes nothing.
+pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &PlannerConfig) -> Plan {
+    let mut p = Plan::default();
+    for (id, message) in &cloud.rejected {
+        p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
+    }
+    let owned = index_owned(ad, state, &mut p);
+    let decisions = decisions(cloud);
+
+    // Desired shape of every group in scope; naming failures become per-object errors.
+    let mut desired: BTreeMap<String, Desired> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for g in &cloud.groups {
+        let id = g.id.to_ascii_lowercase();
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let decision = decisions.get(&id).cloned().unwrap_or_else(|| decide(g));
+        if decision.invalid {
+            p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: decision.reason.clone() });
+        }
+        if !decision.in_scope {
+            if !owned.contains_key(&id) {
+                p.groups.push(report(g, &decision, None, "not written", vec![]));
+            }
+            continue;
+        }
+        match desired_shape(g, &id, decision.clone(), ad, cfg) {
+            Ok(d) => {
+                desired.insert(id, d);
+            }
+            Err(message) => {
+                p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
+                p.groups.push(report(g, &decision, None, &format!("not written: {message}"), vec![]));
+            }
+        }
+    }
+
+    // Which groups exist in AD once this run is through, for nesting: owned ones that
+    // stay, and the ones this run adds. A group whose read is incomplete is not added.
+    let mut targets: HashMap<String, GroupTarget> = HashMap::new();
+    for (id, d) in &desired {
+        let complete = matches!(cloud.members.get(id), Some(MemberRead::Complete(_)));
+        if let Some(existing) = owned.get(id) {
+            targets.insert(id.clone(), GroupTarget::Existing { guid: existing.guid.clone(), dn: existing.dn.clone() });
+        } else if complete {
+            targets.insert(id.clone(), GroupTarget::New { cloud_id: id.clone(), dn: d.dn.clone() });
+        }
+    }
+
+    for (id, d) in &desired {
+        plan_group(&mut p, id, d, owned.get(id).copied(), cloud, ad, state, &targets, cfg);
+    }
+
+    for (id, group) in &owned {
+        // In scope but not writable this run (reported above): leave it alone.
+        if desired.contains_key(id) || decisions.get(id).is_some_and(|d| d.in_scope) {
+            continue;
+        }
+        plan_orphan(&mut p, id, group, cloud, &decisions, cfg);
+    }
+
+    p.operations.sort_by_key(Operation::phase);
+    p.summarize();
+    check_thresholds(&mut p, cfg);
+    p
+}
+
+/// Owned groups by cloud id. Two objects with one marker: the linked one (or the first)
+/// is managed; the others are reported and never touched.
+fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> BTreeMap<String, &'a AdGroup> {
+    let mut by_id: BTreeMap<String, Vec<&AdGroup>> = BTreeMap::new();
+    for g in &ad.groups {
+        by_id.entry(g.cloud_id.clone()).or_default().push(g);
+    }
+    let mut owned = BTreeMap::new();
+    for (id, mut groups) in by_id {
+        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id), g.dn.clone()));
+        if groups.len() > 1 {
+            let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
+            p.errors.push(ObjectError {
+                cloud_id: id.clone(),
+                member_id: None,
+                message: format!(
+                    "{} AD groups carry the marker {}: writeback manages {} and leaves {} alone; remove the marker from the extra objects",
+                    groups.len(),
+                    naming::marker(&id),
+                    groups[0].dn,
+                    others.join("; ")
+                ),
+            });
+        }
+        owned.insert(id, groups[0]);
+    }
+    owned
+}
+
+fn desired_shape<'a>(g: &'a CloudObject, id: &str, decision: Decision, ad: &AdSnapshot, cfg: &PlannerConfig) -> Result<Desired<'a>, String> {
+    let display = naming::display_name(g.name())?;
+    let cn = naming::cn_for(cfg.cn_format, id, g.name());
+    let dn = naming::group_dn(&cn, &cfg.target_ou);
+    let marker = naming::marker(id);
+    let gt = decision.group_type.unwrap_or(group_type::UNIVERSAL_SECURITY);
+    let mut attrs: Vec<(String, Vec<String>)> = vec![
+        ("sAMAccountName".into(), vec![naming::sam_account_name(&cn)]),
+        ("groupType".into(), vec![gt.to_string()]),
+        ("displayName".into(), opt(Some(display))),
+        ("description".into(), opt(naming::description(g.description.as_deref()))),
+        ("adminDescription".into(), vec![marker.clone()]),
+    ];
+    if ad.schema.external_directory_object_id {
+        attrs.push(("msDS-ExternalDirectoryObjectId".into(), vec![marker]));
+    }
+    if decision.mail {
+        attrs.push(("mail".into(), opt(g.mail.clone().map(|m| m.trim().to_string()))));
+        let mut proxies: Vec<String> = g.proxy_addresses.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+        proxies.sort();
+        proxies.dedup();
+        attrs.push(("proxyAddresses".into(), proxies));
+        if ad.schema.exchange {
+            attrs.push(("mailNickname".into(), opt(g.mail_nickname.clone())));
+        }
+    }
+    Ok(Desired { group: g, decision, cn, dn, attrs })
+}
+
+fn opt(v: Option<String>) -> Vec<String> {
+    v.filter(|s| !s.is_empty()).into_iter().collect()
+}
+
+fn report(g: &CloudObject, d: &Decision, dn: Option<String>, action: &str, members: Vec<MemberReport>) -> GroupReport {
+    GroupReport {
+        cloud_id: g.id.to_ascii_lowercase(),
+        display_name: g.name().to_string(),
+        in_scope: d.in_scope,
+        reason: d.reason.clone(),
+        dn,
+        group_type: d.group_type,
+        action: action.to_string(),
+        members,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_group(
+    p: &mut Plan,
+    id: &str,
+    d: &Desired,
+    existing: Option<&AdGroup>,
+    cloud: &CloudSnapshot,
+    ad: &AdSnapshot,
+    state: &State,
+    targets: &HashMap<String, GroupTarget>,
+    cfg: &PlannerConfig,
+) {
+    let dn_now = existing.map(|e| e.dn.clone()).unwrap_or_else(|| d.dn.clone());
+    let skip = |p: &mut Plan, why: String| {
+        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
+        p.groups.push(report(d.group, &d.decision, existing.map(|e| e.dn.clone()), &format!("skipped this run: {why}"), vec![]));
+    };
+    let cloud_members = match cloud.members.get(id) {
+        Some(MemberRead::Complete(m)) => m,
+        Some(MemberRead::Incomplete(e)) => return skip(p, format!("the cloud members could not be read completely ({e}); the group is left as it is")),
+        None => return skip(p, "the cloud members were not read; the group is left as it is".into()),
+    };
+    if existing.is_some_and(|e| e.members.is_none()) {
+        return skip(p, "the AD members could not be read completely; the group is left as it is".into());
+    }
+
+    // Desired members, each with its explanation.
+    let mut reports = Vec::new();
+    let mut wanted: Vec<GroupTarget> = Vec::new();
+    let mut wanted_keys = BTreeSet::new();
+    for m in cloud_members {
+        let (report, target) = resolve_member(m, id, ad, targets, p);
+        if let Some(t) = target {
+            let key = target_key(&t);
+            if wanted_keys.insert(key) {
+                wanted.push(t);
+            }
+        }
+        reports.push(report);
+    }
+    reports.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+
+    let Some(existing) = existing else {
+        let (inline, later): (Vec<GroupTarget>, Vec<GroupTarget>) =
+            wanted.into_iter().partition(|t| matches!(t, GroupTarget::Existing { .. }));
+        let mut attrs = d.attrs.clone();
+        attrs.retain(|(_, v)| !v.is_empty());
+        attrs.insert(0, ("cn".into(), vec![d.cn.clone()]));
+        attrs.insert(0, ("objectClass".into(), vec!["group".into()]));
+        p.operations.push(Operation::Add { cloud_id: id.to_string(), dn: d.dn.clone(), attrs, members: inline });
+        if !later.is_empty() {
+            let group = GroupTarget::New { cloud_id: id.to_string(), dn: d.dn.clone() };
+            p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group, members: later });
+        }
+        let action = match state.links.get(id) {
+            Some(old) => format!("add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"),
+            None => "add".into(),
+        };
+        p.groups.push(report(d.group, &d.decision, Some(dn_now), &action, reports));
+        return;
+    };
+
+    let mut actions = Vec::new();
+    let target = GroupTarget::Existing { guid: existing.guid.clone(), dn: existing.dn.clone() };
+    let (_, parent) = naming::split_dn(&existing.dn);
+    let moved = naming::normalize_dn(parent) != naming::normalize_dn(&cfg.target_ou);
+    if existing.cn != d.cn || moved {
+        p.operations.push(Operation::Rename {
+            cloud_id: id.to_string(),
+            guid: existing.guid.clone(),
+            dn: existing.dn.clone(),
+            new_rdn: format!("CN={}", naming::escape_rdn_value(&d.cn)),
+            new_parent: moved.then(|| cfg.target_ou.clone()),
+            new_dn: d.dn.clone(),
+        });
+        actions.push(if moved { "move" } else { "rename" });
+    }
+
+    let changes = attr_changes(d, existing);
+    if !changes.is_empty() {
+        p.operations.push(Operation::Update { cloud_id: id.to_string(), guid: existing.guid.clone(), dn: existing.dn.clone(), changes });
+        actions.push("update");
+    }
+
+    let current: BTreeMap<String, &crate::model::AdRef> =
+        existing.members.iter().flatten().map(|r| (r.guid.to_ascii_lowercase(), r)).collect();
+    let adds: Vec<GroupTarget> = wanted.iter().filter(|t| !current.contains_key(&target_key(t))).cloned().collect();
+    let removes: Vec<GroupTarget> = current
+        .iter()
+        .filter(|(guid, _)| !wanted_keys.contains(*guid))
+        .map(|(guid, r)| GroupTarget::Existing { guid: guid.clone(), dn: r.dn.clone() })
+        .collect();
+    if !adds.is_empty() {
+        p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group: target.clone(), members: adds });
+        actions.push("add members");
+    }
+    if !removes.is_empty() {
+        p.operations.push(Operation::RemoveMembers { cloud_id: id.to_string(), group: target, members: removes });
+        actions.push("remove members");
+    }
+    let action = if actions.is_empty() { "in sync".to_string() } else { actions.join(", ") };
+    p.groups.push(report(d.group, &d.decision, Some(d.dn.clone()), &action, reports));
+}
+
+fn target_key(t: &GroupTarget) -> String {
+    match t {
+        GroupTarget::Existing { guid, .. } => guid.to_ascii_lowercase(),
+        GroupTarget::New { cloud_id, .. } => format!("new:{cloud_id}"),
+    }
+}
+
+fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
+    let mut changes = Vec::new();
+    for (attr, want) in &d.attrs {
+        let have: Vec<String> = if attr == "groupType" {
+            vec![existing.group_type.to_string()]
+        } else {
+            existing.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default()
+        };
+        let same = if attr == "proxyAddresses" {
+            let mut h = have.clone();
+            h.sort();
+            h.dedup();
+            &h == want
+        } else {
+            &have == want
+        };
+        if !same {
+            changes.push(AttrChange { attr: attr.clone(), values: want.clone(), old: have });
+        }
+    }
+    changes
+}
+
+fn skipped(m: &CloudObject, reason: &str) -> MemberReport {
+    MemberReport {
+        cloud_id: m.id.to_ascii_lowercase(),
+        kind: m.kind().as_str().to_string(),
+        status: MemberStatus::Skipped,
+        reason: Some(reason.to_string()),
+    }
+}
+
+fn resolve_member(
+    m: &CloudObject,
+    group_id: &str,
+    ad: &AdSnapshot,
+    targets: &HashMap<String, GroupTarget>,
+    p: &mut Plan,
+) -> (MemberReport, Option<GroupTarget>) {
+    let written = |m: &CloudObject| MemberReport {
+        cloud_id: m.id.to_ascii_lowercase(),
+        kind: m.kind().as_str().to_string(),
+        status: MemberStatus::Written,
+        reason: None,
+    };
+    let lookup = || anchors_of(m).into_iter().find_map(|a| ad.directory.get(&a));
+    match m.kind() {
+        ObjectKind::User => match lookup() {
+            Some(obj) => (written(m), Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() })),
+            None if m.is_synced() => (skipped(m, reason::NOT_FOUND), None),
+            None => (skipped(m, reason::CLOUD_ONLY), None),
+        },
+        ObjectKind::Group if m.is_synced() => match lookup() {
+            Some(obj) if obj.group_type.is_some_and(group_type::is_domain_local) => {
+                p.errors.push(ObjectError {
+                    cloud_id: group_id.to_string(),
+                    member_id: Some(m.id.to_ascii_lowercase()),
+                    message: format!("{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped", obj.dn),
+                });
+                (skipped(m, reason::DOMAIN_LOCAL), None)
+            }
+            Some(obj) => (written(m), Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() })),
+            None => (skipped(m, reason::NOT_FOUND), None),
+        },
+        ObjectKind::Group => {
+            let id = m.id.to_ascii_lowercase();
+            match targets.get(&id) {
+                Some(t) if id != group_id => (written(m), Some(t.clone())),
+                _ => (skipped(m, reason::NESTED_NOT_WRITTEN), None),
+            }
+        }
+        _ => (skipped(m, reason::UNSUPPORTED), None),
+    }
+}
+
+fn plan_orphan(p: &mut Plan, id: &str, group: &AdGroup, cloud: &CloudSnapshot, decisions: &BTreeMap<String, Decision>, cfg: &PlannerConfig) {
+    let (why, policy) = match decisions.get(id) {
+        Some(d) => (format!("no longer in scope: {}", d.reason), Some((cfg.on_out_of_scope, "on_out_of_scope"))),
+        None if cloud.soft_deleted.contains(id) => ("soft-deleted in the cloud (in the recycle bin)".to_string(), Some((cfg.on_soft_delete, "on_soft_delete"))),
+        None => ("permanently deleted in the cloud".to_string(), None),
+    };
+    let action = match policy {
+        Some((OnRemoval::Keep, key)) => format!("kept, no longer updated ([writeback] {key} = \"keep\")"),
+        _ => {
+            p.operations.push(Operation::Delete { cloud_id: id.to_string(), guid: group.guid.clone(), dn: group.dn.clone(), reason: why.clone() });
+            "delete".to_string()
+        }
+    };
+    let name = group.attrs.get("displayname").and_then(|v| v.first()).cloned().unwrap_or_default();
+    p.groups.push(GroupReport {
+        cloud_id: id.to_string(),
+        display_name: name,
+        in_scope: false,
+        reason: why,
+        dn: Some(group.dn.clone()),
+        group_type: Some(group.group_type),
+        action,
+        members: vec![],
+    });
+}
+
+fn check_thresholds(p: &mut Plan, cfg: &PlannerConfig) {
+    if cfg.allow_deletes {
+        return;
+    }
+    let s = &p.summary;
+    if s.deletes > cfg.delete_threshold {
+        p.blocked = Some(format!(
+            "this run would delete {} AD groups, more than [writeback] delete_threshold = {}; nothing was changed. Check the plan (writeback plan), then run `writeback sync --allow-deletes` to proceed",
+            s.deletes, cfg.delete_threshold
+        ));
+    } else if s.member_removes > cfg.member_removal_threshold {
+        p.blocked = Some(format!(
+            "this run would remove {} members, more than [writeback] member_removal_threshold = {}; nothing was changed. Check the plan (writeback plan), then run `writeback sync --allow-deletes` to proceed",
+            s.member_removes, cfg.member_removal_threshold
+        ));
+    }
+}

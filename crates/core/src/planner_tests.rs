@@ -1,0 +1,396 @@
+//! Planner tests: plain data in, plan out. `apply` plays a plan onto an AD snapshot in memory
+//! so that idempotence (plan → apply → plan is empty) can be checked on every scenario.
+
+use std::collections::BTreeMap;
+
+use crate::model::{group_type as gt, AdObject, AdRef, WritebackConfiguration};
+use crate::planner::{reason, UNIVERSAL_CANT_HAVE_LOCAL};
+use crate::*;
+
+const OU: &str = "OU=Groups,DC=corp,DC=test";
+
+fn id(n: u32) -> String {
+    format!("00000000-0000-0000-0000-{n:012}")
+}
+
+fn wb(enabled: Option<bool>, ty: Option<&str>) -> Option<WritebackConfiguration> {
+    Some(WritebackConfiguration { is_enabled: enabled, on_premises_group_type: ty.map(String::from) })
+}
+
+fn m365(n: u32, name: &str, enabled: Option<bool>, ty: Option<&str>) -> CloudObject {
+    CloudObject {
+        id: id(n),
+        display_name: Some(name.into()),
+        group_types: vec!["Unified".into()],
+        mail_enabled: Some(true),
+        security_enabled: Some(false),
+        mail: Some(format!("{}@corp.test", name.to_lowercase())),
+        mail_nickname: Some(name.to_lowercase()),
+        proxy_addresses: vec![format!("SMTP:{}@corp.test", name.to_lowercase())],
+        writeback_configuration: wb(enabled, ty),
+        ..Default::default()
+    }
+}
+
+fn security(n: u32, name: &str, enabled: Option<bool>) -> CloudObject {
+    CloudObject {
+        id: id(n),
+        display_name: Some(name.into()),
+        security_enabled: Some(true),
+        mail_enabled: Some(false),
+        writeback_configuration: wb(enabled, None),
+        ..Default::default()
+    }
+}
+
+fn synced_user(n: u32) -> CloudObject {
+    CloudObject {
+        odata_type: Some("#microsoft.graph.user".into()),
+        id: id(1000 + n),
+        on_premises_sync_enabled: Some(true),
+        on_premises_security_identifier: Some(format!("S-1-5-21-1-2-3-{}", 1000 + n)),
+        ..Default::default()
+    }
+}
+
+fn cloud_user(n: u32) -> CloudObject {
+    CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: id(2000 + n), ..Default::default() }
+}
+
+fn as_member(g: &CloudObject) -> CloudObject {
+    CloudObject { odata_type: Some("#microsoft.graph.group".into()), ..g.clone() }
+}
+
+struct World {
+    cloud: CloudSnapshot,
+    ad: AdSnapshot,
+    state: State,
+    cfg: PlannerConfig,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut ad = AdSnapshot::default();
+        for n in 0..20 {
+            let u = synced_user(n);
+            let sid = u.on_premises_security_identifier.clone().unwrap_or_default();
+            ad.directory.insert(
+                Anchor::Sid(sid.clone()),
+                AdObject { guid: format!("aaaaaaaa-0000-0000-0000-{:012}", n), sid: Some(sid), dn: format!("CN=user{n},CN=Users,DC=corp,DC=test"), group_type: None },
+            );
+        }
+        World { cloud: CloudSnapshot::default(), ad, state: State::default(), cfg: PlannerConfig::with_target_ou(OU) }
+    }
+
+    fn group(&mut self, g: CloudObject, members: Vec<CloudObject>) {
+        self.cloud.members.insert(g.id.clone(), MemberRead::Complete(members));
+        self.cloud.groups.push(g);
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.cloud, &self.ad, &self.state, &self.cfg)
+    }
+
+    /// Plays the plan onto the AD snapshot, as a DC would.
+    fn apply(&mut self, p: &Plan) {
+        let mut new_guids = BTreeMap::new();
+        let resolve = |t: &GroupTarget, new_guids: &BTreeMap<String, String>| match t {
+            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.clone(), dn: dn.clone() },
+            GroupTarget::New { cloud_id, dn } => AdRef { guid: new_guids[cloud_id].clone(), dn: dn.clone() },
+        };
+        for op in &p.operations {
+            match op {
+                Operation::Add { cloud_id, dn, attrs, members } => {
+                    let guid = format!("bbbbbbbb-{}", &cloud_id[9..]);
+                    new_guids.insert(cloud_id.clone(), guid.clone());
+                    let attrs: BTreeMap<String, Vec<String>> = attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+                    self.ad.groups.push(AdGroup {
+                        guid,
+                        sid: None,
+                        dn: dn.clone(),
+                        cloud_id: cloud_id.clone(),
+                        cn: attrs["cn"][0].clone(),
+                        group_type: attrs["grouptype"][0].parse().expect("number"),
+                        attrs,
+                        members: Some(members.iter().map(|m| resolve(m, &new_guids)).collect()),
+                    });
+                }
+                Operation::Update { guid, changes, .. } => {
+                    let g = self.ad.groups.iter_mut().find(|g| &g.guid == guid).expect("group");
+                    for c in changes {
+                        if c.attr == "groupType" {
+                            g.group_type = c.values[0].parse().expect("number");
+                        } else {
+                            g.attrs.insert(c.attr.to_ascii_lowercase(), c.values.clone());
+                        }
+                    }
+                }
+                Operation::Rename { guid, new_dn, .. } => {
+                    let g = self.ad.groups.iter_mut().find(|g| &g.guid == guid).expect("group");
+                    g.dn = new_dn.clone();
+                    g.cn = naming::unescape_rdn_value(&naming::split_dn(new_dn).0[3..]);
+                }
+                Operation::AddMembers { group, members, .. } | Operation::RemoveMembers { group, members, .. } => {
+                    let add = matches!(op, Operation::AddMembers { .. });
+                    let gguid = resolve(group, &new_guids).guid;
+                    let refs: Vec<AdRef> = members.iter().map(|m| resolve(m, &new_guids)).collect();
+                    let g = self.ad.groups.iter_mut().find(|g| g.guid == gguid).expect("group");
+                    let list = g.members.get_or_insert_with(Vec::new);
+                    if add {
+                        list.extend(refs);
+                    } else {
+                        list.retain(|r| !refs.iter().any(|x| x.guid == r.guid));
+                    }
+                }
+                Operation::Delete { guid, .. } => self.ad.groups.retain(|g| &g.guid != guid),
+            }
+        }
+    }
+
+    /// Plan, apply, and check that a second plan has nothing left to do.
+    fn converge(&mut self) -> Plan {
+        let p = self.plan();
+        assert!(p.blocked.is_none(), "{:?}", p.blocked);
+        self.apply(&p);
+        let again = self.plan();
+        assert!(again.operations.is_empty(), "second plan not empty: {:#?}", again.operations);
+        p
+    }
+}
+
+fn ops<'a>(p: &'a Plan, kind: &str) -> Vec<&'a Operation> {
+    p.operations.iter().filter(|o| serde_json::to_value(o).expect("json")["op"] == kind).collect()
+}
+
+fn sample_rollout() -> World {
+    let mut w = World::new();
+    w.group(security(1, "SG-Finance", Some(true)), (0..3).map(synced_user).collect());
+    let mut dynamic = security(2, "SG-Dynamic-Sales", Some(true));
+    dynamic.group_types = vec!["DynamicMembership".into()];
+    w.group(dynamic, vec![synced_user(3), synced_user(4), synced_user(5), synced_user(6), cloud_user(1), cloud_user(2)]);
+    w.group(m365(3, "Team-Off", Some(false), None), vec![synced_user(1)]);
+    w.group(m365(4, "Team-Default", None, None), vec![synced_user(1), synced_user(2)]);
+    w.group(m365(5, "Team-MailSec", Some(true), Some("universalMailEnabledSecurityGroup")), vec![synced_user(7)]);
+    w.group(security(6, "SG-NoWriteback", None), vec![synced_user(8)]);
+    w
+}
+
+#[test]
+fn sample_rollout_adds_exactly_the_groups_in_scope() {
+    let mut w = sample_rollout();
+    let p = w.converge();
+    let adds = ops(&p, "add");
+    let added: BTreeMap<String, i32> = adds
+        .iter()
+        .map(|o| match o {
+            Operation::Add { cloud_id, attrs, .. } => {
+                let gt = attrs.iter().find(|(k, _)| k == "groupType").expect("groupType").1[0].parse().expect("num");
+                (cloud_id.clone(), gt)
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    let want: BTreeMap<String, i32> = [(id(1), gt::UNIVERSAL_SECURITY), (id(2), gt::UNIVERSAL_SECURITY), (id(4), gt::UNIVERSAL_DISTRIBUTION), (id(5), gt::UNIVERSAL_SECURITY)].into();
+    assert_eq!(added, want);
+    assert_eq!(p.summary.adds, 4);
+    assert_eq!(p.summary.member_adds, 3 + 4 + 2 + 1);
+    assert_eq!(p.summary.skipped_members, 2);
+    let dynamic = p.report(&id(2))[0];
+    let skipped: Vec<_> = dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason.as_deref()).collect();
+    assert_eq!(skipped, vec![Some(reason::CLOUD_ONLY); 2]);
+    assert!(!p.report("Team-Off")[0].in_scope);
+    assert!(p.report("SG-NoWriteback")[0].reason.contains("isEnabled = null"));
+    // The mail-enabled types carry mail; the security group does not.
+    let mail_of = |n| match adds.iter().find(|o| o.cloud_id() == id(n)) {
+        Some(Operation::Add { attrs, .. }) => attrs.iter().any(|(k, _)| k == "mail"),
+        _ => false,
+    };
+    assert!(mail_of(4) && mail_of(5) && !mail_of(1));
+}
+
+#[test]
+fn drift_is_put_back() {
+    let mut w = sample_rollout();
+    w.converge();
+    let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
+    g.group_type = -2147483646; // global security, by hand
+    g.members.get_or_insert_with(Vec::new).push(AdRef { guid: "cccccccc-0000-0000-0000-000000000001".into(), dn: "CN=intruder,DC=corp,DC=test".into() });
+    g.attrs.insert("description".into(), vec!["edited by hand".into()]);
+    let p = w.converge();
+    let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
+    let attrs: Vec<&str> = changes.iter().map(|c| c.attr.as_str()).collect();
+    assert_eq!(attrs, vec!["groupType", "description"]);
+    assert_eq!(changes[0].values, vec![gt::UNIVERSAL_SECURITY.to_string()]);
+    assert!(changes[1].values.is_empty(), "cloud has no description: the attribute is deleted");
+    assert_eq!(p.summary.member_removes, 1);
+}
+
+#[test]
+fn domain_local_member_is_skipped_with_the_windows_error() {
+    let mut w = World::new();
+    let sid = "S-1-5-21-1-2-3-5000".to_string();
+    w.ad.directory.insert(Anchor::Sid(sid.clone()), AdObject { guid: "dddddddd-0000-0000-0000-000000000001".into(), sid: Some(sid.clone()), dn: "CN=DL,DC=corp,DC=test".into(), group_type: Some(-2147483644) });
+    let dl = CloudObject {
+        odata_type: Some("#microsoft.graph.group".into()),
+        id: id(900),
+        on_premises_sync_enabled: Some(true),
+        on_premises_security_identifier: Some(sid),
+        ..Default::default()
+    };
+    w.group(security(1, "SG", Some(true)), vec![dl, synced_user(1)]);
+    let p = w.converge();
+    assert_eq!(p.summary.member_adds, 1);
+    assert_eq!(p.errors.len(), 1);
+    assert!(p.errors[0].message.starts_with(UNIVERSAL_CANT_HAVE_LOCAL));
+    assert_eq!(p.errors[0].member_id.as_deref(), Some(id(900).as_str()));
+    let r = &p.report(&id(1))[0].members;
+    assert!(r.iter().any(|m| m.reason.as_deref() == Some(reason::DOMAIN_LOCAL)));
+}
+
+#[test]
+fn nested_cloud_groups_follow_scope() {
+    let mut w = World::new();
+    let inner = security(2, "Inner", Some(true));
+    let outside = security(3, "Outside", None);
+    w.group(security(1, "Outer", Some(true)), vec![as_member(&inner), as_member(&outside)]);
+    w.group(inner, vec![synced_user(1)]);
+    w.group(outside, vec![]);
+    let p = w.converge();
+    // Inner is created in this run: the nesting waits for it (a member add after the adds).
+    let later = ops(&p, "add-members");
+    assert_eq!(later.len(), 1);
+    let r = &p.report(&id(1))[0].members;
+    assert_eq!(r.iter().filter(|m| m.status == MemberStatus::Written).count(), 1);
+    assert!(r.iter().any(|m| m.reason.as_deref() == Some(reason::NESTED_NOT_WRITTEN)));
+}
+
+#[test]
+fn unsupported_and_unresolved_members_have_reasons() {
+    let mut w = World::new();
+    let device = CloudObject { odata_type: Some("#microsoft.graph.device".into()), id: id(3000), ..Default::default() };
+    let mut lost = synced_user(99);
+    lost.on_premises_security_identifier = Some("S-1-5-21-9-9-9-9".into());
+    w.group(security(1, "SG", Some(true)), vec![device, lost]);
+    let p = w.converge();
+    let reasons: Vec<_> = p.report(&id(1))[0].members.iter().map(|m| m.reason.clone().unwrap_or_default()).collect();
+    assert_eq!(reasons, vec![reason::NOT_FOUND.to_string(), reason::UNSUPPORTED.to_string()]);
+}
+
+#[test]
+fn lifecycle_defaults_and_delete_threshold() {
+    let mut w = sample_rollout();
+    w.group(m365(7, "Team-SoftDeleted", None, None), vec![]);
+    w.group(m365(8, "Team-Gone", None, None), vec![]);
+    w.converge();
+    // Writeback disabled on group 1; group 7 soft-deleted; group 8 permanently deleted.
+    w.cloud.groups.iter_mut().find(|g| g.id == id(1)).expect("g1").writeback_configuration = wb(Some(false), None);
+    w.cloud.groups.retain(|g| g.id != id(7) && g.id != id(8));
+    w.cloud.soft_deleted.insert(id(7));
+    let p = w.plan();
+    let deletes: Vec<&str> = ops(&p, "delete").iter().map(|o| o.cloud_id()).collect();
+    assert_eq!(deletes, vec![id(8).as_str()]);
+    assert!(p.report(&id(1))[0].action.starts_with("kept"));
+    assert!(p.report(&id(7))[0].action.starts_with("kept"));
+
+    w.cfg.on_out_of_scope = OnRemoval::Delete;
+    w.cfg.on_soft_delete = OnRemoval::Delete;
+    w.cfg.delete_threshold = 2;
+    let p = w.plan();
+    assert_eq!(p.summary.deletes, 3);
+    assert!(p.blocked.as_deref().is_some_and(|b| b.contains("--allow-deletes")));
+    w.cfg.allow_deletes = true;
+    assert!(w.plan().blocked.is_none());
+}
+
+#[test]
+fn member_removal_threshold_blocks() {
+    let mut w = World::new();
+    w.group(security(1, "SG", Some(true)), (0..10).map(synced_user).collect());
+    w.converge();
+    w.cloud.members.insert(id(1), MemberRead::Complete(vec![]));
+    w.cfg.member_removal_threshold = 5;
+    let p = w.plan();
+    assert_eq!(p.summary.member_removes, 10);
+    assert!(p.blocked.is_some());
+}
+
+#[test]
+fn incomplete_reads_are_never_the_truth() {
+    let mut w = World::new();
+    w.group(security(1, "SG", Some(true)), (0..5).map(synced_user).collect());
+    w.converge();
+    w.cloud.members.insert(id(1), MemberRead::Incomplete("page 2 failed".into()));
+    let p = w.plan();
+    assert!(p.operations.is_empty());
+    assert_eq!(p.errors.len(), 1);
+    w.cloud.members.insert(id(1), MemberRead::Complete(vec![]));
+    w.ad.groups[0].members = None;
+    let p = w.plan();
+    assert!(p.operations.is_empty(), "an incomplete AD read must not produce removals");
+}
+
+#[test]
+fn adoption_duplicates_and_recreation() {
+    let mut w = World::new();
+    w.group(security(1, "SG", Some(true)), vec![synced_user(1)]);
+    // Written earlier by Azure AD Connect: same marker, other attributes.
+    w.ad.groups.push(AdGroup {
+        guid: "eeeeeeee-0000-0000-0000-000000000001".into(),
+        dn: format!("CN=Group_{},{OU}", id(1)),
+        cloud_id: id(1),
+        cn: format!("Group_{}", id(1)),
+        group_type: gt::UNIVERSAL_SECURITY,
+        members: Some(vec![]),
+        ..Default::default()
+    });
+    let mut twin = w.ad.groups[0].clone();
+    twin.guid = "eeeeeeee-0000-0000-0000-000000000002".into();
+    twin.dn = format!("CN=copy,{OU}");
+    w.ad.groups.push(twin);
+    w.state.links.insert(id(1), "eeeeeeee-0000-0000-0000-000000000001".into());
+    let p = w.plan();
+    assert_eq!(p.summary.adds, 0, "adopted, not duplicated");
+    assert_eq!(p.errors.len(), 1, "the twin is reported");
+    assert!(p.operations.iter().all(|o| !serde_json::to_string(o).expect("json").contains("eeeeeeee-0000-0000-0000-000000000002")));
+    // Deleted by hand while in scope: created again, and said so.
+    w.ad.groups.clear();
+    let p = w.plan();
+    assert_eq!(p.summary.adds, 1);
+    assert!(p.report(&id(1))[0].action.contains("created again"));
+}
+
+#[test]
+fn display_name_format_and_hostile_names() {
+    let mut w = World::new();
+    w.cfg.cn_format = CnFormat::DisplayName;
+    let names = [",+\"\\<>;=#", "  padded  ", "#hash", "Équipe ☃ 日本", "tab\tnew\nline", &"L".repeat(200)];
+    for (i, name) in names.iter().enumerate() {
+        w.group(security(i as u32 + 1, name, Some(true)), vec![]);
+    }
+    w.group(security(50, &"x".repeat(300), Some(true)), vec![]);
+    let p = w.converge();
+    assert_eq!(p.summary.adds, names.len());
+    assert_eq!(p.errors.len(), 1, "a 300-character displayName is an error for that group only");
+    for op in ops(&p, "add") {
+        let Operation::Add { dn, attrs, .. } = op else { unreachable!() };
+        let cn = &attrs.iter().find(|(k, _)| k == "cn").expect("cn").1[0];
+        assert!(cn.encode_utf16().count() <= 64, "{cn}");
+        assert!(!cn.chars().any(char::is_control));
+        assert_eq!(dn, &naming::group_dn(cn, OU));
+        assert_eq!(naming::unescape_rdn_value(&naming::split_dn(dn).0[3..]), *cn);
+    }
+    // A display name change renames the object; objectGUID is kept.
+    w.cloud.groups.iter_mut().find(|g| g.id == id(3)).expect("g").display_name = Some("renamed".into());
+    let p = w.converge();
+    let Operation::Rename { new_rdn, .. } = ops(&p, "rename")[0] else { unreachable!() };
+    assert_eq!(new_rdn, "CN=renamed_000000000003");
+    assert_eq!((p.summary.renames, p.summary.adds, p.summary.deletes), (1, 0, 0));
+}
+
+#[test]
+fn member_anchors_cover_users_and_synced_groups_only() {
+    let mut w = sample_rollout();
+    w.group(security(9, "X", Some(true)), vec![as_member(&security(10, "Y", Some(true)))]);
+    let anchors = member_anchors(&w.cloud);
+    assert_eq!(anchors.len(), 9, "users 0..=8 once each; cloud users and cloud groups need no lookup");
+}

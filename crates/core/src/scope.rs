@@ -1,0 +1,172 @@
+//! Selection: is a cloud group written back, as which AD group type, and why.
+
+use serde::Serialize;
+
+use crate::model::{group_type, CloudObject};
+
+/// The scope decision for one cloud group, always with a reason a person can read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub in_scope: bool,
+    pub reason: String,
+    /// The AD `groupType` to write, when in scope.
+    pub group_type: Option<i32>,
+    /// Whether mail attributes are written.
+    pub mail: bool,
+    /// The cloud configuration is invalid (reported as an error, never written).
+    pub invalid: bool,
+}
+
+impl Decision {
+    fn out(reason: impl Into<String>) -> Self {
+        Decision { in_scope: false, reason: reason.into(), group_type: None, mail: false, invalid: false }
+    }
+    fn invalid(reason: impl Into<String>) -> Self {
+        Decision { invalid: true, ..Decision::out(reason) }
+    }
+    fn write(group_type: i32, mail: bool, reason: String) -> Self {
+        Decision { in_scope: true, reason, group_type: Some(group_type), mail, invalid: false }
+    }
+}
+
+/// The kind of cloud group, for selection and for scoping rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    Microsoft365,
+    Security,
+    MailEnabledSecurity,
+    Distribution,
+    Unknown,
+}
+
+pub fn group_kind(g: &CloudObject) -> GroupKind {
+    let security = g.security_enabled == Some(true);
+    let mail = g.mail_enabled == Some(true);
+    if g.group_types.iter().any(|t| t.eq_ignore_ascii_case("Unified")) {
+        GroupKind::Microsoft365
+    } else if security && !mail {
+        GroupKind::Security
+    } else if security && mail {
+        GroupKind::MailEnabledSecurity
+    } else if mail {
+        GroupKind::Distribution
+    } else {
+        GroupKind::Unknown
+    }
+}
+
+fn show(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "null",
+    }
+}
+
+/// Section 1 of the product spec.
+pub fn decide(g: &CloudObject) -> Decision {
+    if g.is_synced() {
+        return Decision::out("synced from on-premises AD (onPremisesSyncEnabled = true): AD is already its source");
+    }
+    let wb = g.writeback_configuration.clone().unwrap_or_default();
+    let enabled = wb.is_enabled;
+    let requested = wb.on_premises_group_type.as_deref();
+    match group_kind(g) {
+        GroupKind::Microsoft365 => {
+            if enabled == Some(false) {
+                return Decision::out("writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)");
+            }
+            let how = format!("Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups are written back unless it is false)", show(enabled));
+            match requested {
+                None | Some("universalDistributionGroup") => Decision::write(
+                    group_type::UNIVERSAL_DISTRIBUTION,
+                    true,
+                    format!("{how}, as a universal distribution group"),
+                ),
+                Some("universalMailEnabledSecurityGroup") => Decision::write(
+                    group_type::UNIVERSAL_SECURITY,
+                    true,
+                    format!("{how}, as a mail-enabled universal security group"),
+                ),
+                Some("universalSecurityGroup") => Decision::write(
+                    group_type::UNIVERSAL_SECURITY,
+                    false,
+                    format!("{how}, as a universal security group"),
+                ),
+                Some(other) => Decision::invalid(format!(
+                    "invalid configuration: onPremisesGroupType '{other}' is not one of universalDistributionGroup, universalSecurityGroup, universalMailEnabledSecurityGroup"
+                )),
+            }
+        }
+        GroupKind::Security => {
+            if enabled != Some(true) {
+                return Decision::out(format!(
+                    "writeback is not enabled for this security group (writebackConfiguration.isEnabled = {}; security groups are written back only when it is true)",
+                    show(enabled)
+                ));
+            }
+            match requested {
+                None | Some("universalSecurityGroup") => Decision::write(
+                    group_type::UNIVERSAL_SECURITY,
+                    false,
+                    "security group with writeback enabled (isEnabled = true), as a universal security group".into(),
+                ),
+                Some(other) => Decision::invalid(format!(
+                    "invalid configuration: a security group can only be written back as universalSecurityGroup, not '{other}'"
+                )),
+            }
+        }
+        GroupKind::MailEnabledSecurity => Decision::out("cloud mail-enabled security groups are not supported for group writeback"),
+        GroupKind::Distribution => Decision::out("cloud distribution groups are not supported for group writeback"),
+        GroupKind::Unknown => Decision::out("neither a Microsoft 365 group nor a security group: not supported for group writeback"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WritebackConfiguration;
+
+    fn group(unified: bool, security: bool, mail: bool, enabled: Option<bool>, ty: Option<&str>) -> CloudObject {
+        CloudObject {
+            id: "g".into(),
+            group_types: if unified { vec!["Unified".into()] } else { vec![] },
+            security_enabled: Some(security),
+            mail_enabled: Some(mail),
+            writeback_configuration: Some(WritebackConfiguration {
+                is_enabled: enabled,
+                on_premises_group_type: ty.map(str::to_string),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The table of section 1, row by row: (group, in scope, groupType, mail, invalid).
+    #[test]
+    fn selection_table() {
+        let us = Some(group_type::UNIVERSAL_SECURITY);
+        let ud = Some(group_type::UNIVERSAL_DISTRIBUTION);
+        let cases = [
+            (group(true, false, true, None, None), true, ud, true, false),
+            (group(true, false, true, Some(true), Some("universalDistributionGroup")), true, ud, true, false),
+            (group(true, false, true, None, Some("universalMailEnabledSecurityGroup")), true, us, true, false),
+            (group(true, false, true, Some(true), Some("universalSecurityGroup")), true, us, false, false),
+            (group(true, false, true, Some(false), None), false, None, false, false),
+            (group(true, false, true, None, Some("globalSecurityGroup")), false, None, false, true),
+            (group(false, true, false, None, None), false, None, false, false),
+            (group(false, true, false, Some(false), None), false, None, false, false),
+            (group(false, true, false, Some(true), None), true, us, false, false),
+            (group(false, true, false, Some(true), Some("universalSecurityGroup")), true, us, false, false),
+            (group(false, true, false, Some(true), Some("universalDistributionGroup")), false, None, false, true),
+            (group(false, true, true, Some(true), None), false, None, false, false),
+            (group(false, false, true, Some(true), None), false, None, false, false),
+        ];
+        for (i, (g, scope, gt, mail, invalid)) in cases.into_iter().enumerate() {
+            let d = decide(&g);
+            assert_eq!((d.in_scope, d.group_type, d.mail, d.invalid), (scope, gt, mail, invalid), "row {i}: {}", d.reason);
+        }
+        let mut synced = group(false, true, false, Some(true), None);
+        synced.on_premises_sync_enabled = Some(true);
+        assert!(!decide(&synced).in_scope);
+    }
+}
