@@ -1,0 +1,283 @@
+//! Request handling: the token endpoint, the Graph surface writeback uses, `$batch`, fault
+//! injection, the request log, and the control API for tests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::tenant::{bad, encode_skiptoken, matches, project, ODataError, Query, Tenant};
+
+/// Graph's default page size for directory collections.
+const DEFAULT_PAGE: usize = 100;
+
+/// An injected failure: after `skip` matching requests, the next `count` get `status`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Fault {
+    pub status: u16,
+    #[serde(default = "one")]
+    pub retry_after: u64,
+    #[serde(default = "one_usize")]
+    pub count: usize,
+    #[serde(default)]
+    pub skip: usize,
+    #[serde(default)]
+    pub path_contains: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+fn one_usize() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogEntry {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub batch: bool,
+}
+
+pub struct Sim {
+    pub tenant: Tenant,
+    /// The server's largest page, whatever `$top` asks (tests set it to 2).
+    pub page_size: usize,
+    pub token_lifetime: u64,
+    pub faults: Vec<Fault>,
+    pub tokens: HashMap<String, Instant>,
+    pub log: Vec<LogEntry>,
+    next_id: u64,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Reply {
+        Reply { status, headers: vec![], body: Some(body) }
+    }
+    fn empty(status: u16) -> Reply {
+        Reply { status, headers: vec![], body: None }
+    }
+}
+
+impl Sim {
+    pub fn new(tenant: Tenant, page_size: usize) -> Sim {
+        Sim { tenant, page_size, token_lifetime: 3599, faults: vec![], tokens: HashMap::new(), log: vec![], next_id: 0 }
+    }
+
+    fn error(&mut self, e: ODataError) -> Reply {
+        self.next_id += 1;
+        let ODataError(status, code, message) = e;
+        Reply::json(
+            status,
+            json!({"error": {"code": code, "message": message, "innerError": {
+                "date": "2026-11-24T00:00:00", "request-id": format!("00000000-0000-0000-0000-{:012}", self.next_id),
+                "client-request-id": format!("00000000-0000-0000-0000-{:012}", self.next_id)}}}),
+        )
+    }
+
+    /// The token endpoint: client credentials with a client secret.
+    pub fn token(&mut self, form: &HashMap<String, String>) -> Reply {
+        let aad_error = |status: u16, error: &str, desc: &str| {
+            Reply::json(status, json!({"error": error, "error_description": desc, "error_codes": [7000215], "timestamp": "2026-11-24 00:00:00Z"}))
+        };
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return aad_error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.");
+        }
+        if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
+            return aad_error(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
+        }
+        let client_id = form.get("client_id").cloned().unwrap_or_default();
+        let Some(app) = self.tenant.apps.iter().find(|a| a.client_id == client_id) else {
+            return aad_error(400, "unauthorized_client", &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."));
+        };
+        if form.get("client_secret") != Some(&app.client_secret) {
+            return aad_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
+        }
+        self.next_id += 1;
+        let token = format!("sim-token-{}-{}", self.next_id, client_id.len());
+        self.tokens.insert(token.clone(), Instant::now() + Duration::from_secs(self.token_lifetime));
+        Reply::json(200, json!({"token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime, "access_token": token}))
+    }
+
+    pub fn authorized(&self, header: Option<&str>) -> bool {
+        let token = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        self.tokens.get(token).is_some_and(|exp| *exp > Instant::now())
+    }
+
+    fn take_fault(&mut self, url: &str) -> Option<Fault> {
+        let i = self.faults.iter().position(|f| f.path_contains.as_deref().is_none_or(|p| url.contains(p)))?;
+        let f = &mut self.faults[i];
+        if f.skip > 0 {
+            f.skip -= 1;
+            return None;
+        }
+        f.count -= 1;
+        let out = f.clone();
+        if f.count == 0 {
+            self.faults.remove(i);
+        }
+        Some(out)
+    }
+
+    /// One Graph request (also each request of a `$batch`). `path` starts after the version.
+    pub fn graph(&mut self, method: &str, beta: bool, path: &str, raw_query: &str, body: Option<Value>, base: &str, batch: bool) -> Reply {
+        let url = if raw_query.is_empty() { path.to_string() } else { format!("{path}?{raw_query}") };
+        let reply = match self.take_fault(&url) {
+            Some(f) => {
+                let code = if f.status == 429 { "TooManyRequests" } else { "ServiceUnavailable" };
+                let mut r = self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
+                r.headers.push(("Retry-After".into(), f.retry_after.to_string()));
+                r
+            }
+            None => match self.route(method, beta, path, raw_query, body, base) {
+                Ok(r) => r,
+                Err(e) => self.error(e),
+            },
+        };
+        self.log.push(LogEntry { method: method.to_string(), url: format!("/{}{url}", if beta { "beta" } else { "v1.0" }), status: reply.status, batch });
+        reply
+    }
+
+    fn route(&mut self, method: &str, beta: bool, path: &str, raw_query: &str, body: Option<Value>, base: &str) -> Result<Reply, ODataError> {
+        let pairs: HashMap<String, String> = serde_urlencoded::from_str(raw_query).map_err(|e| bad(format!("Invalid query: {e}")))?;
+        let q = Query::parse(&pairs)?;
+        let ver = if beta { "beta" } else { "v1.0" };
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let not_found = |what: &str, id: &str| ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"));
+        let page = |items: Vec<(Option<&'static str>, Value)>, ctx: &str| -> Result<Reply, ODataError> {
+            self.page(items, &q, &pairs, beta, &format!("{base}/{ver}{path}"), &format!("{base}/{ver}/$metadata#{ctx}"))
+        };
+        match (method, segs.as_slice()) {
+            ("GET", ["groups"]) => page(self.tenant.groups.iter().map(|g| (None, g.clone())).collect(), "groups"),
+            ("GET", ["users"]) => page(self.tenant.users.iter().map(|u| (None, u.clone())).collect(), "users"),
+            ("GET", ["groups", id]) => {
+                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
+                let mut v = project(g, None, q.select.as_deref(), beta)?;
+                v["@odata.context"] = json!(format!("{base}/{ver}/$metadata#groups/$entity"));
+                Ok(Reply::json(200, v))
+            }
+            ("GET", ["users", id]) => {
+                let (_, u) = self.tenant.find(id).filter(|(k, _)| *k == "user").ok_or_else(|| not_found("user", id))?;
+                Ok(Reply::json(200, project(u, None, q.select.as_deref(), beta)?))
+            }
+            ("GET", ["groups", id, nav @ ("members" | "owners"), rest @ ..]) => {
+                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?.clone();
+                let cast = match rest {
+                    [] => None,
+                    [c] => Some(c.strip_prefix("microsoft.graph.").ok_or_else(|| bad(format!("Unsupported segment {c}")))?),
+                    _ => return Err(bad("Unsupported path".into())),
+                };
+                let items = self.tenant.linked(&g, nav).into_iter().filter(|(k, _)| cast.is_none_or(|c| c == *k)).map(|(k, v)| (Some(k), v)).collect();
+                page(items, "directoryObjects")
+            }
+            ("PATCH", ["groups", id]) => {
+                let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
+                let g = self.tenant.group_mut(id).ok_or_else(|| not_found("group", id))?;
+                merge(g, &patch);
+                Ok(Reply::empty(204))
+            }
+            ("POST", ["directoryObjects", "getByIds"]) => {
+                let body = body.unwrap_or_default();
+                let ids: Vec<String> = body["ids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+                if ids.len() > 1000 {
+                    return Err(bad("Too many ids: at most 1000".into()));
+                }
+                let types: Vec<String> = body["types"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+                let value: Vec<Value> = ids
+                    .iter()
+                    .filter_map(|id| self.tenant.find(id))
+                    .filter(|(k, _)| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(k)))
+                    .map(|(k, v)| project(v, Some(k), q.select.as_deref(), beta))
+                    .collect::<Result<_, _>>()?;
+                Ok(Reply::json(200, json!({"@odata.context": format!("{base}/{ver}/$metadata#directoryObjects"), "value": value})))
+            }
+            ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => {
+                page(self.tenant.deleted_groups.iter().map(|g| (Some("group"), g.clone())).collect(), "directoryObjects")
+            }
+            _ => Err(ODataError(400, "BadRequest", format!("Invalid request: {method} /{ver}{path} is not part of the simulated surface"))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn page(
+        &self,
+        items: Vec<(Option<&'static str>, Value)>,
+        q: &Query,
+        pairs: &HashMap<String, String>,
+        beta: bool,
+        self_url: &str,
+        context: &str,
+    ) -> Result<Reply, ODataError> {
+        let mut kept = Vec::new();
+        for (kind, v) in items {
+            if let Some(f) = &q.filter {
+                if !matches(&v, f)? {
+                    continue;
+                }
+            }
+            kept.push((kind, v));
+        }
+        let size = q.top.unwrap_or(DEFAULT_PAGE).min(self.page_size).max(1);
+        let end = (q.skip + size).min(kept.len());
+        let value: Vec<Value> = kept[q.skip.min(end)..end].iter().map(|(k, v)| project(v, *k, q.select.as_deref(), beta)).collect::<Result<_, _>>()?;
+        let mut body = json!({"@odata.context": context, "value": value});
+        if end < kept.len() {
+            let mut next: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k.as_str() != "$skiptoken").map(|(k, v)| (k.clone(), v.clone())).collect();
+            next.sort();
+            next.push(("$skiptoken".into(), encode_skiptoken(end)));
+            let qs = serde_urlencoded::to_string(&next).map_err(|e| bad(e.to_string()))?;
+            body["@odata.nextLink"] = json!(format!("{self_url}?{qs}"));
+        }
+        Ok(Reply::json(200, body))
+    }
+
+    /// `POST /$batch`: at most 20 requests, each answered on its own (throttling included).
+    pub fn batch(&mut self, beta: bool, body: Value, base: &str) -> Reply {
+        let requests = body["requests"].as_array().cloned().unwrap_or_default();
+        if requests.is_empty() || requests.len() > 20 {
+            let n = requests.len();
+            return self.error(ODataError(400, "BadRequest", format!("A batch needs 1 to 20 requests; it had {n}.")));
+        }
+        let mut responses = Vec::new();
+        for r in requests {
+            let id = r["id"].clone();
+            let method = r["method"].as_str().unwrap_or("GET").to_uppercase();
+            let url = r["url"].as_str().unwrap_or("").to_string();
+            let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+            let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+            let reply = self.graph(&method, beta, &path, query, r.get("body").cloned(), base, true);
+            let headers: serde_json::Map<String, Value> = reply.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let mut resp = json!({"id": id, "status": reply.status, "headers": headers});
+            if let Some(b) = reply.body {
+                resp["body"] = b;
+            }
+            responses.push(resp);
+        }
+        Reply::json(200, json!({"responses": responses}))
+    }
+}
+
+/// A JSON merge: objects merge key by key, everything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                match t.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
