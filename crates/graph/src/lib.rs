@@ -1,1 +1,128 @@
+//! writeback-graph: reads what writeback needs from Microsoft Graph.
+//!
+//! Architecture invariant: this crate is the only one that speaks HTTP to Graph. It returns
+//! the core's model types; a listing that did not complete is an error, never a short list.
 
+mod client;
+mod read;
+
+pub use client::{GraphClient, Stats};
+pub use read::{GROUP_SELECT, MEMBER_SELECT};
+
+/// A secret that never prints.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The cloud environments and their endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Global,
+    UsGov,
+    UsGovDod,
+    China,
+}
+
+impl Environment {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "global" => Environment::Global,
+            "usgov" => Environment::UsGov,
+            "usgov-dod" => Environment::UsGovDod,
+            "china" => Environment::China,
+            _ => return None,
+        })
+    }
+
+    /// (login authority, Graph endpoint).
+    pub fn endpoints(self) -> (&'static str, &'static str) {
+        match self {
+            Environment::Global => ("https://login.microsoftonline.com", "https://graph.microsoft.com"),
+            Environment::UsGov => ("https://login.microsoftonline.us", "https://graph.microsoft.us"),
+            Environment::UsGovDod => ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+            Environment::China => ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub login_url: String,
+    pub graph_url: String,
+    /// Retries of one request on throttling or a lost connection.
+    pub max_retries: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("Graph authentication failed: {0}")]
+    Auth(String),
+    #[error("could not reach Graph: {0}")]
+    Connect(String),
+    #[error("Graph answered {status} {code} for {path}: {message}")]
+    Api { status: u16, code: String, message: String, path: String },
+    #[error("Graph sent something writeback cannot use: {0}")]
+    Invalid(String),
+    #[error("Graph configuration: {0}")]
+    Config(String),
+}
+
+impl GraphError {
+    /// Errors that mean "could not run at all" (exit status 4) rather than a bad object.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, GraphError::Auth(_) | GraphError::Connect(_) | GraphError::Config(_))
+            || matches!(self, GraphError::Api { status: 401 | 403, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let cfg = GraphConfig {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: s,
+            login_url: "https://login.microsoftonline.com".into(),
+            graph_url: "https://graph.microsoft.com".into(),
+            max_retries: 3,
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        let mk = |g: &str| GraphConfig {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("x"),
+            login_url: g.into(),
+            graph_url: g.into(),
+            max_retries: 0,
+        };
+        assert!(GraphClient::new(mk("http://127.0.0.1:8080")).is_ok());
+        assert!(GraphClient::new(mk("http://graph.example.com")).is_err());
+        assert!(GraphClient::new(mk("https://graph.microsoft.com")).is_ok());
+    }
+}

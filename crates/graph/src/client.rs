@@ -1,0 +1,223 @@
+//! The HTTP side: tokens (client credentials), retries with `Retry-After`, paging.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::{GraphConfig, GraphError};
+
+/// Renew a token this long before it expires.
+const RENEW_MARGIN: Duration = Duration::from_secs(300);
+/// Never sleep longer than this for one `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// Counters a run reports (and the daemon exports).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub throttled: AtomicU64,
+    pub token_requests: AtomicU64,
+}
+
+impl Stats {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+}
+
+pub struct GraphClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) cfg: GraphConfig,
+    token: Mutex<Option<(String, Instant)>>,
+    pub stats: Stats,
+}
+
+impl GraphClient {
+    pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
+        for url in [&cfg.graph_url, &cfg.login_url] {
+            check_transport(url)?;
+        }
+        // One crypto provider for the whole process (ring); installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("writeback/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(100))
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| GraphError::Connect(format!("could not set up HTTP: {e}")))?;
+        Ok(GraphClient { http, cfg, token: Mutex::new(None), stats: Stats::default() })
+    }
+
+    pub fn graph_url(&self) -> &str {
+        &self.cfg.graph_url
+    }
+
+    /// A valid access token, from the cache or the token endpoint.
+    pub async fn token(&self) -> Result<String, GraphError> {
+        let mut cached = self.token.lock().await;
+        if let Some((t, exp)) = cached.as_ref() {
+            if *exp > Instant::now() + RENEW_MARGIN {
+                return Ok(t.clone());
+            }
+        }
+        let url = format!("{}/{}/oauth2/v2.0/token", self.cfg.login_url, self.cfg.tenant_id);
+        let scope = format!("{}/.default", self.cfg.graph_url);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.cfg.client_id.as_str()),
+            ("client_secret", self.cfg.client_secret.expose()),
+            ("scope", scope.as_str()),
+        ];
+        self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| GraphError::Connect(format!("could not reach the token endpoint {url}: {}", without_url(&e))))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            let desc = body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no error description");
+            let first_line = desc.lines().next().unwrap_or(desc);
+            return Err(GraphError::Auth(format!(
+                "the token endpoint refused the app (HTTP {status}): {first_line} — check [cloud] tenant_id, client_id and the client secret"
+            )));
+        }
+        let token = body["access_token"].as_str().ok_or_else(|| GraphError::Auth("the token endpoint answered without an access_token".into()))?;
+        let lifetime = body["expires_in"].as_u64().unwrap_or(3599);
+        let exp = Instant::now() + Duration::from_secs(lifetime);
+        *cached = Some((token.to_string(), exp));
+        Ok(token.to_string())
+    }
+
+    async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// One request with Graph's retry rules: 429/503/504 wait for `Retry-After` (or back off),
+    /// a 401 renews the token once; everything else is returned as an error.
+    pub async fn request(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Option<Value>, GraphError> {
+        let mut renewed = false;
+        let mut attempt = 0u32;
+        loop {
+            let token = self.token().await?;
+            let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < self.cfg.max_retries && (e.is_timeout() || e.is_connect()) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(GraphError::Connect(format!("{method} {}: {}", path_of(url), without_url(&e)))),
+            };
+            let status = resp.status().as_u16();
+            if matches!(status, 429 | 503 | 504) && attempt < self.cfg.max_retries {
+                attempt += 1;
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok())).unwrap_or_else(|| backoff(attempt));
+                tracing::info!(status, wait_s = wait.as_secs_f64(), url = %path_of(url), "Graph asked to retry later");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if status == 401 && !renewed {
+                renewed = true;
+                self.forget_token().await;
+                continue;
+            }
+            if status == 204 {
+                return Ok(None);
+            }
+            let text = resp.text().await.map_err(|e| GraphError::Connect(format!("reading {}: {}", path_of(url), without_url(&e))))?;
+            if !(200..300).contains(&status) {
+                return Err(api_error(status, &text, url));
+            }
+            let v: Value = serde_json::from_str(&text).map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
+            return Ok(Some(v));
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Value, GraphError> {
+        self.request(reqwest::Method::GET, url, None).await?.ok_or_else(|| GraphError::Invalid(format!("{} answered with no body", path_of(url))))
+    }
+
+    /// Every item of a collection, following every `@odata.nextLink` as given.
+    pub async fn get_all(&self, url: &str) -> Result<Vec<Value>, GraphError> {
+        let mut items = Vec::new();
+        let mut next = Some(url.to_string());
+        while let Some(u) = next.take() {
+            let page = self.get(&u).await?;
+            collect_page(&page, &u, &mut items, &mut next)?;
+        }
+        Ok(items)
+    }
+}
+
+/// Takes the items and the next link out of one page.
+pub(crate) fn collect_page(page: &Value, url: &str, items: &mut Vec<Value>, next: &mut Option<String>) -> Result<(), GraphError> {
+    let value = page["value"].as_array().ok_or_else(|| GraphError::Invalid(format!("{} answered without a value array", path_of(url))))?;
+    items.extend(value.iter().cloned());
+    *next = page["@odata.nextLink"].as_str().map(str::to_string);
+    Ok(())
+}
+
+/// Refuses plain HTTP except to loopback (the simulator).
+fn check_transport(url: &str) -> Result<(), GraphError> {
+    let parsed = url::Url::parse(url).map_err(|e| GraphError::Config(format!("'{url}' is not a URL: {e}")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(GraphError::Config(format!("'{url}' must use https:// (plain http is allowed only to a loopback address, for the simulator)"))),
+    }
+}
+
+pub(crate) fn retry_after(header: Option<&str>) -> Option<Duration> {
+    let secs: u64 = header?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64 << attempt.min(7)).min(MAX_RETRY_AFTER)
+}
+
+/// The path of a URL, for messages (query strings can be long; tokens are never in URLs).
+pub(crate) fn path_of(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_else(|_| url.to_string())
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+pub(crate) fn api_error(status: u16, body: &str, url: &str) -> GraphError {
+    let v: Value = serde_json::from_str(body).unwrap_or_default();
+    GraphError::Api {
+        status,
+        code: v["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+        message: v["error"]["message"].as_str().unwrap_or(body).chars().take(500).collect(),
+        path: path_of(url),
+    }
+}
