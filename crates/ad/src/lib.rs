@@ -1,1 +1,125 @@
+//! writeback-ad: Active Directory over LDAP with TLS.
+//!
+//! Architecture invariants: this crate is the only one that speaks LDAP. It never binds
+//! without TLS (ldaps://, or ldap:// with StartTLS), never turns certificate checks off,
+//! and refuses to write outside the managed OUs or to delete an object without our marker.
 
+mod apply;
+mod conn;
+mod read;
+
+pub use apply::{ApplyReport, OpOutcome};
+pub use conn::{AdConfig, AdConn};
+
+/// A password that never prints.
+#[derive(Clone, Default)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(s: impl Into<String>) -> Self {
+        Password(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdError {
+    #[error("AD configuration: {0}")]
+    Config(String),
+    #[error("could not connect to AD: {0}")]
+    Connect(String),
+    #[error("AD refused the bind: {0}")]
+    Bind(String),
+    #[error("AD {op} failed: {message}")]
+    Ldap { op: String, rc: u32, message: String },
+}
+
+impl AdError {
+    pub(crate) fn ldap(op: impl Into<String>, e: ldap3::LdapError) -> AdError {
+        match e {
+            ldap3::LdapError::LdapResult { result } => AdError::Ldap { op: op.into(), rc: result.rc, message: describe(result.rc, &result.text) },
+            other => AdError::Connect(format!("{}: {other}", op.into())),
+        }
+    }
+
+    /// Errors that mean "could not run" (exit status 4), not a problem with one object.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, AdError::Config(_) | AdError::Connect(_) | AdError::Bind(_))
+    }
+}
+
+/// An LDAP result code and AD's diagnostic text as a sentence.
+pub(crate) fn describe(rc: u32, text: &str) -> String {
+    let text = text.trim_end_matches('\0').trim();
+    if text.contains("00002146") {
+        return writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL.to_string();
+    }
+    let name = match rc {
+        16 => "no such attribute",
+        19 => "constraint violation",
+        20 => "attribute or value exists",
+        21 => "invalid attribute syntax",
+        32 => "no such object",
+        34 => "invalid DN syntax",
+        49 => "invalid credentials",
+        50 => "insufficient access rights",
+        53 => "unwilling to perform",
+        64 => "naming violation",
+        65 => "object class violation",
+        68 => "entry already exists",
+        _ => "LDAP error",
+    };
+    if text.is_empty() {
+        format!("{name} (LDAP {rc})")
+    } else {
+        format!("{name} (LDAP {rc}): {text}")
+    }
+}
+
+/// Splits a value in extended DN form, `<GUID=…>;<SID=…>;DN`, into (guid, sid, dn).
+pub(crate) fn parse_extended_dn(v: &str) -> (Option<String>, Option<String>, String) {
+    let mut rest = v;
+    let (mut guid, mut sid) = (None, None);
+    while let Some(stripped) = rest.strip_prefix('<') {
+        let Some(end) = stripped.find('>') else { break };
+        let part = &stripped[..end];
+        if let Some(g) = part.strip_prefix("GUID=") {
+            guid = Some(g.to_ascii_lowercase());
+        } else if let Some(s) = part.strip_prefix("SID=") {
+            sid = Some(s.to_string());
+        }
+        rest = stripped[end + 1..].strip_prefix(';').unwrap_or(&stripped[end + 1..]);
+    }
+    (guid, sid, rest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_dn_forms() {
+        let (g, s, dn) = parse_extended_dn("<GUID=F18A71E1-76e4-4eb0-82b0-d8c4502cff42>;<SID=S-1-5-21-1-2-3-1102>;CN=u1,OU=probe,DC=corp");
+        assert_eq!(g.as_deref(), Some("f18a71e1-76e4-4eb0-82b0-d8c4502cff42"));
+        assert_eq!(s.as_deref(), Some("S-1-5-21-1-2-3-1102"));
+        assert_eq!(dn, "CN=u1,OU=probe,DC=corp");
+        let (g, s, dn) = parse_extended_dn("<GUID=abc>;CN=contact,DC=x");
+        assert_eq!((g.as_deref(), s, dn.as_str()), (Some("abc"), None, "CN=contact,DC=x"));
+        assert_eq!(parse_extended_dn("CN=plain,DC=x").2, "CN=plain,DC=x");
+    }
+
+    #[test]
+    fn windows_nesting_error_is_named() {
+        assert_eq!(describe(53, "00002146: SvcErr: DSID-031A1254"), writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL);
+        assert!(describe(68, "").contains("already exists"));
+        assert_eq!(format!("{:?}", Password::new("pw")), "Password(***)");
+    }
+}

@@ -1,0 +1,224 @@
+//! Applying a plan: every operation on its own, members in chunks, a failed chunk retried
+//! value by value so that one bad member never holds back the others.
+
+use std::collections::{HashMap, HashSet};
+
+use ldap3::Mod;
+use serde::Serialize;
+use writeback_core::naming;
+use writeback_core::plan::{AttrChange, GroupTarget, Operation, Plan};
+
+use crate::{AdConn, AdError};
+
+/// What happened to one operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpOutcome {
+    pub cloud_id: String,
+    pub op: &'static str,
+    /// The whole operation failed.
+    pub error: Option<String>,
+    /// Members that could not be written or removed: (member DN or GUID, why).
+    pub member_errors: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub outcomes: Vec<OpOutcome>,
+    /// Groups that exist after the run: cloud id → (objectGUID, DN).
+    pub links: HashMap<String, (String, String)>,
+    /// LDAP write operations sent.
+    pub ldap_writes: u64,
+}
+
+impl ApplyReport {
+    pub fn failed_ops(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.error.is_some()).count()
+    }
+}
+
+fn op_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Add { .. } => "add",
+        Operation::Update { .. } => "update",
+        Operation::Rename { .. } => "rename",
+        Operation::AddMembers { .. } => "add-members",
+        Operation::RemoveMembers { .. } => "remove-members",
+        Operation::Delete { .. } => "delete",
+    }
+}
+
+/// How a member value is written: `<GUID=…>` for objects that exist (immune to renames),
+/// the DN for groups created in this run.
+fn member_value(t: &GroupTarget, created: &HashMap<String, (String, String)>) -> Result<String, String> {
+    match t {
+        GroupTarget::Existing { guid, .. } => Ok(format!("<GUID={guid}>")),
+        GroupTarget::New { cloud_id, .. } => match created.get(cloud_id) {
+            Some((guid, _)) => Ok(format!("<GUID={guid}>")),
+            None => Err(format!("the group for cloud id {cloud_id} was not created in this run")),
+        },
+    }
+}
+
+impl AdConn {
+    /// Applies the plan in order. Never writes outside `managed_ous`; never deletes an object
+    /// that does not carry the marker of the cloud group it is deleted for.
+    pub async fn apply(&mut self, plan: &Plan, managed_ous: &[String]) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let within = |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
+        for op in &plan.operations {
+            let mut outcome = OpOutcome { cloud_id: op.cloud_id().to_string(), op: op_name(op), error: None, member_errors: vec![] };
+            let result = match op {
+                Operation::Add { dn, .. } | Operation::Update { dn, .. } | Operation::Delete { dn, .. } if !within(dn) => {
+                    Err(format!("refused: {dn} is outside the managed OUs"))
+                }
+                Operation::Rename { new_dn, .. } if !within(new_dn) => Err(format!("refused: {new_dn} is outside the managed OUs")),
+                Operation::Add { cloud_id, dn, attrs, members } => self.add_group(cloud_id, dn, attrs, members, &mut report, &mut outcome).await,
+                Operation::Update { guid, changes, .. } => self.update(guid, changes, &mut report).await,
+                Operation::Rename { cloud_id, guid, dn, new_rdn, new_parent, new_dn } => {
+                    report.ldap_writes += 1;
+                    let r = self.ldap.modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
+                    match r {
+                        Ok(_) => {
+                            report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.clone()));
+                            Ok(())
+                        }
+                        Err(e) => Err(AdError::ldap("rename", e).to_string()),
+                    }
+                }
+                Operation::AddMembers { group, members, .. } | Operation::RemoveMembers { group, members, .. } => {
+                    let add = matches!(op, Operation::AddMembers { .. });
+                    match member_value(group, &report.links) {
+                        Ok(target) => {
+                            outcome.member_errors = self.write_members(&target, members, add, &mut report).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Operation::Delete { cloud_id, guid, .. } => self.delete_owned(cloud_id, guid, &within, &mut report).await,
+            };
+            outcome.error = result.err();
+            if let Some(e) = &outcome.error {
+                tracing::warn!(cloud_id = %outcome.cloud_id, op = outcome.op, error = %e, "operation failed");
+            }
+            report.outcomes.push(outcome);
+        }
+        report
+    }
+
+    async fn add_group(
+        &mut self,
+        cloud_id: &str,
+        dn: &str,
+        attrs: &[(String, Vec<String>)],
+        members: &[GroupTarget],
+        report: &mut ApplyReport,
+        outcome: &mut OpOutcome,
+    ) -> Result<(), String> {
+        let mut entry: Vec<(String, HashSet<String>)> = attrs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let values: Vec<String> = members.iter().filter_map(|m| member_value(m, &report.links).ok()).collect();
+        let inline = !values.is_empty() && values.len() <= self.member_chunk;
+        if inline {
+            entry.push(("member".into(), values.iter().cloned().collect()));
+        }
+        report.ldap_writes += 1;
+        let mut res = self.ldap.add(dn, entry.clone()).await.and_then(|r| r.success());
+        if res.is_err() && inline {
+            // A bad member must not stop the group: add it empty, then members one by one.
+            if let Err(ldap3::LdapError::LdapResult { result }) = &res {
+                if result.rc != 68 {
+                    entry.retain(|(k, _)| k != "member");
+                    report.ldap_writes += 1;
+                    res = self.ldap.add(dn, entry).await.and_then(|r| r.success());
+                }
+            }
+            if res.is_ok() {
+                let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
+                report.links.insert(cloud_id.to_string(), (guid.clone(), dn.to_string()));
+                outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
+                return Ok(());
+            }
+        }
+        match res {
+            Ok(_) => {
+                let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
+                report.links.insert(cloud_id.to_string(), (guid.clone(), dn.to_string()));
+                if !inline && !values.is_empty() {
+                    outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
+                }
+                Ok(())
+            }
+            Err(ldap3::LdapError::LdapResult { result }) if result.rc == 68 => Err(format!(
+                "{dn} already exists and writeback does not own it (it has no marker {}); rename or remove that object, or set its adminDescription to the marker to let writeback adopt it",
+                naming::marker(cloud_id)
+            )),
+            Err(e) => Err(AdError::ldap("add", e).to_string()),
+        }
+    }
+
+    async fn update(&mut self, guid: &str, changes: &[AttrChange], report: &mut ApplyReport) -> Result<(), String> {
+        let mods: Vec<Mod<String>> = changes.iter().map(|c| Mod::Replace(c.attr.clone(), c.values.iter().cloned().collect())).collect();
+        report.ldap_writes += 1;
+        self.ldap
+            .modify(&format!("<GUID={guid}>"), mods)
+            .await
+            .and_then(|r| r.success())
+            .map(|_| ())
+            .map_err(|e| AdError::ldap("update", e).to_string())
+    }
+
+    /// Adds or removes member values in chunks; a failed chunk is retried value by value.
+    /// Values already in the wanted state count as done. Returns the values that failed.
+    async fn write_members(&mut self, target: &str, members: &[GroupTarget], add: bool, report: &mut ApplyReport) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut values = Vec::new();
+        for m in members {
+            match member_value(m, &report.links) {
+                Ok(v) => values.push((v, m.dn().to_string())),
+                Err(e) => errors.push((m.dn().to_string(), e)),
+            }
+        }
+        let chunk = self.member_chunk;
+        for part in values.chunks(chunk) {
+            let set: HashSet<String> = part.iter().map(|(v, _)| v.clone()).collect();
+            let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
+            report.ldap_writes += 1;
+            if self.ldap.modify(target, vec![m]).await.and_then(|r| r.success()).is_ok() {
+                continue;
+            }
+            for (v, dn) in part {
+                let set: HashSet<String> = [v.clone()].into();
+                let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
+                report.ldap_writes += 1;
+                match self.ldap.modify(target, vec![m]).await.and_then(|r| r.success()) {
+                    Ok(_) => {}
+                    Err(ldap3::LdapError::LdapResult { result }) if already_done(add, result.rc, &result.text) => {}
+                    Err(e) => errors.push((dn.clone(), AdError::ldap(if add { "member add" } else { "member removal" }, e).to_string())),
+                }
+            }
+        }
+        errors
+    }
+
+    async fn delete_owned(&mut self, cloud_id: &str, guid: &str, within: &impl Fn(&str) -> bool, report: &mut ApplyReport) -> Result<(), String> {
+        match self.marker_of(guid).await.map_err(|e| e.to_string())? {
+            None => Ok(()), // already gone
+            Some((marker, dn)) => {
+                if naming::parse_marker(&marker).as_deref() != Some(cloud_id) || !within(&dn) {
+                    return Err(format!("refused to delete {dn}: it no longer carries the marker {} inside the managed OUs", naming::marker(cloud_id)));
+                }
+                report.ldap_writes += 1;
+                self.ldap.delete(&format!("<GUID={guid}>")).await.and_then(|r| r.success()).map(|_| ()).map_err(|e| AdError::ldap("delete", e).to_string())
+            }
+        }
+    }
+}
+
+/// AD's ways of saying a member value is already as wanted (Samba and Windows differ).
+fn already_done(add: bool, rc: u32, text: &str) -> bool {
+    if add {
+        rc == 68 || rc == 20
+    } else {
+        rc == 16 || (rc == 53 && (text.contains("doesn't exist") || text.contains("already deleted")))
+    }
+}

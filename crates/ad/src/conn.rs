@@ -1,0 +1,177 @@
+//! Connecting: TLS always (LDAPS or StartTLS), certificate verification always, simple bind,
+//! failover over a list of DCs, rootDSE and schema features.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use writeback_core::SchemaFeatures;
+
+use crate::{AdError, Password};
+
+#[derive(Clone, Debug)]
+pub struct AdConfig {
+    /// DCs in order of preference: `ldaps://host[:port]` or `ldap://host` (then StartTLS).
+    pub urls: Vec<String>,
+    /// A DN or a UPN.
+    pub bind_dn: String,
+    pub password: Password,
+    /// The CA that signs the DCs' certificates; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Values per member modify.
+    pub member_chunk: usize,
+    pub timeout: Duration,
+}
+
+/// One bound connection.
+pub struct AdConn {
+    pub(crate) ldap: ldap3::Ldap,
+    pub url: String,
+    pub default_nc: String,
+    pub schema_nc: String,
+    pub dns_host_name: String,
+    pub schema: SchemaFeatures,
+    pub(crate) member_chunk: usize,
+}
+
+fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| AdError::Config(format!("cannot read ca_file {}: {e}", ca_file.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| AdError::Config(format!("ca_file {} has a bad certificate: {e}", ca_file.display())))?;
+        roots.add(cert).map_err(|e| AdError::Config(format!("ca_file {}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(AdError::Config(format!("ca_file {} holds no PEM certificate", ca_file.display())));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AdError::Config(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+impl AdConn {
+    /// Connects to the first DC that answers and binds.
+    pub async fn connect(cfg: &AdConfig) -> Result<AdConn, AdError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if cfg.urls.is_empty() {
+            return Err(AdError::Config("[ad] url is empty".into()));
+        }
+        let tls = cfg.ca_file.as_ref().map(tls_config).transpose()?;
+        let mut failures = Vec::new();
+        for url in &cfg.urls {
+            match Self::connect_one(cfg, url, tls.clone()).await {
+                Ok(conn) => return Ok(conn),
+                Err(e @ (AdError::Bind(_) | AdError::Config(_))) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "DC not reachable, trying the next");
+                    failures.push(format!("{url}: {e}"));
+                }
+            }
+        }
+        Err(AdError::Connect(failures.join("; ")))
+    }
+
+    async fn connect_one(cfg: &AdConfig, url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<AdConn, AdError> {
+        let starttls = if url.starts_with("ldaps://") {
+            false
+        } else if url.starts_with("ldap://") {
+            true
+        } else {
+            return Err(AdError::Config(format!("'{url}' must start with ldaps:// or ldap:// (ldap:// is always upgraded with StartTLS)")));
+        };
+        let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout).set_starttls(starttls);
+        if let Some(tls) = tls {
+            settings = settings.set_config(tls);
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await.map_err(|e| AdError::Connect(format!("{url}: {e}")))?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(cfg.timeout);
+        ldap.simple_bind(&cfg.bind_dn, cfg.password.expose())
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| match e {
+                ldap3::LdapError::LdapResult { result } => AdError::Bind(format!(
+                    "{} as {} — check [ad] bind_dn and the password",
+                    crate::describe(result.rc, &result.text),
+                    cfg.bind_dn
+                )),
+                other => AdError::Connect(format!("{url}: {other}")),
+            })?;
+        let mut me = AdConn {
+            ldap,
+            url: url.to_string(),
+            default_nc: String::new(),
+            schema_nc: String::new(),
+            dns_host_name: String::new(),
+            schema: SchemaFeatures::default(),
+            member_chunk: cfg.member_chunk.max(1),
+        };
+        me.read_root_dse().await?;
+        me.schema = me.detect_schema().await?;
+        Ok(me)
+    }
+
+    async fn read_root_dse(&mut self) -> Result<(), AdError> {
+        let (entries, _) = self
+            .ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["defaultNamingContext", "schemaNamingContext", "dnsHostName"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap("reading the rootDSE", e))?;
+        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Connect("the DC returned no rootDSE".into()))?;
+        let first = |k: &str| e.attrs.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
+        self.default_nc = first("defaultNamingContext");
+        self.schema_nc = first("schemaNamingContext");
+        self.dns_host_name = first("dnsHostName");
+        if self.default_nc.is_empty() {
+            return Err(AdError::Connect("the rootDSE has no defaultNamingContext: is this an Active Directory DC?".into()));
+        }
+        Ok(())
+    }
+
+    async fn detect_schema(&mut self) -> Result<SchemaFeatures, AdError> {
+        let filter = "(|(lDAPDisplayName=msDS-ExternalDirectoryObjectId)(lDAPDisplayName=mailNickname)(lDAPDisplayName=msExchRecipientTypeDetails))";
+        let base = self.schema_nc.clone();
+        let (entries, _) = self
+            .ldap
+            .search(&base, Scope::OneLevel, filter, vec!["lDAPDisplayName"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap("reading the schema", e))?;
+        let names: Vec<String> = entries
+            .into_iter()
+            .map(SearchEntry::construct)
+            .filter_map(|e| e.attrs.get("lDAPDisplayName").and_then(|v| v.first()).cloned())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        let has = |n: &str| names.iter().any(|x| x == n);
+        Ok(SchemaFeatures {
+            external_directory_object_id: has("msds-externaldirectoryobjectid"),
+            exchange: has("mailnickname") && has("msexchrecipienttypedetails"),
+        })
+    }
+
+    /// Preflight: the OU exists (else an error), and whether the account may create groups in it.
+    pub async fn can_create_groups_in(&mut self, ou: &str) -> Result<bool, AdError> {
+        let (entries, _) = self
+            .ldap
+            .search(ou, Scope::Base, "(objectClass=*)", vec!["allowedChildClassesEffective", "allowedAttributesEffective"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap(format!("reading {ou}"), e))?;
+        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Config(format!("{ou} does not exist")))?;
+        let can_create = e.attrs.get("allowedChildClassesEffective").is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("group")));
+        Ok(can_create)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ldap.unbind().await;
+    }
+}

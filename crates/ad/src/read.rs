@@ -1,0 +1,198 @@
+//! Reading: the owned groups of a managed OU (paged, members ranged) and member resolution.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ldap3::adapters::PagedResults;
+use ldap3::controls::RawControl;
+use ldap3::{Scope, SearchEntry};
+use writeback_core::model::{AdGroup, AdObject, AdRef, Anchor};
+use writeback_core::naming;
+
+use crate::{parse_extended_dn, AdConn, AdError};
+
+/// Microsoft's advice for portable paging and ranged retrieval.
+const PAGE: i32 = 500;
+/// Anchors per resolution search (one OR filter).
+const RESOLVE_BATCH: usize = 200;
+
+/// LDAP_SERVER_EXTENDED_DN_OID with flag 1: `<GUID=…>;<SID=…>;DN` in string form.
+fn extended_dn() -> RawControl {
+    RawControl { ctype: "1.2.840.113556.1.4.529".into(), crit: false, val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]) }
+}
+
+/// Attributes the planner compares, by their lower-case names.
+const MANAGED: &[&str] = &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses"];
+
+impl AdConn {
+    /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`
+    /// as the members of a group whose ranged read failed.
+    pub async fn read_owned_groups(&mut self, ou: &str) -> Result<Vec<AdGroup>, AdError> {
+        let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
+        attrs.extend(["cn", "groupType", "member"].map(String::from));
+        let mut marker_filter = "(adminDescription=Group_*)".to_string();
+        if self.schema.external_directory_object_id {
+            attrs.push("msDS-ExternalDirectoryObjectId".into());
+            marker_filter = format!("(|{marker_filter}(msDS-ExternalDirectoryObjectId=Group_*))");
+        }
+        if self.schema.exchange {
+            attrs.push("mailNickname".into());
+        }
+        let filter = format!("(&(objectClass=group){marker_filter})");
+        let mut stream = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .streaming_search_with(PagedResults::new(PAGE), ou, Scope::Subtree, &filter, attrs)
+            .await
+            .map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
+        let mut entries = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("searching {ou}"), e))? {
+            entries.push(SearchEntry::construct(entry));
+        }
+        stream.finish().await.success().map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
+
+        let mut groups = Vec::with_capacity(entries.len());
+        for e in entries {
+            if let Some(mut g) = to_group(&e) {
+                if let Some(next) = ranged_start(&e) {
+                    g.members = self.read_member_ranges(&g.dn, next, g.members.take().unwrap_or_default()).await;
+                }
+                groups.push(g);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Follows `member;range=lo-hi` until `lo-*`. Any failure makes the read incomplete.
+    async fn read_member_ranges(&mut self, dn: &str, mut next: usize, mut members: Vec<AdRef>) -> Option<Vec<AdRef>> {
+        loop {
+            let attr = format!("member;range={next}-*");
+            let res = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()]).await;
+            let (entries, _) = match res.and_then(|r| r.success()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%dn, error = %e, "ranged member read failed; the group is skipped this run");
+                    return None;
+                }
+            };
+            let e = entries.into_iter().next().map(SearchEntry::construct)?;
+            let (key, values) = e.attrs.iter().find(|(k, _)| k.to_ascii_lowercase().starts_with("member;range="))?;
+            members.extend(values.iter().filter_map(|v| member_ref(v)));
+            let range = key.split_once('=').map(|x| x.1).unwrap_or("");
+            match range.split_once('-') {
+                Some((_, "*")) => return Some(members),
+                Some((_, hi)) => next = hi.parse::<usize>().ok()? + 1,
+                None => return None,
+            }
+        }
+    }
+
+    /// Looks up member anchors (objectSid, objectGUID) anywhere in the domain.
+    pub async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
+        let mut out = HashMap::new();
+        let base = self.default_nc.clone();
+        for chunk in anchors.chunks(RESOLVE_BATCH) {
+            let terms: String = chunk
+                .iter()
+                .filter_map(|a| match a {
+                    Anchor::Sid(s) => naming::is_sid(s).then(|| format!("(objectSid={s})")),
+                    Anchor::Guid(g) => naming::guid_to_bytes(g).map(|b| format!("(objectGUID={})", naming::escape_filter_bytes(&b))),
+                })
+                .collect();
+            if terms.is_empty() {
+                continue;
+            }
+            let filter = format!("(|{terms})");
+            let mut stream = self
+                .ldap
+                .with_controls(vec![extended_dn()])
+                .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["groupType"])
+                .await
+                .map_err(|e| AdError::ldap("resolving members", e))?;
+            while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("resolving members", e))? {
+                let e = SearchEntry::construct(entry);
+                let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else { continue };
+                let group_type = e.attrs.get("groupType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
+                let obj = AdObject { guid: guid.clone(), sid: sid.clone(), dn, group_type };
+                if let Some(sid) = sid {
+                    out.insert(Anchor::Sid(sid), obj.clone());
+                }
+                out.insert(Anchor::Guid(guid), obj);
+            }
+            stream.finish().await.success().map_err(|e| AdError::ldap("resolving members", e))?;
+        }
+        Ok(out)
+    }
+
+    /// The objectGUID of an entry, by DN.
+    pub async fn guid_of(&mut self, dn: &str) -> Result<String, AdError> {
+        let (entries, _) = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap(format!("reading {dn}"), e))?;
+        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Ldap { op: format!("reading {dn}"), rc: 32, message: "not found".into() })?;
+        parse_extended_dn(&e.dn).0.ok_or_else(|| AdError::Ldap { op: format!("reading {dn}"), rc: 0, message: "no GUID in the answer".into() })
+    }
+
+    /// The marker and DN of an object by objectGUID, to check ownership right before a delete.
+    pub async fn marker_of(&mut self, guid: &str) -> Result<Option<(String, String)>, AdError> {
+        let res = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .search(&format!("<GUID={guid}>"), Scope::Base, "(objectClass=group)", vec!["adminDescription"])
+            .await
+            .map_err(|e| AdError::ldap("reading an object by GUID", e))?;
+        if res.1.rc == 32 {
+            return Ok(None);
+        }
+        let (entries, _) = res.success().map_err(|e| AdError::ldap("reading an object by GUID", e))?;
+        Ok(entries.into_iter().next().map(SearchEntry::construct).map(|e| {
+            let marker = e.attrs.get("adminDescription").and_then(|v| v.first()).cloned().unwrap_or_default();
+            (marker, parse_extended_dn(&e.dn).2)
+        }))
+    }
+}
+
+fn member_ref(v: &str) -> Option<AdRef> {
+    let (guid, _, dn) = parse_extended_dn(v);
+    Some(AdRef { guid: guid?, dn })
+}
+
+/// Where ranged retrieval must go on, when the server ranged `member` on its own.
+fn ranged_start(e: &SearchEntry) -> Option<usize> {
+    let (key, _) = e.attrs.iter().find(|(k, _)| k.to_ascii_lowercase().starts_with("member;range="))?;
+    let range = key.split_once('=')?.1;
+    let (_, hi) = range.split_once('-')?;
+    if hi == "*" {
+        return None;
+    }
+    hi.parse::<usize>().ok().map(|h| h + 1)
+}
+
+fn to_group(e: &SearchEntry) -> Option<AdGroup> {
+    let (guid, sid, dn) = parse_extended_dn(&e.dn);
+    let first = |k: &str| e.attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.first()).cloned();
+    let cloud_id = first("adminDescription").and_then(|m| naming::parse_marker(&m)).or_else(|| first("msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
+    let mut attrs = BTreeMap::new();
+    let mut members = Vec::new();
+    for (k, v) in &e.attrs {
+        let lower = k.to_ascii_lowercase();
+        if lower == "member" || lower.starts_with("member;range=") {
+            members.extend(v.iter().filter_map(|x| member_ref(x)));
+        } else {
+            attrs.insert(lower, v.clone());
+        }
+    }
+    Some(AdGroup {
+        guid: guid?,
+        sid,
+        dn,
+        cloud_id,
+        cn: first("cn").unwrap_or_default(),
+        group_type: first("groupType").and_then(|s| s.parse().ok()).unwrap_or(0),
+        attrs,
+        members: Some(members),
+    })
+}
