@@ -28,7 +28,9 @@ impl AdConn {
     /// as the members of a group whose ranged read failed.
     pub async fn read_owned_groups(&mut self, ou: &str) -> Result<Vec<AdGroup>, AdError> {
         let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
-        attrs.extend(["cn", "groupType", "member"].map(String::from));
+        // An explicit first range: Windows ranges `member` at 1,500 values on its own, Samba only
+        // when asked; asking makes both take the same (ranged) path for large groups.
+        attrs.extend(["cn", "groupType", "member;range=0-1499"].map(String::from));
         let mut marker_filter = "(adminDescription=Group_*)".to_string();
         if self.schema.external_directory_object_id {
             attrs.push("msDS-ExternalDirectoryObjectId".into());
@@ -46,6 +48,9 @@ impl AdConn {
             .map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
         let mut entries = Vec::new();
         while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("searching {ou}"), e))? {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
             entries.push(SearchEntry::construct(entry));
         }
         stream.finish().await.success().map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
@@ -109,6 +114,10 @@ impl AdConn {
                 .await
                 .map_err(|e| AdError::ldap("resolving members", e))?;
             while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("resolving members", e))? {
+                // Subtree searches at the domain root return referrals to the other partitions.
+                if entry.is_ref() || entry.is_intermediate() {
+                    continue;
+                }
                 let e = SearchEntry::construct(entry);
                 let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else { continue };
                 let group_type = e.attrs.get("groupType").and_then(|v| v.first()).and_then(|s| s.parse().ok());

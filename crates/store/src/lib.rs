@@ -1,1 +1,279 @@
+//! writeback-store: what writeback remembers between runs, in SQLite.
+//!
+//! Architecture invariant: the state is a cache of facts that can be rebuilt. The ownership
+//! marker in AD is the truth; losing this file never causes duplicates (the planner matches
+//! by marker), it only loses history.
 
+use std::path::Path;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use writeback_core::{ObjectError, State, Summary};
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state database {path} cannot be used: {message}. If it is damaged, move it away: writeback rebuilds its links from the markers in AD (run history is lost)")]
+    Open { path: String, message: String },
+    #[error("the state database was written by a newer writeback (schema {0}, this build knows {SCHEMA_VERSION}); upgrade writeback")]
+    TooNew(i64),
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// One run, as `status`/`history` and `sync --json` show it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub kind: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    #[serde(flatten)]
+    pub counts: Summary,
+    pub duration_ms: i64,
+    pub message: Option<String>,
+}
+
+/// A current per-object error.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorRecord {
+    pub cloud_id: String,
+    pub member_id: Option<String>,
+    pub message: String,
+    pub since: String,
+    pub last_seen: String,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+
+impl Store {
+    /// Opens (creating if needed) and migrates the state database.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |e: rusqlite::Error| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        let mut store = Store { conn };
+        store.migrate().map_err(|e| match e {
+            StoreError::Sql(e) => open_err(e),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Opens an existing database without writing anything (for `plan`); `None` if absent.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+        let store = Store { conn };
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew(version));
+        }
+        Ok(if version == SCHEMA_VERSION { Some(store) } else { None })
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew(version));
+        }
+        if version < 1 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE links (cloud_id TEXT PRIMARY KEY, object_guid TEXT NOT NULL, dn TEXT NOT NULL, updated_at TEXT NOT NULL);
+                 CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
+                   started_at TEXT NOT NULL, finished_at TEXT, adds INTEGER NOT NULL DEFAULT 0, updates INTEGER NOT NULL DEFAULT 0,
+                   renames INTEGER NOT NULL DEFAULT 0, moves INTEGER NOT NULL DEFAULT 0, deletes INTEGER NOT NULL DEFAULT 0,
+                   member_adds INTEGER NOT NULL DEFAULT 0, member_removes INTEGER NOT NULL DEFAULT 0,
+                   skipped_members INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
+                   duration_ms INTEGER NOT NULL DEFAULT 0, message TEXT);
+                 CREATE TABLE errors (cloud_id TEXT NOT NULL, member_id TEXT NOT NULL DEFAULT '', message TEXT NOT NULL,
+                   since TEXT NOT NULL, last_seen TEXT NOT NULL, run_id INTEGER NOT NULL,
+                   PRIMARY KEY (cloud_id, member_id, message));
+                 PRAGMA user_version = 1;",
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// What the planner needs.
+    pub fn state(&self) -> Result<State> {
+        let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid FROM links")?;
+        let links = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        Ok(State { links })
+    }
+
+    pub fn start_run(&self, kind: &str) -> Result<i64> {
+        self.conn.execute(&format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, 'running', {NOW})"), params![kind])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, id: i64, status: &str, s: &Summary, duration_ms: i64, message: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            &format!(
+                "UPDATE runs SET status=?2, finished_at={NOW}, adds=?3, updates=?4, renames=?5, moves=?6, deletes=?7,
+                 member_adds=?8, member_removes=?9, skipped_members=?10, errors=?11, duration_ms=?12, message=?13 WHERE id=?1"
+            ),
+            params![
+                id,
+                status,
+                s.adds as i64,
+                s.updates as i64,
+                s.renames as i64,
+                s.moves as i64,
+                s.deletes as i64,
+                s.member_adds as i64,
+                s.member_removes as i64,
+                s.skipped_members as i64,
+                s.errors as i64,
+                duration_ms,
+                message
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records which AD object stands for which cloud group; forgets deleted ones.
+    pub fn save_links<'a>(&mut self, links: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>, forget: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare(&format!(
+                "INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES (?1, ?2, ?3, {NOW})
+                 ON CONFLICT(cloud_id) DO UPDATE SET object_guid=excluded.object_guid, dn=excluded.dn, updated_at=excluded.updated_at"
+            ))?;
+            for (id, guid, dn) in links {
+                up.execute(params![id, guid, dn])?;
+            }
+            let mut del = tx.prepare("DELETE FROM links WHERE cloud_id = ?1")?;
+            for id in forget {
+                del.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes `errors` the current set, keeping `since` for errors that persist.
+    pub fn replace_errors(&mut self, run_id: i64, errors: &[ObjectError]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare(&format!(
+                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
+                 ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
+            ))?;
+            for e in errors {
+                up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
+            }
+            tx.execute("DELETE FROM errors WHERE run_id != ?1", params![run_id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, kind, status, started_at, finished_at, adds, updates, renames, moves, deletes, member_adds,
+                    member_removes, skipped_members, errors, duration_ms, message FROM runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as usize);
+            Ok(RunRecord {
+                run_id: r.get(0)?,
+                kind: r.get(1)?,
+                status: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                counts: Summary {
+                    adds: n(5)?,
+                    updates: n(6)?,
+                    renames: n(7)?,
+                    moves: n(8)?,
+                    deletes: n(9)?,
+                    member_adds: n(10)?,
+                    member_removes: n(11)?,
+                    skipped_members: n(12)?,
+                    errors: n(13)?,
+                },
+                duration_ms: r.get(14)?,
+                message: r.get(15)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn errors(&self) -> Result<Vec<ErrorRecord>> {
+        let mut stmt = self.conn.prepare("SELECT cloud_id, member_id, message, since, last_seen FROM errors ORDER BY cloud_id, member_id")?;
+        let rows = stmt.query_map([], |r| {
+            let member: String = r.get(1)?;
+            Ok(ErrorRecord { cloud_id: r.get(0)?, member_id: (!member.is_empty()).then_some(member), message: r.get(2)?, since: r.get(3)?, last_seen: r.get(4)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn link_count(&self) -> Result<usize> {
+        Ok(self.conn.query_row("SELECT count(*) FROM links", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("writeback-store-{}-{name}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn runs_links_and_errors_round_trip() {
+        let path = temp("rt");
+        let mut s = Store::open(&path).expect("open");
+        let run = s.start_run("full").expect("run");
+        s.save_links([("a", "guid-a", "CN=a"), ("b", "guid-b", "CN=b")], &[]).expect("links");
+        s.save_links([("a", "guid-a2", "CN=a2")], &["b".to_string()]).expect("links");
+        assert_eq!(s.state().expect("state").links.get("a").map(String::as_str), Some("guid-a2"));
+        assert_eq!(s.link_count().expect("count"), 1);
+        let e = |m: &str| ObjectError { cloud_id: "a".into(), member_id: None, message: m.into() };
+        s.replace_errors(run, &[e("one"), e("two")]).expect("errors");
+        let since = s.errors().expect("errors")[0].since.clone();
+        let run2 = s.start_run("full").expect("run");
+        s.replace_errors(run2, &[e("one")]).expect("errors");
+        let now = s.errors().expect("errors");
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].since, since, "a persisting error keeps its first sighting");
+        let summary = Summary { adds: 3, errors: 1, ..Summary::default() };
+        s.finish_run(run2, "completed-with-errors", &summary, 12, None).expect("finish");
+        let runs = s.runs(10).expect("runs");
+        assert_eq!((runs[0].run_id, runs[0].counts.adds, runs[0].status.as_str()), (run2, 3, "completed-with-errors"));
+        assert_eq!(runs[1].status, "running");
+        drop(s);
+        assert!(Store::open_read_only(&path).expect("ro").is_some());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_damaged_file_is_a_clear_error() {
+        let path = temp("bad");
+        std::fs::write(&path, b"this is not a database, just some bytes that are long enough to look like a header..").expect("write");
+        let err = Store::open(&path).err().expect("must fail").to_string();
+        assert!(err.contains("move it away"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}

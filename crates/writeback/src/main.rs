@@ -1,1 +1,154 @@
-fn main() {}
+//! The `writeback` command line.
+
+mod config;
+mod engine;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use config::Config;
+use engine::Fatal;
+
+/// Exit statuses of the spec.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const OBJECT_ERRORS: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const THRESHOLD: u8 = 3;
+    pub const CANNOT_RUN: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(name = "writeback", version, about = "Writes Microsoft Entra ID groups back into on-premises Active Directory")]
+struct Cli {
+    /// The configuration file.
+    #[arg(short, long, global = true, env = "WRITEBACK_CONFIG", default_value = "writeback.toml")]
+    config: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Preflight: config, Graph token and permissions, AD bind over TLS, the target OU, schema.
+    Check,
+    /// Show what a sync would do; writes nothing anywhere.
+    Plan {
+        /// Read everything (the only mode in this version).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Run one cycle: read, plan, apply, record.
+    Sync {
+        /// Read everything from Graph and the whole managed OU (the only mode in this version).
+        #[arg(long)]
+        full: bool,
+        /// Let this run go past the delete and member removal thresholds.
+        #[arg(long)]
+        allow_deletes: bool,
+    },
+    /// One group: why it is (not) written back, its AD DN, and every member with the reason.
+    Show {
+        /// The group's object id or display name.
+        group: String,
+    },
+    /// The last runs with their counts.
+    Status {
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The run history (same as status, longer).
+    History {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Current per-object errors.
+    Errors,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::CANNOT_RUN);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+fn init_logs(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+}
+
+async fn run(cli: Cli) -> u8 {
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::CONFIG;
+        }
+    };
+    let result = match cli.command {
+        Command::Check => return output::check(&cfg, cli.json).await,
+        Command::Plan { .. } => engine::plan(&cfg, false).await.map(|(p, _)| output::plan(&p, cli.json)),
+        Command::Sync { allow_deletes, .. } => engine::sync(&cfg, allow_deletes).await.map(|r| output::sync(&r, cli.json)),
+        Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
+        Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
+        Command::Errors => errors(&cfg, cli.json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Fatal(message)) => {
+            if cli.json {
+                println!("{}", json!({"status": "failed", "error": message}));
+            }
+            eprintln!("error: {message}");
+            exit::CANNOT_RUN
+        }
+    }
+}
+
+fn open_store(cfg: &Config) -> Result<Option<writeback_store::Store>, Fatal> {
+    Ok(writeback_store::Store::open_read_only(&cfg.state_path())?)
+}
+
+fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, Fatal> {
+    let runs = match open_store(cfg)? {
+        Some(s) => s.runs(limit)?,
+        None => vec![],
+    };
+    output::history(&runs, as_json);
+    Ok(exit::OK)
+}
+
+fn errors(cfg: &Config, as_json: bool) -> Result<u8, Fatal> {
+    let errors = match open_store(cfg)? {
+        Some(s) => s.errors()?,
+        None => vec![],
+    };
+    output::errors(&errors, as_json);
+    Ok(exit::OK)
+}

@@ -1,0 +1,282 @@
+//! The configuration file (TOML). Unknown keys are errors; secrets come from the environment
+//! or from files, never from the TOML itself, and never print.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use writeback_core::{CnFormat, OnRemoval, PlannerConfig};
+use writeback_graph::{Environment, GraphConfig, Secret};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cloud: CloudSection,
+    pub ad: AdSection,
+    #[serde(default)]
+    pub writeback: WritebackSection,
+    #[serde(default)]
+    pub state: StateSection,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// The directory of the config file: relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSection {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_certificate_file: Option<PathBuf>,
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    pub graph_url: Option<String>,
+    pub login_url: Option<String>,
+}
+
+fn default_environment() -> String {
+    "global".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdSection {
+    pub url: OneOrMany,
+    pub bind_dn: String,
+    pub bind_password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub target_ou: String,
+    /// Member values per LDAP modify.
+    #[serde(default = "default_member_chunk")]
+    pub member_chunk: usize,
+}
+
+fn default_member_chunk() -> usize {
+    500
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WritebackSection {
+    pub cn_format: CnFormat,
+    pub delete_threshold: usize,
+    pub member_removal_threshold: usize,
+    pub on_out_of_scope: OnRemoval,
+    pub on_soft_delete: OnRemoval,
+    pub write_owners: bool,
+}
+
+impl Default for WritebackSection {
+    fn default() -> Self {
+        let d = PlannerConfig::with_target_ou("");
+        WritebackSection {
+            cn_format: d.cn_format,
+            delete_threshold: d.delete_threshold,
+            member_removal_threshold: d.member_removal_threshold,
+            on_out_of_scope: d.on_out_of_scope,
+            on_soft_delete: d.on_soft_delete,
+            write_owners: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    pub path: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection { path: "writeback.db".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    pub interval: String,
+    pub full_interval: String,
+    pub listen: String,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection { interval: "60s".into(), full_interval: "24h".into(), listen: "127.0.0.1:9464".into() }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {} (set it with -c or $WRITEBACK_CONFIG)", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if Environment::parse(&self.cloud.environment).is_none() {
+            bail!("[cloud] environment = \"{}\" is not one of global, usgov, usgov-dod, china", self.cloud.environment);
+        }
+        if self.cloud.client_certificate_file.is_some() {
+            bail!("[cloud] client_certificate_file: certificate authentication is not available in this version yet; use a client secret ($WRITEBACK_CLIENT_SECRET or client_secret_file)");
+        }
+        if self.ad.target_ou.trim().is_empty() || !self.ad.target_ou.contains('=') {
+            bail!("[ad] target_ou must be a DN such as \"OU=Groups,DC=corp,DC=example,DC=com\"");
+        }
+        if self.ad.member_chunk == 0 || self.ad.member_chunk > 5000 {
+            bail!("[ad] member_chunk must be between 1 and 5000");
+        }
+        for d in [&self.daemon.interval, &self.daemon.full_interval] {
+            humantime::parse_duration(d).with_context(|| format!("[daemon] '{d}' is not a duration such as \"60s\" or \"24h\""))?;
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.resolve(&self.state.path)
+    }
+
+    pub fn ad_urls(&self) -> Vec<String> {
+        match &self.ad.url {
+            OneOrMany::One(u) => vec![u.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+
+    pub fn planner(&self, allow_deletes: bool) -> PlannerConfig {
+        PlannerConfig {
+            target_ou: self.ad.target_ou.clone(),
+            cn_format: self.writeback.cn_format,
+            delete_threshold: self.writeback.delete_threshold,
+            member_removal_threshold: self.writeback.member_removal_threshold,
+            on_out_of_scope: self.writeback.on_out_of_scope,
+            on_soft_delete: self.writeback.on_soft_delete,
+            allow_deletes,
+        }
+    }
+
+    pub fn graph(&self) -> anyhow::Result<GraphConfig> {
+        let env = Environment::parse(&self.cloud.environment).unwrap_or(Environment::Global);
+        let (login, graph) = env.endpoints();
+        let secret = secret("WRITEBACK_CLIENT_SECRET", self.cloud.client_secret_file.as_deref().map(|p| self.resolve(p)), "[cloud] client_secret_file")?;
+        Ok(GraphConfig {
+            tenant_id: self.cloud.tenant_id.clone(),
+            client_id: self.cloud.client_id.clone(),
+            client_secret: Secret::new(secret),
+            login_url: self.cloud.login_url.clone().unwrap_or_else(|| login.to_string()).trim_end_matches('/').to_string(),
+            graph_url: self.cloud.graph_url.clone().unwrap_or_else(|| graph.to_string()).trim_end_matches('/').to_string(),
+            max_retries: 6,
+        })
+    }
+
+    pub fn ad(&self) -> anyhow::Result<writeback_ad::AdConfig> {
+        let pw = secret("WRITEBACK_BIND_PASSWORD", self.ad.bind_password_file.as_deref().map(|p| self.resolve(p)), "[ad] bind_password_file")?;
+        Ok(writeback_ad::AdConfig {
+            urls: self.ad_urls(),
+            bind_dn: self.ad.bind_dn.clone(),
+            password: writeback_ad::Password::new(pw),
+            ca_file: self.ad.ca_file.as_deref().map(|p| self.resolve(p)),
+            member_chunk: self.ad.member_chunk,
+            timeout: Duration::from_secs(60),
+        })
+    }
+}
+
+/// A secret from the environment, else from a file (whose first line is the secret).
+fn secret(var: &str, file: Option<PathBuf>, key: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(var) {
+        if !v.is_empty() {
+            return Ok(v);
+        }
+    }
+    let Some(file) = file else {
+        bail!("no secret: set ${var} or {key}");
+    };
+    warn_if_readable_by_others(&file);
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {key} {}", file.display()))?;
+    let s = text.lines().next().unwrap_or("").trim().to_string();
+    if s.is_empty() {
+        bail!("{key} {} is empty", file.display());
+    }
+    Ok(s)
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "this secret file can be read by other users: chmod 600 it");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_file: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> anyhow::Result<Config> {
+        let mut c: Config = toml::from_str(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        c.base_dir = "/etc/writeback".into();
+        c.validate()?;
+        Ok(c)
+    }
+
+    const MIN: &str = r#"
+[cloud]
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "00000000-0000-0000-0000-000000000000"
+[ad]
+url = "ldaps://dc01.corp.example.com"
+bind_dn = "svc@corp.example.com"
+target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(MIN).expect("valid");
+        assert_eq!(c.writeback.delete_threshold, 500);
+        assert_eq!(c.writeback.member_removal_threshold, 10_000);
+        assert_eq!(c.state_path(), PathBuf::from("/etc/writeback/writeback.db"));
+        assert_eq!(c.ad_urls(), vec!["ldaps://dc01.corp.example.com"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse(&format!("{MIN}\n[writeback]\ndelete_treshold = 5\n")).err().expect("must fail").to_string();
+        assert!(err.contains("delete_treshold"), "{err}");
+        let err = parse(&MIN.replace("[cloud]", "[cloud]\nsecret = \"x\"")).err().expect("must fail").to_string();
+        assert!(err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(parse(&MIN.replace("[cloud]", "[cloud]\nenvironment = \"mars\"")).is_err());
+        assert!(parse(&format!("{MIN}\n[writeback]\ncn_format = \"guid\"\n")).is_err());
+        assert!(parse(&format!("{MIN}\n[daemon]\ninterval = \"soon\"\n")).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! What the commands print: short human text by default, one JSON document with `--json`.
+
+use serde_json::json;
+use writeback_core::plan::{GroupTarget, MemberStatus, Operation, Plan};
+use writeback_store::{ErrorRecord, RunRecord};
+
+use crate::config::Config;
+use crate::engine::RunResult;
+use crate::exit;
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+}
+
+fn counts_line(s: &writeback_core::Summary) -> String {
+    format!(
+        "{} added, {} updated, {} renamed, {} moved, {} deleted; {} members added, {} removed, {} skipped; {} errors",
+        s.adds, s.updates, s.renames, s.moves, s.deletes, s.member_adds, s.member_removes, s.skipped_members, s.errors
+    )
+}
+
+pub fn sync(r: &RunResult, as_json: bool) -> u8 {
+    let s = &r.summary;
+    if as_json {
+        print_json(&json!({
+            "run_id": r.run_id, "kind": r.kind, "status": r.status,
+            "adds": s.adds, "updates": s.updates, "renames": s.renames, "moves": s.moves, "deletes": s.deletes,
+            "member_adds": s.member_adds, "member_removes": s.member_removes, "skipped_members": s.skipped_members,
+            "errors": s.errors, "duration_ms": r.duration_ms,
+        }));
+    } else {
+        println!("run {} ({}): {} — {} ({:.1} s)", r.run_id, r.kind, r.status, counts_line(s), r.duration_ms as f64 / 1000.0);
+        for e in &r.errors {
+            match &e.member_id {
+                Some(m) => println!("  error  group {}  member {}: {}", e.cloud_id, m, e.message),
+                None => println!("  error  group {}: {}", e.cloud_id, e.message),
+            }
+        }
+        if let Some(m) = &r.message {
+            println!("{m}");
+        }
+    }
+    match r.status {
+        "success" => exit::OK,
+        "stopped-delete-threshold" => {
+            if let Some(m) = &r.message {
+                eprintln!("stopped: {m}");
+            }
+            exit::THRESHOLD
+        }
+        _ => exit::OBJECT_ERRORS,
+    }
+}
+
+fn target(t: &GroupTarget) -> &str {
+    t.dn()
+}
+
+pub fn plan(p: &Plan, as_json: bool) -> u8 {
+    if as_json {
+        print_json(&json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "blocked": p.blocked}));
+    } else {
+        for op in &p.operations {
+            match op {
+                Operation::Add { dn, members, .. } => println!("+ add      {dn} ({} members)", members.len()),
+                Operation::Update { dn, changes, .. } => {
+                    for c in changes {
+                        println!("~ update   {dn}: {} {:?} -> {:?}", c.attr, c.old, c.values);
+                    }
+                }
+                Operation::Rename { dn, new_dn, .. } => println!("> rename   {dn} -> {new_dn}"),
+                Operation::AddMembers { group, members, .. } => {
+                    println!("+ members  {}: +{}", target(group), members.len());
+                    for m in members {
+                        println!("             + {}", target(m));
+                    }
+                }
+                Operation::RemoveMembers { group, members, .. } => {
+                    println!("- members  {}: -{}", target(group), members.len());
+                    for m in members {
+                        println!("             - {}", target(m));
+                    }
+                }
+                Operation::Delete { dn, reason, .. } => println!("- delete   {dn} ({reason})"),
+            }
+        }
+        for e in &p.errors {
+            println!("! error    {}{}: {}", e.cloud_id, e.member_id.as_deref().map(|m| format!(" member {m}")).unwrap_or_default(), e.message);
+        }
+        println!("plan: {}", counts_line(&p.summary));
+        if let Some(b) = &p.blocked {
+            println!("a sync would stop: {b}");
+        }
+    }
+    exit::OK
+}
+
+pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
+    let found = p.report(needle);
+    if found.is_empty() {
+        eprintln!("error: no group with the id or display name '{needle}' (in the cloud or owned in AD)");
+        return exit::OBJECT_ERRORS;
+    }
+    for g in found {
+        if as_json {
+            print_json(&json!({
+                "cloud_id": g.cloud_id, "display_name": g.display_name, "in_scope": g.in_scope, "reason": g.reason,
+                "dn": g.dn, "group_type": g.group_type, "action": g.action, "members": g.members,
+            }));
+            continue;
+        }
+        let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
+        println!("{} ({})", g.display_name, g.cloud_id);
+        println!("  in scope:   {} — {}", if g.in_scope { "yes" } else { "no" }, g.reason);
+        println!("  AD:         {}", g.dn.as_deref().unwrap_or("(none)"));
+        if let Some(t) = g.group_type {
+            println!("  groupType:  {t}");
+        }
+        println!("  this run:   {}", g.action);
+        if g.in_scope {
+            println!("  members:    {} in the cloud, {} written to AD", g.members.len(), written);
+            for m in &g.members {
+                let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
+                println!("    {status:<8} {:<8} {}  {}", m.kind, m.cloud_id, m.reason.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    exit::OK
+}
+
+pub fn history(runs: &[RunRecord], as_json: bool) {
+    if as_json {
+        print_json(&json!({ "runs": runs }));
+        return;
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return;
+    }
+    println!("{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}", "run", "started", "kind", "status", "adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors");
+    for r in runs {
+        let c = &r.counts;
+        println!(
+            "{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}",
+            r.run_id, r.started_at, r.kind, r.status, c.adds, c.updates, c.renames, c.moves, c.deletes, c.member_adds, c.member_removes, c.skipped_members, c.errors
+        );
+    }
+}
+
+pub fn errors(errors: &[ErrorRecord], as_json: bool) {
+    if as_json {
+        print_json(&json!({ "errors": errors }));
+        return;
+    }
+    if errors.is_empty() {
+        println!("no current errors");
+    }
+    for e in errors {
+        let member = e.member_id.as_deref().map(|m| format!("  member {m}")).unwrap_or_default();
+        println!("group {}{member}\n  {}\n  since {} (last seen {})", e.cloud_id, e.message, e.since, e.last_seen);
+    }
+}
+
+/// `writeback check`: one line per check; exit 0 only when every check passes.
+pub async fn check(cfg: &Config, as_json: bool) -> u8 {
+    let mut results: Vec<(String, Result<String, String>)> = vec![("config".into(), Ok("parsed".into()))];
+    match cfg.graph().map_err(|e| e.to_string()).and_then(|g| writeback_graph::GraphClient::new(g).map_err(|e| e.to_string())) {
+        Ok(graph) => results.extend(graph.check().await),
+        Err(e) => results.push(("Graph".into(), Err(e))),
+    }
+    match cfg.ad() {
+        Err(e) => results.push(("AD".into(), Err(format!("{e:#}")))),
+        Ok(ad_cfg) => match writeback_ad::AdConn::connect(&ad_cfg).await {
+            Err(e) => results.push(("AD bind over TLS".into(), Err(e.to_string()))),
+            Ok(mut ad) => {
+                results.push(("AD bind over TLS".into(), Ok(format!("bound as {} to {} ({})", ad_cfg.bind_dn, ad.url, ad.dns_host_name))));
+                let ou = cfg.ad.target_ou.clone();
+                match ad.can_create_groups_in(&ou).await {
+                    Ok(true) => results.push(("target OU".into(), Ok(format!("{ou} exists; the account may create groups in it")))),
+                    Ok(false) => results.push(("target OU".into(), Err(format!("{ou} exists, but the account may not create groups in it: delegate Create Group objects on this OU")))),
+                    Err(e) => results.push(("target OU".into(), Err(e.to_string()))),
+                }
+                let s = ad.schema;
+                results.push((
+                    "AD schema".into(),
+                    Ok(format!(
+                        "msDS-ExternalDirectoryObjectId {}; Exchange attributes {}",
+                        if s.external_directory_object_id { "present" } else { "absent (adminDescription alone marks ownership)" },
+                        if s.exchange { "present" } else { "absent (mailNickname is not written)" }
+                    )),
+                ));
+                ad.close().await;
+            }
+        },
+    }
+    let ok = results.iter().all(|(_, r)| r.is_ok());
+    if as_json {
+        let checks: Vec<_> = results.iter().map(|(n, r)| match r {
+            Ok(m) => json!({"check": n, "ok": true, "detail": m}),
+            Err(m) => json!({"check": n, "ok": false, "detail": m}),
+        }).collect();
+        print_json(&json!({"ok": ok, "checks": checks}));
+    } else {
+        for (n, r) in &results {
+            match r {
+                Ok(m) => println!("ok    {n}: {m}"),
+                Err(m) => println!("FAIL  {n}: {m}"),
+            }
+        }
+    }
+    if ok {
+        exit::OK
+    } else {
+        exit::CANNOT_RUN
+    }
+}

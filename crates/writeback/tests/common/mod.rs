@@ -1,0 +1,434 @@
+//! The end-to-end harness: a real Samba AD DC over LDAPS (started by `scripts/samba-dc`), the
+//! Graph simulator over HTTP, and the real `writeback` binary. Each fixture works in its own
+//! OU and with its own ids, so tests run side by side on one DC.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use ldap3::controls::RawControl;
+use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "sim-client-secret-9f8e7d";
+pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+pub const UNIVERSAL_SECURITY: i32 = -2147483640;
+pub const UNIVERSAL_DISTRIBUTION: i32 = 8;
+
+/// The DC, from the environment `scripts/samba-dc` writes.
+pub struct Dc {
+    pub url: String,
+    pub ca: PathBuf,
+    pub bind_dn: String,
+    pub password: String,
+    pub base_dn: String,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("${name} is not set: run the tests with scripts/test, which starts the Samba DC and sets it"))
+}
+
+impl Dc {
+    pub fn from_env() -> Dc {
+        let pw_file = env("WRITEBACK_TEST_BIND_PASSWORD_FILE");
+        let password = std::fs::read_to_string(&pw_file).unwrap_or_else(|e| panic!("reading {pw_file}: {e}")).trim().to_string();
+        Dc {
+            url: env("WRITEBACK_TEST_LDAP_URL"),
+            ca: env("WRITEBACK_TEST_CA").into(),
+            bind_dn: env("WRITEBACK_TEST_BIND_DN"),
+            password,
+            base_dn: env("WRITEBACK_TEST_BASE_DN"),
+        }
+    }
+
+    pub fn connect(&self) -> LdapConn {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&self.ca).expect("CA file");
+        for cert in rustls_pemfile_certs(&pem) {
+            roots.add(cert).expect("CA cert");
+        }
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let settings = LdapConnSettings::new().set_config(Arc::new(tls));
+        let mut ldap = LdapConn::with_settings(settings, &self.url).expect("connect to the test DC");
+        ldap.simple_bind(&self.bind_dn, &self.password).expect("bind").success().expect("bind ok");
+        ldap
+    }
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.expect("PEM")).collect()
+}
+
+fn extended_dn() -> RawControl {
+    RawControl { ctype: "1.2.840.113556.1.4.529".into(), crit: false, val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]) }
+}
+
+/// (guid, sid, dn) from `<GUID=…>;<SID=…>;dn`.
+pub fn split_extended(v: &str) -> (String, Option<String>, String) {
+    let mut rest = v;
+    let (mut guid, mut sid) = (String::new(), None);
+    while let Some(s) = rest.strip_prefix('<') {
+        let end = s.find('>').expect("extended dn");
+        let part = &s[..end];
+        if let Some(g) = part.strip_prefix("GUID=") {
+            guid = g.to_ascii_lowercase();
+        } else if let Some(x) = part.strip_prefix("SID=") {
+            sid = Some(x.to_string());
+        }
+        rest = s[end + 1..].trim_start_matches(';');
+    }
+    (guid, sid, rest.to_string())
+}
+
+/// An AD object the fixture made.
+#[derive(Clone, Debug)]
+pub struct AdObj {
+    pub dn: String,
+    pub guid: String,
+    pub sid: String,
+}
+
+impl AdObj {
+    /// Graph's `onPremisesImmutableId`: base64 of the objectGUID bytes.
+    pub fn immutable_id(&self) -> String {
+        use base64::Engine;
+        let h: Vec<u8> = self.guid.replace('-', "").as_bytes().chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("hex"), 16).expect("hex")).collect();
+        let b = [h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]];
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+}
+
+/// A group as read back from AD by the harness (independently of writeback's reader).
+#[derive(Clone, Debug)]
+pub struct AdGroupView {
+    pub dn: String,
+    pub guid: String,
+    pub sid: String,
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// Member GUIDs.
+    pub members: Vec<String>,
+}
+
+impl AdGroupView {
+    pub fn one(&self, attr: &str) -> Option<&str> {
+        self.attrs.get(&attr.to_ascii_lowercase()).and_then(|v| v.first()).map(String::as_str)
+    }
+    pub fn group_type(&self) -> i32 {
+        self.one("groupType").and_then(|s| s.parse().ok()).expect("groupType")
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Fixture {
+    pub dc: Dc,
+    pub ldap: LdapConn,
+    /// Unique per fixture: used in ids, names and the OU.
+    pub token: String,
+    pub ou: String,
+    pub groups_ou: String,
+    pub users_ou: String,
+    pub dir: PathBuf,
+    sim: Option<(Child, String)>,
+    n: u32,
+}
+
+impl Fixture {
+    pub fn new(name: &str) -> Fixture {
+        let dc = Dc::from_env();
+        let mut ldap = dc.connect();
+        let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let token = format!("{:08x}", (std::process::id().wrapping_mul(2654435761) ^ nanos ^ (seq << 24)));
+        let ou = format!("OU=wb-{name}-{token},{}", dc.base_dn);
+        let groups_ou = format!("OU=Groups,{ou}");
+        let users_ou = format!("OU=Users,{ou}");
+        for dn in [&ou, &groups_ou, &users_ou] {
+            ldap.add(dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))]).expect("add OU").success().expect("OU added");
+        }
+        let dir = std::env::temp_dir().join(format!("writeback-e2e-{name}-{token}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Fixture { dc, ldap, token, ou, groups_ou, users_ou, dir, sim: None, n: 0 }
+    }
+
+    /// A cloud object id unique to this fixture.
+    pub fn id(&self, n: u32) -> String {
+        format!("{}-0000-4000-8000-{n:012}", self.token)
+    }
+
+    pub fn create_user(&mut self, name: &str) -> AdObj {
+        self.n += 1;
+        let sam = format!("u{}{}", &self.token[..6], self.n);
+        let dn = format!("CN={name},{}", self.users_ou);
+        self.ldap.add(&dn, vec![("objectClass", HashSet::from(["user"])), ("sAMAccountName", HashSet::from([sam.as_str()]))]).expect("add user").success().expect("user added");
+        self.read_obj(&dn)
+    }
+
+    /// Many users over one connection (for large groups).
+    pub fn create_users(&mut self, prefix: &str, count: usize) -> Vec<AdObj> {
+        (0..count).map(|i| self.create_user(&format!("{prefix}{i}"))).collect()
+    }
+
+    /// A group writeback does not own (or a group "synced from AD").
+    pub fn create_group(&mut self, cn: &str, group_type: i32, parent: Option<&str>) -> AdObj {
+        self.n += 1;
+        let sam = format!("g{}{}", &self.token[..6], self.n);
+        let parent = parent.map(str::to_string).unwrap_or_else(|| self.users_ou.clone());
+        let dn = format!("CN={cn},{parent}");
+        let gt = group_type.to_string();
+        self.ldap
+            .add(&dn, vec![("objectClass", HashSet::from(["group"])), ("sAMAccountName", HashSet::from([sam.as_str()])), ("groupType", HashSet::from([gt.as_str()]))])
+            .expect("add group")
+            .success()
+            .expect("group added");
+        self.read_obj(&dn)
+    }
+
+    pub fn read_obj(&mut self, dn: &str) -> AdObj {
+        let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"]).expect("search").success().expect("found");
+        let e = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
+        let (guid, sid, dn) = split_extended(&e.dn);
+        AdObj { dn, guid, sid: sid.unwrap_or_default() }
+    }
+
+    pub fn modify(&mut self, dn: &str, mods: Vec<Mod<&str>>) {
+        self.ldap.modify(dn, mods).expect("modify").success().expect("modify ok");
+    }
+
+    /// Every group under `base`, read back with complete (ranged) member lists.
+    pub fn groups(&mut self, base: &str) -> Vec<AdGroupView> {
+        let attrs = vec!["cn", "sAMAccountName", "displayName", "description", "groupType", "adminDescription", "mail", "proxyAddresses", "whenChanged", "uSNChanged"];
+        let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(base, Scope::Subtree, "(objectClass=group)", attrs).expect("search").success().expect("ok");
+        let mut out = Vec::new();
+        for e in entries {
+            let e = SearchEntry::construct(e);
+            let (guid, sid, dn) = split_extended(&e.dn);
+            let attrs = e.attrs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+            let members = self.members(&dn);
+            out.push(AdGroupView { dn, guid, sid: sid.unwrap_or_default(), attrs, members });
+        }
+        out.sort_by(|a, b| a.dn.cmp(&b.dn));
+        out
+    }
+
+    /// Member GUIDs with explicit ranged retrieval, 1,000 at a time.
+    pub fn members(&mut self, dn: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lo = 0;
+        loop {
+            let attr = format!("member;range={lo}-{}", lo + 999);
+            let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()]).expect("search").success().expect("ok");
+            let e = SearchEntry::construct(entries.into_iter().next().expect("entry"));
+            let Some((key, vals)) = e.attrs.into_iter().find(|(k, _)| k.starts_with("member;range=")) else { return out };
+            out.extend(vals.iter().map(|v| split_extended(v).0));
+            if key.ends_with("-*") {
+                return out;
+            }
+            lo += 1000;
+        }
+    }
+
+    pub fn group(&mut self, cloud_id: &str) -> Option<AdGroupView> {
+        let marker = format!("Group_{cloud_id}");
+        let ou = self.ou.clone();
+        self.groups(&ou).into_iter().find(|g| g.one("adminDescription") == Some(marker.as_str()))
+    }
+
+    // ---- the simulator ----
+
+    pub fn start_sim(&mut self, tenant: &Value) {
+        let bin = sibling_binary("writeback-graph-sim");
+        let file = self.dir.join("tenant.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(tenant).expect("json")).expect("write tenant");
+        let mut child = Command::new(bin).arg("--tenant").arg(&file).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the simulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("simulator banner");
+        let url = line.trim().strip_prefix("listening on ").expect("banner").to_string();
+        self.sim = Some((child, url));
+    }
+
+    pub fn sim_url(&self) -> &str {
+        &self.sim.as_ref().expect("simulator started").1
+    }
+
+    pub fn sim_call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        http(self.sim_url(), method, path, body)
+    }
+
+    pub fn set_tenant(&self, tenant: &Value) {
+        self.sim_call("PUT", "/_control/tenant", Some(tenant));
+    }
+
+    // ---- writeback ----
+
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let pw = self.dir.join("bind-password");
+        std::fs::write(&pw, &self.dc.password).expect("write password");
+        let secret = self.dir.join("client-secret");
+        std::fs::write(&secret, SECRET).expect("write secret");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in [&pw, &secret] {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            }
+        }
+        let (writeback_extra, rest) = split_sections(extra);
+        let cfg = format!(
+            r#"[cloud]
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "{CLIENT_ID}"
+client_secret_file = "client-secret"
+graph_url = "{sim}"
+login_url = "{sim}"
+
+[ad]
+url = "{url}"
+bind_dn = "{bind}"
+bind_password_file = "bind-password"
+ca_file = "{ca}"
+target_ou = "{ou}"
+
+[writeback]
+{writeback_extra}
+
+[state]
+path = "state.db"
+{rest}
+"#,
+            sim = self.sim_url(),
+            url = self.dc.url,
+            bind = self.dc.bind_dn,
+            ca = self.dc.ca.display(),
+            ou = self.groups_ou,
+        );
+        let path = self.dir.join("writeback.toml");
+        std::fs::write(&path, cfg).expect("write config");
+        path
+    }
+
+    /// Runs the real binary against this fixture's config.
+    pub fn writeback(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_writeback"))
+            .arg("-c")
+            .arg(self.dir.join("writeback.toml"))
+            .args(args)
+            .env_remove("WRITEBACK_CLIENT_SECRET")
+            .env_remove("WRITEBACK_BIND_PASSWORD")
+            .output()
+            .expect("run writeback");
+        Run::from(out)
+    }
+
+    pub fn sync_json(&self, extra_args: &[&str]) -> (i32, Value) {
+        let mut args = vec!["--json", "sync"];
+        args.extend_from_slice(extra_args);
+        let r = self.writeback(&args);
+        (r.code, r.json())
+    }
+}
+
+/// `[writeback]` keys and other sections from a test's extra config.
+fn split_sections(extra: &str) -> (String, String) {
+    match extra.find("\n[") {
+        Some(i) if !extra.trim_start().starts_with('[') => (extra[..i].to_string(), extra[i..].to_string()),
+        _ if extra.trim_start().starts_with('[') => (String::new(), extra.to_string()),
+        _ => (extra.to_string(), String::new()),
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\nstdout: {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.sim.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Tree delete (1.2.840.113556.1.4.805) removes the test OU and all below it.
+        let tree = RawControl { ctype: "1.2.840.113556.1.4.805".into(), crit: true, val: None };
+        let _ = self.ldap.with_controls(vec![tree]).delete(&self.ou);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A binary of this workspace next to the test executable's directory.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: build it first (cargo build --workspace --bins)", bin.display());
+    bin
+}
+
+/// A minimal HTTP/1.1 client for the simulator's control API.
+pub fn http(base: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let host = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).expect("connect to the simulator");
+    let payload = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len()).expect("write");
+    s.write_all(&payload).expect("write body");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 2"), "{method} {path}: {head}\n{body}");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+// ---- building tenants ----
+
+pub fn app() -> Value {
+    json!([{"client_id": CLIENT_ID, "client_secret": SECRET}])
+}
+
+pub fn synced_user(id: &str, obj: &AdObj) -> Value {
+    json!({"id": id, "displayName": obj.dn.clone(), "userPrincipalName": format!("{id}@corp.example.test"), "onPremisesSyncEnabled": true,
+           "onPremisesSecurityIdentifier": obj.sid, "onPremisesImmutableId": obj.immutable_id()})
+}
+
+pub fn cloud_user(id: &str) -> Value {
+    json!({"id": id, "displayName": format!("cloud {id}"), "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "onPremisesSyncEnabled": null,
+           "onPremisesSecurityIdentifier": null, "onPremisesImmutableId": null})
+}
+
+pub fn security_group(id: &str, name: &str, enabled: Option<bool>, members: &[&str]) -> Value {
+    json!({"id": id, "displayName": name, "description": null, "groupTypes": [], "securityEnabled": true, "mailEnabled": false,
+           "mail": null, "mailNickname": name.to_lowercase().replace(' ', "-"), "proxyAddresses": [], "onPremisesSyncEnabled": null,
+           "writebackConfiguration": {"isEnabled": enabled, "onPremisesGroupType": null}, "members": members})
+}
+
+pub fn m365_group(id: &str, name: &str, enabled: Option<bool>, ty: Option<&str>, members: &[&str]) -> Value {
+    let nick = name.to_lowercase().replace(' ', "-");
+    json!({"id": id, "displayName": name, "description": format!("{name} team"), "groupTypes": ["Unified"], "securityEnabled": false,
+           "mailEnabled": true, "mail": format!("{nick}@contoso.com"), "mailNickname": nick,
+           "proxyAddresses": [format!("SMTP:{nick}@contoso.com"), format!("smtp:{nick}@contoso.onmicrosoft.com")],
+           "onPremisesSyncEnabled": null, "writebackConfiguration": {"isEnabled": enabled, "onPremisesGroupType": ty}, "members": members})
+}
+
+pub fn tenant(users: Vec<Value>, groups: Vec<Value>) -> Value {
+    json!({"apps": app(), "users": users, "groups": groups})
+}
