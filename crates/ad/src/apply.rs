@@ -64,19 +64,28 @@ impl AdConn {
     /// that does not carry the marker of the cloud group it is deleted for.
     pub async fn apply(&mut self, plan: &Plan, managed_ous: &[String]) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let within = |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
+        let within =
+            |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
         for op in &plan.operations {
-            let mut outcome = OpOutcome { cloud_id: op.cloud_id().to_string(), op: op_name(op), error: None, member_errors: vec![] };
+            let mut outcome =
+                OpOutcome { cloud_id: op.cloud_id().to_string(), op: op_name(op), error: None, member_errors: vec![] };
             let result = match op {
-                Operation::Add { dn, .. } | Operation::Update { dn, .. } | Operation::Delete { dn, .. } if !within(dn) => {
+                Operation::Add { dn, .. } | Operation::Update { dn, .. } | Operation::Delete { dn, .. }
+                    if !within(dn) =>
+                {
                     Err(format!("refused: {dn} is outside the managed OUs"))
                 }
-                Operation::Rename { new_dn, .. } if !within(new_dn) => Err(format!("refused: {new_dn} is outside the managed OUs")),
-                Operation::Add { cloud_id, dn, attrs, members } => self.add_group(cloud_id, dn, attrs, members, &mut report, &mut outcome).await,
+                Operation::Rename { new_dn, .. } if !within(new_dn) => {
+                    Err(format!("refused: {new_dn} is outside the managed OUs"))
+                }
+                Operation::Add { cloud_id, dn, attrs, members } => {
+                    self.add_group(cloud_id, dn, attrs, members, &mut report, &mut outcome).await
+                }
                 Operation::Update { guid, changes, .. } => self.update(guid, changes, &mut report).await,
                 Operation::Rename { cloud_id, guid, dn, new_rdn, new_parent, new_dn } => {
                     report.ldap_writes += 1;
-                    let r = self.ldap.modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
+                    let r =
+                        self.ldap.modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
                     match r {
                         Ok(_) => {
                             report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.clone()));
@@ -95,7 +104,9 @@ impl AdConn {
                         Err(e) => Err(e),
                     }
                 }
-                Operation::Delete { cloud_id, guid, .. } => self.delete_owned(cloud_id, guid, &within, &mut report).await,
+                Operation::Delete { cloud_id, guid, .. } => {
+                    self.delete_owned(cloud_id, guid, &within, &mut report).await
+                }
             };
             outcome.error = result.err();
             if let Some(e) = &outcome.error {
@@ -115,7 +126,11 @@ impl AdConn {
         report: &mut ApplyReport,
         outcome: &mut OpOutcome,
     ) -> Result<(), String> {
-        let mut entry: Vec<(String, HashSet<String>)> = attrs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let mut entry: Vec<(String, HashSet<String>)> = attrs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect();
         let values: Vec<String> = members.iter().filter_map(|m| member_value(m, &report.links).ok()).collect();
         let inline = !values.is_empty() && values.len() <= self.member_chunk;
         if inline {
@@ -157,7 +172,8 @@ impl AdConn {
     }
 
     async fn update(&mut self, guid: &str, changes: &[AttrChange], report: &mut ApplyReport) -> Result<(), String> {
-        let mods: Vec<Mod<String>> = changes.iter().map(|c| Mod::Replace(c.attr.clone(), c.values.iter().cloned().collect())).collect();
+        let mods: Vec<Mod<String>> =
+            changes.iter().map(|c| Mod::Replace(c.attr.clone(), c.values.iter().cloned().collect())).collect();
         report.ldap_writes += 1;
         self.ldap
             .modify(&format!("<GUID={guid}>"), mods)
@@ -169,7 +185,13 @@ impl AdConn {
 
     /// Adds or removes member values in chunks; a failed chunk is retried value by value.
     /// Values already in the wanted state count as done. Returns the values that failed.
-    async fn write_members(&mut self, target: &str, members: &[GroupTarget], add: bool, report: &mut ApplyReport) -> Vec<(String, String)> {
+    async fn write_members(
+        &mut self,
+        target: &str,
+        members: &[GroupTarget],
+        add: bool,
+        report: &mut ApplyReport,
+    ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         let mut values = Vec::new();
         for m in members {
@@ -193,22 +215,39 @@ impl AdConn {
                 match self.ldap.modify(target, vec![m]).await.and_then(|r| r.success()) {
                     Ok(_) => {}
                     Err(ldap3::LdapError::LdapResult { result }) if already_done(add, result.rc, &result.text) => {}
-                    Err(e) => errors.push((dn.clone(), AdError::ldap(if add { "member add" } else { "member removal" }, e).to_string())),
+                    Err(e) => errors.push((
+                        dn.clone(),
+                        AdError::ldap(if add { "member add" } else { "member removal" }, e).to_string(),
+                    )),
                 }
             }
         }
         errors
     }
 
-    async fn delete_owned(&mut self, cloud_id: &str, guid: &str, within: &impl Fn(&str) -> bool, report: &mut ApplyReport) -> Result<(), String> {
+    async fn delete_owned(
+        &mut self,
+        cloud_id: &str,
+        guid: &str,
+        within: &impl Fn(&str) -> bool,
+        report: &mut ApplyReport,
+    ) -> Result<(), String> {
         match self.marker_of(guid).await.map_err(|e| e.to_string())? {
             None => Ok(()), // already gone
             Some((marker, dn)) => {
                 if naming::parse_marker(&marker).as_deref() != Some(cloud_id) || !within(&dn) {
-                    return Err(format!("refused to delete {dn}: it no longer carries the marker {} inside the managed OUs", naming::marker(cloud_id)));
+                    return Err(format!(
+                        "refused to delete {dn}: it no longer carries the marker {} inside the managed OUs",
+                        naming::marker(cloud_id)
+                    ));
                 }
                 report.ldap_writes += 1;
-                self.ldap.delete(&format!("<GUID={guid}>")).await.and_then(|r| r.success()).map(|_| ()).map_err(|e| AdError::ldap("delete", e).to_string())
+                self.ldap
+                    .delete(&format!("<GUID={guid}>"))
+                    .await
+                    .and_then(|r| r.success())
+                    .map(|_| ())
+                    .map_err(|e| AdError::ldap("delete", e).to_string())
             }
         }
     }

@@ -39,9 +39,11 @@ fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| AdError::Config(format!("cannot read ca_file {}: {e}", ca_file.display())))?;
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| AdError::Config(format!("cannot read ca_file {}: {e}", ca_file.display())))?;
     for cert in certs {
-        let cert = cert.map_err(|e| AdError::Config(format!("ca_file {} has a bad certificate: {e}", ca_file.display())))?;
+        let cert =
+            cert.map_err(|e| AdError::Config(format!("ca_file {} has a bad certificate: {e}", ca_file.display())))?;
         roots.add(cert).map_err(|e| AdError::Config(format!("ca_file {}: {e}", ca_file.display())))?;
     }
     if roots.is_empty() {
@@ -84,26 +86,26 @@ impl AdConn {
         } else if url.starts_with("ldap://") {
             true
         } else {
-            return Err(AdError::Config(format!("'{url}' must start with ldaps:// or ldap:// (ldap:// is always upgraded with StartTLS)")));
+            return Err(AdError::Config(format!(
+                "'{url}' must start with ldaps:// or ldap:// (ldap:// is always upgraded with StartTLS)"
+            )));
         };
         let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout).set_starttls(starttls);
         if let Some(tls) = tls {
             settings = settings.set_config(tls);
         }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await.map_err(|e| AdError::Connect(format!("{url}: {e}")))?;
+        let (conn, mut ldap) =
+            LdapConnAsync::with_settings(settings, url).await.map_err(|e| AdError::Connect(format!("{url}: {e}")))?;
         ldap3::drive!(conn);
         ldap.with_timeout(cfg.timeout);
-        ldap.simple_bind(&cfg.bind_dn, cfg.password.expose())
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| match e {
-                ldap3::LdapError::LdapResult { result } => AdError::Bind(format!(
-                    "{} as {} — check [ad] bind_dn and the password",
-                    crate::describe(result.rc, &result.text),
-                    cfg.bind_dn
-                )),
-                other => AdError::Connect(format!("{url}: {other}")),
-            })?;
+        ldap.simple_bind(&cfg.bind_dn, cfg.password.expose()).await.and_then(|r| r.success()).map_err(|e| match e {
+            ldap3::LdapError::LdapResult { result } => AdError::Bind(format!(
+                "{} as {} — check [ad] bind_dn and the password",
+                crate::describe(result.rc, &result.text),
+                cfg.bind_dn
+            )),
+            other => AdError::Connect(format!("{url}: {other}")),
+        })?;
         let mut me = AdConn {
             ldap,
             url: url.to_string(),
@@ -121,17 +123,28 @@ impl AdConn {
     async fn read_root_dse(&mut self) -> Result<(), AdError> {
         let (entries, _) = self
             .ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["defaultNamingContext", "schemaNamingContext", "dnsHostName"])
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["defaultNamingContext", "schemaNamingContext", "dnsHostName"],
+            )
             .await
             .and_then(|r| r.success())
             .map_err(|e| AdError::ldap("reading the rootDSE", e))?;
-        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Connect("the DC returned no rootDSE".into()))?;
+        let e = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| AdError::Connect("the DC returned no rootDSE".into()))?;
         let first = |k: &str| e.attrs.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
         self.default_nc = first("defaultNamingContext");
         self.schema_nc = first("schemaNamingContext");
         self.dns_host_name = first("dnsHostName");
         if self.default_nc.is_empty() {
-            return Err(AdError::Connect("the rootDSE has no defaultNamingContext: is this an Active Directory DC?".into()));
+            return Err(AdError::Connect(
+                "the rootDSE has no defaultNamingContext: is this an Active Directory DC?".into(),
+            ));
         }
         Ok(())
     }
@@ -162,12 +175,24 @@ impl AdConn {
     pub async fn can_create_groups_in(&mut self, ou: &str) -> Result<bool, AdError> {
         let (entries, _) = self
             .ldap
-            .search(ou, Scope::Base, "(objectClass=*)", vec!["allowedChildClassesEffective", "allowedAttributesEffective"])
+            .search(
+                ou,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["allowedChildClassesEffective", "allowedAttributesEffective"],
+            )
             .await
             .and_then(|r| r.success())
             .map_err(|e| AdError::ldap(format!("reading {ou}"), e))?;
-        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Config(format!("{ou} does not exist")))?;
-        let can_create = e.attrs.get("allowedChildClassesEffective").is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("group")));
+        let e = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| AdError::Config(format!("{ou} does not exist")))?;
+        let can_create = e
+            .attrs
+            .get("allowedChildClassesEffective")
+            .is_some_and(|v| v.iter().any(|c| c.eq_ignore_ascii_case("group")));
         Ok(can_create)
     }
 

@@ -45,7 +45,9 @@ pub enum AdError {
 impl AdError {
     pub(crate) fn ldap(op: impl Into<String>, e: ldap3::LdapError) -> AdError {
         match e {
-            ldap3::LdapError::LdapResult { result } => AdError::Ldap { op: op.into(), rc: result.rc, message: describe(result.rc, &result.text) },
+            ldap3::LdapError::LdapResult { result } => {
+                AdError::Ldap { op: op.into(), rc: result.rc, message: describe(result.rc, &result.text) }
+            }
             other => AdError::Connect(format!("{}: {other}", op.into())),
         }
     }
@@ -107,7 +109,9 @@ mod tests {
 
     #[test]
     fn extended_dn_forms() {
-        let (g, s, dn) = parse_extended_dn("<GUID=F18A71E1-76e4-4eb0-82b0-d8c4502cff42>;<SID=S-1-5-21-1-2-3-1102>;CN=u1,OU=probe,DC=corp");
+        let (g, s, dn) = parse_extended_dn(
+            "<GUID=F18A71E1-76e4-4eb0-82b0-d8c4502cff42>;<SID=S-1-5-21-1-2-3-1102>;CN=u1,OU=probe,DC=corp",
+        );
         assert_eq!(g.as_deref(), Some("f18a71e1-76e4-4eb0-82b0-d8c4502cff42"));
         assert_eq!(s.as_deref(), Some("S-1-5-21-1-2-3-1102"));
         assert_eq!(dn, "CN=u1,OU=probe,DC=corp");

@@ -21,7 +21,8 @@ fn extended_dn() -> RawControl {
 }
 
 /// Attributes the planner compares, by their lower-case names.
-const MANAGED: &[&str] = &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses"];
+const MANAGED: &[&str] =
+    &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses"];
 
 impl AdConn {
     /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`
@@ -71,7 +72,11 @@ impl AdConn {
     async fn read_member_ranges(&mut self, dn: &str, mut next: usize, mut members: Vec<AdRef>) -> Option<Vec<AdRef>> {
         loop {
             let attr = format!("member;range={next}-*");
-            let res = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()]).await;
+            let res = self
+                .ldap
+                .with_controls(vec![extended_dn()])
+                .search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()])
+                .await;
             let (entries, _) = match res.and_then(|r| r.success()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -100,7 +105,9 @@ impl AdConn {
                 .iter()
                 .filter_map(|a| match a {
                     Anchor::Sid(s) => naming::is_sid(s).then(|| format!("(objectSid={s})")),
-                    Anchor::Guid(g) => naming::guid_to_bytes(g).map(|b| format!("(objectGUID={})", naming::escape_filter_bytes(&b))),
+                    Anchor::Guid(g) => {
+                        naming::guid_to_bytes(g).map(|b| format!("(objectGUID={})", naming::escape_filter_bytes(&b)))
+                    }
                 })
                 .collect();
             if terms.is_empty() {
@@ -119,7 +126,9 @@ impl AdConn {
                     continue;
                 }
                 let e = SearchEntry::construct(entry);
-                let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else { continue };
+                let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else {
+                    continue;
+                };
                 let group_type = e.attrs.get("groupType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
                 let obj = AdObject { guid: guid.clone(), sid: sid.clone(), dn, group_type };
                 if let Some(sid) = sid {
@@ -141,8 +150,16 @@ impl AdConn {
             .await
             .and_then(|r| r.success())
             .map_err(|e| AdError::ldap(format!("reading {dn}"), e))?;
-        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Ldap { op: format!("reading {dn}"), rc: 32, message: "not found".into() })?;
-        parse_extended_dn(&e.dn).0.ok_or_else(|| AdError::Ldap { op: format!("reading {dn}"), rc: 0, message: "no GUID in the answer".into() })
+        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or_else(|| AdError::Ldap {
+            op: format!("reading {dn}"),
+            rc: 32,
+            message: "not found".into(),
+        })?;
+        parse_extended_dn(&e.dn).0.ok_or_else(|| AdError::Ldap {
+            op: format!("reading {dn}"),
+            rc: 0,
+            message: "no GUID in the answer".into(),
+        })
     }
 
     /// The marker and DN of an object by objectGUID, to check ownership right before a delete.
@@ -182,8 +199,11 @@ fn ranged_start(e: &SearchEntry) -> Option<usize> {
 
 fn to_group(e: &SearchEntry) -> Option<AdGroup> {
     let (guid, sid, dn) = parse_extended_dn(&e.dn);
-    let first = |k: &str| e.attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.first()).cloned();
-    let cloud_id = first("adminDescription").and_then(|m| naming::parse_marker(&m)).or_else(|| first("msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
+    let first =
+        |k: &str| e.attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.first()).cloned();
+    let cloud_id = first("adminDescription")
+        .and_then(|m| naming::parse_marker(&m))
+        .or_else(|| first("msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
     let mut attrs = BTreeMap::new();
     let mut members = Vec::new();
     for (k, v) in &e.attrs {

@@ -12,7 +12,9 @@ pub mod planner;
 pub mod scope;
 
 pub use config::{CnFormat, OnRemoval, PlannerConfig};
-pub use model::{AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, SchemaFeatures, State};
+pub use model::{
+    AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, SchemaFeatures, State,
+};
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
 pub use planner::{member_anchors, plan};
 

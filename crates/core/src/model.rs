@@ -214,7 +214,9 @@ mod tests {
         let o: CloudObject = serde_json::from_value(v).expect("parses");
         assert!(o.group_types.is_empty());
         assert_eq!(o.kind(), ObjectKind::Group);
-        let u: CloudObject = serde_json::from_value(serde_json::json!({"@odata.type": "#microsoft.graph.user", "id": "u"})).expect("parses");
+        let u: CloudObject =
+            serde_json::from_value(serde_json::json!({"@odata.type": "#microsoft.graph.user", "id": "u"}))
+                .expect("parses");
         assert_eq!(u.kind(), ObjectKind::User);
     }
 }

@@ -52,9 +52,7 @@ pub fn left_utf16(s: &str, max: usize) -> String {
 
 /// Replaces characters AD cannot hold in a string value (control characters) by `_`.
 pub fn replace_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { '_' } else { c }).collect()
 }
 
 /// The `cn` for a group, per `[writeback] cn_format`. Always 1..=64 UTF-16 units.
@@ -75,11 +73,8 @@ pub fn cn_for(format: CnFormat, cloud_id: &str, display_name: &str) -> String {
 /// `sAMAccountName` from the cn: forbidden characters, controls and a trailing period become `_`.
 pub fn sam_account_name(cn: &str) -> String {
     const FORBIDDEN: &[char] = &['"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>'];
-    let mut s: String = cn
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() || FORBIDDEN.contains(&c) { '_' } else { c })
-        .collect();
+    let mut s: String =
+        cn.trim().chars().map(|c| if c.is_control() || FORBIDDEN.contains(&c) { '_' } else { c }).collect();
     s = left_utf16(&s, SAM_MAX);
     if s.ends_with('.') {
         s.pop();
@@ -283,12 +278,10 @@ pub fn sid_from_bytes(b: &[u8]) -> Option<String> {
 /// True for a well-formed string SID.
 pub fn is_sid(s: &str) -> bool {
     let mut parts = s.split('-');
-    parts.next() == Some("S")
-        && parts.next() == Some("1")
-        && {
-            let rest: Vec<&str> = parts.collect();
-            !rest.is_empty() && rest.len() <= 16 && rest.iter().all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
-        }
+    parts.next() == Some("S") && parts.next() == Some("1") && {
+        let rest: Vec<&str> = parts.collect();
+        !rest.is_empty() && rest.len() <= 16 && rest.iter().all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
+    }
 }
 
 #[cfg(test)]
@@ -355,7 +348,10 @@ mod tests {
         assert!(dn_is_within("CN=g,OU=Groups, DC=corp,DC=test", "ou=groups,dc=corp,dc=test"));
         assert!(!dn_is_within("CN=g,OU=Other,DC=corp,DC=test", "OU=Groups,DC=corp,DC=test"));
         assert_eq!(escape_filter("a*(b)\\"), "a\\2a\\28b\\29\\5c");
-        assert_eq!(parse_marker("Group_3A5C3221-C465-48C0-95B8-E9305786A271").as_deref(), Some("3a5c3221-c465-48c0-95b8-e9305786a271"));
+        assert_eq!(
+            parse_marker("Group_3A5C3221-C465-48C0-95B8-E9305786A271").as_deref(),
+            Some("3a5c3221-c465-48c0-95b8-e9305786a271")
+        );
         assert_eq!(parse_marker("Group_nope"), None);
     }
 }

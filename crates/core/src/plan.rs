@@ -32,14 +32,44 @@ pub struct AttrChange {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Operation {
     /// Create a group; `members` are members that exist in AD already (written inline).
-    Add { cloud_id: String, dn: String, attrs: Vec<(String, Vec<String>)>, members: Vec<GroupTarget> },
+    Add {
+        cloud_id: String,
+        dn: String,
+        attrs: Vec<(String, Vec<String>)>,
+        members: Vec<GroupTarget>,
+    },
     /// Replace or delete managed attributes of an owned group.
-    Update { cloud_id: String, guid: String, dn: String, changes: Vec<AttrChange> },
+    Update {
+        cloud_id: String,
+        guid: String,
+        dn: String,
+        changes: Vec<AttrChange>,
+    },
     /// Rename and/or move an owned group (ModifyDN: objectGUID and objectSid are kept).
-    Rename { cloud_id: String, guid: String, dn: String, new_rdn: String, new_parent: Option<String>, new_dn: String },
-    AddMembers { cloud_id: String, group: GroupTarget, members: Vec<GroupTarget> },
-    RemoveMembers { cloud_id: String, group: GroupTarget, members: Vec<GroupTarget> },
-    Delete { cloud_id: String, guid: String, dn: String, reason: String },
+    Rename {
+        cloud_id: String,
+        guid: String,
+        dn: String,
+        new_rdn: String,
+        new_parent: Option<String>,
+        new_dn: String,
+    },
+    AddMembers {
+        cloud_id: String,
+        group: GroupTarget,
+        members: Vec<GroupTarget>,
+    },
+    RemoveMembers {
+        cloud_id: String,
+        group: GroupTarget,
+        members: Vec<GroupTarget>,
+    },
+    Delete {
+        cloud_id: String,
+        guid: String,
+        dn: String,
+        reason: String,
+    },
 }
 
 impl Operation {

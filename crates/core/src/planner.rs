@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::config::{OnRemoval, PlannerConfig};
-use crate::model::{group_type, AdGroup, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State};
+use crate::model::{
+    group_type, AdGroup, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
+};
 use crate::naming;
 use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
 use crate::scope::{decide, Decision};
@@ -26,7 +28,9 @@ pub mod reason {
 pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
     let mut anchors = BTreeSet::new();
     for members in cloud.members.values() {
-        let MemberRead::Complete(members) = members else { continue };
+        let MemberRead::Complete(members) = members else {
+            continue;
+        };
         for m in members {
             if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
                 anchors.extend(anchors_of(m));
@@ -157,7 +161,13 @@ fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> BTreeMap<
     owned
 }
 
-fn desired_shape<'a>(g: &'a CloudObject, id: &str, decision: Decision, ad: &AdSnapshot, cfg: &PlannerConfig) -> Result<Desired<'a>, String> {
+fn desired_shape<'a>(
+    g: &'a CloudObject,
+    id: &str,
+    decision: Decision,
+    ad: &AdSnapshot,
+    cfg: &PlannerConfig,
+) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
     let cn = naming::cn_for(cfg.cn_format, id, g.name());
     let dn = naming::group_dn(&cn, &cfg.target_ou);
@@ -175,7 +185,8 @@ fn desired_shape<'a>(g: &'a CloudObject, id: &str, decision: Decision, ad: &AdSn
     }
     if decision.mail {
         attrs.push(("mail".into(), opt(g.mail.clone().map(|m| m.trim().to_string()))));
-        let mut proxies: Vec<String> = g.proxy_addresses.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+        let mut proxies: Vec<String> =
+            g.proxy_addresses.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         proxies.sort();
         proxies.dedup();
         attrs.push(("proxyAddresses".into(), proxies));
@@ -218,12 +229,23 @@ fn plan_group(
     let dn_now = existing.map(|e| e.dn.clone()).unwrap_or_else(|| d.dn.clone());
     let skip = |p: &mut Plan, why: String| {
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
-        p.groups.push(report(d.group, &d.decision, existing.map(|e| e.dn.clone()), &format!("skipped this run: {why}"), vec![]));
+        p.groups.push(report(
+            d.group,
+            &d.decision,
+            existing.map(|e| e.dn.clone()),
+            &format!("skipped this run: {why}"),
+            vec![],
+        ));
     };
     let cloud_members = match cloud.members.get(id) {
         Some(MemberRead::Complete(m)) => m,
-        Some(MemberRead::Incomplete(e)) => return skip(p, format!("the cloud members could not be read completely ({e}); the group is left as it is")),
-        None => return skip(p, "the cloud members were not read; the group is left as it is".into()),
+        other => {
+            let why = match other {
+                Some(MemberRead::Incomplete(e)) => format!("the cloud members could not be read completely ({e})"),
+                _ => "the cloud members were not read".to_string(),
+            };
+            return skip(p, format!("{why}; the group is left as it is"));
+        }
     };
     if existing.is_some_and(|e| e.members.is_none()) {
         return skip(p, "the AD members could not be read completely; the group is left as it is".into());
@@ -258,7 +280,9 @@ fn plan_group(
             p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group, members: later });
         }
         let action = match state.links.get(id) {
-            Some(old) => format!("add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"),
+            Some(old) => format!(
+                "add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"
+            ),
             None => "add".into(),
         };
         p.groups.push(report(d.group, &d.decision, Some(dn_now), &action, reports));
@@ -283,7 +307,12 @@ fn plan_group(
 
     let changes = attr_changes(d, existing);
     if !changes.is_empty() {
-        p.operations.push(Operation::Update { cloud_id: id.to_string(), guid: existing.guid.clone(), dn: existing.dn.clone(), changes });
+        p.operations.push(Operation::Update {
+            cloud_id: id.to_string(),
+            guid: existing.guid.clone(),
+            dn: existing.dn.clone(),
+            changes,
+        });
         actions.push("update");
     }
 
@@ -371,7 +400,10 @@ fn resolve_member(
                 p.errors.push(ObjectError {
                     cloud_id: group_id.to_string(),
                     member_id: Some(m.id.to_ascii_lowercase()),
-                    message: format!("{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped", obj.dn),
+                    message: format!(
+                        "{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped",
+                        obj.dn
+                    ),
                 });
                 (skipped(m, reason::DOMAIN_LOCAL), None)
             }
@@ -389,16 +421,32 @@ fn resolve_member(
     }
 }
 
-fn plan_orphan(p: &mut Plan, id: &str, group: &AdGroup, cloud: &CloudSnapshot, decisions: &BTreeMap<String, Decision>, cfg: &PlannerConfig) {
+fn plan_orphan(
+    p: &mut Plan,
+    id: &str,
+    group: &AdGroup,
+    cloud: &CloudSnapshot,
+    decisions: &BTreeMap<String, Decision>,
+    cfg: &PlannerConfig,
+) {
     let (why, policy) = match decisions.get(id) {
         Some(d) => (format!("no longer in scope: {}", d.reason), Some((cfg.on_out_of_scope, "on_out_of_scope"))),
-        None if cloud.soft_deleted.contains(id) => ("soft-deleted in the cloud (in the recycle bin)".to_string(), Some((cfg.on_soft_delete, "on_soft_delete"))),
+        None if cloud.soft_deleted.contains(id) => {
+            ("soft-deleted in the cloud (in the recycle bin)".to_string(), Some((cfg.on_soft_delete, "on_soft_delete")))
+        }
         None => ("permanently deleted in the cloud".to_string(), None),
     };
     let action = match policy {
-        Some((OnRemoval::Keep, key)) => format!("kept, no longer updated ([writeback] {key} = \"keep\")"),
+        Some((OnRemoval::Keep, key)) => {
+            format!("kept, no longer updated ([writeback] {key} = \"keep\")")
+        }
         _ => {
-            p.operations.push(Operation::Delete { cloud_id: id.to_string(), guid: group.guid.clone(), dn: group.dn.clone(), reason: why.clone() });
+            p.operations.push(Operation::Delete {
+                cloud_id: id.to_string(),
+                guid: group.guid.clone(),
+                dn: group.dn.clone(),
+                reason: why.clone(),
+            });
             "delete".to_string()
         }
     };

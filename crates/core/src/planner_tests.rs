@@ -76,7 +76,12 @@ impl World {
             let sid = u.on_premises_security_identifier.clone().unwrap_or_default();
             ad.directory.insert(
                 Anchor::Sid(sid.clone()),
-                AdObject { guid: format!("aaaaaaaa-0000-0000-0000-{:012}", n), sid: Some(sid), dn: format!("CN=user{n},CN=Users,DC=corp,DC=test"), group_type: None },
+                AdObject {
+                    guid: format!("aaaaaaaa-0000-0000-0000-{:012}", n),
+                    sid: Some(sid),
+                    dn: format!("CN=user{n},CN=Users,DC=corp,DC=test"),
+                    group_type: None,
+                },
             );
         }
         World { cloud: CloudSnapshot::default(), ad, state: State::default(), cfg: PlannerConfig::with_target_ou(OU) }
@@ -103,7 +108,8 @@ impl World {
                 Operation::Add { cloud_id, dn, attrs, members } => {
                     let guid = format!("bbbbbbbb-{}", &cloud_id[9..]);
                     new_guids.insert(cloud_id.clone(), guid.clone());
-                    let attrs: BTreeMap<String, Vec<String>> = attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+                    let attrs: BTreeMap<String, Vec<String>> =
+                        attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
                     self.ad.groups.push(AdGroup {
                         guid,
                         sid: None,
@@ -167,7 +173,10 @@ fn sample_rollout() -> World {
     w.group(security(1, "SG-Finance", Some(true)), (0..3).map(synced_user).collect());
     let mut dynamic = security(2, "SG-Dynamic-Sales", Some(true));
     dynamic.group_types = vec!["DynamicMembership".into()];
-    w.group(dynamic, vec![synced_user(3), synced_user(4), synced_user(5), synced_user(6), cloud_user(1), cloud_user(2)]);
+    w.group(
+        dynamic,
+        vec![synced_user(3), synced_user(4), synced_user(5), synced_user(6), cloud_user(1), cloud_user(2)],
+    );
     w.group(m365(3, "Team-Off", Some(false), None), vec![synced_user(1)]);
     w.group(m365(4, "Team-Default", None, None), vec![synced_user(1), synced_user(2)]);
     w.group(m365(5, "Team-MailSec", Some(true), Some("universalMailEnabledSecurityGroup")), vec![synced_user(7)]);
@@ -190,13 +199,20 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
             _ => unreachable!(),
         })
         .collect();
-    let want: BTreeMap<String, i32> = [(id(1), gt::UNIVERSAL_SECURITY), (id(2), gt::UNIVERSAL_SECURITY), (id(4), gt::UNIVERSAL_DISTRIBUTION), (id(5), gt::UNIVERSAL_SECURITY)].into();
+    let want: BTreeMap<String, i32> = [
+        (id(1), gt::UNIVERSAL_SECURITY),
+        (id(2), gt::UNIVERSAL_SECURITY),
+        (id(4), gt::UNIVERSAL_DISTRIBUTION),
+        (id(5), gt::UNIVERSAL_SECURITY),
+    ]
+    .into();
     assert_eq!(added, want);
     assert_eq!(p.summary.adds, 4);
     assert_eq!(p.summary.member_adds, 3 + 4 + 2 + 1);
     assert_eq!(p.summary.skipped_members, 2);
     let dynamic = p.report(&id(2))[0];
-    let skipped: Vec<_> = dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason.as_deref()).collect();
+    let skipped: Vec<_> =
+        dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason.as_deref()).collect();
     assert_eq!(skipped, vec![Some(reason::CLOUD_ONLY); 2]);
     assert!(!p.report("Team-Off")[0].in_scope);
     assert!(p.report("SG-NoWriteback")[0].reason.contains("isEnabled = null"));
@@ -214,7 +230,9 @@ fn drift_is_put_back() {
     w.converge();
     let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
     g.group_type = -2147483646; // global security, by hand
-    g.members.get_or_insert_with(Vec::new).push(AdRef { guid: "cccccccc-0000-0000-0000-000000000001".into(), dn: "CN=intruder,DC=corp,DC=test".into() });
+    g.members
+        .get_or_insert_with(Vec::new)
+        .push(AdRef { guid: "cccccccc-0000-0000-0000-000000000001".into(), dn: "CN=intruder,DC=corp,DC=test".into() });
     g.attrs.insert("description".into(), vec!["edited by hand".into()]);
     let p = w.converge();
     let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
@@ -229,7 +247,15 @@ fn drift_is_put_back() {
 fn domain_local_member_is_skipped_with_the_windows_error() {
     let mut w = World::new();
     let sid = "S-1-5-21-1-2-3-5000".to_string();
-    w.ad.directory.insert(Anchor::Sid(sid.clone()), AdObject { guid: "dddddddd-0000-0000-0000-000000000001".into(), sid: Some(sid.clone()), dn: "CN=DL,DC=corp,DC=test".into(), group_type: Some(-2147483644) });
+    w.ad.directory.insert(
+        Anchor::Sid(sid.clone()),
+        AdObject {
+            guid: "dddddddd-0000-0000-0000-000000000001".into(),
+            sid: Some(sid.clone()),
+            dn: "CN=DL,DC=corp,DC=test".into(),
+            group_type: Some(-2147483644),
+        },
+    );
     let dl = CloudObject {
         odata_type: Some("#microsoft.graph.group".into()),
         id: id(900),
@@ -351,7 +377,10 @@ fn adoption_duplicates_and_recreation() {
     let p = w.plan();
     assert_eq!(p.summary.adds, 0, "adopted, not duplicated");
     assert_eq!(p.errors.len(), 1, "the twin is reported");
-    assert!(p.operations.iter().all(|o| !serde_json::to_string(o).expect("json").contains("eeeeeeee-0000-0000-0000-000000000002")));
+    assert!(p
+        .operations
+        .iter()
+        .all(|o| !serde_json::to_string(o).expect("json").contains("eeeeeeee-0000-0000-0000-000000000002")));
     // Deleted by hand while in scope: created again, and said so.
     w.ad.groups.clear();
     let p = w.plan();

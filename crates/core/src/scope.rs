@@ -74,7 +74,9 @@ pub fn decide(g: &CloudObject) -> Decision {
     match group_kind(g) {
         GroupKind::Microsoft365 => {
             if enabled == Some(false) {
-                return Decision::out("writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)");
+                return Decision::out(
+                    "writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)",
+                );
             }
             let how = format!("Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups are written back unless it is false)", show(enabled));
             match requested {
@@ -116,9 +118,13 @@ pub fn decide(g: &CloudObject) -> Decision {
                 )),
             }
         }
-        GroupKind::MailEnabledSecurity => Decision::out("cloud mail-enabled security groups are not supported for group writeback"),
+        GroupKind::MailEnabledSecurity => {
+            Decision::out("cloud mail-enabled security groups are not supported for group writeback")
+        }
         GroupKind::Distribution => Decision::out("cloud distribution groups are not supported for group writeback"),
-        GroupKind::Unknown => Decision::out("neither a Microsoft 365 group nor a security group: not supported for group writeback"),
+        GroupKind::Unknown => {
+            Decision::out("neither a Microsoft 365 group nor a security group: not supported for group writeback")
+        }
     }
 }
 
@@ -163,7 +169,12 @@ mod tests {
         ];
         for (i, (g, scope, gt, mail, invalid)) in cases.into_iter().enumerate() {
             let d = decide(&g);
-            assert_eq!((d.in_scope, d.group_type, d.mail, d.invalid), (scope, gt, mail, invalid), "row {i}: {}", d.reason);
+            assert_eq!(
+                (d.in_scope, d.group_type, d.mail, d.invalid),
+                (scope, gt, mail, invalid),
+                "row {i}: {}",
+                d.reason
+            );
         }
         let mut synced = group(false, true, false, Some(true), None);
         synced.on_premises_sync_enabled = Some(true);

@@ -52,6 +52,18 @@ pub struct Sim {
     next_id: u64,
 }
 
+/// One Graph request as the simulator sees it; `path` starts after the version segment.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub beta: bool,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: Option<Value>,
+    /// `http://host:port`, for `@odata.nextLink` and `@odata.context`.
+    pub base: &'a str,
+    pub batch: bool,
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -86,17 +98,28 @@ impl Sim {
     /// The token endpoint: client credentials with a client secret.
     pub fn token(&mut self, form: &HashMap<String, String>) -> Reply {
         let aad_error = |status: u16, error: &str, desc: &str| {
-            Reply::json(status, json!({"error": error, "error_description": desc, "error_codes": [7000215], "timestamp": "2026-11-24 00:00:00Z"}))
+            Reply::json(
+                status,
+                json!({"error": error, "error_description": desc, "error_codes": [7000215], "timestamp": "2026-11-24 00:00:00Z"}),
+            )
         };
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-            return aad_error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.");
+            return aad_error(
+                400,
+                "unsupported_grant_type",
+                "AADSTS70003: The app requested an unsupported grant type.",
+            );
         }
         if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
             return aad_error(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
         }
         let client_id = form.get("client_id").cloned().unwrap_or_default();
         let Some(app) = self.tenant.apps.iter().find(|a| a.client_id == client_id) else {
-            return aad_error(400, "unauthorized_client", &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."));
+            return aad_error(
+                400,
+                "unauthorized_client",
+                &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."),
+            );
         };
         if form.get("client_secret") != Some(&app.client_secret) {
             return aad_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
@@ -104,7 +127,10 @@ impl Sim {
         self.next_id += 1;
         let token = format!("sim-token-{}-{}", self.next_id, client_id.len());
         self.tokens.insert(token.clone(), Instant::now() + Duration::from_secs(self.token_lifetime));
-        Reply::json(200, json!({"token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime, "access_token": token}))
+        Reply::json(
+            200,
+            json!({"token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime, "access_token": token}),
+        )
     }
 
     pub fn authorized(&self, header: Option<&str>) -> bool {
@@ -127,13 +153,15 @@ impl Sim {
         Some(out)
     }
 
-    /// One Graph request (also each request of a `$batch`). `path` starts after the version.
-    pub fn graph(&mut self, method: &str, beta: bool, path: &str, raw_query: &str, body: Option<Value>, base: &str, batch: bool) -> Reply {
+    /// One Graph request (also each request of a `$batch`).
+    pub fn graph(&mut self, req: Request) -> Reply {
+        let Request { method, beta, path, query: raw_query, body, base, batch } = req;
         let url = if raw_query.is_empty() { path.to_string() } else { format!("{path}?{raw_query}") };
         let reply = match self.take_fault(&url) {
             Some(f) => {
                 let code = if f.status == 429 { "TooManyRequests" } else { "ServiceUnavailable" };
-                let mut r = self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
+                let mut r =
+                    self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
                 r.headers.push(("Retry-After".into(), f.retry_after.to_string()));
                 r
             }
@@ -142,16 +170,32 @@ impl Sim {
                 Err(e) => self.error(e),
             },
         };
-        self.log.push(LogEntry { method: method.to_string(), url: format!("/{}{url}", if beta { "beta" } else { "v1.0" }), status: reply.status, batch });
+        self.log.push(LogEntry {
+            method: method.to_string(),
+            url: format!("/{}{url}", if beta { "beta" } else { "v1.0" }),
+            status: reply.status,
+            batch,
+        });
         reply
     }
 
-    fn route(&mut self, method: &str, beta: bool, path: &str, raw_query: &str, body: Option<Value>, base: &str) -> Result<Reply, ODataError> {
-        let pairs: HashMap<String, String> = serde_urlencoded::from_str(raw_query).map_err(|e| bad(format!("Invalid query: {e}")))?;
+    fn route(
+        &mut self,
+        method: &str,
+        beta: bool,
+        path: &str,
+        raw_query: &str,
+        body: Option<Value>,
+        base: &str,
+    ) -> Result<Reply, ODataError> {
+        let pairs: HashMap<String, String> =
+            serde_urlencoded::from_str(raw_query).map_err(|e| bad(format!("Invalid query: {e}")))?;
         let q = Query::parse(&pairs)?;
         let ver = if beta { "beta" } else { "v1.0" };
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let not_found = |what: &str, id: &str| ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"));
+        let not_found = |what: &str, id: &str| {
+            ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"))
+        };
         let page = |items: Vec<(Option<&'static str>, Value)>, ctx: &str| -> Result<Reply, ODataError> {
             self.page(items, &q, &pairs, beta, &format!("{base}/{ver}{path}"), &format!("{base}/{ver}/$metadata#{ctx}"))
         };
@@ -172,10 +216,18 @@ impl Sim {
                 let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?.clone();
                 let cast = match rest {
                     [] => None,
-                    [c] => Some(c.strip_prefix("microsoft.graph.").ok_or_else(|| bad(format!("Unsupported segment {c}")))?),
+                    [c] => Some(
+                        c.strip_prefix("microsoft.graph.").ok_or_else(|| bad(format!("Unsupported segment {c}")))?,
+                    ),
                     _ => return Err(bad("Unsupported path".into())),
                 };
-                let items = self.tenant.linked(&g, nav).into_iter().filter(|(k, _)| cast.is_none_or(|c| c == *k)).map(|(k, v)| (Some(k), v)).collect();
+                let items = self
+                    .tenant
+                    .linked(&g, nav)
+                    .into_iter()
+                    .filter(|(k, _)| cast.is_none_or(|c| c == *k))
+                    .map(|(k, v)| (Some(k), v))
+                    .collect();
                 page(items, "directoryObjects")
             }
             ("PATCH", ["groups", id]) => {
@@ -186,23 +238,37 @@ impl Sim {
             }
             ("POST", ["directoryObjects", "getByIds"]) => {
                 let body = body.unwrap_or_default();
-                let ids: Vec<String> = body["ids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+                let ids: Vec<String> =
+                    body["ids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
                 if ids.len() > 1000 {
                     return Err(bad("Too many ids: at most 1000".into()));
                 }
-                let types: Vec<String> = body["types"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+                let types: Vec<String> = body["types"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect();
                 let value: Vec<Value> = ids
                     .iter()
                     .filter_map(|id| self.tenant.find(id))
                     .filter(|(k, _)| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(k)))
                     .map(|(k, v)| project(v, Some(k), q.select.as_deref(), beta))
                     .collect::<Result<_, _>>()?;
-                Ok(Reply::json(200, json!({"@odata.context": format!("{base}/{ver}/$metadata#directoryObjects"), "value": value})))
+                Ok(Reply::json(
+                    200,
+                    json!({"@odata.context": format!("{base}/{ver}/$metadata#directoryObjects"), "value": value}),
+                ))
             }
-            ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => {
-                page(self.tenant.deleted_groups.iter().map(|g| (Some("group"), g.clone())).collect(), "directoryObjects")
-            }
-            _ => Err(ODataError(400, "BadRequest", format!("Invalid request: {method} /{ver}{path} is not part of the simulated surface"))),
+            ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => page(
+                self.tenant.deleted_groups.iter().map(|g| (Some("group"), g.clone())).collect(),
+                "directoryObjects",
+            ),
+            _ => Err(ODataError(
+                400,
+                "BadRequest",
+                format!("Invalid request: {method} /{ver}{path} is not part of the simulated surface"),
+            )),
         }
     }
 
@@ -227,10 +293,14 @@ impl Sim {
         }
         let size = q.top.unwrap_or(DEFAULT_PAGE).min(self.page_size).max(1);
         let end = (q.skip + size).min(kept.len());
-        let value: Vec<Value> = kept[q.skip.min(end)..end].iter().map(|(k, v)| project(v, *k, q.select.as_deref(), beta)).collect::<Result<_, _>>()?;
+        let value: Vec<Value> = kept[q.skip.min(end)..end]
+            .iter()
+            .map(|(k, v)| project(v, *k, q.select.as_deref(), beta))
+            .collect::<Result<_, _>>()?;
         let mut body = json!({"@odata.context": context, "value": value});
         if end < kept.len() {
-            let mut next: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k.as_str() != "$skiptoken").map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut next: Vec<(String, String)> =
+                pairs.iter().filter(|(k, _)| k.as_str() != "$skiptoken").map(|(k, v)| (k.clone(), v.clone())).collect();
             next.sort();
             next.push(("$skiptoken".into(), encode_skiptoken(end)));
             let qs = serde_urlencoded::to_string(&next).map_err(|e| bad(e.to_string()))?;
@@ -253,8 +323,17 @@ impl Sim {
             let url = r["url"].as_str().unwrap_or("").to_string();
             let (path, query) = url.split_once('?').unwrap_or((&url, ""));
             let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-            let reply = self.graph(&method, beta, &path, query, r.get("body").cloned(), base, true);
-            let headers: serde_json::Map<String, Value> = reply.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let reply = self.graph(Request {
+                method: &method,
+                beta,
+                path: &path,
+                query,
+                body: r.get("body").cloned(),
+                base,
+                batch: true,
+            });
+            let headers: serde_json::Map<String, Value> =
+                reply.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             let mut resp = json!({"id": id, "status": reply.status, "headers": headers});
             if let Some(b) = reply.body {
                 resp["body"] = b;

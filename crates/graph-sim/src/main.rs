@@ -42,11 +42,17 @@ type Shared = Arc<Mutex<Sim>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let cli = Cli::parse();
-    let text = std::fs::read_to_string(&cli.tenant).with_context(|| format!("reading the tenant file {}", cli.tenant.display()))?;
-    let tenant: Tenant = serde_json::from_str(&text).with_context(|| format!("parsing the tenant file {}", cli.tenant.display()))?;
-    let listener = tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("listening on {}", cli.listen))?;
+    let text = std::fs::read_to_string(&cli.tenant)
+        .with_context(|| format!("reading the tenant file {}", cli.tenant.display()))?;
+    let tenant: Tenant =
+        serde_json::from_str(&text).with_context(|| format!("parsing the tenant file {}", cli.tenant.display()))?;
+    let listener =
+        tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("listening on {}", cli.listen))?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         anyhow::bail!("the simulator serves plain HTTP and listens on loopback only; {addr} is not a loopback address");
@@ -92,14 +98,24 @@ async fn handle(
             Reply {
                 status: 401,
                 headers: vec![],
-                body: Some(json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired or is not yet valid.", "innerError": {}}})),
+                body: Some(
+                    json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired or is not yet valid.", "innerError": {}}}),
+                ),
             }
         } else {
             let json_body: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
             if rest == "/$batch" && method == Method::POST {
                 sim.batch(beta, json_body.unwrap_or_default(), &base)
             } else {
-                sim.graph(method.as_str(), beta, rest, &query, json_body, &base, false)
+                sim.graph(api::Request {
+                    method: method.as_str(),
+                    beta,
+                    path: rest,
+                    query: &query,
+                    body: json_body,
+                    base: &base,
+                    batch: false,
+                })
             }
         }
     };

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 /// The tenant file. Objects are stored exactly as Graph returns them; `members` and
 /// `owners` of a group are lists of ids (navigation properties, never printed inline).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
     pub apps: Vec<App>,
     pub users: Vec<Value>,
@@ -22,6 +22,7 @@ pub struct Tenant {
 
 /// An app registration allowed to get tokens.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct App {
     pub client_id: String,
     pub client_secret: String,
@@ -76,12 +77,16 @@ impl Query {
         let mut q = Query::default();
         for (k, v) in pairs {
             match k.as_str() {
-                "$select" => q.select = Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                "$select" => {
+                    q.select = Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                }
                 "$filter" => q.filter = Some(v.clone()),
                 "$top" => {
                     let top: usize = v.parse().map_err(|_| bad(format!("Invalid value '{v}' for $top")))?;
                     if !(1..=999).contains(&top) {
-                        return Err(bad(format!("Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.")));
+                        return Err(bad(format!(
+                            "Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive."
+                        )));
                     }
                     q.top = Some(top);
                 }
@@ -113,7 +118,9 @@ fn decode_skiptoken(token: &str) -> Option<usize> {
 
 /// Applies `$select` (and the v1.0/beta difference) to one object.
 pub fn project(obj: &Value, kind: Option<&str>, select: Option<&[String]>, beta: bool) -> Result<Value, ODataError> {
-    let Some(map) = obj.as_object() else { return Ok(obj.clone()) };
+    let Some(map) = obj.as_object() else {
+        return Ok(obj.clone());
+    };
     let mut out = Map::new();
     if let Some(kind) = kind {
         out.insert("@odata.type".into(), Value::String(format!("#microsoft.graph.{kind}")));
@@ -127,7 +134,8 @@ pub fn project(obj: &Value, kind: Option<&str>, select: Option<&[String]>, beta:
                     return Err(ODataError(
                         400,
                         "BadRequest",
-                        "Could not find a property named 'writebackConfiguration' on type 'microsoft.graph.group'.".into(),
+                        "Could not find a property named 'writebackConfiguration' on type 'microsoft.graph.group'."
+                            .into(),
                     ));
                 }
                 if visible(p) {

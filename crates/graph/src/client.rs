@@ -74,13 +74,9 @@ impl GraphClient {
             ("scope", scope.as_str()),
         ];
         self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self
-            .http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| GraphError::Connect(format!("could not reach the token endpoint {url}: {}", without_url(&e))))?;
+        let resp = self.http.post(&url).form(&form).send().await.map_err(|e| {
+            GraphError::Connect(format!("could not reach the token endpoint {url}: {}", without_url(&e)))
+        })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or_default();
         if !status.is_success() {
@@ -90,7 +86,9 @@ impl GraphClient {
                 "the token endpoint refused the app (HTTP {status}): {first_line} — check [cloud] tenant_id, client_id and the client secret"
             )));
         }
-        let token = body["access_token"].as_str().ok_or_else(|| GraphError::Auth("the token endpoint answered without an access_token".into()))?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| GraphError::Auth("the token endpoint answered without an access_token".into()))?;
         let lifetime = body["expires_in"].as_u64().unwrap_or(3599);
         let exp = Instant::now() + Duration::from_secs(lifetime);
         *cached = Some((token.to_string(), exp));
@@ -103,7 +101,12 @@ impl GraphClient {
 
     /// One request with Graph's retry rules: 429/503/504 wait for `Retry-After` (or back off),
     /// a 401 renews the token once; everything else is returned as an error.
-    pub async fn request(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Option<Value>, GraphError> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, GraphError> {
         let mut renewed = false;
         let mut attempt = 0u32;
         loop {
@@ -126,7 +129,8 @@ impl GraphClient {
             if matches!(status, 429 | 503 | 504) && attempt < self.cfg.max_retries {
                 attempt += 1;
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok())).unwrap_or_else(|| backoff(attempt));
+                let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()))
+                    .unwrap_or_else(|| backoff(attempt));
                 tracing::info!(status, wait_s = wait.as_secs_f64(), url = %path_of(url), "Graph asked to retry later");
                 tokio::time::sleep(wait).await;
                 continue;
@@ -139,17 +143,23 @@ impl GraphClient {
             if status == 204 {
                 return Ok(None);
             }
-            let text = resp.text().await.map_err(|e| GraphError::Connect(format!("reading {}: {}", path_of(url), without_url(&e))))?;
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| GraphError::Connect(format!("reading {}: {}", path_of(url), without_url(&e))))?;
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &text, url));
             }
-            let v: Value = serde_json::from_str(&text).map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
             return Ok(Some(v));
         }
     }
 
     pub async fn get(&self, url: &str) -> Result<Value, GraphError> {
-        self.request(reqwest::Method::GET, url, None).await?.ok_or_else(|| GraphError::Invalid(format!("{} answered with no body", path_of(url))))
+        self.request(reqwest::Method::GET, url, None)
+            .await?
+            .ok_or_else(|| GraphError::Invalid(format!("{} answered with no body", path_of(url))))
     }
 
     /// Every item of a collection, following every `@odata.nextLink` as given.
@@ -165,8 +175,15 @@ impl GraphClient {
 }
 
 /// Takes the items and the next link out of one page.
-pub(crate) fn collect_page(page: &Value, url: &str, items: &mut Vec<Value>, next: &mut Option<String>) -> Result<(), GraphError> {
-    let value = page["value"].as_array().ok_or_else(|| GraphError::Invalid(format!("{} answered without a value array", path_of(url))))?;
+pub(crate) fn collect_page(
+    page: &Value,
+    url: &str,
+    items: &mut Vec<Value>,
+    next: &mut Option<String>,
+) -> Result<(), GraphError> {
+    let value = page["value"]
+        .as_array()
+        .ok_or_else(|| GraphError::Invalid(format!("{} answered without a value array", path_of(url))))?;
     items.extend(value.iter().cloned());
     *next = page["@odata.nextLink"].as_str().map(str::to_string);
     Ok(())
@@ -184,7 +201,9 @@ fn check_transport(url: &str) -> Result<(), GraphError> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(GraphError::Config(format!("'{url}' must use https:// (plain http is allowed only to a loopback address, for the simulator)"))),
+        _ => Err(GraphError::Config(format!(
+            "'{url}' must use https:// (plain http is allowed only to a loopback address, for the simulator)"
+        ))),
     }
 }
 

@@ -86,7 +86,11 @@ impl GraphClient {
                 }
                 break;
             }
-            tracing::info!(groups = retry.len(), wait_s = wait.as_secs_f64(), "Graph throttled part of a batch; retrying those");
+            tracing::info!(
+                groups = retry.len(),
+                wait_s = wait.as_secs_f64(),
+                "Graph throttled part of a batch; retrying those"
+            );
             tokio::time::sleep(wait).await;
             pending = retry;
         }
@@ -94,19 +98,26 @@ impl GraphClient {
     }
 
     /// One `$batch`; returns the ids to retry (throttled) and how long to wait.
-    async fn member_batch(&self, ids: &[String], out: &mut HashMap<String, MemberRead>) -> Result<(Vec<String>, Duration), GraphError> {
+    async fn member_batch(
+        &self,
+        ids: &[String],
+        out: &mut HashMap<String, MemberRead>,
+    ) -> Result<(Vec<String>, Duration), GraphError> {
         let requests: Vec<Value> = ids
             .iter()
             .enumerate()
             .map(|(i, id)| json!({"id": i.to_string(), "method": "GET", "url": format!("/groups/{id}/members?$select={MEMBER_SELECT}&$top=999")}))
             .collect();
-        let resp = self.request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests }))).await?;
+        let resp =
+            self.request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests }))).await?;
         let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
         let mut retry = Vec::new();
         let mut wait = Duration::ZERO;
         let mut answered = BTreeSet::new();
         for r in responses {
-            let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < ids.len()) else { continue };
+            let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < ids.len()) else {
+                continue;
+            };
             answered.insert(i);
             let id = &ids[i];
             let status = r["status"].as_u64().unwrap_or(0);
@@ -119,7 +130,10 @@ impl GraphClient {
             }
             if status != 200 {
                 let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message");
-                out.insert(id.clone(), MemberRead::Incomplete(format!("Graph answered {status} for the members: {msg}")));
+                out.insert(
+                    id.clone(),
+                    MemberRead::Incomplete(format!("Graph answered {status} for the members: {msg}")),
+                );
                 continue;
             }
             let read = self.rest_of_members(&r["body"], id).await;
@@ -127,7 +141,10 @@ impl GraphClient {
         }
         for (i, id) in ids.iter().enumerate() {
             if !answered.contains(&i) {
-                out.insert(id.clone(), MemberRead::Incomplete("the batch response had no answer for this group".into()));
+                out.insert(
+                    id.clone(),
+                    MemberRead::Incomplete("the batch response had no answer for this group".into()),
+                );
             }
         }
         Ok((retry, wait))
@@ -158,7 +175,12 @@ impl GraphClient {
 
     /// Ids of the groups in the recycle bin.
     pub async fn soft_deleted_groups(&self) -> Result<BTreeSet<String>, GraphError> {
-        let items = self.get_all(&format!("{}/v1.0/directory/deletedItems/microsoft.graph.group?$select=id&$top=999", self.cfg.graph_url)).await?;
+        let items = self
+            .get_all(&format!(
+                "{}/v1.0/directory/deletedItems/microsoft.graph.group?$select=id&$top=999",
+                self.cfg.graph_url
+            ))
+            .await?;
         Ok(items.iter().filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase).collect())
     }
 
@@ -166,7 +188,10 @@ impl GraphClient {
     pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
         let mut out = Vec::new();
         match self.token().await {
-            Ok(_) => out.push(("Graph token".to_string(), Ok(format!("client credentials accepted by {}", self.cfg.login_url)))),
+            Ok(_) => out.push((
+                "Graph token".to_string(),
+                Ok(format!("client credentials accepted by {}", self.cfg.login_url)),
+            )),
             Err(e) => {
                 out.push(("Graph token".to_string(), Err(e.to_string())));
                 return out;
@@ -179,7 +204,9 @@ impl GraphClient {
         for (name, url) in probes {
             let res = match self.get(&url).await {
                 Ok(_) => Ok("readable".to_string()),
-                Err(GraphError::Api { status: 403, .. }) => Err("forbidden: grant the application permission and admin consent".to_string()),
+                Err(GraphError::Api { status: 403, .. }) => {
+                    Err("forbidden: grant the application permission and admin consent".to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             out.push((name.to_string(), res));
@@ -197,7 +224,9 @@ mod tests {
         assert!(parse_object(&json!({"id": "not-a-guid"})).is_err());
         assert!(parse_object(&json!({"displayName": "no id"})).is_err());
         assert!(parse_object(&json!({"id": "3a5c3221-c465-48c0-95b8-e9305786a271", "securityEnabled": "yes"})).is_err());
-        let ok = parse_object(&json!({"id": "3A5C3221-C465-48C0-95B8-E9305786A271", "displayName": "x".repeat(100_000)})).expect("valid");
+        let ok =
+            parse_object(&json!({"id": "3A5C3221-C465-48C0-95B8-E9305786A271", "displayName": "x".repeat(100_000)}))
+                .expect("valid");
         assert_eq!(ok.id, "3a5c3221-c465-48c0-95b8-e9305786a271");
     }
 }

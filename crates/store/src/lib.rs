@@ -58,7 +58,8 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 impl Store {
     /// Opens (creating if needed) and migrates the state database.
     pub fn open(path: &Path) -> Result<Store> {
-        let open_err = |e: rusqlite::Error| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
+        let open_err =
+            |e: rusqlite::Error| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
         let mut store = Store { conn };
@@ -115,16 +116,28 @@ impl Store {
     /// What the planner needs.
     pub fn state(&self) -> Result<State> {
         let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid FROM links")?;
-        let links = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let links = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(State { links })
     }
 
     pub fn start_run(&self, kind: &str) -> Result<i64> {
-        self.conn.execute(&format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, 'running', {NOW})"), params![kind])?;
+        self.conn.execute(
+            &format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, 'running', {NOW})"),
+            params![kind],
+        )?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&self, id: i64, status: &str, s: &Summary, duration_ms: i64, message: Option<&str>) -> Result<()> {
+    pub fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        s: &Summary,
+        duration_ms: i64,
+        message: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             &format!(
                 "UPDATE runs SET status=?2, finished_at={NOW}, adds=?3, updates=?4, renames=?5, moves=?6, deletes=?7,
@@ -150,7 +163,11 @@ impl Store {
     }
 
     /// Records which AD object stands for which cloud group; forgets deleted ones.
-    pub fn save_links<'a>(&mut self, links: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>, forget: &[String]) -> Result<()> {
+    pub fn save_links<'a>(
+        &mut self,
+        links: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+        forget: &[String],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut up = tx.prepare(&format!(
@@ -218,16 +235,25 @@ impl Store {
     }
 
     pub fn errors(&self) -> Result<Vec<ErrorRecord>> {
-        let mut stmt = self.conn.prepare("SELECT cloud_id, member_id, message, since, last_seen FROM errors ORDER BY cloud_id, member_id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT cloud_id, member_id, message, since, last_seen FROM errors ORDER BY cloud_id, member_id",
+        )?;
         let rows = stmt.query_map([], |r| {
             let member: String = r.get(1)?;
-            Ok(ErrorRecord { cloud_id: r.get(0)?, member_id: (!member.is_empty()).then_some(member), message: r.get(2)?, since: r.get(3)?, last_seen: r.get(4)? })
+            Ok(ErrorRecord {
+                cloud_id: r.get(0)?,
+                member_id: (!member.is_empty()).then_some(member),
+                message: r.get(2)?,
+                since: r.get(3)?,
+                last_seen: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn link_count(&self) -> Result<usize> {
-        Ok(self.conn.query_row("SELECT count(*) FROM links", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as usize)
+        Ok(self.conn.query_row("SELECT count(*) FROM links", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0)
+            as usize)
     }
 }
 
@@ -271,8 +297,10 @@ mod tests {
     #[test]
     fn a_damaged_file_is_a_clear_error() {
         let path = temp("bad");
-        std::fs::write(&path, b"this is not a database, just some bytes that are long enough to look like a header..").expect("write");
-        let err = Store::open(&path).err().expect("must fail").to_string();
+        std::fs::write(&path, b"this is not a database, just some bytes that are long enough to look like a header..")
+            .expect("write");
+        let Err(err) = Store::open(&path) else { panic!("a damaged file must not open") };
+        let err = err.to_string();
         assert!(err.contains("move it away"), "{err}");
         let _ = std::fs::remove_file(&path);
     }

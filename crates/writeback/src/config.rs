@@ -119,8 +119,11 @@ impl Default for DaemonSection {
 
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {} (set it with -c or $WRITEBACK_CONFIG)", path.display()))?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the config file {} (set it with -c or $WRITEBACK_CONFIG)", path.display())
+        })?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.validate()?;
         Ok(cfg)
@@ -140,7 +143,8 @@ impl Config {
             bail!("[ad] member_chunk must be between 1 and 5000");
         }
         for d in [&self.daemon.interval, &self.daemon.full_interval] {
-            humantime::parse_duration(d).with_context(|| format!("[daemon] '{d}' is not a duration such as \"60s\" or \"24h\""))?;
+            humantime::parse_duration(d)
+                .with_context(|| format!("[daemon] '{d}' is not a duration such as \"60s\" or \"24h\""))?;
         }
         Ok(())
     }
@@ -179,19 +183,39 @@ impl Config {
     pub fn graph(&self) -> anyhow::Result<GraphConfig> {
         let env = Environment::parse(&self.cloud.environment).unwrap_or(Environment::Global);
         let (login, graph) = env.endpoints();
-        let secret = secret("WRITEBACK_CLIENT_SECRET", self.cloud.client_secret_file.as_deref().map(|p| self.resolve(p)), "[cloud] client_secret_file")?;
+        let secret = secret(
+            "WRITEBACK_CLIENT_SECRET",
+            self.cloud.client_secret_file.as_deref().map(|p| self.resolve(p)),
+            "[cloud] client_secret_file",
+        )?;
         Ok(GraphConfig {
             tenant_id: self.cloud.tenant_id.clone(),
             client_id: self.cloud.client_id.clone(),
             client_secret: Secret::new(secret),
-            login_url: self.cloud.login_url.clone().unwrap_or_else(|| login.to_string()).trim_end_matches('/').to_string(),
-            graph_url: self.cloud.graph_url.clone().unwrap_or_else(|| graph.to_string()).trim_end_matches('/').to_string(),
+            login_url: self
+                .cloud
+                .login_url
+                .clone()
+                .unwrap_or_else(|| login.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            graph_url: self
+                .cloud
+                .graph_url
+                .clone()
+                .unwrap_or_else(|| graph.to_string())
+                .trim_end_matches('/')
+                .to_string(),
             max_retries: 6,
         })
     }
 
     pub fn ad(&self) -> anyhow::Result<writeback_ad::AdConfig> {
-        let pw = secret("WRITEBACK_BIND_PASSWORD", self.ad.bind_password_file.as_deref().map(|p| self.resolve(p)), "[ad] bind_password_file")?;
+        let pw = secret(
+            "WRITEBACK_BIND_PASSWORD",
+            self.ad.bind_password_file.as_deref().map(|p| self.resolve(p)),
+            "[ad] bind_password_file",
+        )?;
         Ok(writeback_ad::AdConfig {
             urls: self.ad_urls(),
             bind_dn: self.ad.bind_dn.clone(),
@@ -267,9 +291,9 @@ target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse(&format!("{MIN}\n[writeback]\ndelete_treshold = 5\n")).err().expect("must fail").to_string();
+        let err = parse(&format!("{MIN}\n[writeback]\ndelete_treshold = 5\n")).expect_err("must fail").to_string();
         assert!(err.contains("delete_treshold"), "{err}");
-        let err = parse(&MIN.replace("[cloud]", "[cloud]\nsecret = \"x\"")).err().expect("must fail").to_string();
+        let err = parse(&MIN.replace("[cloud]", "[cloud]\nsecret = \"x\"")).expect_err("must fail").to_string();
         assert!(err.contains("secret"), "{err}");
     }
 

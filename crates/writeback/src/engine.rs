@@ -38,7 +38,12 @@ pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<
     let mut cloud = CloudSnapshot { groups, rejected, ..Default::default() };
 
     let in_scope: Vec<String> = decisions(&cloud).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
-    tracing::info!(groups = cloud.groups.len(), in_scope = in_scope.len(), owned_in_ad = owned.len(), "read the group lists");
+    tracing::info!(
+        groups = cloud.groups.len(),
+        in_scope = in_scope.len(),
+        owned_in_ad = owned.len(),
+        "read the group lists"
+    );
     cloud.members = graph.members_of(&in_scope).await;
 
     // The recycle bin matters only for owned groups the cloud no longer lists.
@@ -51,7 +56,12 @@ pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<
     let directory = ad.resolve(&anchors).await?;
     tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
     let ad_snap = AdSnapshot { schema: ad.schema, groups: owned, directory };
-    Ok(Snapshot { cloud, ad: ad_snap, graph_requests: graph.stats.requests(), graph_throttled: graph.stats.throttled() })
+    Ok(Snapshot {
+        cloud,
+        ad: ad_snap,
+        graph_requests: graph.stats.requests(),
+        graph_throttled: graph.stats.throttled(),
+    })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), Fatal> {
@@ -148,7 +158,12 @@ async fn sync_inner(cfg: &Config, allow_deletes: bool, store: &mut Store, run_id
     }
     store.save_links(links.iter().map(|(id, (g, dn))| (id.as_str(), g.as_str(), dn.as_str())), &deleted)?;
     store.replace_errors(run_id, &errors)?;
-    tracing::info!(graph_requests = snap.graph_requests, graph_throttled = snap.graph_throttled, ldap_writes = report.ldap_writes, "cycle done");
+    tracing::info!(
+        graph_requests = snap.graph_requests,
+        graph_throttled = snap.graph_throttled,
+        ldap_writes = report.ldap_writes,
+        "cycle done"
+    );
     let status = if errors.is_empty() { "success" } else { "completed-with-errors" };
     Ok((status, summary, errors, None))
 }
@@ -157,7 +172,11 @@ fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {
     let mut out = Vec::new();
     for o in &report.outcomes {
         if let Some(e) = &o.error {
-            out.push(ObjectError { cloud_id: o.cloud_id.clone(), member_id: None, message: format!("{} failed: {e}", o.op) });
+            out.push(ObjectError {
+                cloud_id: o.cloud_id.clone(),
+                member_id: None,
+                message: format!("{} failed: {e}", o.op),
+            });
         }
         for (member, e) in &o.member_errors {
             out.push(ObjectError { cloud_id: o.cloud_id.clone(), member_id: Some(member.clone()), message: e.clone() });
@@ -168,8 +187,13 @@ fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {
 
 /// Counts of what was actually written: failed operations and failed member values are left out.
 fn applied_summary(plan: &Plan, report: &ApplyReport) -> Summary {
-    let ok_ops: Vec<Operation> =
-        plan.operations.iter().zip(&report.outcomes).filter(|(_, o)| o.error.is_none()).map(|(op, _)| op.clone()).collect();
+    let ok_ops: Vec<Operation> = plan
+        .operations
+        .iter()
+        .zip(&report.outcomes)
+        .filter(|(_, o)| o.error.is_none())
+        .map(|(op, _)| op.clone())
+        .collect();
     let mut applied = Plan { operations: ok_ops, groups: plan.groups.clone(), ..Default::default() };
     applied.summarize();
     let mut s = applied.summary;
@@ -180,6 +204,12 @@ fn applied_summary(plan: &Plan, report: &ApplyReport) -> Summary {
             _ => s.member_adds = s.member_adds.saturating_sub(failed),
         }
     }
-    s.skipped_members = plan.groups.iter().filter(|g| g.in_scope).flat_map(|g| &g.members).filter(|m| m.status == MemberStatus::Skipped).count();
+    s.skipped_members = plan
+        .groups
+        .iter()
+        .filter(|g| g.in_scope)
+        .flat_map(|g| &g.members)
+        .filter(|m| m.status == MemberStatus::Skipped)
+        .count();
     s
 }

@@ -23,7 +23,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "writeback", version, about = "Writes Microsoft Entra ID groups back into on-premises Active Directory")]
+#[command(
+    name = "writeback",
+    version,
+    about = "Writes Microsoft Entra ID groups back into on-premises Active Directory"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(short, long, global = true, env = "WRITEBACK_CONFIG", default_value = "writeback.toml")]
@@ -99,7 +103,8 @@ fn init_logs(verbose: u8, quiet: bool) {
         (_, 1) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
 }
 
@@ -114,7 +119,9 @@ async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Plan { .. } => engine::plan(&cfg, false).await.map(|(p, _)| output::plan(&p, cli.json)),
-        Command::Sync { allow_deletes, .. } => engine::sync(&cfg, allow_deletes).await.map(|r| output::sync(&r, cli.json)),
+        Command::Sync { allow_deletes, .. } => {
+            engine::sync(&cfg, allow_deletes).await.map(|r| output::sync(&r, cli.json))
+        }
         Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),

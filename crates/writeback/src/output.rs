@@ -29,7 +29,14 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
             "errors": s.errors, "duration_ms": r.duration_ms,
         }));
     } else {
-        println!("run {} ({}): {} — {} ({:.1} s)", r.run_id, r.kind, r.status, counts_line(s), r.duration_ms as f64 / 1000.0);
+        println!(
+            "run {} ({}): {} — {} ({:.1} s)",
+            r.run_id,
+            r.kind,
+            r.status,
+            counts_line(s),
+            r.duration_ms as f64 / 1000.0
+        );
         for e in &r.errors {
             match &e.member_id {
                 Some(m) => println!("  error  group {}  member {}: {}", e.cloud_id, m, e.message),
@@ -58,11 +65,15 @@ fn target(t: &GroupTarget) -> &str {
 
 pub fn plan(p: &Plan, as_json: bool) -> u8 {
     if as_json {
-        print_json(&json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "blocked": p.blocked}));
+        print_json(
+            &json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "blocked": p.blocked}),
+        );
     } else {
         for op in &p.operations {
             match op {
-                Operation::Add { dn, members, .. } => println!("+ add      {dn} ({} members)", members.len()),
+                Operation::Add { dn, members, .. } => {
+                    println!("+ add      {dn} ({} members)", members.len())
+                }
                 Operation::Update { dn, changes, .. } => {
                     for c in changes {
                         println!("~ update   {dn}: {} {:?} -> {:?}", c.attr, c.old, c.values);
@@ -85,7 +96,12 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
             }
         }
         for e in &p.errors {
-            println!("! error    {}{}: {}", e.cloud_id, e.member_id.as_deref().map(|m| format!(" member {m}")).unwrap_or_default(), e.message);
+            println!(
+                "! error    {}{}: {}",
+                e.cloud_id,
+                e.member_id.as_deref().map(|m| format!(" member {m}")).unwrap_or_default(),
+                e.message
+            );
         }
         println!("plan: {}", counts_line(&p.summary));
         if let Some(b) = &p.blocked {
@@ -137,12 +153,27 @@ pub fn history(runs: &[RunRecord], as_json: bool) {
         println!("no runs yet");
         return;
     }
-    println!("{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}", "run", "started", "kind", "status", "adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors");
+    println!(
+        "{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}",
+        "run", "started", "kind", "status", "adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors"
+    );
     for r in runs {
         let c = &r.counts;
         println!(
             "{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}",
-            r.run_id, r.started_at, r.kind, r.status, c.adds, c.updates, c.renames, c.moves, c.deletes, c.member_adds, c.member_removes, c.skipped_members, c.errors
+            r.run_id,
+            r.started_at,
+            r.kind,
+            r.status,
+            c.adds,
+            c.updates,
+            c.renames,
+            c.moves,
+            c.deletes,
+            c.member_adds,
+            c.member_removes,
+            c.skipped_members,
+            c.errors
         );
     }
 }
@@ -164,7 +195,11 @@ pub fn errors(errors: &[ErrorRecord], as_json: bool) {
 /// `writeback check`: one line per check; exit 0 only when every check passes.
 pub async fn check(cfg: &Config, as_json: bool) -> u8 {
     let mut results: Vec<(String, Result<String, String>)> = vec![("config".into(), Ok("parsed".into()))];
-    match cfg.graph().map_err(|e| e.to_string()).and_then(|g| writeback_graph::GraphClient::new(g).map_err(|e| e.to_string())) {
+    match cfg
+        .graph()
+        .map_err(|e| e.to_string())
+        .and_then(|g| writeback_graph::GraphClient::new(g).map_err(|e| e.to_string()))
+    {
         Ok(graph) => results.extend(graph.check().await),
         Err(e) => results.push(("Graph".into(), Err(e))),
     }
@@ -173,7 +208,10 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
         Ok(ad_cfg) => match writeback_ad::AdConn::connect(&ad_cfg).await {
             Err(e) => results.push(("AD bind over TLS".into(), Err(e.to_string()))),
             Ok(mut ad) => {
-                results.push(("AD bind over TLS".into(), Ok(format!("bound as {} to {} ({})", ad_cfg.bind_dn, ad.url, ad.dns_host_name))));
+                results.push((
+                    "AD bind over TLS".into(),
+                    Ok(format!("bound as {} to {} ({})", ad_cfg.bind_dn, ad.url, ad.dns_host_name)),
+                ));
                 let ou = cfg.ad.target_ou.clone();
                 match ad.can_create_groups_in(&ou).await {
                     Ok(true) => results.push(("target OU".into(), Ok(format!("{ou} exists; the account may create groups in it")))),
@@ -185,7 +223,11 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
                     "AD schema".into(),
                     Ok(format!(
                         "msDS-ExternalDirectoryObjectId {}; Exchange attributes {}",
-                        if s.external_directory_object_id { "present" } else { "absent (adminDescription alone marks ownership)" },
+                        if s.external_directory_object_id {
+                            "present"
+                        } else {
+                            "absent (adminDescription alone marks ownership)"
+                        },
                         if s.exchange { "present" } else { "absent (mailNickname is not written)" }
                     )),
                 ));
@@ -195,10 +237,13 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
     }
     let ok = results.iter().all(|(_, r)| r.is_ok());
     if as_json {
-        let checks: Vec<_> = results.iter().map(|(n, r)| match r {
-            Ok(m) => json!({"check": n, "ok": true, "detail": m}),
-            Err(m) => json!({"check": n, "ok": false, "detail": m}),
-        }).collect();
+        let checks: Vec<_> = results
+            .iter()
+            .map(|(n, r)| match r {
+                Ok(m) => json!({"check": n, "ok": true, "detail": m}),
+                Err(m) => json!({"check": n, "ok": false, "detail": m}),
+            })
+            .collect();
         print_json(&json!({"ok": ok, "checks": checks}));
     } else {
         for (n, r) in &results {

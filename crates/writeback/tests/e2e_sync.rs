@@ -27,9 +27,11 @@ fn rollout(name: &str) -> Rollout {
     let c2 = fx.id(2002);
     tenant_users.push(cloud_user(&c1));
     tenant_users.push(cloud_user(&c2));
-    let (finance, dynamic, team_off, team_default, team_mailsec, sg_no_wb) = (fx.id(1), fx.id(2), fx.id(3), fx.id(4), fx.id(5), fx.id(6));
+    let (finance, dynamic, team_off, team_default, team_mailsec, sg_no_wb) =
+        (fx.id(1), fx.id(2), fx.id(3), fx.id(4), fx.id(5), fx.id(6));
     let u: Vec<String> = (0..7).map(uid).collect();
-    let mut dyn_group = security_group(&dynamic, "SG-Dynamic-Sales", Some(true), &[&u[2], &u[3], &u[4], &u[5], &c1, &c2]);
+    let mut dyn_group =
+        security_group(&dynamic, "SG-Dynamic-Sales", Some(true), &[&u[2], &u[3], &u[4], &u[5], &c1, &c2]);
     dyn_group["groupTypes"] = json!(["DynamicMembership"]);
     dyn_group["membershipRule"] = json!("user.department -eq \"Sales\"");
     let groups = vec![
@@ -66,7 +68,10 @@ fn sample_rollout_writes_exactly_the_right_groups_and_converges() {
         (&r.team_default, UNIVERSAL_DISTRIBUTION, true, vec![0, 6]),
         (&r.team_mailsec, UNIVERSAL_SECURITY, true, vec![1]),
     ] {
-        let g = written.iter().find(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str())).unwrap_or_else(|| panic!("group {id} written"));
+        let g = written
+            .iter()
+            .find(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str()))
+            .unwrap_or_else(|| panic!("group {id} written"));
         assert_eq!(g.group_type(), gt, "{}", g.dn);
         assert_eq!(g.one("cn"), Some(format!("Group_{id}").as_str()));
         assert_eq!(g.dn, format!("CN=Group_{id},{groups_ou}"));
@@ -78,13 +83,19 @@ fn sample_rollout_writes_exactly_the_right_groups_and_converges() {
         want.sort();
         assert_eq!(got, want, "members of {}", g.dn);
     }
-    let team = written.iter().find(|g| g.one("adminDescription") == Some(format!("Group_{}", r.team_default).as_str())).expect("team");
+    let team = written
+        .iter()
+        .find(|g| g.one("adminDescription") == Some(format!("Group_{}", r.team_default).as_str()))
+        .expect("team");
     assert_eq!(team.one("mail"), Some("team-default@contoso.com"));
     let mut proxies = team.attrs["proxyaddresses"].clone();
     proxies.sort();
     assert_eq!(proxies, vec!["SMTP:team-default@contoso.com", "smtp:team-default@contoso.onmicrosoft.com"]);
     for id in [&r.team_off, &r.sg_no_wb] {
-        assert!(!written.iter().any(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str())), "{id} must not be written");
+        assert!(
+            !written.iter().any(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str())),
+            "{id} must not be written"
+        );
     }
 
     // show: the dynamic group explains its two cloud-only members.
@@ -102,13 +113,15 @@ fn sample_rollout_writes_exactly_the_right_groups_and_converges() {
     assert!(by_name["reason"].as_str().unwrap_or("").contains("isEnabled"), "{by_name}");
 
     // The second sync changes nothing.
-    let before: Vec<String> = r.fx.groups(&groups_ou).iter().map(|g| g.one("uSNChanged").unwrap_or("").to_string()).collect();
+    let before: Vec<String> =
+        r.fx.groups(&groups_ou).iter().map(|g| g.one("uSNChanged").unwrap_or("").to_string()).collect();
     let (code, again) = r.fx.sync_json(&[]);
     assert_eq!(code, 0, "{again}");
     for k in ["adds", "updates", "renames", "moves", "deletes", "member_adds", "member_removes", "errors"] {
         assert_eq!(again[k], 0, "{k} in {again}");
     }
-    let after: Vec<String> = r.fx.groups(&groups_ou).iter().map(|g| g.one("uSNChanged").unwrap_or("").to_string()).collect();
+    let after: Vec<String> =
+        r.fx.groups(&groups_ou).iter().map(|g| g.one("uSNChanged").unwrap_or("").to_string()).collect();
     assert_eq!(before, after, "nothing in AD may change on the second run");
 
     // History shows both runs.

@@ -30,13 +30,16 @@ pub struct Dc {
 }
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("${name} is not set: run the tests with scripts/test, which starts the Samba DC and sets it"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("${name} is not set: run the tests with scripts/test, which starts the Samba DC and sets it")
+    })
 }
 
 impl Dc {
     pub fn from_env() -> Dc {
         let pw_file = env("WRITEBACK_TEST_BIND_PASSWORD_FILE");
-        let password = std::fs::read_to_string(&pw_file).unwrap_or_else(|e| panic!("reading {pw_file}: {e}")).trim().to_string();
+        let password =
+            std::fs::read_to_string(&pw_file).unwrap_or_else(|e| panic!("reading {pw_file}: {e}")).trim().to_string();
         Dc {
             url: env("WRITEBACK_TEST_LDAP_URL"),
             ca: env("WRITEBACK_TEST_CA").into(),
@@ -99,7 +102,13 @@ impl AdObj {
     /// Graph's `onPremisesImmutableId`: base64 of the objectGUID bytes.
     pub fn immutable_id(&self) -> String {
         use base64::Engine;
-        let h: Vec<u8> = self.guid.replace('-', "").as_bytes().chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("hex"), 16).expect("hex")).collect();
+        let h: Vec<u8> = self
+            .guid
+            .replace('-', "")
+            .as_bytes()
+            .chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("hex"), 16).expect("hex"))
+            .collect();
         let b = [h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]];
         base64::engine::general_purpose::STANDARD.encode(b)
     }
@@ -145,13 +154,17 @@ impl Fixture {
         let dc = Dc::from_env();
         let mut ldap = dc.connect();
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let token = format!("{:08x}", (std::process::id().wrapping_mul(2654435761) ^ nanos ^ (seq << 24)));
         let ou = format!("OU=wb-{name}-{token},{}", dc.base_dn);
         let groups_ou = format!("OU=Groups,{ou}");
         let users_ou = format!("OU=Users,{ou}");
         for dn in [&ou, &groups_ou, &users_ou] {
-            ldap.add(dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))]).expect("add OU").success().expect("OU added");
+            ldap.add(dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+                .expect("add OU")
+                .success()
+                .expect("OU added");
         }
         let dir = std::env::temp_dir().join(format!("writeback-e2e-{name}-{token}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -167,7 +180,11 @@ impl Fixture {
         self.n += 1;
         let sam = format!("u{}{}", &self.token[..6], self.n);
         let dn = format!("CN={name},{}", self.users_ou);
-        self.ldap.add(&dn, vec![("objectClass", HashSet::from(["user"])), ("sAMAccountName", HashSet::from([sam.as_str()]))]).expect("add user").success().expect("user added");
+        self.ldap
+            .add(&dn, vec![("objectClass", HashSet::from(["user"])), ("sAMAccountName", HashSet::from([sam.as_str()]))])
+            .expect("add user")
+            .success()
+            .expect("user added");
         self.read_obj(&dn)
     }
 
@@ -184,7 +201,14 @@ impl Fixture {
         let dn = format!("CN={cn},{parent}");
         let gt = group_type.to_string();
         self.ldap
-            .add(&dn, vec![("objectClass", HashSet::from(["group"])), ("sAMAccountName", HashSet::from([sam.as_str()])), ("groupType", HashSet::from([gt.as_str()]))])
+            .add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["group"])),
+                    ("sAMAccountName", HashSet::from([sam.as_str()])),
+                    ("groupType", HashSet::from([gt.as_str()])),
+                ],
+            )
             .expect("add group")
             .success()
             .expect("group added");
@@ -192,7 +216,13 @@ impl Fixture {
     }
 
     pub fn read_obj(&mut self, dn: &str) -> AdObj {
-        let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"]).expect("search").success().expect("found");
+        let (entries, _) = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .expect("search")
+            .success()
+            .expect("found");
         let e = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
         let (guid, sid, dn) = split_extended(&e.dn);
         AdObj { dn, guid, sid: sid.unwrap_or_default() }
@@ -204,8 +234,25 @@ impl Fixture {
 
     /// Every group under `base`, read back with complete (ranged) member lists.
     pub fn groups(&mut self, base: &str) -> Vec<AdGroupView> {
-        let attrs = vec!["cn", "sAMAccountName", "displayName", "description", "groupType", "adminDescription", "mail", "proxyAddresses", "whenChanged", "uSNChanged"];
-        let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(base, Scope::Subtree, "(objectClass=group)", attrs).expect("search").success().expect("ok");
+        let attrs = vec![
+            "cn",
+            "sAMAccountName",
+            "displayName",
+            "description",
+            "groupType",
+            "adminDescription",
+            "mail",
+            "proxyAddresses",
+            "whenChanged",
+            "uSNChanged",
+        ];
+        let (entries, _) = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .search(base, Scope::Subtree, "(objectClass=group)", attrs)
+            .expect("search")
+            .success()
+            .expect("ok");
         let mut out = Vec::new();
         for e in entries {
             let e = SearchEntry::construct(e);
@@ -224,9 +271,17 @@ impl Fixture {
         let mut lo = 0;
         loop {
             let attr = format!("member;range={lo}-{}", lo + 999);
-            let (entries, _) = self.ldap.with_controls(vec![extended_dn()]).search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()]).expect("search").success().expect("ok");
+            let (entries, _) = self
+                .ldap
+                .with_controls(vec![extended_dn()])
+                .search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()])
+                .expect("search")
+                .success()
+                .expect("ok");
             let e = SearchEntry::construct(entries.into_iter().next().expect("entry"));
-            let Some((key, vals)) = e.attrs.into_iter().find(|(k, _)| k.starts_with("member;range=")) else { return out };
+            let Some((key, vals)) = e.attrs.into_iter().find(|(k, _)| k.starts_with("member;range=")) else {
+                return out;
+            };
             out.extend(vals.iter().map(|v| split_extended(v).0));
             if key.ends_with("-*") {
                 return out;
@@ -247,7 +302,13 @@ impl Fixture {
         let bin = sibling_binary("writeback-graph-sim");
         let file = self.dir.join("tenant.json");
         std::fs::write(&file, serde_json::to_vec_pretty(tenant).expect("json")).expect("write tenant");
-        let mut child = Command::new(bin).arg("--tenant").arg(&file).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the simulator");
+        let mut child = Command::new(bin)
+            .arg("--tenant")
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the simulator");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("simulator banner");
         let url = line.trim().strip_prefix("listening on ").expect("banner").to_string();
@@ -352,13 +413,18 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     }
 }
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\nstdout: {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\nstdout: {}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 

@@ -1,0 +1,381 @@
+//! End-to-end cases of issue #2: naming, drift, nesting, lifecycle, ownership, large groups,
+//! hostile names, paging and throttling, exit statuses.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use ldap3::Mod;
+use serde_json::{json, Value};
+
+/// A fixture with `n` AD users mirrored as synced cloud users; returns (fixture, AD users, cloud ids).
+fn with_users(name: &str, n: usize) -> (Fixture, Vec<AdObj>, Vec<String>, Vec<Value>) {
+    let mut fx = Fixture::new(name);
+    let users = fx.create_users("user", n);
+    let ids: Vec<String> = (0..n).map(|i| fx.id(10_000 + i as u32)).collect();
+    let cloud: Vec<Value> = users.iter().zip(&ids).map(|(u, id)| synced_user(id, u)).collect();
+    (fx, users, ids, cloud)
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn both_cn_formats_and_the_64_character_limit() {
+    let (mut fx, _, ids, users) = with_users("cn", 1);
+    let long = "Department of Very Long Names and Even Longer Descriptions Worldwide ".repeat(3);
+    let (a, b) = (fx.id(1), fx.id(2));
+    fx.start_sim(&tenant(
+        users,
+        vec![security_group(&a, "  Sales EMEA  ", Some(true), &refs(&ids)), m365_group(&b, &long, None, None, &[])],
+    ));
+    fx.write_config("cn_format = \"display-name\"");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    let ga = fx.group(&a).expect("a written");
+    assert_eq!(ga.one("cn"), Some(format!("Sales EMEA_{}", &a[a.len() - 12..]).as_str()));
+    assert_eq!(ga.one("displayName"), Some("  Sales EMEA  "));
+    let gb = fx.group(&b).expect("b written");
+    let cn = gb.one("cn").expect("cn");
+    assert_eq!(cn.chars().count(), 64);
+    assert_eq!(cn, format!("{}_{}", long.trim().chars().take(51).collect::<String>(), &b[b.len() - 12..]));
+    assert_eq!(gb.one("sAMAccountName"), Some(cn));
+    assert_eq!(gb.group_type(), UNIVERSAL_DISTRIBUTION);
+
+    // Switching the format renames in place: same objectGUID and SID.
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["renames"].as_u64(), out["adds"].as_u64(), out["deletes"].as_u64()),
+        (Some(2), Some(0), Some(0)),
+        "{out}"
+    );
+    let ga2 = fx.group(&a).expect("a");
+    assert_eq!(ga2.one("cn"), Some(format!("Group_{a}").as_str()));
+    assert_eq!((ga2.guid.as_str(), ga2.sid.as_str()), (ga.guid.as_str(), ga.sid.as_str()));
+}
+
+#[test]
+fn drift_in_ad_is_put_back() {
+    let (mut fx, users, ids, cloud) = with_users("drift", 3);
+    let g = fx.id(1);
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Drift", Some(true), &refs(&ids[..2]))]));
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let dn = fx.group(&g).expect("written").dn;
+    // By hand: scope to global, a member added, the description changed.
+    let intruder = users[2].dn.clone();
+    fx.modify(&dn, vec![Mod::Replace("groupType", HashSet::from(["-2147483646"]))]);
+    fx.modify(
+        &dn,
+        vec![
+            Mod::Add("member", HashSet::from([intruder.as_str()])),
+            Mod::Replace("description", HashSet::from(["by hand"])),
+        ],
+    );
+    assert_eq!(fx.group(&g).expect("g").group_type(), -2147483646);
+
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!((out["updates"].as_u64(), out["member_removes"].as_u64()), (Some(1), Some(1)), "{out}");
+    let after = fx.group(&g).expect("g");
+    assert_eq!(after.group_type(), UNIVERSAL_SECURITY);
+    assert_eq!(after.one("description"), None);
+    let mut members = after.members.clone();
+    members.sort();
+    let mut want = vec![users[0].guid.clone(), users[1].guid.clone()];
+    want.sort();
+    assert_eq!(members, want);
+}
+
+#[test]
+fn a_domain_local_member_is_skipped_with_the_windows_error() {
+    let (mut fx, users, ids, cloud) = with_users("dl", 2);
+    let dl = fx.create_group("DL-FileShare", -2147483644, None);
+    let global = fx.create_group("GG-Staff", -2147483646, None);
+    let (dl_id, gg_id, g) = (fx.id(900), fx.id(901), fx.id(1));
+    // Groups synced from AD, as Graph shows them: onPremisesSyncEnabled and the AD SID.
+    let mut groups = Vec::new();
+    for (id, obj, name) in [(&dl_id, &dl, "DL-FileShare"), (&gg_id, &global, "GG-Staff")] {
+        let mut synced = security_group(id, name, None, &[]);
+        synced["onPremisesSyncEnabled"] = json!(true);
+        synced["onPremisesSecurityIdentifier"] = json!(obj.sid);
+        groups.push(synced);
+    }
+    groups.push(security_group(&g, "SG-Nested", Some(true), &[&ids[0], &ids[1], &dl_id, &gg_id]));
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 1, "per-object errors give exit status 1: {out}");
+    assert_eq!(out["status"], "completed-with-errors");
+    assert_eq!(out["errors"], 1);
+    let written = fx.group(&g).expect("the rest of the group is written");
+    let got: HashSet<String> = written.members.iter().cloned().collect();
+    let want: HashSet<String> = [users[0].guid.clone(), users[1].guid.clone(), global.guid.clone()].into();
+    assert_eq!(got, want, "users and the global group are members; the domain-local group is not");
+
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    let list = errors["errors"].as_array().expect("errors");
+    assert_eq!(list.len(), 1);
+    assert!(
+        list[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("A universal group cannot have a local group as a member"),
+        "{errors}"
+    );
+    assert_eq!(list[0]["member_id"], json!(dl_id));
+    let show = fx.writeback(&["--json", "show", &g]).json();
+    assert!(show["members"].as_array().expect("m").iter().any(|m| m["reason"] == "domain-local-group"), "{show}");
+}
+
+#[test]
+fn lifecycle_keeps_deletes_and_stops_at_the_threshold() {
+    let (mut fx, _, ids, cloud) = with_users("life", 1);
+    let (keep, gone, gone2, soft) = (fx.id(1), fx.id(2), fx.id(3), fx.id(4));
+    let m = refs(&ids);
+    let all = vec![
+        security_group(&keep, "SG-Keep", Some(true), &m),
+        security_group(&gone, "SG-Gone", Some(true), &m),
+        security_group(&gone2, "SG-Gone-2", Some(true), &m),
+        m365_group(&soft, "Team Soft", None, None, &m),
+    ];
+    fx.start_sim(&tenant(cloud.clone(), all.clone()));
+    fx.write_config("delete_threshold = 1");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+
+    // Writeback disabled on one, two deleted for good, one soft-deleted (in the recycle bin).
+    let mut disabled = all[0].clone();
+    disabled["writebackConfiguration"]["isEnabled"] = json!(false);
+    let mut t = tenant(cloud, vec![disabled]);
+    t["deletedGroups"] = json!([all[3].clone()]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 3, "two deletes over a threshold of one: {out}");
+    assert_eq!(out["status"], "stopped-delete-threshold");
+    for id in [&keep, &gone, &gone2, &soft] {
+        assert!(fx.group(id).is_some(), "nothing is deleted when the threshold stops the run");
+    }
+    let text = fx.writeback(&["sync"]);
+    assert_eq!(text.code, 3);
+    assert!(text.stderr.contains("--allow-deletes"), "{}", text.stderr);
+
+    let (code, out) = fx.sync_json(&["--allow-deletes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["deletes"], 2);
+    assert!(fx.group(&keep).is_some(), "writeback disabled: the AD group is kept");
+    assert!(fx.group(&soft).is_some(), "soft-deleted: the AD group is kept");
+    assert!(fx.group(&gone).is_none() && fx.group(&gone2).is_none(), "permanently deleted: the AD group is deleted");
+    let hist = fx.writeback(&["--json", "status"]).json();
+    let statuses: Vec<&str> =
+        hist["runs"].as_array().expect("runs").iter().filter_map(|r| r["status"].as_str()).collect();
+    assert_eq!(statuses, vec!["success", "stopped-delete-threshold", "stopped-delete-threshold", "success"]);
+}
+
+#[test]
+fn objects_writeback_does_not_own_are_never_changed() {
+    let (mut fx, users, ids, mut cloud) = with_users("unowned", 2);
+    let (g, h) = (fx.id(1), fx.id(2));
+    let groups_ou = fx.groups_ou.clone();
+    // An unowned group squatting the name writeback wants, one with a look-alike name, and an unowned user, in the target OU.
+    let squatter = fx.create_group(&format!("Group_{g}"), UNIVERSAL_SECURITY, Some(&groups_ou));
+    let lookalike = fx.create_group(&format!("Group_{h} (old)"), UNIVERSAL_SECURITY, Some(&groups_ou));
+    fx.modify(&lookalike.dn, vec![Mod::Replace("adminDescription", HashSet::from(["Group_not-a-guid"]))]);
+    fx.ldap
+        .add(
+            &format!("CN=local-user,{groups_ou}"),
+            vec![
+                ("objectClass", HashSet::from(["user"])),
+                ("sAMAccountName", HashSet::from([format!("lu{}", &fx.token[..6]).as_str()])),
+            ],
+        )
+        .expect("add")
+        .success()
+        .expect("ok");
+    let user_in_ou = fx.read_obj(&format!("CN=local-user,{groups_ou}"));
+    let uid = fx.id(3000);
+    cloud.push(synced_user(&uid, &user_in_ou));
+    fx.start_sim(&tenant(
+        cloud,
+        vec![
+            security_group(&g, "SG-Squatted", Some(true), &refs(&ids)),
+            security_group(&h, "SG-Fine", Some(true), &[&ids[0], &uid]),
+        ],
+    ));
+    fx.write_config("");
+    let before = fx.groups(&groups_ou);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out["adds"], 1, "{out}");
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    assert!(errors["errors"][0]["message"].as_str().unwrap_or("").contains("does not own"), "{errors}");
+    let after = fx.groups(&groups_ou);
+    for obj in [&squatter, &lookalike] {
+        let b = before.iter().find(|x| x.guid == obj.guid).expect("before");
+        let a = after.iter().find(|x| x.guid == obj.guid).expect("after");
+        assert_eq!(a.one("uSNChanged"), b.one("uSNChanged"), "{} was changed", obj.dn);
+        assert!(a.members.is_empty());
+    }
+    let user_after = fx.read_obj(&user_in_ou.dn);
+    assert_eq!(user_after.guid, user_in_ou.guid);
+    let fine = fx.group(&h).expect("written");
+    assert!(fine.members.contains(&users[0].guid) && fine.members.contains(&user_in_ou.guid));
+    // A second run still leaves them alone (and keeps reporting the squatter).
+    let (code, _) = fx.sync_json(&[]);
+    assert_eq!(code, 1);
+    let again = fx.groups(&groups_ou);
+    for obj in [&squatter, &lookalike] {
+        let b = before.iter().find(|x| x.guid == obj.guid).expect("before");
+        let a = again.iter().find(|x| x.guid == obj.guid).expect("again");
+        assert_eq!(a.one("uSNChanged"), b.one("uSNChanged"));
+    }
+}
+
+#[test]
+fn a_group_over_1500_members_is_written_and_read_back_completely() {
+    let (mut fx, users, ids, cloud) = with_users("big", 1600);
+    let g = fx.id(1);
+    fx.start_sim(&tenant(cloud.clone(), vec![security_group(&g, "SG-Big", Some(true), &refs(&ids))]));
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["member_adds"], 1600);
+    let written = fx.group(&g).expect("written");
+    assert_eq!(written.members.len(), 1600);
+    let want: HashSet<&str> = users.iter().map(|u| u.guid.as_str()).collect();
+    assert!(written.members.iter().all(|m| want.contains(m.as_str())));
+
+    // Reading it back must see all 1,600 (ranged): a partial read would plan adds or removals.
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!((out["member_adds"].as_u64(), out["member_removes"].as_u64()), (Some(0), Some(0)), "{out}");
+
+    // One member leaves in the cloud: exactly one removal.
+    fx.set_tenant(&tenant(cloud, vec![security_group(&g, "SG-Big", Some(true), &refs(&ids[1..]))]));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!((out["member_adds"].as_u64(), out["member_removes"].as_u64()), (Some(0), Some(1)), "{out}");
+    assert_eq!(fx.group(&g).expect("g").members.len(), 1599);
+}
+
+#[test]
+fn hostile_display_names_get_valid_escaped_dns_or_a_per_object_error() {
+    let (mut fx, _, ids, cloud) = with_users("hostile", 1);
+    let names = [
+        ",+\"\\<>;=#",
+        "  leading and trailing  ",
+        "#starts with hash",
+        "Équipe Ünïcödé 日本語 ☃ 😀",
+        "ctrl\u{1}\u{7}\ttab\nnewline",
+        "trailing dot.",
+        "a=b,c=d",
+        "(*)&|!",
+    ];
+    let too_long = "y".repeat(300);
+    let mut groups: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| security_group(&fx.id(i as u32 + 1), n, Some(true), &refs(&ids)))
+        .collect();
+    groups.push(security_group(&fx.id(99), &too_long, Some(true), &refs(&ids)));
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config("cn_format = \"display-name\"");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out["adds"].as_u64(), Some(names.len() as u64), "{out}");
+    assert_eq!(out["errors"], 1, "the 300-character name is an error for that group only: {out}");
+    for (i, name) in names.iter().enumerate() {
+        let id = fx.id(i as u32 + 1);
+        let g = fx.group(&id).unwrap_or_else(|| panic!("{name:?} written"));
+        let cn = g.one("cn").expect("cn").to_string();
+        let expect: String = name.trim().chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+        assert_eq!(cn, format!("{expect}_{}", &id[id.len() - 12..]), "{name:?}");
+        assert!(cn.encode_utf16().count() <= 64);
+        let sam = g.one("sAMAccountName").expect("sam");
+        assert!(!sam.chars().any(|c| "\"/\\[]:;|=,+*?<>".contains(c) || c.is_control()), "{sam:?}");
+        assert_eq!(g.members.len(), 1);
+    }
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    assert!(errors["errors"][0]["message"].as_str().unwrap_or("").contains("300 characters"), "{errors}");
+    // And the second run changes nothing: the names round-trip exactly.
+    let (_, again) = fx.sync_json(&[]);
+    for k in ["adds", "updates", "renames", "member_adds", "member_removes"] {
+        assert_eq!(again[k], 0, "{k}: {again}");
+    }
+}
+
+#[test]
+fn small_pages_and_throttling_mid_run_are_survived() {
+    let (mut fx, _, ids, cloud) = with_users("paging", 5);
+    let groups: Vec<Value> =
+        (1..=5).map(|i| security_group(&fx.id(i), &format!("SG-{i}"), Some(true), &refs(&ids))).collect();
+    fx.start_sim(&tenant(cloud, groups));
+    fx.sim_call("POST", "/_control/settings", Some(&json!({"page_size": 2})));
+    // Two 429s on the group listing's second page, then two on member pages.
+    fx.sim_call(
+        "POST",
+        "/_control/faults",
+        Some(&json!({"status": 429, "retry_after": 1, "count": 2, "path_contains": "skiptoken", "skip": 0})),
+    );
+    fx.sim_call(
+        "POST",
+        "/_control/faults",
+        Some(&json!({"status": 503, "retry_after": 1, "count": 1, "path_contains": "/members", "skip": 2})),
+    );
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["adds"], 5);
+    assert_eq!(out["member_adds"], 25);
+    let log = fx.sim_call("GET", "/_control/requests", None);
+    let log = log.as_array().expect("log");
+    let statuses: Vec<u64> = log.iter().filter_map(|e| e["status"].as_u64()).collect();
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 2, "{statuses:?}");
+    assert!(statuses.contains(&503));
+    assert!(
+        log.iter().filter(|e| e["url"].as_str().unwrap_or("").contains("skiptoken")).count() >= 3,
+        "page size 2 means several pages"
+    );
+    assert!(
+        log.iter().all(|e| e["url"].as_str().unwrap_or("").contains("$select")
+            || e["url"].as_str().unwrap_or("").contains("skiptoken")),
+        "every read selects its properties"
+    );
+    for i in 1..=5 {
+        assert_eq!(fx.group(&fx.id(i)).expect("g").members.len(), 5);
+    }
+}
+
+#[test]
+fn exit_statuses_for_configuration_and_authentication_problems() {
+    let (mut fx, _, _, cloud) = with_users("exit", 1);
+    fx.start_sim(&tenant(cloud, vec![]));
+    fx.write_config("delete_treshold = 3");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("delete_treshold"), "the unknown key is named: {}", r.stderr);
+
+    fx.write_config("");
+    std::fs::write(fx.dir.join("client-secret"), "wrong-secret").expect("write");
+    let r = fx.writeback(&["--json", "sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("AADSTS7000215"), "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong-secret") && !r.stdout.contains("wrong-secret"), "secrets never print");
+    assert_eq!(r.json()["status"], "failed");
+
+    std::fs::write(fx.dir.join("client-secret"), SECRET).expect("write");
+    std::fs::write(fx.dir.join("bind-password"), "not-the-password").expect("write");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("invalid credentials"), "{}", r.stderr);
+    assert!(!r.stderr.contains("not-the-password"));
+
+    std::fs::write(fx.dir.join("bind-password"), &fx.dc.password).expect("write");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("ok    AD bind over TLS"), "{}", r.stdout);
+    assert!(!r.stdout.contains(&fx.dc.password) && !r.stdout.contains(SECRET));
+}
