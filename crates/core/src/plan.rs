@@ -132,6 +132,8 @@ pub enum MemberStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberReport {
     pub cloud_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     #[serde(rename = "type")]
     pub kind: String,
     pub status: MemberStatus,

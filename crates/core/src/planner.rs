@@ -369,6 +369,7 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
 fn skipped(m: &CloudObject, reason: &str) -> MemberReport {
     MemberReport {
         cloud_id: m.id.to_ascii_lowercase(),
+        display_name: m.display_name.clone(),
         kind: m.kind().as_str().to_string(),
         status: MemberStatus::Skipped,
         reason: Some(reason.to_string()),
@@ -384,6 +385,7 @@ fn resolve_member(
 ) -> (MemberReport, Option<GroupTarget>) {
     let written = |m: &CloudObject| MemberReport {
         cloud_id: m.id.to_ascii_lowercase(),
+        display_name: m.display_name.clone(),
         kind: m.kind().as_str().to_string(),
         status: MemberStatus::Written,
         reason: None,

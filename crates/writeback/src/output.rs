@@ -137,7 +137,13 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
             println!("  members:    {} in the cloud, {} written to AD", g.members.len(), written);
             for m in &g.members {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
-                println!("    {status:<8} {:<8} {}  {}", m.kind, m.cloud_id, m.reason.as_deref().unwrap_or(""));
+                let name = m.display_name.as_deref().unwrap_or("");
+                println!(
+                    "    {status:<8} {:<6} {}  {name:<24} {}",
+                    m.kind,
+                    m.cloud_id,
+                    m.reason.as_deref().unwrap_or("")
+                );
             }
         }
     }

@@ -379,3 +379,42 @@ fn exit_statuses_for_configuration_and_authentication_problems() {
     assert!(r.stdout.contains("ok    AD bind over TLS"), "{}", r.stdout);
     assert!(!r.stdout.contains(&fx.dc.password) && !r.stdout.contains(SECRET));
 }
+
+#[test]
+fn starttls_failover_dn_bind_certificate_checks_and_guid_only_members() {
+    let (mut fx, users, ids, mut cloud) = with_users("tls", 2);
+    // A synced user known only by onPremisesImmutableId (objectGUID), no SID.
+    let guid_only = fx.create_user("guid-only");
+    let gid = fx.id(3000);
+    let mut u = synced_user(&gid, &guid_only);
+    u["onPremisesSecurityIdentifier"] = json!(null);
+    cloud.push(u);
+    let g = fx.id(1);
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-TLS", Some(true), &[&ids[0], &ids[1], &gid])]));
+    let config = fx.write_config("");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let admin_dn = format!("CN=Administrator,CN=Users,{}", fx.dc.base_dn);
+    // ldap:// means StartTLS; the first DC of the list does not answer; bind by DN.
+    let starttls = text
+        .replace(&format!("url = \"{}\"", fx.dc.url), "url = [\"ldaps://127.0.0.1:1\", \"ldap://127.0.0.1:389\"]")
+        .replace(&format!("bind_dn = \"{}\"", fx.dc.bind_dn), &format!("bind_dn = \"{admin_dn}\""));
+    assert_ne!(starttls, text);
+    std::fs::write(&config, &starttls).expect("write");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    let members: HashSet<String> = fx.group(&g).expect("written").members.into_iter().collect();
+    assert_eq!(members, HashSet::from([users[0].guid.clone(), users[1].guid.clone(), guid_only.guid.clone()]));
+
+    // Without the CA the DC's certificate is not trusted: no connection, exit status 4.
+    let no_ca: String = starttls.lines().filter(|l| !l.starts_with("ca_file")).collect::<Vec<_>>().join("\n");
+    std::fs::write(&config, no_ca.replace("\"ldaps://127.0.0.1:1\", ", "")).expect("write");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.to_lowercase().contains("certificate"), "{}", r.stderr);
+
+    // Plain ldaps:// with the CA, to the DC's name-less IP: fine; a URL scheme that is not LDAP: a config error.
+    std::fs::write(&config, text.replace("ldaps://", "http://")).expect("write");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("must start with ldaps:// or ldap://"), "{}", r.stderr);
+}

@@ -147,17 +147,36 @@ pub struct Fixture {
     pub dir: PathBuf,
     sim: Option<(Child, String)>,
     n: u32,
+    /// Leave the OU, the files and the simulator in place (the demo).
+    keep: bool,
 }
 
 impl Fixture {
     pub fn new(name: &str) -> Fixture {
+        Fixture::create(name, None)
+    }
+
+    /// A fixture that outlives the process: a fixed OU (recreated), files in `dir`, and the
+    /// simulator left running. For the demo.
+    pub fn persistent(ou_name: &str, dir: &Path) -> Fixture {
+        Fixture::create(ou_name, Some(dir))
+    }
+
+    fn create(name: &str, keep_in: Option<&Path>) -> Fixture {
         let dc = Dc::from_env();
         let mut ldap = dc.connect();
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let token = format!("{:08x}", (std::process::id().wrapping_mul(2654435761) ^ nanos ^ (seq << 24)));
-        let ou = format!("OU=wb-{name}-{token},{}", dc.base_dn);
+        let ou = match keep_in {
+            Some(_) => format!("OU={name},{}", dc.base_dn),
+            None => format!("OU=wb-{name}-{token},{}", dc.base_dn),
+        };
+        if keep_in.is_some() {
+            let tree = RawControl { ctype: "1.2.840.113556.1.4.805".into(), crit: true, val: None };
+            let _ = ldap.with_controls(vec![tree]).delete(&ou);
+        }
         let groups_ou = format!("OU=Groups,{ou}");
         let users_ou = format!("OU=Users,{ou}");
         for dn in [&ou, &groups_ou, &users_ou] {
@@ -166,9 +185,14 @@ impl Fixture {
                 .success()
                 .expect("OU added");
         }
-        let dir = std::env::temp_dir().join(format!("writeback-e2e-{name}-{token}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Fixture { dc, ldap, token, ou, groups_ou, users_ou, dir, sim: None, n: 0 }
+        let dir = keep_in
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("writeback-e2e-{name}-{token}")));
+        // A fresh start: no state or config from an earlier run.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("work dir");
+        let dir = dir.canonicalize().expect("work dir path");
+        Fixture { dc, ldap, token, ou, groups_ou, users_ou, dir, sim: None, n: 0, keep: keep_in.is_some() }
     }
 
     /// A cloud object id unique to this fixture.
@@ -306,13 +330,21 @@ impl Fixture {
             .arg("--tenant")
             .arg(&file)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if self.keep {
+                Stdio::from(std::fs::File::create(self.dir.join("simulator.log")).expect("log file"))
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start the simulator");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("simulator banner");
         let url = line.trim().strip_prefix("listening on ").expect("banner").to_string();
         self.sim = Some((child, url));
+    }
+
+    pub fn sim_pid(&self) -> Option<u32> {
+        self.sim.as_ref().map(|(c, _)| c.id())
     }
 
     pub fn sim_url(&self) -> &str {
@@ -377,7 +409,9 @@ path = "state.db"
 
     /// Runs the real binary against this fixture's config.
     pub fn writeback(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_writeback"))
+        let bin =
+            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
+        let out = Command::new(bin)
             .arg("-c")
             .arg(self.dir.join("writeback.toml"))
             .args(args)
@@ -430,6 +464,9 @@ impl Run {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Some((mut child, _)) = self.sim.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -441,7 +478,7 @@ impl Drop for Fixture {
     }
 }
 
-/// A binary of this workspace next to the test executable's directory.
+/// A binary of this workspace in the target directory (tests live in `deps/`, examples in `examples/`).
 pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -472,12 +509,13 @@ pub fn app() -> Value {
 }
 
 pub fn synced_user(id: &str, obj: &AdObj) -> Value {
-    json!({"id": id, "displayName": obj.dn.clone(), "userPrincipalName": format!("{id}@corp.example.test"), "onPremisesSyncEnabled": true,
+    let cn = obj.dn.split(',').next().unwrap_or("").trim_start_matches("CN=").to_string();
+    json!({"id": id, "displayName": cn, "userPrincipalName": format!("{id}@corp.example.test"), "onPremisesSyncEnabled": true,
            "onPremisesSecurityIdentifier": obj.sid, "onPremisesImmutableId": obj.immutable_id()})
 }
 
 pub fn cloud_user(id: &str) -> Value {
-    json!({"id": id, "displayName": format!("cloud {id}"), "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "onPremisesSyncEnabled": null,
+    json!({"id": id, "displayName": format!("Guest {}", &id[id.len() - 4..]), "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "onPremisesSyncEnabled": null,
            "onPremisesSecurityIdentifier": null, "onPremisesImmutableId": null})
 }
 
