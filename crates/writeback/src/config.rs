@@ -136,6 +136,9 @@ impl Config {
         if self.cloud.client_certificate_file.is_some() {
             bail!("[cloud] client_certificate_file: certificate authentication is not available in this version yet; use a client secret ($WRITEBACK_CLIENT_SECRET or client_secret_file)");
         }
+        if self.writeback.write_owners {
+            bail!("[writeback] write_owners = true: writing owners as managedBy is not available in this version yet; remove the key or set it to false");
+        }
         if self.ad.target_ou.trim().is_empty() || !self.ad.target_ou.contains('=') {
             bail!("[ad] target_ou must be a DN such as \"OU=Groups,DC=corp,DC=example,DC=com\"");
         }
@@ -302,5 +305,17 @@ target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
         assert!(parse(&MIN.replace("[cloud]", "[cloud]\nenvironment = \"mars\"")).is_err());
         assert!(parse(&format!("{MIN}\n[writeback]\ncn_format = \"guid\"\n")).is_err());
         assert!(parse(&format!("{MIN}\n[daemon]\ninterval = \"soon\"\n")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn the_reference_config_parses() {
+        let mut c: super::Config =
+            toml::from_str(include_str!("../../../writeback.example.toml")).expect("example parses");
+        c.base_dir = "/etc/writeback".into();
+        c.validate().expect("example is valid");
+        assert_eq!(c.ad_urls().len(), 2);
     }
 }
