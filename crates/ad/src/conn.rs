@@ -58,6 +58,15 @@ fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
     Ok(Arc::new(cfg))
 }
 
+/// Connection errors, with what to do about certificate problems.
+fn tls_hint(url: &str, e: &str) -> String {
+    if e.contains("certificate") || e.contains("UnknownIssuer") || e.contains("NotValidForName") {
+        format!("{url}: {e} — the DC's certificate is not trusted for this name: set [ad] ca_file to the CA that issued it, and use a host name the certificate names")
+    } else {
+        format!("{url}: {e}")
+    }
+}
+
 impl AdConn {
     /// Connects to the first DC that answers and binds.
     pub async fn connect(cfg: &AdConfig) -> Result<AdConn, AdError> {
@@ -73,7 +82,10 @@ impl AdConn {
                 Err(e @ (AdError::Bind(_) | AdError::Config(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%url, error = %e, "DC not reachable, trying the next");
-                    failures.push(format!("{url}: {e}"));
+                    failures.push(match e {
+                        AdError::Connect(m) => m,
+                        other => other.to_string(),
+                    });
                 }
             }
         }
@@ -94,8 +106,9 @@ impl AdConn {
         if let Some(tls) = tls {
             settings = settings.set_config(tls);
         }
-        let (conn, mut ldap) =
-            LdapConnAsync::with_settings(settings, url).await.map_err(|e| AdError::Connect(format!("{url}: {e}")))?;
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(|e| AdError::Connect(tls_hint(url, &e.to_string())))?;
         ldap3::drive!(conn);
         ldap.with_timeout(cfg.timeout);
         ldap.simple_bind(&cfg.bind_dn, cfg.password.expose()).await.and_then(|r| r.success()).map_err(|e| match e {
@@ -104,7 +117,7 @@ impl AdConn {
                 crate::describe(result.rc, &result.text),
                 cfg.bind_dn
             )),
-            other => AdError::Connect(format!("{url}: {other}")),
+            other => AdError::Connect(tls_hint(url, &other.to_string())),
         })?;
         let mut me = AdConn {
             ldap,
@@ -183,7 +196,7 @@ impl AdConn {
             )
             .await
             .and_then(|r| r.success())
-            .map_err(|e| AdError::ldap(format!("reading {ou}"), e))?;
+            .map_err(|e| crate::missing_ou(ou, e))?;
         let e = entries
             .into_iter()
             .next()

@@ -58,6 +58,16 @@ impl AdError {
     }
 }
 
+/// A search under a managed OU failed; "no such object" means the OU is missing.
+pub(crate) fn missing_ou(ou: &str, e: ldap3::LdapError) -> AdError {
+    match e {
+        ldap3::LdapError::LdapResult { result } if result.rc == 32 => {
+            AdError::Config(format!("the OU {ou} does not exist: create it, or correct [ad] target_ou"))
+        }
+        other => AdError::ldap(format!("searching {ou}"), other),
+    }
+}
+
 /// An LDAP result code and AD's diagnostic text as a sentence.
 pub(crate) fn describe(rc: u32, text: &str) -> String {
     let text = text.trim_end_matches('\0').trim();

@@ -46,7 +46,7 @@ impl AdConn {
             .with_controls(vec![extended_dn()])
             .streaming_search_with(PagedResults::new(PAGE), ou, Scope::Subtree, &filter, attrs)
             .await
-            .map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
+            .map_err(|e| crate::missing_ou(ou, e))?;
         let mut entries = Vec::new();
         while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("searching {ou}"), e))? {
             if entry.is_ref() || entry.is_intermediate() {
@@ -54,7 +54,7 @@ impl AdConn {
             }
             entries.push(SearchEntry::construct(entry));
         }
-        stream.finish().await.success().map_err(|e| AdError::ldap(format!("searching {ou}"), e))?;
+        stream.finish().await.success().map_err(|e| crate::missing_ou(ou, e))?;
 
         let mut groups = Vec::with_capacity(entries.len());
         for e in entries {
