@@ -11,24 +11,8 @@ mod read;
 pub use apply::{ApplyReport, OpOutcome};
 pub use conn::{AdConfig, AdConn};
 
-/// A password that never prints.
-#[derive(Clone, Default)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(s: impl Into<String>) -> Self {
-        Password(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
+/// The bind password.
+pub type Password = writeback_core::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdError {
@@ -134,6 +118,5 @@ mod tests {
     fn windows_nesting_error_is_named() {
         assert_eq!(describe(53, "00002146: SvcErr: DSID-031A1254"), writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL);
         assert!(describe(68, "").contains("already exists"));
-        assert_eq!(format!("{:?}", Password::new("pw")), "Password(***)");
     }
 }

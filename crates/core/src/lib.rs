@@ -10,6 +10,7 @@ pub mod naming;
 pub mod plan;
 pub mod planner;
 pub mod scope;
+pub mod secret;
 
 pub use config::{CnFormat, OnRemoval, PlannerConfig};
 pub use model::{
@@ -17,6 +18,7 @@ pub use model::{
 };
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
 pub use planner::{member_anchors, plan};
+pub use secret::Secret;
 
 #[cfg(test)]
 mod planner_tests;

@@ -161,6 +161,8 @@ pub struct Plan {
     #[serde(skip)]
     pub groups: Vec<GroupReport>,
     pub errors: Vec<ObjectError>,
+    /// Things an administrator should know that are not errors (a group recreated, …).
+    pub notices: Vec<String>,
     pub summary: Summary,
     /// Set when a threshold stops the run; nothing may be applied then.
     pub blocked: Option<String>,

@@ -280,9 +280,15 @@ fn plan_group(
             p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group, members: later });
         }
         let action = match state.links.get(id) {
-            Some(old) => format!(
-                "add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"
-            ),
+            Some(old) => {
+                p.notices.push(format!(
+                    "{} ({id}): the AD group written before (objectGUID {old}) is gone from AD; it is created again with a new SID, so ACLs that named the old group must be updated",
+                    d.group.name()
+                ));
+                format!(
+                    "add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"
+                )
+            }
             None => "add".into(),
         };
         p.groups.push(report(d.group, &d.decision, Some(dn_now), &action, reports));

@@ -386,6 +386,7 @@ fn adoption_duplicates_and_recreation() {
     let p = w.plan();
     assert_eq!(p.summary.adds, 1);
     assert!(p.report(&id(1))[0].action.contains("created again"));
+    assert_eq!(p.notices.len(), 1);
 }
 
 #[test]

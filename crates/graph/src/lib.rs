@@ -9,24 +9,7 @@ mod read;
 pub use client::{GraphClient, Stats};
 pub use read::{GROUP_SELECT, MEMBER_SELECT};
 
-/// A secret that never prints.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use writeback_core::Secret;
 
 /// The cloud environments and their endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

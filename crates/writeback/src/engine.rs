@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use writeback_ad::{AdConn, ApplyReport};
-use writeback_core::plan::{MemberStatus, Operation};
+use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, ObjectError, Plan, State, Summary};
 use writeback_graph::GraphClient;
@@ -133,6 +133,9 @@ async fn sync_inner(cfg: &Config, allow_deletes: bool, store: &mut Store, run_id
         s.errors = plan.errors.len();
         return Ok(("stopped-delete-threshold", s, plan.errors.clone(), Some(why.clone())));
     }
+    for n in &plan.notices {
+        tracing::warn!("{n}");
+    }
     tracing::info!(operations = plan.operations.len(), "applying the plan");
     let report = ad.apply(&plan, std::slice::from_ref(&cfg.ad.target_ou)).await;
     ad.close().await;
@@ -204,12 +207,5 @@ fn applied_summary(plan: &Plan, report: &ApplyReport) -> Summary {
             _ => s.member_adds = s.member_adds.saturating_sub(failed),
         }
     }
-    s.skipped_members = plan
-        .groups
-        .iter()
-        .filter(|g| g.in_scope)
-        .flat_map(|g| &g.members)
-        .filter(|m| m.status == MemberStatus::Skipped)
-        .count();
     s
 }

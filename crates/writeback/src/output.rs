@@ -66,7 +66,7 @@ fn target(t: &GroupTarget) -> &str {
 pub fn plan(p: &Plan, as_json: bool) -> u8 {
     if as_json {
         print_json(
-            &json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "blocked": p.blocked}),
+            &json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "notices": p.notices, "blocked": p.blocked}),
         );
     } else {
         for op in &p.operations {
@@ -94,6 +94,9 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
                 }
                 Operation::Delete { dn, reason, .. } => println!("- delete   {dn} ({reason})"),
             }
+        }
+        for n in &p.notices {
+            println!("* notice   {n}");
         }
         for e in &p.errors {
             println!(

@@ -89,6 +89,16 @@ fn drift_in_ad_is_put_back() {
     let mut want = vec![users[0].guid.clone(), users[1].guid.clone()];
     want.sort();
     assert_eq!(members, want);
+
+    // Deleted by hand while in scope: created again (new SID), and said so.
+    fx.ldap.delete(&after.dn).expect("delete").success().expect("deleted");
+    let r = fx.writeback(&["--json", "sync"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["adds"], 1);
+    assert!(r.stderr.contains("created again with a new SID"), "{}", r.stderr);
+    let recreated = fx.group(&g).expect("recreated");
+    assert_ne!(recreated.sid, after.sid);
+    assert_eq!(recreated.members.len(), 2);
 }
 
 #[test]
