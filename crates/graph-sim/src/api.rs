@@ -159,7 +159,11 @@ impl Sim {
         let url = if raw_query.is_empty() { path.to_string() } else { format!("{path}?{raw_query}") };
         let reply = match self.take_fault(&url) {
             Some(f) => {
-                let code = if f.status == 429 { "TooManyRequests" } else { "ServiceUnavailable" };
+                let code = match f.status {
+                    429 => "TooManyRequests",
+                    401 => "InvalidAuthenticationToken",
+                    _ => "ServiceUnavailable",
+                };
                 let mut r =
                     self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
                 r.headers.push(("Retry-After".into(), f.retry_after.to_string()));
@@ -358,5 +362,99 @@ fn merge(target: &mut Value, patch: &Value) {
             }
         }
         (t, p) => *t = p.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &str = "00000000-0000-0000-0000-000000000001";
+    const U: &str = "00000000-0000-0000-0000-000000000002";
+
+    fn sim() -> Sim {
+        let tenant: Tenant = serde_json::from_value(json!({
+            "apps": [{"client_id": "app", "client_secret": "s"}],
+            "users": [{"id": U, "displayName": "U", "onPremisesSyncEnabled": true}],
+            "groups": [{"id": G, "displayName": "G", "groupTypes": [], "writebackConfiguration": {"isEnabled": true},
+                        "members": [U], "owners": [U]}],
+            "devices": [{"id": "00000000-0000-0000-0000-000000000003", "displayName": "D"}]
+        }))
+        .expect("tenant");
+        Sim::new(tenant, 999)
+    }
+
+    fn get(sim: &mut Sim, beta: bool, path: &str, query: &str) -> Reply {
+        sim.graph(Request { method: "GET", beta, path, query, body: None, base: "http://sim", batch: false })
+    }
+
+    #[test]
+    fn graph_shapes_for_the_surface() {
+        let mut s = sim();
+        let owners = get(&mut s, false, &format!("/groups/{G}/owners"), "").body.expect("body");
+        assert_eq!(owners["value"][0]["@odata.type"], "#microsoft.graph.user");
+        assert_eq!(owners["@odata.context"], "http://sim/v1.0/$metadata#directoryObjects");
+        let users = get(&mut s, false, "/users", "$select=id,displayName").body.expect("body");
+        assert_eq!(users["value"][0], json!({"id": U, "displayName": "U"}));
+        let cast = get(&mut s, true, &format!("/groups/{G}/members/microsoft.graph.group"), "").body.expect("body");
+        assert_eq!(cast["value"], json!([]));
+        let by_ids = s.graph(Request {
+            method: "POST",
+            beta: false,
+            path: "/directoryObjects/getByIds",
+            query: "",
+            body: Some(json!({"ids": [G, U, "00000000-0000-0000-0000-000000000003"], "types": ["user", "group"]})),
+            base: "http://sim",
+            batch: false,
+        });
+        let value = by_ids.body.expect("body")["value"].as_array().cloned().unwrap_or_default();
+        assert_eq!(value.len(), 2, "the device is filtered out by types");
+        // v1.0 has no writebackConfiguration; beta has it.
+        let v1 = get(&mut s, false, &format!("/groups/{G}"), "").body.expect("body");
+        assert!(v1.get("writebackConfiguration").is_none() && v1.get("members").is_none());
+        let beta = get(&mut s, true, &format!("/groups/{G}"), "").body.expect("body");
+        assert_eq!(beta["writebackConfiguration"]["isEnabled"], true);
+    }
+
+    #[test]
+    fn errors_look_like_graph() {
+        let mut s = sim();
+        let r = get(&mut s, false, "/groups", "$top=1000");
+        assert_eq!(r.status, 400);
+        let body = r.body.expect("body");
+        assert_eq!(body["error"]["code"], "Request_UnsupportedQuery");
+        assert!(body["error"]["innerError"]["request-id"].is_string());
+        assert_eq!(get(&mut s, false, "/groups/00000000-0000-0000-0000-00000000ffff", "").status, 404);
+        let too_many: Vec<Value> =
+            (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/groups"})).collect();
+        assert_eq!(s.batch(false, json!({"requests": too_many}), "http://sim").status, 400);
+        s.faults.push(Fault { status: 429, retry_after: 7, count: 1, skip: 0, path_contains: None });
+        let r = get(&mut s, false, "/groups", "");
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains(&("Retry-After".to_string(), "7".to_string())));
+        assert_eq!(get(&mut s, false, "/groups", "").status, 200, "the fault is used up");
+    }
+
+    #[test]
+    fn tokens_need_the_right_secret_and_expire() {
+        let mut s = sim();
+        let form = |secret: &str| -> HashMap<String, String> {
+            [
+                ("grant_type", "client_credentials"),
+                ("client_id", "app"),
+                ("client_secret", secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let bad = s.token(&form("wrong"));
+        assert_eq!(bad.status, 401);
+        assert!(bad.body.expect("body")["error_description"].as_str().unwrap_or("").starts_with("AADSTS7000215"));
+        s.token_lifetime = 0;
+        let ok = s.token(&form("s")).body.expect("body");
+        let token = ok["access_token"].as_str().unwrap_or("").to_string();
+        assert!(!s.authorized(Some(&format!("Bearer {token}"))), "a token with no lifetime left is refused");
     }
 }

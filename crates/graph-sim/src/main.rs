@@ -86,7 +86,9 @@ async fn handle(
         control(&mut sim, &method, ctl, &body)
     } else if path.ends_with("/oauth2/v2.0/token") && method == Method::POST {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-        sim.token(&form)
+        let reply = sim.token(&form);
+        sim.log.push(api::LogEntry { method: "POST".into(), url: path.clone(), status: reply.status, batch: false });
+        reply
     } else {
         let (beta, rest) = match (path.strip_prefix("/beta"), path.strip_prefix("/v1.0")) {
             (Some(r), _) => (true, r),

@@ -349,14 +349,27 @@ fn small_pages_and_throttling_mid_run_are_survived() {
         log.iter().filter(|e| e["url"].as_str().unwrap_or("").contains("skiptoken")).count() >= 3,
         "page size 2 means several pages"
     );
+    let graph_reads = log.iter().filter_map(|e| e["url"].as_str()).filter(|u| !u.ends_with("/oauth2/v2.0/token"));
     assert!(
-        log.iter().all(|e| e["url"].as_str().unwrap_or("").contains("$select")
-            || e["url"].as_str().unwrap_or("").contains("skiptoken")),
+        graph_reads.clone().all(|u| u.contains("$select") || u.contains("skiptoken") || u.ends_with("$batch")),
         "every read selects its properties"
     );
     for i in 1..=5 {
         assert_eq!(fx.group(&fx.id(i)).expect("g").members.len(), 5);
     }
+    let tokens = |log: &Value| {
+        log.as_array()
+            .map(|l| l.iter().filter(|e| e["url"].as_str().unwrap_or("").ends_with("/oauth2/v2.0/token")).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(tokens(&fx.sim_call("GET", "/_control/requests", None)), 1, "one token for the whole run: it is cached");
+
+    // A token refused mid-run (401) is renewed once and the run goes on.
+    fx.sim_call("DELETE", "/_control/requests", None);
+    fx.sim_call("POST", "/_control/faults", Some(&json!({"status": 401, "count": 1, "skip": 1})));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tokens(&fx.sim_call("GET", "/_control/requests", None)), 2);
 }
 
 #[test]
