@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::delta::{Coll, Journal};
 use crate::tenant::{bad, encode_skiptoken, matches, project, ODataError, Query, Tenant};
 
 /// Graph's default page size for directory collections.
@@ -49,6 +50,7 @@ pub struct Sim {
     pub faults: Vec<Fault>,
     pub tokens: HashMap<String, Instant>,
     pub log: Vec<LogEntry>,
+    pub journal: Journal,
     next_id: u64,
 }
 
@@ -81,7 +83,22 @@ impl Reply {
 
 impl Sim {
     pub fn new(tenant: Tenant, page_size: usize) -> Sim {
-        Sim { tenant, page_size, token_lifetime: 3599, faults: vec![], tokens: HashMap::new(), log: vec![], next_id: 0 }
+        Sim {
+            tenant,
+            page_size,
+            token_lifetime: 3599,
+            faults: vec![],
+            tokens: HashMap::new(),
+            log: vec![],
+            journal: Journal::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Replaces the tenant, recording the difference for delta queries.
+    pub fn replace_tenant(&mut self, tenant: Tenant) {
+        self.journal.record(&self.tenant, &tenant);
+        self.tenant = tenant;
     }
 
     fn error(&mut self, e: ODataError) -> Reply {
@@ -194,9 +211,30 @@ impl Sim {
     ) -> Result<Reply, ODataError> {
         let pairs: HashMap<String, String> =
             serde_urlencoded::from_str(raw_query).map_err(|e| bad(format!("Invalid query: {e}")))?;
-        let q = Query::parse(&pairs)?;
         let ver = if beta { "beta" } else { "v1.0" };
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Delta has its own tokens in `$skiptoken`: handled before the usual query options.
+        if let ("GET", [coll @ ("groups" | "users"), "delta"]) = (method, segs.as_slice()) {
+            let coll = if *coll == "groups" { Coll::Groups } else { Coll::Users };
+            if !beta && pairs.get("$select").is_some_and(|s| s.contains("writebackConfiguration")) {
+                return Err(ODataError(
+                    400,
+                    "BadRequest",
+                    "Could not find a property named 'writebackConfiguration' on type 'microsoft.graph.group'.".into(),
+                ));
+            }
+            let sorted = pairs.into_iter().collect();
+            let body = crate::delta::page(
+                &self.journal,
+                coll,
+                &self.tenant,
+                &sorted,
+                self.page_size,
+                &format!("{base}/{ver}"),
+            )?;
+            return Ok(Reply::json(200, body));
+        }
+        let q = Query::parse(&pairs)?;
         let not_found = |what: &str, id: &str| {
             ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"))
         };
@@ -238,7 +276,22 @@ impl Sim {
                 let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
                 let g = self.tenant.group_mut(id).ok_or_else(|| not_found("group", id))?;
                 merge(g, &patch);
+                self.journal.touch_group(id);
                 Ok(Reply::empty(204))
+            }
+            ("GET", [coll @ ("users" | "groups"), id, "memberOf"]) => {
+                let want = if *coll == "users" { "user" } else { "group" };
+                if self.tenant.find(id).is_none_or(|(k, _)| k != want) {
+                    return Err(not_found(coll, id));
+                }
+                let contains = |g: &Value| {
+                    g.get("members")
+                        .and_then(Value::as_array)
+                        .is_some_and(|m| m.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(id))))
+                };
+                let parents =
+                    self.tenant.groups.iter().filter(|g| contains(g)).map(|g| (Some("group"), g.clone())).collect();
+                page(parents, "directoryObjects")
             }
             ("POST", ["directoryObjects", "getByIds"]) => {
                 let body = body.unwrap_or_default();

@@ -4,6 +4,7 @@
 //! It listens on loopback over plain HTTP: it is a test fixture, never a production service.
 
 mod api;
+mod delta;
 mod tenant;
 
 use std::collections::HashMap;
@@ -147,8 +148,8 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
         ("GET", "tenant") => ok(serde_json::to_value(&sim.tenant).unwrap_or_default()),
         ("PUT", "tenant") => match serde_json::from_slice::<Tenant>(body) {
             Ok(t) => {
-                sim.tenant = t;
-                ok(json!({"ok": true}))
+                sim.replace_tenant(t);
+                ok(json!({"ok": true, "version": sim.journal.version}))
             }
             Err(e) => bad(format!("not a tenant: {e}")),
         },
@@ -159,6 +160,9 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
                 }
                 if let Some(n) = v["token_lifetime"].as_u64() {
                     sim.token_lifetime = n;
+                }
+                if let Some(n) = v["delta_member_chunk"].as_u64() {
+                    sim.journal.member_chunk = (n as usize).max(1);
                 }
                 ok(json!({"page_size": sim.page_size, "token_lifetime": sim.token_lifetime}))
             }
@@ -179,6 +183,10 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
         ("DELETE", "requests") => {
             sim.log.clear();
             ok(json!({"requests": 0}))
+        }
+        ("POST", "expire-delta-tokens") => {
+            sim.journal.expire_all();
+            ok(json!({"expired_below": sim.journal.version + 1}))
         }
         ("POST", "expire-tokens") => {
             sim.tokens.clear();

@@ -1,0 +1,338 @@
+//! Delta queries as Graph documents them for groups and users: an initial round with every
+//! object (a group's members spread over several entries), `@odata.deltaLink`, later rounds
+//! with only what changed (`@removed` with reason `changed` or `deleted`, `members@delta`),
+//! `$deltatoken=latest`, and expired tokens (410 `syncStateNotFound`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use crate::tenant::{bad, project, ODataError, Tenant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Coll {
+    Groups,
+    Users,
+}
+
+impl Coll {
+    fn name(self) -> &'static str {
+        match self {
+            Coll::Groups => "groups",
+            Coll::Users => "users",
+        }
+    }
+}
+
+/// One change to one object.
+#[derive(Clone, Debug)]
+struct Change {
+    version: u64,
+    coll: Coll,
+    id: String,
+    /// `Some("changed")` (soft delete) or `Some("deleted")` (permanent).
+    removed: Option<&'static str>,
+    /// Member ids added / removed (groups only).
+    added: Vec<String>,
+    dropped: Vec<String>,
+}
+
+/// The change journal behind delta tokens.
+#[derive(Default)]
+pub struct Journal {
+    pub version: u64,
+    changes: Vec<Change>,
+    /// Tokens for versions below this are expired.
+    expired_below: u64,
+    /// Members per `members@delta` entry in an initial round (a large group spans entries).
+    pub member_chunk: usize,
+}
+
+fn id_of(v: &Value) -> String {
+    v.get("id").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase()
+}
+
+fn props(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("members");
+        m.remove("owners");
+    }
+    v
+}
+
+fn members(v: &Value) -> BTreeSet<String> {
+    v.get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+impl Journal {
+    pub fn new() -> Journal {
+        Journal { member_chunk: 50, ..Journal::default() }
+    }
+
+    /// Records what changed between two tenants (the control API replaces whole tenants).
+    pub fn record(&mut self, old: &Tenant, new: &Tenant) {
+        self.version += 1;
+        let v = self.version;
+        let index =
+            |list: &[Value]| -> BTreeMap<String, Value> { list.iter().map(|x| (id_of(x), x.clone())).collect() };
+        let soft: BTreeSet<String> = new.deleted_groups.iter().map(id_of).collect();
+        for (coll, before, after) in [
+            (Coll::Groups, index(&old.groups), index(&new.groups)),
+            (Coll::Users, index(&old.users), index(&new.users)),
+        ] {
+            for (id, now) in &after {
+                let (added, dropped, changed) = match before.get(id) {
+                    None => (members(now).into_iter().collect::<Vec<_>>(), vec![], true),
+                    Some(was) => {
+                        let (m0, m1) = (members(was), members(now));
+                        (
+                            m1.difference(&m0).cloned().collect(),
+                            m0.difference(&m1).cloned().collect::<Vec<_>>(),
+                            props(was) != props(now),
+                        )
+                    }
+                };
+                if changed || !added.is_empty() || !dropped.is_empty() {
+                    self.changes.push(Change { version: v, coll, id: id.clone(), removed: None, added, dropped });
+                }
+            }
+            for id in before.keys().filter(|id| !after.contains_key(*id)) {
+                let reason = if coll == Coll::Groups && soft.contains(id) { "changed" } else { "deleted" };
+                self.changes.push(Change {
+                    version: v,
+                    coll,
+                    id: id.clone(),
+                    removed: Some(reason),
+                    added: vec![],
+                    dropped: vec![],
+                });
+            }
+        }
+    }
+
+    /// A group's properties changed through the API (PATCH).
+    pub fn touch_group(&mut self, id: &str) {
+        self.version += 1;
+        self.changes.push(Change {
+            version: self.version,
+            coll: Coll::Groups,
+            id: id.to_ascii_lowercase(),
+            removed: None,
+            added: vec![],
+            dropped: vec![],
+        });
+    }
+
+    /// Every token issued so far stops working (as after 7 days).
+    pub fn expire_all(&mut self) {
+        self.expired_below = self.version + 1;
+    }
+
+    /// The entries of a round from `since` (None: the initial round) to now.
+    pub fn entries(
+        &self,
+        coll: Coll,
+        since: Option<u64>,
+        tenant: &Tenant,
+        select: Option<&[String]>,
+    ) -> Result<Vec<Value>, ODataError> {
+        let list = match coll {
+            Coll::Groups => &tenant.groups,
+            Coll::Users => &tenant.users,
+        };
+        let member_entry = |mid: &str, removed: bool| {
+            let t = tenant.find(mid).map(|(k, _)| k).unwrap_or("user");
+            let mut m = json!({"@odata.type": format!("#microsoft.graph.{t}"), "id": mid});
+            if removed {
+                m["@removed"] = json!({"reason": "deleted"});
+            }
+            m
+        };
+        let wants_members = select.is_none_or(|s| s.iter().any(|p| p == "members"));
+        let select: Option<Vec<String>> = select.map(|s| s.iter().filter(|p| *p != "members").cloned().collect());
+        let mut out = Vec::new();
+        let Some(since) = since else {
+            // Initial round: every object; a group's members spread over several entries.
+            for obj in list {
+                let base = project(obj, None, select.as_deref(), true)?;
+                let all: Vec<String> = members(obj).into_iter().collect();
+                if coll == Coll::Users || !wants_members || all.is_empty() {
+                    out.push(base);
+                    continue;
+                }
+                for (i, chunk) in all.chunks(self.member_chunk.max(1)).enumerate() {
+                    let mut e = if i == 0 { base.clone() } else { json!({"id": id_of(obj)}) };
+                    e["members@delta"] = Value::Array(chunk.iter().map(|m| member_entry(m, false)).collect());
+                    out.push(e);
+                }
+            }
+            return Ok(out);
+        };
+        if since < self.expired_below {
+            return Err(ODataError(
+                410,
+                "syncStateNotFound",
+                "The delta token is expired or invalid: start a new round of delta queries without a token.".into(),
+            ));
+        }
+        // Collapse the changes since the token per object, in order.
+        let mut per: BTreeMap<String, (Option<&'static str>, BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+        let mut order = Vec::new();
+        for c in self.changes.iter().filter(|c| c.coll == coll && c.version > since) {
+            let e = per.entry(c.id.clone()).or_insert_with(|| {
+                order.push(c.id.clone());
+                (None, BTreeSet::new(), BTreeSet::new())
+            });
+            e.0 = c.removed;
+            for a in &c.added {
+                e.2.remove(a);
+                e.1.insert(a.clone());
+            }
+            for d in &c.dropped {
+                e.1.remove(d);
+                e.2.insert(d.clone());
+            }
+        }
+        for id in order {
+            let (removed, added, dropped) = &per[&id];
+            let current = list.iter().find(|x| id_of(x) == id);
+            match (removed, current) {
+                (Some(reason), None) => out.push(json!({"id": id, "@removed": {"reason": reason}})),
+                (_, Some(obj)) => {
+                    let mut e = project(obj, None, select.as_deref(), true)?;
+                    if coll == Coll::Groups && wants_members && (!added.is_empty() || !dropped.is_empty()) {
+                        let mut m: Vec<Value> = added.iter().map(|a| member_entry(a, false)).collect();
+                        m.extend(dropped.iter().map(|d| member_entry(d, true)));
+                        e["members@delta"] = Value::Array(m);
+                    }
+                    out.push(e);
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Encodes a delta or skip token: (from version or none, to version, offset).
+pub fn token(from: Option<u64>, to: u64, offset: usize) -> String {
+    use base64::Engine;
+    let from = from.map(|f| f.to_string()).unwrap_or_else(|| "i".into());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{from}:{to}:{offset}"))
+}
+
+pub fn parse_token(t: &str) -> Result<(Option<u64>, u64, usize), ODataError> {
+    use base64::Engine;
+    let err = || bad("Invalid delta or skip token".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).map_err(|_| err())?;
+    let s = String::from_utf8(raw).map_err(|_| err())?;
+    let mut p = s.split(':');
+    let from = match p.next().ok_or_else(err)? {
+        "i" => None,
+        f => Some(f.parse().map_err(|_| err())?),
+    };
+    let to = p.next().ok_or_else(err)?.parse().map_err(|_| err())?;
+    let offset = p.next().ok_or_else(err)?.parse().map_err(|_| err())?;
+    Ok((from, to, offset))
+}
+
+/// One page of a delta round, with `@odata.nextLink` or `@odata.deltaLink`.
+pub fn page(
+    journal: &Journal,
+    coll: Coll,
+    tenant: &Tenant,
+    query: &BTreeMap<String, String>,
+    page_size: usize,
+    base_url: &str,
+) -> Result<Value, ODataError> {
+    let select: Option<Vec<String>> =
+        query.get("$select").map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let (from, to, offset) = match (query.get("$skiptoken"), query.get("$deltatoken")) {
+        (Some(skip), _) => parse_token(skip)?,
+        (None, Some(latest)) if latest == "latest" => {
+            return Ok(json!({"@odata.context": format!("{base_url}/$metadata#{}", coll.name()), "value": [],
+                "@odata.deltaLink": format!("{base_url}/{}/delta?$deltatoken={}{}", coll.name(), token(Some(journal.version), journal.version, 0),
+                    query.get("$select").map(|s| format!("&$select={s}")).unwrap_or_default())}));
+        }
+        (None, Some(t)) => {
+            let (_, to, _) = parse_token(t)?;
+            (Some(to), journal.version, 0)
+        }
+        (None, None) => (None, journal.version, 0),
+    };
+    let entries = journal.entries(coll, from, tenant, select.as_deref())?;
+    let end = (offset + page_size.max(1)).min(entries.len());
+    let mut body = Map::new();
+    body.insert("@odata.context".into(), json!(format!("{base_url}/$metadata#{}(delta)", coll.name())));
+    body.insert("value".into(), Value::Array(entries[offset.min(end)..end].to_vec()));
+    let sel = query.get("$select").map(|s| format!("&$select={s}")).unwrap_or_default();
+    if end < entries.len() {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{base_url}/{}/delta?$skiptoken={}{sel}", coll.name(), token(from, to, end))),
+        );
+    } else {
+        body.insert(
+            "@odata.deltaLink".into(),
+            json!(format!("{base_url}/{}/delta?$deltatoken={}{sel}", coll.name(), token(Some(to), to, 0))),
+        );
+    }
+    Ok(Value::Object(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(groups: Value, deleted: Value) -> Tenant {
+        serde_json::from_value(json!({"groups": groups, "deletedGroups": deleted, "users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]})).expect("tenant")
+    }
+
+    fn round(j: &Journal, t: &Tenant, q: &[(&str, &str)]) -> Value {
+        let q: BTreeMap<String, String> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        page(j, Coll::Groups, t, &q, 100, "http://sim/beta").expect("page")
+    }
+
+    fn link_token(v: &Value) -> String {
+        let link = v["@odata.deltaLink"].as_str().expect("deltaLink");
+        link.split("$deltatoken=").nth(1).and_then(|x| x.split('&').next()).expect("token").to_string()
+    }
+
+    #[test]
+    fn initial_round_then_changes_then_expiry() {
+        let mut j = Journal::new();
+        j.member_chunk = 2;
+        let t0 = tenant(json!([{"id": "g1", "displayName": "A", "members": ["u1", "u2", "u3"]}, {"id": "g2", "displayName": "B"}]), json!([]));
+        j.record(&Tenant::default(), &t0);
+        let first = round(&j, &t0, &[("$select", "id,displayName,members")]);
+        let entries = first["value"].as_array().expect("value");
+        assert_eq!(entries.len(), 3, "g1's three members come in two entries, then g2");
+        assert_eq!(entries[1], json!({"id": "g1", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u3"}]}));
+        let tok = link_token(&first);
+        assert_eq!(round(&j, &t0, &[("$deltatoken", &tok)])["value"], json!([]), "nothing changed");
+
+        // g1 loses u1 and is renamed; g2 goes to the recycle bin.
+        let t1 = tenant(json!([{"id": "g1", "displayName": "A2", "members": ["u2", "u3"]}]), json!([{"id": "g2"}]));
+        j.record(&t0, &t1);
+        let changes = round(&j, &t1, &[("$deltatoken", &tok), ("$select", "id,displayName,members")]);
+        let v = changes["value"].as_array().expect("value");
+        assert_eq!(v[0]["displayName"], "A2");
+        assert_eq!(v[0]["members@delta"], json!([{"@odata.type": "#microsoft.graph.user", "id": "u1", "@removed": {"reason": "deleted"}}]));
+        assert_eq!(v[1], json!({"id": "g2", "@removed": {"reason": "changed"}}));
+        let latest = round(&j, &t1, &[("$deltatoken", "latest")]);
+        assert_eq!(latest["value"], json!([]));
+        assert_eq!(round(&j, &t1, &[("$deltatoken", &link_token(&latest))])["value"], json!([]));
+
+        j.expire_all();
+        let q: BTreeMap<String, String> = [("$deltatoken".to_string(), link_token(&changes))].into();
+        let err = page(&j, Coll::Groups, &t1, &q, 100, "http://sim/beta").expect_err("expired");
+        assert_eq!((err.0, err.1), (410, "syncStateNotFound"));
+    }
+}
