@@ -28,6 +28,101 @@ impl AdConn {
     /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`
     /// as the members of a group whose ranged read failed.
     pub async fn read_owned_groups(&mut self, ou: &str) -> Result<Vec<AdGroup>, AdError> {
+        self.read_groups(ou, None).await
+    }
+
+    /// The owned groups of `ou` whose marker names one of `cloud_ids` (for a delta cycle).
+    pub async fn read_owned_groups_by_ids(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
+        let mut out = Vec::new();
+        for chunk in cloud_ids.chunks(RESOLVE_BATCH) {
+            let terms: String = chunk
+                .iter()
+                .filter(|id| naming::is_guid(id))
+                .map(|id| format!("(adminDescription={})", naming::escape_filter(&naming::marker(id))))
+                .collect();
+            if !terms.is_empty() {
+                out.extend(self.read_groups(ou, Some(format!("(|{terms})"))).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `highestCommittedUSN` of this DC and the DC's identity (USNs are per DC).
+    pub async fn highest_usn(&mut self) -> Result<(u64, String), AdError> {
+        let (entries, _) = self
+            .ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["highestCommittedUSN", "dsServiceName"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap("reading the rootDSE", e))?;
+        let e = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| AdError::Connect("no rootDSE".into()))?;
+        let usn = e.attrs.get("highestCommittedUSN").and_then(|v| v.first()).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let dc =
+            e.attrs.get("dsServiceName").and_then(|v| v.first()).cloned().unwrap_or_else(|| self.dns_host_name.clone());
+        Ok((usn, dc))
+    }
+
+    /// Owned groups in `ou` changed (by anyone) at or after `usn` on this DC: (cloud id, uSNChanged).
+    pub async fn owned_changed_since(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
+        let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
+        let mut stream = self
+            .ldap
+            .streaming_search_with(
+                PagedResults::new(PAGE),
+                ou,
+                Scope::Subtree,
+                &filter,
+                vec!["adminDescription", "uSNChanged"],
+            )
+            .await
+            .map_err(|e| crate::missing_ou(ou, e))?;
+        let mut ids = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(|e| crate::missing_ou(ou, e))? {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            let e = SearchEntry::construct(entry);
+            let usn = e.attrs.get("uSNChanged").and_then(|v| v.first()).and_then(|u| u.parse().ok()).unwrap_or(0);
+            if let Some(id) =
+                e.attrs.get("adminDescription").and_then(|v| v.first()).and_then(|m| naming::parse_marker(m))
+            {
+                ids.push((id, usn));
+            }
+        }
+        stream.finish().await.success().map_err(|e| crate::missing_ou(ou, e))?;
+        Ok(ids)
+    }
+
+    /// objectGUIDs of groups deleted (anywhere) at or after `usn`: tombstones keep their GUID,
+    /// not their marker, so the caller matches them against its links.
+    pub async fn deleted_groups_since(&mut self, usn: u64) -> Result<Vec<String>, AdError> {
+        let show_deleted = RawControl { ctype: "1.2.840.113556.1.4.417".into(), crit: true, val: None };
+        let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
+        let base = self.default_nc.clone();
+        let mut stream = self
+            .ldap
+            .with_controls(vec![show_deleted, extended_dn()])
+            .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .map_err(|e| AdError::ldap("searching deleted objects", e))?;
+        let mut guids = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("searching deleted objects", e))? {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            if let (Some(guid), _, _) = parse_extended_dn(&SearchEntry::construct(entry).dn) {
+                guids.push(guid);
+            }
+        }
+        stream.finish().await.success().map_err(|e| AdError::ldap("searching deleted objects", e))?;
+        Ok(guids)
+    }
+
+    async fn read_groups(&mut self, ou: &str, only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
         let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
         // An explicit first range: Windows ranges `member` at 1,500 values on its own, Samba only
         // when asked; asking makes both take the same (ranged) path for large groups.
@@ -40,7 +135,7 @@ impl AdConn {
         if self.schema.exchange {
             attrs.push("mailNickname".into());
         }
-        let filter = format!("(&(objectClass=group){marker_filter})");
+        let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
         let mut stream = self
             .ldap
             .with_controls(vec![extended_dn()])

@@ -14,7 +14,7 @@ pub mod secret;
 
 pub use config::{CnFormat, OnRemoval, PlannerConfig};
 pub use model::{
-    AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, SchemaFeatures, State,
+    AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead, SchemaFeatures, State,
 };
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
 pub use planner::{member_anchors, plan};

@@ -182,11 +182,18 @@ pub struct AdSnapshot {
     pub directory: HashMap<Anchor, AdObject>,
 }
 
+/// The AD group last written for a cloud group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub guid: String,
+    pub dn: String,
+}
+
 /// What the state database remembers that matters to planning.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    /// cloud id → objectGUID of the AD group last written for it.
-    pub links: HashMap<String, String>,
+    /// cloud id → the AD group last written for it.
+    pub links: HashMap<String, Link>,
 }
 
 /// AD `groupType` values.

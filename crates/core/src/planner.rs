@@ -141,7 +141,7 @@ fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> BTreeMap<
     }
     let mut owned = BTreeMap::new();
     for (id, mut groups) in by_id {
-        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id), g.dn.clone()));
+        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id).map(|l| &l.guid), g.dn.clone()));
         if groups.len() > 1 {
             let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
             p.errors.push(ObjectError {
@@ -256,7 +256,7 @@ fn plan_group(
     let mut wanted: Vec<GroupTarget> = Vec::new();
     let mut wanted_keys = BTreeSet::new();
     for m in cloud_members {
-        let (report, target) = resolve_member(m, id, ad, targets, p);
+        let (report, target) = resolve_member(m, id, ad, state, targets, p);
         if let Some(t) = target {
             let key = target_key(&t);
             if wanted_keys.insert(key) {
@@ -279,7 +279,7 @@ fn plan_group(
             let group = GroupTarget::New { cloud_id: id.to_string(), dn: d.dn.clone() };
             p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group, members: later });
         }
-        let action = match state.links.get(id) {
+        let action = match state.links.get(id).map(|l| &l.guid) {
             Some(old) => {
                 p.notices.push(format!(
                     "{} ({id}): the AD group written before (objectGUID {old}) is gone from AD; it is created again with a new SID, so ACLs that named the old group must be updated",
@@ -386,6 +386,7 @@ fn resolve_member(
     m: &CloudObject,
     group_id: &str,
     ad: &AdSnapshot,
+    state: &State,
     targets: &HashMap<String, GroupTarget>,
     p: &mut Plan,
 ) -> (MemberReport, Option<GroupTarget>) {
@@ -420,8 +421,13 @@ fn resolve_member(
         },
         ObjectKind::Group => {
             let id = m.id.to_ascii_lowercase();
-            match targets.get(&id) {
-                Some(t) if id != group_id => (written(m), Some(t.clone())),
+            // A nested group not planned in this run (a delta cycle) is found by its link.
+            let linked = || {
+                let link = state.links.get(&id).filter(|_| decide(m).in_scope)?;
+                Some(GroupTarget::Existing { guid: link.guid.clone(), dn: link.dn.clone() })
+            };
+            match targets.get(&id).cloned().or_else(linked) {
+                Some(t) if id != group_id => (written(m), Some(t)),
                 _ => (skipped(m, reason::NESTED_NOT_WRITTEN), None),
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{group_type as gt, AdObject, AdRef, WritebackConfiguration};
+use crate::model::{group_type as gt, AdObject, AdRef, Link, WritebackConfiguration};
 use crate::planner::{reason, UNIVERSAL_CANT_HAVE_LOCAL};
 use crate::*;
 
@@ -373,7 +373,7 @@ fn adoption_duplicates_and_recreation() {
     twin.guid = "eeeeeeee-0000-0000-0000-000000000002".into();
     twin.dn = format!("CN=copy,{OU}");
     w.ad.groups.push(twin);
-    w.state.links.insert(id(1), "eeeeeeee-0000-0000-0000-000000000001".into());
+    w.state.links.insert(id(1), Link { guid: "eeeeeeee-0000-0000-0000-000000000001".into(), dn: String::new() });
     let p = w.plan();
     assert_eq!(p.summary.adds, 0, "adopted, not duplicated");
     assert_eq!(p.errors.len(), 1, "the twin is reported");
@@ -423,4 +423,22 @@ fn member_anchors_cover_users_and_synced_groups_only() {
     w.group(security(9, "X", Some(true)), vec![as_member(&security(10, "Y", Some(true)))]);
     let anchors = member_anchors(&w.cloud);
     assert_eq!(anchors.len(), 9, "users 0..=8 once each; cloud users and cloud groups need no lookup");
+}
+
+#[test]
+fn a_partial_snapshot_nests_groups_it_does_not_replan_through_their_links() {
+    let mut w = World::new();
+    let inner = security(2, "Inner", Some(true));
+    w.group(security(1, "Outer", Some(true)), vec![as_member(&inner), synced_user(1)]);
+    // A delta cycle: only Outer is dirty; Inner exists in AD and is known by its link.
+    w.state.links.insert(
+        id(2),
+        Link { guid: "ffffffff-0000-0000-0000-000000000002".into(), dn: format!("CN=Group_{},{OU}", id(2)) },
+    );
+    let p = w.plan();
+    let Operation::Add { members, .. } = ops(&p, "add")[0] else { unreachable!() };
+    assert!(members
+        .iter()
+        .any(|m| matches!(m, GroupTarget::Existing { guid, .. } if guid == "ffffffff-0000-0000-0000-000000000002")));
+    assert_eq!(p.summary.deletes, 0, "groups outside the snapshot are never orphans");
 }

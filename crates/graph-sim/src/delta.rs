@@ -292,7 +292,10 @@ mod tests {
     use super::*;
 
     fn tenant(groups: Value, deleted: Value) -> Tenant {
-        serde_json::from_value(json!({"groups": groups, "deletedGroups": deleted, "users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]})).expect("tenant")
+        serde_json::from_value(
+            json!({"groups": groups, "deletedGroups": deleted, "users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}),
+        )
+        .expect("tenant")
     }
 
     fn round(j: &Journal, t: &Tenant, q: &[(&str, &str)]) -> Value {
@@ -309,12 +312,18 @@ mod tests {
     fn initial_round_then_changes_then_expiry() {
         let mut j = Journal::new();
         j.member_chunk = 2;
-        let t0 = tenant(json!([{"id": "g1", "displayName": "A", "members": ["u1", "u2", "u3"]}, {"id": "g2", "displayName": "B"}]), json!([]));
+        let t0 = tenant(
+            json!([{"id": "g1", "displayName": "A", "members": ["u1", "u2", "u3"]}, {"id": "g2", "displayName": "B"}]),
+            json!([]),
+        );
         j.record(&Tenant::default(), &t0);
         let first = round(&j, &t0, &[("$select", "id,displayName,members")]);
         let entries = first["value"].as_array().expect("value");
         assert_eq!(entries.len(), 3, "g1's three members come in two entries, then g2");
-        assert_eq!(entries[1], json!({"id": "g1", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u3"}]}));
+        assert_eq!(
+            entries[1],
+            json!({"id": "g1", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u3"}]})
+        );
         let tok = link_token(&first);
         assert_eq!(round(&j, &t0, &[("$deltatoken", &tok)])["value"], json!([]), "nothing changed");
 
@@ -324,7 +333,10 @@ mod tests {
         let changes = round(&j, &t1, &[("$deltatoken", &tok), ("$select", "id,displayName,members")]);
         let v = changes["value"].as_array().expect("value");
         assert_eq!(v[0]["displayName"], "A2");
-        assert_eq!(v[0]["members@delta"], json!([{"@odata.type": "#microsoft.graph.user", "id": "u1", "@removed": {"reason": "deleted"}}]));
+        assert_eq!(
+            v[0]["members@delta"],
+            json!([{"@odata.type": "#microsoft.graph.user", "id": "u1", "@removed": {"reason": "deleted"}}])
+        );
         assert_eq!(v[1], json!({"id": "g2", "@removed": {"reason": "changed"}}));
         let latest = round(&j, &t1, &[("$deltatoken", "latest")]);
         assert_eq!(latest["value"], json!([]));

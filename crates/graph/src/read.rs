@@ -20,7 +20,7 @@ const BATCH: usize = 20;
 const BATCH_ROUNDS: u32 = 8;
 
 /// Parses one Graph object; objects without a valid id or of the wrong shape are rejected.
-fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
+pub(crate) fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
     let id = v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
     let label = if id.is_empty() { "(object without an id)".to_string() } else { id.chars().take(80).collect() };
     if !naming::is_guid(&id) {
@@ -35,7 +35,7 @@ fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
 }
 
 impl GraphClient {
-    fn beta(&self, path: &str) -> String {
+    pub(crate) fn beta(&self, path: &str) -> String {
         format!("{}/beta{path}", self.cfg.graph_url)
     }
 
@@ -57,97 +57,87 @@ impl GraphClient {
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
     pub async fn members_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
+        let reqs: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (id.clone(), format!("/groups/{id}/members?$select={MEMBER_SELECT}&$top=999")))
+            .collect();
         let mut out = HashMap::new();
-        let mut pending: Vec<String> = ids.to_vec();
+        for (id, res) in self.batch_get(&reqs).await {
+            let read = match res {
+                Ok(body) => self.rest_of_members(&body, &id).await,
+                Err((status, msg)) => MemberRead::Incomplete(format!("Graph answered {status} for the members: {msg}")),
+            };
+            out.insert(id, read);
+        }
+        out
+    }
+
+    /// GETs sent in `$batch`es of 20 (relative URLs under /beta); throttled requests are retried
+    /// after the longest `Retry-After`. Every key gets its first-page body or (status, message).
+    pub(crate) async fn batch_get(&self, reqs: &[(String, String)]) -> HashMap<String, Result<Value, (u16, String)>> {
+        let mut out = HashMap::new();
+        let mut pending: Vec<(String, String)> = reqs.to_vec();
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
             let mut retry = Vec::new();
             let mut wait = Duration::ZERO;
             for chunk in pending.chunks(BATCH) {
-                match self.member_batch(chunk, &mut out).await {
-                    Ok((throttled, w)) => {
-                        retry.extend(throttled);
-                        wait = wait.max(w);
-                    }
+                let requests: Vec<Value> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, url))| json!({"id": i.to_string(), "method": "GET", "url": url}))
+                    .collect();
+                let resp = match self
+                    .request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests })))
+                    .await
+                {
+                    Ok(r) => r,
                     Err(e) => {
-                        for id in chunk {
-                            out.insert(id.clone(), MemberRead::Incomplete(e.to_string()));
+                        for (key, _) in chunk {
+                            out.insert(key.clone(), Err((0, e.to_string())));
                         }
+                        continue;
+                    }
+                };
+                let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
+                let mut answered = BTreeSet::new();
+                for r in responses {
+                    let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < chunk.len())
+                    else {
+                        continue;
+                    };
+                    answered.insert(i);
+                    let status = r["status"].as_u64().unwrap_or(0) as u16;
+                    if matches!(status, 429 | 503 | 504) && round < BATCH_ROUNDS {
+                        self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
+                        wait = wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
+                        retry.push(chunk[i].clone());
+                    } else if status == 200 {
+                        out.insert(chunk[i].0.clone(), Ok(r["body"].clone()));
+                    } else {
+                        let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message").to_string();
+                        out.insert(chunk[i].0.clone(), Err((status, msg)));
+                    }
+                }
+                for (i, (key, _)) in chunk.iter().enumerate() {
+                    if !answered.contains(&i) {
+                        out.insert(key.clone(), Err((0, "the batch response had no answer for this request".into())));
                     }
                 }
             }
-            if retry.is_empty() {
-                break;
+            if !retry.is_empty() {
+                tracing::info!(
+                    requests = retry.len(),
+                    wait_s = wait.as_secs_f64(),
+                    "Graph throttled part of a batch; retrying those"
+                );
+                tokio::time::sleep(wait).await;
             }
-            if round >= BATCH_ROUNDS {
-                for id in retry {
-                    out.insert(id, MemberRead::Incomplete("Graph kept throttling the member read".into()));
-                }
-                break;
-            }
-            tracing::info!(
-                groups = retry.len(),
-                wait_s = wait.as_secs_f64(),
-                "Graph throttled part of a batch; retrying those"
-            );
-            tokio::time::sleep(wait).await;
             pending = retry;
         }
         out
-    }
-
-    /// One `$batch`; returns the ids to retry (throttled) and how long to wait.
-    async fn member_batch(
-        &self,
-        ids: &[String],
-        out: &mut HashMap<String, MemberRead>,
-    ) -> Result<(Vec<String>, Duration), GraphError> {
-        let requests: Vec<Value> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| json!({"id": i.to_string(), "method": "GET", "url": format!("/groups/{id}/members?$select={MEMBER_SELECT}&$top=999")}))
-            .collect();
-        let resp =
-            self.request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests }))).await?;
-        let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
-        let mut retry = Vec::new();
-        let mut wait = Duration::ZERO;
-        let mut answered = BTreeSet::new();
-        for r in responses {
-            let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < ids.len()) else {
-                continue;
-            };
-            answered.insert(i);
-            let id = &ids[i];
-            let status = r["status"].as_u64().unwrap_or(0);
-            if matches!(status, 429 | 503 | 504) {
-                self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
-                wait = wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
-                retry.push(id.clone());
-                continue;
-            }
-            if status != 200 {
-                let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message");
-                out.insert(
-                    id.clone(),
-                    MemberRead::Incomplete(format!("Graph answered {status} for the members: {msg}")),
-                );
-                continue;
-            }
-            let read = self.rest_of_members(&r["body"], id).await;
-            out.insert(id.clone(), read);
-        }
-        for (i, id) in ids.iter().enumerate() {
-            if !answered.contains(&i) {
-                out.insert(
-                    id.clone(),
-                    MemberRead::Incomplete("the batch response had no answer for this group".into()),
-                );
-            }
-        }
-        Ok((retry, wait))
     }
 
     /// The first page came in a batch; follow the next links and parse every member.

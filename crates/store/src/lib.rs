@@ -8,10 +8,10 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use writeback_core::{ObjectError, State, Summary};
+use writeback_core::{Link, ObjectError, State, Summary};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +51,21 @@ pub struct ErrorRecord {
 
 pub struct Store {
     conn: Connection,
+}
+
+/// Where the next delta cycle starts: the Graph delta links and the DC's USN.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Watermarks {
+    pub groups_link: String,
+    pub users_link: String,
+    /// Unix seconds when the links were taken (Graph forgets them after 7 days).
+    pub taken_at: u64,
+    /// `highestCommittedUSN` of `dc` when the cycle started.
+    pub ad_usn: u64,
+    pub dc: String,
+    /// The planning settings the last cycle ran with; a change means a full cycle.
+    #[serde(default)]
+    pub settings: String,
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -110,14 +125,92 @@ impl Store {
             )?;
             tx.commit()?;
         }
+        if version < 2 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 ALTER TABLE links ADD COLUMN usn INTEGER;
+                 PRAGMA user_version = 2;",
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+    }
+
+    /// Where the next delta cycle starts, if a full sync has run.
+    pub fn watermarks(&self) -> Result<Option<Watermarks>> {
+        let Some(text) = self.meta("watermarks")? else { return Ok(None) };
+        Ok(serde_json::from_str(&text).ok())
+    }
+
+    /// Stored only once a cycle's changes are applied or recorded.
+    pub fn save_watermarks(&self, w: &Watermarks) -> Result<()> {
+        let text =
+            serde_json::to_string(w).map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('watermarks', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![text],
+        )?;
+        Ok(())
+    }
+
+    /// Records the `uSNChanged` our own writes left on groups, so that only changes made
+    /// by someone else count as drift.
+    pub fn save_usns(&mut self, usns: &[(String, u64)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare("UPDATE links SET usn = ?2 WHERE cloud_id = ?1")?;
+            for (id, usn) in usns {
+                up.execute(params![id, *usn as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The `uSNChanged` writeback last left on each linked group.
+    pub fn usns(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut stmt = self.conn.prepare("SELECT cloud_id, usn FROM links WHERE usn IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Cloud ids with a current error: a delta cycle looks at them again.
+    pub fn error_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// After a delta cycle: the errors of the groups it looked at are replaced; others stay.
+    pub fn merge_errors(&mut self, run_id: i64, looked_at: &[String], errors: &[ObjectError]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare(&format!(
+                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
+                 ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
+            ))?;
+            for e in errors {
+                up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
+            }
+            let mut del = tx.prepare("DELETE FROM errors WHERE cloud_id = ?1 AND run_id != ?2")?;
+            for id in looked_at {
+                del.execute(params![id, run_id])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// What the planner needs.
     pub fn state(&self) -> Result<State> {
-        let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid FROM links")?;
+        let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid, dn FROM links")?;
         let links = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, Link { guid: r.get(1)?, dn: r.get(2)? })))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(State { links })
     }
@@ -133,6 +226,7 @@ impl Store {
     pub fn finish_run(
         &self,
         id: i64,
+        kind: &str,
         status: &str,
         s: &Summary,
         duration_ms: i64,
@@ -140,7 +234,7 @@ impl Store {
     ) -> Result<()> {
         self.conn.execute(
             &format!(
-                "UPDATE runs SET status=?2, finished_at={NOW}, adds=?3, updates=?4, renames=?5, moves=?6, deletes=?7,
+                "UPDATE runs SET status=?2, kind=?14, finished_at={NOW}, adds=?3, updates=?4, renames=?5, moves=?6, deletes=?7,
                  member_adds=?8, member_removes=?9, skipped_members=?10, errors=?11, duration_ms=?12, message=?13 WHERE id=?1"
             ),
             params![
@@ -155,8 +249,9 @@ impl Store {
                 s.member_removes as i64,
                 s.skipped_members as i64,
                 s.errors as i64,
-                duration_ms,
-                message
+                                duration_ms,
+                message,
+                kind
             ],
         )?;
         Ok(())
@@ -274,7 +369,7 @@ mod tests {
         let run = s.start_run("full").expect("run");
         s.save_links([("a", "guid-a", "CN=a"), ("b", "guid-b", "CN=b")], &[]).expect("links");
         s.save_links([("a", "guid-a2", "CN=a2")], &["b".to_string()]).expect("links");
-        assert_eq!(s.state().expect("state").links.get("a").map(String::as_str), Some("guid-a2"));
+        assert_eq!(s.state().expect("state").links.get("a").map(|l| l.guid.as_str()), Some("guid-a2"));
         assert_eq!(s.link_count().expect("count"), 1);
         let e = |m: &str| ObjectError { cloud_id: "a".into(), member_id: None, message: m.into() };
         s.replace_errors(run, &[e("one"), e("two")]).expect("errors");
@@ -285,10 +380,31 @@ mod tests {
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].since, since, "a persisting error keeps its first sighting");
         let summary = Summary { adds: 3, errors: 1, ..Summary::default() };
-        s.finish_run(run2, "completed-with-errors", &summary, 12, None).expect("finish");
+        s.finish_run(run2, "full", "completed-with-errors", &summary, 12, None).expect("finish");
         let runs = s.runs(10).expect("runs");
         assert_eq!((runs[0].run_id, runs[0].counts.adds, runs[0].status.as_str()), (run2, 3, "completed-with-errors"));
         assert_eq!(runs[1].status, "running");
+        assert!(s.watermarks().expect("wm").is_none());
+        let w = Watermarks {
+            groups_link: "g".into(),
+            users_link: "u".into(),
+            taken_at: 1,
+            ad_usn: 42,
+            dc: "dc1".into(),
+            settings: String::new(),
+        };
+        s.save_watermarks(&w).expect("save");
+        assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));
+        let other = ObjectError { cloud_id: "b".into(), member_id: None, message: "b broke".into() };
+        let run3 = s.start_run("delta").expect("run");
+        s.merge_errors(run3, &["b".to_string()], &[other]).expect("merge");
+        assert_eq!(
+            s.error_ids().expect("ids"),
+            vec!["a".to_string(), "b".to_string()],
+            "errors of groups not looked at stay"
+        );
+        s.merge_errors(run3 + 1, &["a".to_string()], &[]).expect("merge");
+        assert_eq!(s.error_ids().expect("ids"), vec!["b".to_string()]);
         drop(s);
         assert!(Store::open_read_only(&path).expect("ro").is_some());
         let _ = std::fs::remove_file(&path);

@@ -171,6 +171,20 @@ impl Config {
         }
     }
 
+    /// What a delta cycle must run with to be valid: every setting that shapes the plan.
+    pub fn settings_fingerprint(&self) -> String {
+        let w = &self.writeback;
+        format!(
+            "ou={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
+            self.ad.target_ou.to_ascii_lowercase(),
+            w.cn_format,
+            w.on_out_of_scope,
+            w.on_soft_delete,
+            self.cloud.graph_url.clone().unwrap_or_else(|| self.cloud.environment.clone()),
+            self.ad_urls()
+        )
+    }
+
     pub fn planner(&self, allow_deletes: bool) -> PlannerConfig {
         PlannerConfig {
             target_ou: self.ad.target_ou.clone(),

@@ -1,16 +1,25 @@
 //! One cycle: read the cloud and AD, plan, and (for `sync`) apply and record.
+//!
+//! A full cycle reads everything. A delta cycle asks Graph's delta queries and AD's
+//! `uSNChanged` what changed since the last cycle, reads those groups completely, and plans
+//! them with the same planner. Watermarks (delta links, USN) are stored only after the
+//! cycle's changes are applied or recorded, so a failed cycle is simply repeated.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
+use writeback_core::scope::decide;
 use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, ObjectError, Plan, State, Summary};
-use writeback_graph::GraphClient;
-use writeback_store::Store;
+use writeback_graph::{is_expired, Collection, GraphClient, Removed};
+use writeback_store::{Store, Watermarks};
 
 use crate::config::Config;
+
+/// Graph forgets delta tokens for directory objects after 7 days.
+const DELTA_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a cycle could not run at all (exit status 4), as opposed to per-object errors.
 #[derive(Debug)]
@@ -25,8 +34,10 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 pub struct Snapshot {
     pub cloud: CloudSnapshot,
     pub ad: AdSnapshot,
-    pub graph_requests: u64,
-    pub graph_throttled: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
@@ -36,7 +47,6 @@ pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<
     let (groups, rejected) = groups?;
     let owned = owned?;
     let mut cloud = CloudSnapshot { groups, rejected, ..Default::default() };
-
     let in_scope: Vec<String> = decisions(&cloud).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     tracing::info!(
         groups = cloud.groups.len(),
@@ -51,17 +61,20 @@ pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<
     if owned.iter().any(|g| !listed.contains(g.cloud_id.as_str())) {
         cloud.soft_deleted = graph.soft_deleted_groups().await?;
     }
+    let ad_snap = resolve(ad, &cloud, owned).await?;
+    Ok(Snapshot { cloud, ad: ad_snap })
+}
 
-    let anchors: Vec<_> = member_anchors(&cloud).into_iter().collect();
+/// Looks up the members of the snapshot's groups in AD.
+async fn resolve(
+    ad: &mut AdConn,
+    cloud: &CloudSnapshot,
+    owned: Vec<writeback_core::AdGroup>,
+) -> Result<AdSnapshot, Fatal> {
+    let anchors: Vec<_> = member_anchors(cloud).into_iter().collect();
     let directory = ad.resolve(&anchors).await?;
     tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
-    let ad_snap = AdSnapshot { schema: ad.schema, groups: owned, directory };
-    Ok(Snapshot {
-        cloud,
-        ad: ad_snap,
-        graph_requests: graph.stats.requests(),
-        graph_throttled: graph.stats.throttled(),
-    })
+    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), Fatal> {
@@ -78,7 +91,7 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
     })
 }
 
-/// A plan against the current cloud and AD; writes nothing anywhere.
+/// A plan of a full cycle against the current cloud and AD; writes nothing anywhere.
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
@@ -97,48 +110,239 @@ pub struct RunResult {
     pub errors: Vec<ObjectError>,
     pub duration_ms: i64,
     pub message: Option<String>,
+    pub graph_requests: u64,
 }
 
-/// One sync cycle, recorded in the state database whatever happens.
-pub async fn sync(cfg: &Config, allow_deletes: bool) -> Result<RunResult, Fatal> {
+/// What one cycle did, before it is recorded as a run.
+struct Outcome {
+    kind: &'static str,
+    status: &'static str,
+    summary: Summary,
+    errors: Vec<ObjectError>,
+    message: Option<String>,
+}
+
+/// One sync cycle, recorded in the state database whatever happens. Delta when the state has
+/// fresh watermarks and `full` is not asked for; full otherwise.
+pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunResult, Fatal> {
     let started = Instant::now();
     let mut store = Store::open(&cfg.state_path())?;
-    let kind = "full";
-    let run_id = store.start_run(kind)?;
-    let elapsed = |s: Instant| s.elapsed().as_millis() as i64;
-    let outcome = sync_inner(cfg, allow_deletes, &mut store, run_id).await;
-    match outcome {
-        Ok((status, summary, errors, message)) => {
-            let duration_ms = elapsed(started);
-            store.finish_run(run_id, status, &summary, duration_ms, message.as_deref())?;
-            Ok(RunResult { run_id, kind, status, summary, errors, duration_ms, message })
+    let marks = if full { None } else { store.watermarks()? };
+    let mut note = None;
+    let settings = cfg.settings_fingerprint();
+    let fresh = marks.filter(|w| {
+        if now_secs().saturating_sub(w.taken_at) >= DELTA_LIFETIME.as_secs() {
+            note = Some(
+                "the delta links were older than 7 days (Graph forgets them): a full sync ran instead".to_string(),
+            );
+            return false;
+        }
+        if w.settings != settings {
+            note = Some("the configuration changed since the last cycle: a full sync ran instead".to_string());
+            return false;
+        }
+        true
+    });
+    let run_id = store.start_run(if fresh.is_some() { "delta" } else { "full" })?;
+    let result = async {
+        let (graph, mut ad) = connect(cfg).await?;
+        let outcome = match &fresh {
+            Some(w) => match delta_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad, w).await? {
+                Some(o) => o,
+                None => {
+                    note = Some(
+                        "the delta links had expired (or AD answered from another DC): a full sync ran instead".into(),
+                    );
+                    full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?
+                }
+            },
+            None => full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?,
+        };
+        ad.close().await;
+        Ok::<_, Fatal>((outcome, graph.stats.requests()))
+    }
+    .await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    match result {
+        Ok((mut o, graph_requests)) => {
+            if let Some(n) = note {
+                tracing::warn!("{n}");
+                o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
+            }
+            store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
+            Ok(RunResult {
+                run_id,
+                kind: o.kind,
+                status: o.status,
+                summary: o.summary,
+                errors: o.errors,
+                duration_ms,
+                message: o.message,
+                graph_requests,
+            })
         }
         Err(Fatal(message)) => {
-            store.finish_run(run_id, "failed", &Summary::default(), elapsed(started), Some(&message))?;
+            let kind = if fresh.is_some() { "delta" } else { "full" };
+            store.finish_run(run_id, kind, "failed", &Summary::default(), duration_ms, Some(&message))?;
             Err(Fatal(message))
         }
     }
 }
 
-type Inner = (&'static str, Summary, Vec<ObjectError>, Option<String>);
+async fn full_cycle(
+    cfg: &Config,
+    allow: bool,
+    store: &mut Store,
+    run_id: i64,
+    graph: &GraphClient,
+    ad: &mut AdConn,
+) -> Result<Outcome, Fatal> {
+    // Watermarks first: what changes while we read is seen again by the next delta cycle.
+    let (usn, dc) = ad.highest_usn().await?;
+    let groups_link = graph.latest_delta_link(Collection::Groups).await?;
+    let users_link = graph.latest_delta_link(Collection::Users).await?;
+    let snap = read(cfg, graph, ad).await?;
+    let marks = Watermarks {
+        groups_link,
+        users_link,
+        taken_at: now_secs(),
+        ad_usn: usn,
+        dc,
+        settings: cfg.settings_fingerprint(),
+    };
+    apply_and_record(cfg, allow, store, run_id, ad, &snap, None, marks, "full").await
+}
 
-async fn sync_inner(cfg: &Config, allow_deletes: bool, store: &mut Store, run_id: i64) -> Result<Inner, Fatal> {
+/// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
+async fn delta_cycle(
+    cfg: &Config,
+    allow: bool,
+    store: &mut Store,
+    run_id: i64,
+    graph: &GraphClient,
+    ad: &mut AdConn,
+    w: &Watermarks,
+) -> Result<Option<Outcome>, Fatal> {
+    let ou = cfg.ad.target_ou.clone();
+    let (usn, dc) = ad.highest_usn().await?;
+    if dc != w.dc {
+        // USNs are per DC: changes cannot be followed across a failover.
+        return Ok(None);
+    }
+    let groups = match graph.delta_round(&w.groups_link).await {
+        Err(e) if is_expired(&e) => return Ok(None),
+        other => other?,
+    };
+    let users = match graph.delta_round(&w.users_link).await {
+        Err(e) if is_expired(&e) => return Ok(None),
+        other => other?,
+    };
     let state = store.state()?;
-    let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(cfg, &graph, &mut ad).await?;
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow_deletes));
+    let our_usns = store.usns()?;
+
+    // Dirty: changed in the cloud, changed in AD by someone else, or with an open error.
+    let mut dirty: BTreeSet<String> = groups.changed.iter().chain(groups.removed.keys()).cloned().collect();
+    let drifted: Vec<String> = ad
+        .owned_changed_since(&ou, w.ad_usn + 1)
+        .await?
+        .into_iter()
+        .filter(|(id, u)| our_usns.get(id) != Some(u))
+        .map(|(id, _)| id)
+        .collect();
+    dirty.extend(drifted.iter().cloned());
+    // Deleted by hand: the tombstone's objectGUID names the group through our links.
+    let gone: BTreeSet<String> = ad.deleted_groups_since(w.ad_usn + 1).await?.into_iter().collect();
+    dirty.extend(state.links.iter().filter(|(_, l)| gone.contains(&l.guid)).map(|(id, _)| id.clone()));
+    dirty.extend(store.error_ids()?);
+    let changed_users: Vec<String> = users.changed.iter().chain(users.removed.keys()).cloned().collect();
+    if !changed_users.is_empty() {
+        dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
+    }
+    let to_read: Vec<String> = dirty.iter().filter(|id| !groups.removed.contains_key(*id)).cloned().collect();
+    let (mut found, mut missing, mut failed) = graph.groups_by_id(&to_read).await;
+
+    // A group entering or leaving scope changes the members of the groups that contain it.
+    let flipped: Vec<String> = found
+        .iter()
+        .filter(|g| decide(g).in_scope != state.links.contains_key(&g.id))
+        .map(|g| g.id.clone())
+        .chain(groups.removed.keys().filter(|id| state.links.contains_key(*id)).cloned())
+        .collect();
+    if !flipped.is_empty() {
+        let parents: Vec<String> =
+            graph.parents_of(Collection::Groups, &flipped).await?.into_iter().filter(|p| !dirty.contains(p)).collect();
+        let (f, m, x) = graph.groups_by_id(&parents).await;
+        found.extend(f);
+        missing.extend(m);
+        failed.extend(x);
+        dirty.extend(parents);
+    }
+    if !missing.is_empty() {
+        tracing::info!(groups = ?missing, "not found in Graph and not reported deleted: left for the next full sync");
+    }
+    tracing::info!(
+        cloud_changes = groups.changed.len() + groups.removed.len(),
+        member_changes = groups.member_changes,
+        user_changes = changed_users.len(),
+        ad_drift = drifted.len(),
+        dirty = dirty.len(),
+        "delta cycle"
+    );
+
+    let mut cloud = CloudSnapshot { groups: found, rejected: failed, ..Default::default() };
+    cloud.soft_deleted =
+        groups.removed.iter().filter(|(_, r)| **r == Removed::Soft).map(|(id, _)| id.clone()).collect();
+    let in_scope: Vec<String> = decisions(&cloud).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    cloud.members = graph.members_of(&in_scope).await;
+    // Only groups Graph described (or reported removed) are planned; nothing else can be an orphan.
+    let considered: Vec<String> =
+        cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
+    let owned = ad.read_owned_groups_by_ids(&ou, &considered).await?;
+    let ad_snap = resolve(ad, &cloud, owned).await?;
+    let snap = Snapshot { cloud, ad: ad_snap };
+    let marks = Watermarks {
+        groups_link: groups.delta_link,
+        users_link: users.delta_link,
+        taken_at: now_secs(),
+        ad_usn: usn,
+        dc,
+        settings: cfg.settings_fingerprint(),
+    };
+    let looked_at: Vec<String> = dirty.into_iter().collect();
+    apply_and_record(cfg, allow, store, run_id, ad, &snap, Some(looked_at), marks, "delta").await.map(Some)
+}
+
+/// Plans the snapshot, applies it, records links, errors and watermarks.
+#[allow(clippy::too_many_arguments)]
+async fn apply_and_record(
+    cfg: &Config,
+    allow: bool,
+    store: &mut Store,
+    run_id: i64,
+    ad: &mut AdConn,
+    snap: &Snapshot,
+    looked_at: Option<Vec<String>>,
+    marks: Watermarks,
+    kind: &'static str,
+) -> Result<Outcome, Fatal> {
+    let state = store.state()?;
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
     if let Some(why) = &plan.blocked {
-        ad.close().await;
         let mut s = plan.summary.clone();
         s.errors = plan.errors.len();
-        return Ok(("stopped-delete-threshold", s, plan.errors.clone(), Some(why.clone())));
+        return Ok(Outcome {
+            kind,
+            status: "stopped-delete-threshold",
+            summary: s,
+            errors: plan.errors.clone(),
+            message: Some(why.clone()),
+        });
     }
     for n in &plan.notices {
         tracing::warn!("{n}");
     }
     tracing::info!(operations = plan.operations.len(), "applying the plan");
     let report = ad.apply(&plan, std::slice::from_ref(&cfg.ad.target_ou)).await;
-    ad.close().await;
 
     let mut errors = plan.errors.clone();
     errors.extend(apply_errors(&report));
@@ -146,7 +350,7 @@ async fn sync_inner(cfg: &Config, allow_deletes: bool, store: &mut Store, run_id
     summary.errors = errors.len();
 
     // Links: every owned group we saw, updated by what this run created, renamed or deleted.
-    let mut links: std::collections::BTreeMap<String, (String, String)> =
+    let mut links: BTreeMap<String, (String, String)> =
         snap.ad.groups.iter().map(|g| (g.cloud_id.clone(), (g.guid.clone(), g.dn.clone()))).collect();
     links.extend(report.links.clone());
     let deleted: Vec<String> = plan
@@ -160,15 +364,25 @@ async fn sync_inner(cfg: &Config, allow_deletes: bool, store: &mut Store, run_id
         links.remove(id);
     }
     store.save_links(links.iter().map(|(id, (g, dn))| (id.as_str(), g.as_str(), dn.as_str())), &deleted)?;
-    store.replace_errors(run_id, &errors)?;
-    tracing::info!(
-        graph_requests = snap.graph_requests,
-        graph_throttled = snap.graph_throttled,
-        ldap_writes = report.ldap_writes,
-        "cycle done"
-    );
+    // The USNs our writes left, so the next delta cycle does not take them for drift.
+    if report.ldap_writes > 0 {
+        let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
+        let ours: Vec<(String, u64)> = ad
+            .owned_changed_since(&cfg.ad.target_ou, marks.ad_usn + 1)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| written.contains(id.as_str()))
+            .collect();
+        store.save_usns(&ours)?;
+    }
+    match &looked_at {
+        None => store.replace_errors(run_id, &errors)?,
+        Some(ids) => store.merge_errors(run_id, ids, &errors)?,
+    }
+    store.save_watermarks(&marks)?;
+    tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
     let status = if errors.is_empty() { "success" } else { "completed-with-errors" };
-    Ok((status, summary, errors, None))
+    Ok(Outcome { kind, status, summary, errors, message: None })
 }
 
 fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {

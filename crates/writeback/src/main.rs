@@ -57,7 +57,8 @@ enum Command {
     },
     /// Run one cycle: read, plan, apply, record.
     Sync {
-        /// Read everything from Graph and the whole managed OU (the only mode in this version).
+        /// Read everything from Graph and the whole managed OU, instead of the changes since
+        /// the last cycle (a delta cycle is the default once a full one has run).
         #[arg(long)]
         full: bool,
         /// Let this run go past the delete and member removal thresholds.
@@ -119,8 +120,8 @@ async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Plan { .. } => engine::plan(&cfg, false).await.map(|(p, _)| output::plan(&p, cli.json)),
-        Command::Sync { allow_deletes, .. } => {
-            engine::sync(&cfg, allow_deletes).await.map(|r| output::sync(&r, cli.json))
+        Command::Sync { allow_deletes, full } => {
+            engine::sync(&cfg, allow_deletes, full).await.map(|r| output::sync(&r, cli.json))
         }
         Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),

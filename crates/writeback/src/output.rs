@@ -30,12 +30,13 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
         }));
     } else {
         println!(
-            "run {} ({}): {} — {} ({:.1} s)",
+            "run {} ({}): {} — {} ({:.1} s, {} Graph requests)",
             r.run_id,
             r.kind,
             r.status,
             counts_line(s),
-            r.duration_ms as f64 / 1000.0
+            r.duration_ms as f64 / 1000.0,
+            r.graph_requests
         );
         for e in &r.errors {
             match &e.member_id {

@@ -1,0 +1,160 @@
+//! Delta queries: which groups and users changed since the last cycle. writeback uses them to
+//! find the groups to look at; it then reads those groups completely (never trusting a
+//! partial member list), so an idle cycle costs two requests and a busy one stays exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use writeback_core::CloudObject;
+
+use crate::read::{parse_object, GROUP_SELECT};
+use crate::{GraphClient, GraphError};
+
+/// User properties whose change matters: the anchors members are found by in AD.
+pub const USER_DELTA_SELECT: &str = "id,onPremisesSyncEnabled,onPremisesSecurityIdentifier,onPremisesImmutableId";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collection {
+    Groups,
+    Users,
+}
+
+/// How Graph reported an object gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// Reason `changed`: soft-deleted (recycle bin).
+    Soft,
+    /// Reason `deleted`: gone for good.
+    Permanent,
+}
+
+/// The changes of one delta round, every page merged.
+#[derive(Debug, Default)]
+pub struct DeltaRound {
+    /// Objects that changed (properties or members).
+    pub changed: BTreeSet<String>,
+    pub removed: BTreeMap<String, Removed>,
+    /// Member values added or removed across all entries (groups only), for the logs.
+    pub member_changes: usize,
+    /// Where the next round starts.
+    pub delta_link: String,
+}
+
+/// A delta token Graph no longer knows: start over with a full sync.
+pub fn is_expired(e: &GraphError) -> bool {
+    match e {
+        GraphError::Api { status: 410, .. } => true,
+        GraphError::Api { code, .. } => {
+            code.eq_ignore_ascii_case("syncStateNotFound") || code.eq_ignore_ascii_case("resyncRequired")
+        }
+        _ => false,
+    }
+}
+
+impl GraphClient {
+    /// A delta link that starts now (`$deltatoken=latest`), without reading anything.
+    pub async fn latest_delta_link(&self, coll: Collection) -> Result<String, GraphError> {
+        let url = match coll {
+            Collection::Groups => {
+                format!("{}/beta/groups/delta?$select={GROUP_SELECT},members&$deltatoken=latest", self.cfg.graph_url)
+            }
+            Collection::Users => {
+                format!("{}/v1.0/users/delta?$select={USER_DELTA_SELECT}&$deltatoken=latest", self.cfg.graph_url)
+            }
+        };
+        let page = self.get(&url).await?;
+        page["@odata.deltaLink"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| GraphError::Invalid("a $deltatoken=latest answer had no @odata.deltaLink".into()))
+    }
+
+    /// Follows a delta link through every page. Entries for one object (a group's members
+    /// spread over several entries and pages) are merged.
+    pub async fn delta_round(&self, link: &str) -> Result<DeltaRound, GraphError> {
+        let mut round = DeltaRound::default();
+        let mut next = link.to_string();
+        loop {
+            let page = self.get(&next).await?;
+            let items = page["value"]
+                .as_array()
+                .ok_or_else(|| GraphError::Invalid("a delta page had no value array".into()))?;
+            for item in items {
+                let Some(id) = item["id"].as_str().map(str::to_ascii_lowercase) else { continue };
+                if let Some(removed) = item.get("@removed") {
+                    let how =
+                        if removed["reason"].as_str() == Some("changed") { Removed::Soft } else { Removed::Permanent };
+                    round.changed.remove(&id);
+                    round.removed.insert(id, how);
+                    continue;
+                }
+                round.member_changes += item["members@delta"].as_array().map(Vec::len).unwrap_or(0);
+                round.removed.remove(&id);
+                round.changed.insert(id);
+            }
+            if let Some(n) = page["@odata.nextLink"].as_str() {
+                next = n.to_string();
+            } else if let Some(d) = page["@odata.deltaLink"].as_str() {
+                round.delta_link = d.to_string();
+                return Ok(round);
+            } else {
+                return Err(GraphError::Invalid(
+                    "a delta page had neither @odata.nextLink nor @odata.deltaLink".into(),
+                ));
+            }
+        }
+    }
+
+    /// Groups by id (in `$batch`es). Returns the groups found, the ids Graph does not know
+    /// (404), and per-id failures; a failure is never mistaken for "gone".
+    pub async fn groups_by_id(&self, ids: &[String]) -> (Vec<CloudObject>, BTreeSet<String>, Vec<(String, String)>) {
+        let reqs: Vec<(String, String)> =
+            ids.iter().map(|id| (id.clone(), format!("/groups/{id}?$select={GROUP_SELECT}"))).collect();
+        let (mut found, mut missing, mut failed) = (Vec::new(), BTreeSet::new(), Vec::new());
+        for (id, res) in self.batch_get(&reqs).await {
+            match res {
+                Ok(body) => match parse_object(&body) {
+                    Ok(g) => found.push(g),
+                    Err((_, why)) => failed.push((id, why)),
+                },
+                Err((404, _)) => {
+                    missing.insert(id);
+                }
+                Err((status, msg)) => failed.push((id, format!("Graph answered {status}: {msg}"))),
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        (found, missing, failed)
+    }
+
+    /// The groups that directly contain any of these objects (`memberOf`).
+    pub async fn parents_of(&self, coll: Collection, ids: &[String]) -> Result<BTreeSet<String>, GraphError> {
+        let kind = match coll {
+            Collection::Groups => "groups",
+            Collection::Users => "users",
+        };
+        let reqs: Vec<(String, String)> =
+            ids.iter().map(|id| (id.clone(), format!("/{kind}/{id}/memberOf?$select=id&$top=999"))).collect();
+        let mut parents = BTreeSet::new();
+        for (id, res) in self.batch_get(&reqs).await {
+            let body = match res {
+                Ok(b) => b,
+                Err((404, _)) => continue,
+                Err((status, msg)) => {
+                    return Err(GraphError::Api {
+                        status,
+                        code: "batch".into(),
+                        message: msg,
+                        path: format!("/{kind}/{id}/memberOf"),
+                    })
+                }
+            };
+            let mut items: Vec<Value> = body["value"].as_array().cloned().unwrap_or_default();
+            if let Some(next) = body["@odata.nextLink"].as_str() {
+                items.extend(self.get_all(next).await?);
+            }
+            parents.extend(items.iter().filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase));
+        }
+        Ok(parents)
+    }
+}
