@@ -37,6 +37,9 @@ struct Change {
     dropped: Vec<String>,
 }
 
+/// What changed for one object since a token: removed (and why), members added, members dropped.
+type Net = (Option<&'static str>, BTreeSet<String>, BTreeSet<String>);
+
 /// The change journal behind delta tokens.
 #[derive(Default)]
 pub struct Journal {
@@ -183,7 +186,7 @@ impl Journal {
             ));
         }
         // Collapse the changes since the token per object, in order.
-        let mut per: BTreeMap<String, (Option<&'static str>, BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+        let mut per: BTreeMap<String, Net> = BTreeMap::new();
         let mut order = Vec::new();
         for c in self.changes.iter().filter(|c| c.coll == coll && c.version > since) {
             let e = per.entry(c.id.clone()).or_insert_with(|| {
