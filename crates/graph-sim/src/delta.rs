@@ -135,7 +135,9 @@ impl Journal {
 
     /// Every token issued so far stops working (as after 7 days).
     pub fn expire_all(&mut self) {
-        self.expired_below = self.version + 1;
+        // A new version, so that tokens issued from now on are valid.
+        self.version += 1;
+        self.expired_below = self.version;
     }
 
     /// The entries of a round from `since` (None: the initial round) to now.

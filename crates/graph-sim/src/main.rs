@@ -186,7 +186,7 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
         }
         ("POST", "expire-delta-tokens") => {
             sim.journal.expire_all();
-            ok(json!({"expired_below": sim.journal.version + 1}))
+            ok(json!({"expired_below": sim.journal.version}))
         }
         ("POST", "expire-tokens") => {
             sim.tokens.clear();
