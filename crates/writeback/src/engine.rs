@@ -12,7 +12,7 @@ use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide;
-use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, ObjectError, Plan, State, Summary};
+use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, State, Summary};
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
 
@@ -111,6 +111,9 @@ pub struct RunResult {
     pub duration_ms: i64,
     pub message: Option<String>,
     pub graph_requests: u64,
+    pub graph_throttled: u64,
+    /// The explanation of every group this cycle planned.
+    pub reports: Vec<GroupReport>,
 }
 
 /// What one cycle did, before it is recorded as a run.
@@ -120,6 +123,7 @@ struct Outcome {
     summary: Summary,
     errors: Vec<ObjectError>,
     message: Option<String>,
+    reports: Vec<GroupReport>,
 }
 
 /// One sync cycle, recorded in the state database whatever happens. Delta when the state has
@@ -159,12 +163,12 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
             None => full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?,
         };
         ad.close().await;
-        Ok::<_, Fatal>((outcome, graph.stats.requests()))
+        Ok::<_, Fatal>((outcome, graph.stats.requests(), graph.stats.throttled()))
     }
     .await;
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {
-        Ok((mut o, graph_requests)) => {
+        Ok((mut o, graph_requests, graph_throttled)) => {
             if let Some(n) = note {
                 tracing::warn!("{n}");
                 o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
@@ -179,6 +183,8 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
                 duration_ms,
                 message: o.message,
                 graph_requests,
+                graph_throttled,
+                reports: o.reports,
             })
         }
         Err(Fatal(message)) => {
@@ -336,6 +342,7 @@ async fn apply_and_record(
             summary: s,
             errors: plan.errors.clone(),
             message: Some(why.clone()),
+            reports: plan.groups.clone(),
         });
     }
     for n in &plan.notices {
@@ -382,7 +389,7 @@ async fn apply_and_record(
     store.save_watermarks(&marks)?;
     tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
     let status = if errors.is_empty() { "success" } else { "completed-with-errors" };
-    Ok(Outcome { kind, status, summary, errors, message: None })
+    Ok(Outcome { kind, status, summary, errors, message: None, reports: plan.groups })
 }
 
 fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {

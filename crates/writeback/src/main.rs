@@ -1,8 +1,11 @@
 //! The `writeback` command line.
 
 mod config;
+mod daemon;
 mod engine;
+mod lock;
 mod output;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,12 +44,28 @@ struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// The daemon: delta cycles every [daemon] interval, a full cycle every full_interval,
+    /// HTTP /healthz, /metrics and a status page on [daemon] listen.
+    Run {
+        /// Listen here instead of [daemon] listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Preflight: config, Graph token and permissions, AD bind over TLS, the target OU, schema.
     Check,
     /// Show what a sync would do; writes nothing anywhere.
@@ -86,7 +105,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.verbose, cli.quiet);
+    let daemon = matches!(cli.command, Command::Run { .. });
+    init_logs(cli.verbose, cli.quiet, cli.log_format, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -97,16 +117,22 @@ fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli)))
 }
 
-fn init_logs(verbose: u8, quiet: bool) {
+fn init_logs(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
+        // A daemon says what it does; a one-shot command keeps stderr for problems.
+        (_, 0) if daemon => "info",
         (_, 0) => "warn",
         (_, 1) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn run(cli: Cli) -> u8 {
@@ -119,9 +145,10 @@ async fn run(cli: Cli) -> u8 {
     };
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
+        Command::Run { listen } => return daemon::run(cfg, listen).await,
         Command::Plan { .. } => engine::plan(&cfg, false).await.map(|(p, _)| output::plan(&p, cli.json)),
         Command::Sync { allow_deletes, full } => {
-            engine::sync(&cfg, allow_deletes, full).await.map(|r| output::sync(&r, cli.json))
+            sync_locked(&cfg, allow_deletes, full).await.map(|r| output::sync(&r, cli.json))
         }
         Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
@@ -137,6 +164,24 @@ async fn run(cli: Cli) -> u8 {
             exit::CANNOT_RUN
         }
     }
+}
+
+/// One cycle, holding the state lock so that it never races a daemon or another sync.
+async fn sync_locked(cfg: &Config, allow_deletes: bool, full: bool) -> Result<engine::RunResult, Fatal> {
+    let state = cfg.state_path();
+    let lock = match lock::StateLock::try_acquire(&state) {
+        Ok(Ok(l)) => l,
+        Ok(Err(holder)) => {
+            return Err(Fatal(format!(
+            "another writeback (pid {holder}) holds {}: a daemon or a sync is already running on this state database",
+            lock::lock_path(&state).display()
+        )))
+        }
+        Err(e) => return Err(Fatal(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
+    };
+    let r = engine::sync(cfg, allow_deletes, full).await;
+    drop(lock);
+    r
 }
 
 fn open_store(cfg: &Config) -> Result<Option<writeback_store::Store>, Fatal> {

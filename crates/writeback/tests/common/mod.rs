@@ -487,6 +487,42 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     bin
 }
 
+/// A minimal HTTP/1.1 client: (status, body text). `None` when nothing listens.
+pub fn http_raw(base: &str, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, String)> {
+    let host = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).ok()?;
+    let payload = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len()).ok()?;
+    s.write_all(&payload).ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    // Chunked bodies (axum streams some responses): join the chunks.
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 /// A minimal HTTP/1.1 client for the simulator's control API.
 pub fn http(base: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
     let host = base.trim_start_matches("http://");

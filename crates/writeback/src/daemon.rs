@@ -1,0 +1,315 @@
+//! `writeback run`: delta cycles every `[daemon] interval`, a full cycle every
+//! `[daemon] full_interval`, a cycle on demand (`POST /sync`, SIGHUP or SIGUSR1), one active
+//! instance per state database (a second waits as standby and takes over), back-off while
+//! the DC or Graph is down, and a graceful stop on SIGTERM/SIGINT after the current cycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics::{counter, gauge, histogram};
+use tokio::sync::Notify;
+use writeback_core::{GroupReport, MemberStatus};
+
+use crate::config::Config;
+use crate::engine::{self, Fatal, RunResult};
+use crate::lock::StateLock;
+use crate::{exit, web};
+
+/// The longest wait between attempts while something is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Standby,
+    Active,
+    Stopping,
+}
+
+/// What the listener shows; updated by the cycle loop.
+pub struct Status {
+    pub role: Role,
+    pub interval: Duration,
+    pub last_success: Option<(Instant, SystemTime)>,
+    pub last_cycle: Option<(String, String, SystemTime, Option<String>)>,
+    pub running: Option<&'static str>,
+    pub failures: u32,
+    pub backoff_reason: Option<String>,
+    pub next_cycle: Option<Instant>,
+    pub lock_lost: bool,
+    /// The explanation of every group, as of the last cycle that planned it.
+    pub reports: BTreeMap<String, GroupReport>,
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub status: Mutex<Status>,
+    pub trigger: Notify,
+    pub started: Instant,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Daemon {
+    pub fn status(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Healthy: active, lock held, and a successful cycle within 3 intervals (or still
+    /// within the first 3 intervals after start).
+    pub fn health(&self) -> (bool, String) {
+        let s = self.status();
+        let limit = s.interval * 3;
+        match s.role {
+            Role::Standby => (true, "standby: another instance is active".into()),
+            Role::Stopping => (false, "stopping".into()),
+            Role::Active if s.lock_lost => {
+                (false, "the state lock file was removed: this instance stopped writing".into())
+            }
+            Role::Active => match s.last_success {
+                Some((t, _)) if t.elapsed() <= limit => (true, "ok".into()),
+                None if self.started.elapsed() <= limit => (true, "starting".into()),
+                _ => (
+                    false,
+                    format!(
+                        "no successful cycle for over {} s ({})",
+                        limit.as_secs(),
+                        s.backoff_reason.clone().unwrap_or_else(|| "no reason recorded".into())
+                    ),
+                ),
+            },
+        }
+    }
+}
+
+pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
+    let (interval, full_interval) =
+        match (humantime::parse_duration(&cfg.daemon.interval), humantime::parse_duration(&cfg.daemon.full_interval)) {
+            (Ok(i), Ok(f)) => (i.max(Duration::from_secs(1)), f),
+            _ => {
+                eprintln!("error: [daemon] interval and full_interval must be durations such as \"60s\" and \"24h\"");
+                return exit::CONFIG;
+            }
+        };
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot set up metrics: {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    let listen = listen.unwrap_or_else(|| cfg.daemon.listen.clone());
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen} ([daemon] listen): {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    let state_path = cfg.state_path();
+    let status = Status {
+        role: Role::Standby,
+        interval,
+        last_success: None,
+        last_cycle: None,
+        running: None,
+        failures: 0,
+        backoff_reason: None,
+        next_cycle: None,
+        lock_lost: false,
+        reports: BTreeMap::new(),
+    };
+    let daemon =
+        Arc::new(Daemon { cfg, status: Mutex::new(status), trigger: Notify::new(), started: Instant::now(), metrics });
+    tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
+    let app = web::router(daemon.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the listener stopped");
+        }
+    });
+
+    let stop = Arc::new(Notify::new());
+    spawn_signals(daemon.clone(), stop.clone());
+
+    let lock = match StateLock::try_acquire(&state_path) {
+        Ok(Ok(l)) => l,
+        Ok(Err(holder)) => {
+            tracing::warn!(holder, lock = %crate::lock::lock_path(&state_path).display(), "standby: another writeback is active on this state database; waiting to take over");
+            tokio::select! {
+                l = StateLock::acquire_waiting(&state_path) => match l {
+                    Ok(l) => l,
+                    Err(e) => { eprintln!("error: cannot lock the state database: {e}"); return exit::CANNOT_RUN; }
+                },
+                _ = stop.notified() => return exit::OK,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot lock {}: {e}", crate::lock::lock_path(&state_path).display());
+            return exit::CANNOT_RUN;
+        }
+    };
+    daemon.status().role = Role::Active;
+    tracing::info!(
+        interval_s = interval.as_secs_f64(),
+        full_interval_s = full_interval.as_secs_f64(),
+        "active: running cycles"
+    );
+
+    let code = cycles(&daemon, &lock, &stop, interval, full_interval).await;
+    daemon.status().role = Role::Stopping;
+    drop(lock);
+    tracing::info!("stopped");
+    code
+}
+
+async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Duration, full_interval: Duration) -> u8 {
+    let mut last_full: Option<Instant> = None;
+    let mut next = Instant::now();
+    loop {
+        daemon.status().next_cycle = Some(next);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = daemon.trigger.notified() => tracing::info!("cycle requested"),
+            _ = stop.notified() => return exit::OK,
+        }
+        if !lock.intact() {
+            tracing::error!(lock = %lock.path.display(), "the state lock file was removed: stopping writes");
+            daemon.status().lock_lost = true;
+            return exit::CANNOT_RUN;
+        }
+        // Full at start (it explains every group for the status page) and every full_interval.
+        let full = last_full.is_none_or(|t| t.elapsed() >= full_interval);
+        daemon.status().running = Some(if full { "full" } else { "delta" });
+        let started = Instant::now();
+        let result = engine::sync(&daemon.cfg, false, full).await;
+        let mut s = daemon.status();
+        s.running = None;
+        match result {
+            Ok(r) => {
+                if r.kind == "full" {
+                    last_full = Some(Instant::now());
+                }
+                record(&mut s, &r, started.elapsed());
+                s.failures = 0;
+                s.backoff_reason = None;
+                next = Instant::now() + interval;
+            }
+            Err(Fatal(reason)) => {
+                s.failures += 1;
+                let wait = backoff(interval, s.failures);
+                tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
+                counter!("writeback_cycles_total", "kind" => if full { "full" } else { "delta" }, "status" => "failed")
+                    .increment(1);
+                s.last_cycle = Some(("unknown".into(), "failed".into(), SystemTime::now(), Some(reason.clone())));
+                s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+                next = Instant::now() + wait;
+            }
+        }
+    }
+}
+
+/// interval × 2^(failures-1), at most [`MAX_BACKOFF`] (and never below the interval).
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(10);
+    (interval * factor).min(MAX_BACKOFF.max(interval))
+}
+
+fn record(s: &mut Status, r: &RunResult, took: Duration) {
+    let now = (Instant::now(), SystemTime::now());
+    if r.status != "failed" && r.status != "stopped-delete-threshold" {
+        s.last_success = Some(now);
+        let unix = now.1.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        gauge!("writeback_last_success_timestamp_seconds").set(unix);
+    }
+    s.last_cycle = Some((r.kind.to_string(), r.status.to_string(), now.1, r.message.clone()));
+    if r.kind == "full" {
+        s.reports.clear();
+    }
+    for g in &r.reports {
+        s.reports.insert(g.cloud_id.clone(), g.clone());
+    }
+    counter!("writeback_cycles_total", "kind" => r.kind, "status" => r.status).increment(1);
+    histogram!("writeback_cycle_duration_seconds", "kind" => r.kind).record(took.as_secs_f64());
+    let c = &r.summary;
+    for (op, n) in [
+        ("add", c.adds),
+        ("update", c.updates),
+        ("rename", c.renames),
+        ("move", c.moves),
+        ("delete", c.deletes),
+        ("member-add", c.member_adds),
+        ("member-remove", c.member_removes),
+    ] {
+        counter!("writeback_operations_total", "op" => op).increment(n as u64);
+    }
+    counter!("writeback_graph_requests_total").increment(r.graph_requests);
+    counter!("writeback_graph_throttled_total").increment(r.graph_throttled);
+    gauge!("writeback_cycle_errors").set(c.errors as f64);
+    let in_scope = s.reports.values().filter(|g| g.in_scope).count();
+    gauge!("writeback_groups_in_scope").set(in_scope as f64);
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in
+        s.reports.values().filter(|g| g.in_scope).flat_map(|g| &g.members).filter(|m| m.status == MemberStatus::Skipped)
+    {
+        *by_reason.entry(m.reason.as_deref().unwrap_or("unknown")).or_default() += 1;
+    }
+    let reasons: BTreeSet<&str> = [
+        "cloud-only",
+        "not-found-in-ad",
+        "nested-group-not-written-back",
+        "domain-local-group",
+        "unsupported-member-type",
+    ]
+    .into();
+    for reason in reasons.iter().copied().chain(by_reason.keys().copied()).collect::<BTreeSet<_>>() {
+        gauge!("writeback_skipped_members", "reason" => reason.to_string())
+            .set(*by_reason.get(reason).unwrap_or(&0) as f64);
+    }
+}
+
+fn spawn_signals(daemon: Arc<Daemon>, stop: Arc<Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mk = |k: SignalKind| signal(k).map_err(|e| tracing::error!(error = %e, "cannot listen for signals"));
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        mk(SignalKind::terminate()),
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::hangup()),
+        mk(SignalKind::user_defined1()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => { daemon.trigger.notify_one(); continue; }
+                _ = usr1.recv() => { daemon.trigger.notify_one(); continue; }
+            }
+            if stopping {
+                tracing::warn!("second stop signal: leaving now; the interrupted cycle is repeated at the next start");
+                std::process::exit(i32::from(exit::CANNOT_RUN));
+            }
+            stopping = true;
+            tracing::info!("stopping after the current cycle (send the signal again to leave at once)");
+            stop.notify_one();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let i = Duration::from_secs(60);
+        assert_eq!(backoff(i, 1), i);
+        assert_eq!(backoff(i, 2), i * 2);
+        assert_eq!(backoff(i, 4), i * 8);
+        assert_eq!(backoff(i, 30), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(3600), 3), Duration::from_secs(3600), "never below the interval");
+    }
+}

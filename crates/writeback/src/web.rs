@@ -1,0 +1,227 @@
+//! The daemon's listener: `/healthz`, `/metrics` (Prometheus), `POST /sync`, and a status page
+//! (one HTML document, no external assets) with the run history, current errors and a search
+//! box that explains one group as `writeback show` does.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use writeback_core::{GroupReport, MemberStatus};
+
+use crate::daemon::{Daemon, Role};
+
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/sync", post(sync_now))
+        .route("/api/status", get(status_json))
+        .with_state(d)
+}
+
+async fn healthz(State(d): State<Arc<Daemon>>) -> Response {
+    let (ok, reason) = d.health();
+    let role = d.status().role;
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({"healthy": ok, "role": role, "reason": reason}))).into_response()
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
+    let since = d.status().last_success.map(|(t, _)| t.elapsed()).unwrap_or_else(|| d.started.elapsed());
+    metrics::gauge!("writeback_seconds_since_last_success").set(since.as_secs_f64());
+    metrics::gauge!("writeback_active").set(if d.status().role == Role::Active { 1.0 } else { 0.0 });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], d.metrics.render()).into_response()
+}
+
+async fn sync_now(State(d): State<Arc<Daemon>>) -> Response {
+    if d.status().role != Role::Active {
+        return (StatusCode::CONFLICT, Json(json!({"queued": false, "reason": "this instance is not the active one"})))
+            .into_response();
+    }
+    d.trigger.notify_one();
+    (StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()
+}
+
+async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
+    let (healthy, reason) = d.health();
+    let s = d.status();
+    Json(json!({
+        "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
+        "running": s.running, "last_cycle": s.last_cycle.as_ref().map(|(k, st, _, m)| json!({"kind": k, "status": st, "message": m})),
+    }))
+    .into_response()
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ago(t: SystemTime) -> String {
+    let s = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{s} s ago")
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}h2{font-size:16px;margin-top:2em}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}\
+td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}.muted{color:#777}input{font:inherit;padding:3px;width:24em}";
+
+async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Html<String> {
+    let (healthy, reason) = d.health();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=utf-8><title>writeback</title><style>{STYLE}</style></head><body>"
+    );
+    let _ = write!(h, "<h1>writeback</h1><p>Target OU <b>{}</b></p>", esc(&d.cfg.ad.target_ou));
+    {
+        let s = d.status();
+        let class = if healthy { "ok" } else { "bad" };
+        let _ = write!(h, "<p>Role: <b>{:?}</b> — <span class={class}>{}</span>", s.role, esc(&reason));
+        if let Some(k) = s.running {
+            let _ = write!(h, " — a {k} cycle is running");
+        }
+        if let Some((_, at)) = s.last_success {
+            let _ = write!(h, " — last success {}", ago(at));
+        }
+        if let Some(b) = &s.backoff_reason {
+            let _ = write!(h, "<br><span class=bad>Backing off: {}</span>", esc(b));
+        }
+        h.push_str("</p>");
+    }
+    let needle = q.get("group").map(|s| s.trim().to_string()).unwrap_or_default();
+    let _ = write!(
+        h,
+        "<form method=get><input name=group placeholder='group object id or display name' value=\"{}\"> <button>Show</button></form>",
+        esc(&needle)
+    );
+    if !needle.is_empty() {
+        h.push_str(&show(&d, &needle));
+    }
+    h.push_str(&history(&d));
+    h.push_str("</body></html>");
+    Html(h)
+}
+
+fn show(d: &Daemon, needle: &str) -> String {
+    let s = d.status();
+    let lower = needle.to_lowercase();
+    let exact: Vec<&GroupReport> =
+        s.reports.values().filter(|g| g.cloud_id == lower || g.display_name == needle).collect();
+    let found: Vec<&GroupReport> = if exact.is_empty() {
+        s.reports.values().filter(|g| g.display_name.to_lowercase().contains(&lower)).take(20).collect()
+    } else {
+        exact
+    };
+    let mut h = String::new();
+    if found.is_empty() {
+        let _ = write!(h, "<p class=bad>No group matches “{}” in the last cycles.</p>", esc(needle));
+    }
+    for g in found {
+        let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
+        let _ = write!(
+            h,
+            "<h2>{} <span class=muted>{}</span></h2><p>In scope: <b>{}</b> — {}<br>AD: {}<br>groupType: {}<br>Last cycle: {}</p>",
+            esc(&g.display_name),
+            esc(&g.cloud_id),
+            if g.in_scope { "yes" } else { "no" },
+            esc(&g.reason),
+            esc(g.dn.as_deref().unwrap_or("(none)")),
+            g.group_type.map(|t| t.to_string()).unwrap_or_default(),
+            esc(&g.action)
+        );
+        if g.in_scope {
+            let _ = write!(h, "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th class=l>status</th><th class=l>type</th><th class=l>member</th><th class=l>name</th><th class=l>reason</th></tr>", g.members.len(), written);
+            for m in &g.members {
+                let st = if m.status == MemberStatus::Written { "written" } else { "skipped" };
+                let _ = write!(
+                    h,
+                    "<tr><td class=l>{st}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
+                    esc(&m.kind),
+                    esc(&m.cloud_id),
+                    esc(m.display_name.as_deref().unwrap_or("")),
+                    esc(m.reason.as_deref().unwrap_or(""))
+                );
+            }
+            h.push_str("</table>");
+        }
+    }
+    h
+}
+
+fn history(d: &Daemon) -> String {
+    let mut h = String::from("<h2>Run history</h2>");
+    let store = match writeback_store::Store::open_read_only(&d.cfg.state_path()) {
+        Ok(Some(s)) => s,
+        Ok(None) => return h + "<p class=muted>No runs yet.</p>",
+        Err(e) => return h + &format!("<p class=bad>{}</p>", esc(&e.to_string())),
+    };
+    h.push_str("<table><tr><th>run</th><th class=l>started</th><th class=l>kind</th><th class=l>status</th><th>adds</th><th>updates</th><th>renames</th><th>moves</th><th>deletes</th><th>+members</th><th>−members</th><th>skipped</th><th>errors</th><th>ms</th></tr>");
+    for r in store.runs(50).unwrap_or_default() {
+        let c = &r.counts;
+        let class = match r.status.as_str() {
+            "success" => "ok",
+            "running" => "muted",
+            _ => "bad",
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class='l {class}' title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.run_id,
+            esc(&r.started_at),
+            esc(&r.kind),
+            esc(r.message.as_deref().unwrap_or("")),
+            esc(&r.status),
+            c.adds,
+            c.updates,
+            c.renames,
+            c.moves,
+            c.deletes,
+            c.member_adds,
+            c.member_removes,
+            c.skipped_members,
+            c.errors,
+            r.duration_ms
+        );
+    }
+    h.push_str("</table><h2>Current errors</h2>");
+    let errors = store.errors().unwrap_or_default();
+    if errors.is_empty() {
+        h.push_str("<p class=ok>None.</p>");
+        return h;
+    }
+    h.push_str(
+        "<table><tr><th class=l>group</th><th class=l>member</th><th class=l>error</th><th class=l>since</th></tr>",
+    );
+    for e in errors {
+        let _ = write!(
+            h,
+            "<tr><td class=l><a href=\"?group={}\">{}</a></td><td class=l>{}</td><td class='l bad'>{}</td><td class=l>{}</td></tr>",
+            esc(&e.cloud_id),
+            esc(&e.cloud_id),
+            esc(e.member_id.as_deref().unwrap_or("")),
+            esc(&e.message),
+            esc(&e.since)
+        );
+    }
+    h.push_str("</table>");
+    h
+}
