@@ -108,7 +108,14 @@ async fn handle(
         } else {
             let json_body: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
             if rest == "/$batch" && method == Method::POST {
-                sim.batch(beta, json_body.unwrap_or_default(), &base)
+                let reply = sim.batch(beta, json_body.unwrap_or_default(), &base);
+                sim.log.push(api::LogEntry {
+                    method: "POST".into(),
+                    url: path.clone(),
+                    status: reply.status,
+                    batch: false,
+                });
+                reply
             } else {
                 sim.graph(api::Request {
                     method: method.as_str(),

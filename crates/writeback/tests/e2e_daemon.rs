@@ -4,97 +4,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::{json, Value};
-
-/// A running `writeback run`, stopped (SIGTERM, then kill) when dropped.
-struct Daemon {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Daemon {
-    fn start(fx: &Fixture) -> Daemon {
-        let port = free_port();
-        let bin =
-            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-        let log = std::fs::File::create(fx.dir.join(format!("daemon-{port}.log"))).expect("log");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(fx.dir.join("writeback.toml"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the daemon");
-        let d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}") };
-        d.wait_for("listening", |_| true);
-        d
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_raw(&self.url, "GET", path, None)
-    }
-
-    fn health(&self) -> Option<(u16, Value)> {
-        self.get("/healthz").map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
-    }
-
-    /// Polls `/healthz` until `pred` holds (20 s at most).
-    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((_, h)) = self.health() {
-                if pred(&h) {
-                    return h;
-                }
-            }
-            assert!(Instant::now() < until, "timed out waiting for the daemon at {}: {what}", self.url);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn metric(&self, line_start: &str) -> Option<f64> {
-        let (_, text) = self.get("/metrics")?;
-        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-    }
-
-    fn stop(&mut self) -> i32 {
-        let Some(mut child) = self.child.take() else { return -1 };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                return -1;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < until, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value) {
     let mut fx = Fixture::new(name);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ldap3::controls::RawControl;
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -571,4 +572,92 @@ pub fn m365_group(id: &str, name: &str, enabled: Option<bool>, ty: Option<&str>,
 
 pub fn tenant(users: Vec<Value>, groups: Vec<Value>) -> Value {
     json!({"apps": app(), "users": users, "groups": groups})
+}
+
+// ---- the daemon ----
+
+/// A running `writeback run`, stopped (SIGTERM, then kill) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl Daemon {
+    pub fn start(fx: &Fixture) -> Daemon {
+        let port = free_port();
+        let bin =
+            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
+        let log = std::fs::File::create(fx.dir.join(format!("daemon-{port}.log"))).expect("log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(fx.dir.join("writeback.toml"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        let d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}") };
+        d.wait_for("listening", |_| true);
+        d
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_raw(&self.url, "GET", path, None)
+    }
+
+    pub fn health(&self) -> Option<(u16, Value)> {
+        self.get("/healthz").map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
+    }
+
+    /// Polls `/healthz` until `pred` holds (20 s at most).
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, h)) = self.health() {
+                if pred(&h) {
+                    return h;
+                }
+            }
+            assert!(Instant::now() < until, "timed out waiting for the daemon at {}: {what}", self.url);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metric(&self, line_start: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics")?;
+        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    pub fn stop(&mut self) -> i32 {
+        let Some(mut child) = self.child.take() else { return -1 };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                return -1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < until, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
