@@ -62,8 +62,15 @@ fn member_value(t: &GroupTarget, created: &HashMap<String, (String, String)>) ->
 impl AdConn {
     /// Applies the plan in order. Never writes outside `managed_ous`; never deletes an object
     /// that does not carry the marker of the cloud group it is deleted for.
-    pub async fn apply(&mut self, plan: &Plan, managed_ous: &[String]) -> ApplyReport {
+    /// `progress(done, total)` is called after each operation.
+    pub async fn apply(
+        &mut self,
+        plan: &Plan,
+        managed_ous: &[String],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> ApplyReport {
         let mut report = ApplyReport::default();
+        let total = plan.operations.len();
         let within =
             |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
         for op in &plan.operations {
@@ -113,6 +120,7 @@ impl AdConn {
                 tracing::warn!(cloud_id = %outcome.cloud_id, op = outcome.op, error = %e, "operation failed");
             }
             report.outcomes.push(outcome);
+            progress(report.outcomes.len(), total);
         }
         report
     }

@@ -17,6 +17,7 @@ use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
 
 use crate::config::Config;
+use crate::progress;
 
 /// Graph forgets delta tokens for directory objects after 7 days.
 const DELTA_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -43,6 +44,7 @@ fn now_secs() -> u64 {
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
 pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<Snapshot, Fatal> {
     let ou = cfg.ad.target_ou.clone();
+    progress::phase("reading the cloud's groups and the target OU");
     let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(&ou));
     let (groups, rejected) = groups?;
     let owned = owned?;
@@ -54,6 +56,7 @@ pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<
         owned_in_ad = owned.len(),
         "read the group lists"
     );
+    progress::phase(&format!("reading the members of {} groups", in_scope.len()));
     cloud.members = graph.members_of(&in_scope).await;
 
     // The recycle bin matters only for owned groups the cloud no longer lists.
@@ -72,6 +75,7 @@ async fn resolve(
     owned: Vec<writeback_core::AdGroup>,
 ) -> Result<AdSnapshot, Fatal> {
     let anchors: Vec<_> = member_anchors(cloud).into_iter().collect();
+    progress::phase(&format!("finding {} members in AD", anchors.len()));
     let directory = ad.resolve(&anchors).await?;
     tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
     Ok(AdSnapshot { schema: ad.schema, groups: owned, directory })
@@ -95,7 +99,9 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(cfg, &graph, &mut ad).await?;
+        let snap = read(cfg, &graph, &mut ad).await;
+    progress::done();
+    let snap = snap?;
     ad.close().await;
     let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow_deletes));
     Ok((plan, snap))
@@ -165,7 +171,8 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
         ad.close().await;
         Ok::<_, Fatal>((outcome, graph.stats.requests(), graph.stats.throttled()))
     }
-    .await;
+        .await;
+    progress::done();
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {
         Ok((mut o, graph_requests, graph_throttled)) => {
@@ -349,7 +356,9 @@ async fn apply_and_record(
         tracing::warn!("{n}");
     }
     tracing::info!(operations = plan.operations.len(), "applying the plan");
-    let report = ad.apply(&plan, std::slice::from_ref(&cfg.ad.target_ou)).await;
+    let report =
+        ad.apply(&plan, std::slice::from_ref(&cfg.ad.target_ou), &mut progress::counter("applying operations")).await;
+    progress::done();
 
     let mut errors = plan.errors.clone();
     errors.extend(apply_errors(&report));

@@ -5,6 +5,7 @@ mod daemon;
 mod engine;
 mod lock;
 mod output;
+mod progress;
 mod web;
 
 use std::path::PathBuf;
@@ -107,6 +108,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Run { .. });
     init_logs(cli.verbose, cli.quiet, cli.log_format, daemon);
+    if !daemon && !cli.json && !cli.quiet {
+        progress::enable_if_interactive();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
