@@ -133,23 +133,23 @@ impl AdConn {
         Ok(me)
     }
 
-    async fn read_root_dse(&mut self) -> Result<(), AdError> {
+    /// The rootDSE with the given attributes.
+    pub(crate) async fn root_dse(&mut self, attrs: Vec<&str>) -> Result<SearchEntry, AdError> {
         let (entries, _) = self
             .ldap
-            .search(
-                "",
-                Scope::Base,
-                "(objectClass=*)",
-                vec!["defaultNamingContext", "schemaNamingContext", "dnsHostName"],
-            )
+            .search("", Scope::Base, "(objectClass=*)", attrs)
             .await
             .and_then(|r| r.success())
             .map_err(|e| AdError::ldap("reading the rootDSE", e))?;
-        let e = entries
+        entries
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .ok_or_else(|| AdError::Connect("the DC returned no rootDSE".into()))?;
+            .ok_or_else(|| AdError::Connect("the DC returned no rootDSE".into()))
+    }
+
+    async fn read_root_dse(&mut self) -> Result<(), AdError> {
+        let e = self.root_dse(vec!["defaultNamingContext", "schemaNamingContext", "dnsHostName"]).await?;
         let first = |k: &str| e.attrs.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
         self.default_nc = first("defaultNamingContext");
         self.schema_nc = first("schemaNamingContext");

@@ -49,17 +49,7 @@ impl AdConn {
 
     /// `highestCommittedUSN` of this DC and the DC's identity (USNs are per DC).
     pub async fn highest_usn(&mut self) -> Result<(u64, String), AdError> {
-        let (entries, _) = self
-            .ldap
-            .search("", Scope::Base, "(objectClass=*)", vec!["highestCommittedUSN", "dsServiceName"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| AdError::ldap("reading the rootDSE", e))?;
-        let e = entries
-            .into_iter()
-            .next()
-            .map(SearchEntry::construct)
-            .ok_or_else(|| AdError::Connect("no rootDSE".into()))?;
+        let e = self.root_dse(vec!["highestCommittedUSN", "dsServiceName"]).await?;
         let usn = e.attrs.get("highestCommittedUSN").and_then(|v| v.first()).and_then(|s| s.parse().ok()).unwrap_or(0);
         let dc =
             e.attrs.get("dsServiceName").and_then(|v| v.first()).cloned().unwrap_or_else(|| self.dns_host_name.clone());

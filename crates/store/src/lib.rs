@@ -190,13 +190,7 @@ impl Store {
     pub fn merge_errors(&mut self, run_id: i64, looked_at: &[String], errors: &[ObjectError]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut up = tx.prepare(&format!(
-                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
-                 ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
-            ))?;
-            for e in errors {
-                up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
-            }
+            upsert_errors(&tx, run_id, errors)?;
             let mut del = tx.prepare("DELETE FROM errors WHERE cloud_id = ?1 AND run_id != ?2")?;
             for id in looked_at {
                 del.execute(params![id, run_id])?;
@@ -285,13 +279,7 @@ impl Store {
     pub fn replace_errors(&mut self, run_id: i64, errors: &[ObjectError]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut up = tx.prepare(&format!(
-                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
-                 ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
-            ))?;
-            for e in errors {
-                up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
-            }
+            upsert_errors(&tx, run_id, errors)?;
             tx.execute("DELETE FROM errors WHERE run_id != ?1", params![run_id])?;
         }
         tx.commit()?;
@@ -350,6 +338,18 @@ impl Store {
         Ok(self.conn.query_row("SELECT count(*) FROM links", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0)
             as usize)
     }
+}
+
+/// Records errors as seen in `run_id`; an error seen before keeps its `since`.
+fn upsert_errors(tx: &rusqlite::Transaction, run_id: i64, errors: &[ObjectError]) -> Result<()> {
+    let mut up = tx.prepare(&format!(
+        "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
+         ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
+    ))?;
+    for e in errors {
+        up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

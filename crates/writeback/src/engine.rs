@@ -99,7 +99,7 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-        let snap = read(cfg, &graph, &mut ad).await;
+    let snap = read(cfg, &graph, &mut ad).await;
     progress::done();
     let snap = snap?;
     ad.close().await;
@@ -171,7 +171,7 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
         ad.close().await;
         Ok::<_, Fatal>((outcome, graph.stats.requests(), graph.stats.throttled()))
     }
-        .await;
+    .await;
     progress::done();
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {
