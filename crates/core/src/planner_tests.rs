@@ -442,3 +442,22 @@ fn a_partial_snapshot_nests_groups_it_does_not_replan_through_their_links() {
         .any(|m| matches!(m, GroupTarget::Existing { guid, .. } if guid == "ffffffff-0000-0000-0000-000000000002")));
     assert_eq!(p.summary.deletes, 0, "groups outside the snapshot are never orphans");
 }
+
+#[test]
+fn schema_features_add_the_cloud_sync_anchor_and_exchange_attributes() {
+    let mut w = World::new();
+    w.ad.schema = SchemaFeatures { external_directory_object_id: true, exchange: true };
+    w.group(m365(1, "Team", None, None), vec![]);
+    w.group(security(2, "SG", Some(true)), vec![]);
+    let p = w.converge();
+    let attrs = |n: u32| match ops(&p, "add").into_iter().find(|o| o.cloud_id() == id(n)) {
+        Some(Operation::Add { attrs, .. }) => attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        _ => BTreeMap::new(),
+    };
+    let team = attrs(1);
+    assert_eq!(team["msDS-ExternalDirectoryObjectId"], vec![format!("Group_{}", id(1))]);
+    assert_eq!(team["mailNickname"], vec!["team".to_string()]);
+    let sg = attrs(2);
+    assert_eq!(sg["msDS-ExternalDirectoryObjectId"], vec![format!("Group_{}", id(2))]);
+    assert!(!sg.contains_key("mailNickname") && !sg.contains_key("mail"), "no mail attributes on a plain security group");
+}
