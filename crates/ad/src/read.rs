@@ -27,12 +27,28 @@ const MANAGED: &[&str] =
 impl AdConn {
     /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`
     /// as the members of a group whose ranged read failed.
-    pub async fn read_owned_groups(&mut self, ou: &str) -> Result<Vec<AdGroup>, AdError> {
-        self.read_groups(ou, None).await
+    pub async fn read_owned_groups(&mut self, ous: &[String]) -> Result<Vec<AdGroup>, AdError> {
+        let mut out = Vec::new();
+        for ou in ous {
+            out.extend(self.read_groups(ou, None).await?);
+        }
+        Ok(dedupe(out))
     }
 
     /// The owned groups of `ou` whose marker names one of `cloud_ids` (for a delta cycle).
-    pub async fn read_owned_groups_by_ids(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
+    pub async fn read_owned_groups_by_ids(
+        &mut self,
+        ous: &[String],
+        cloud_ids: &[String],
+    ) -> Result<Vec<AdGroup>, AdError> {
+        let mut out = Vec::new();
+        for ou in ous {
+            out.extend(self.read_owned_groups_by_ids_in(ou, cloud_ids).await?);
+        }
+        Ok(dedupe(out))
+    }
+
+    async fn read_owned_groups_by_ids_in(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
         let mut out = Vec::new();
         for chunk in cloud_ids.chunks(RESOLVE_BATCH) {
             let terms: String = chunk
@@ -57,7 +73,17 @@ impl AdConn {
     }
 
     /// Owned groups in `ou` changed (by anyone) at or after `usn` on this DC: (cloud id, uSNChanged).
-    pub async fn owned_changed_since(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
+    pub async fn owned_changed_since(&mut self, ous: &[String], usn: u64) -> Result<Vec<(String, u64)>, AdError> {
+        let mut out = Vec::new();
+        for ou in ous {
+            out.extend(self.owned_changed_since_in(ou, usn).await?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
         let mut stream = self
             .ldap
@@ -264,6 +290,13 @@ impl AdConn {
             (marker, parse_extended_dn(&e.dn).2)
         }))
     }
+}
+
+/// One entry per objectGUID (managed OUs may be found twice).
+fn dedupe(mut groups: Vec<AdGroup>) -> Vec<AdGroup> {
+    let mut seen = std::collections::HashSet::new();
+    groups.retain(|g| seen.insert(g.guid.clone()));
+    groups
 }
 
 fn member_ref(v: &str) -> Option<AdRef> {

@@ -33,6 +33,8 @@ pub struct PlannerConfig {
     pub on_soft_delete: OnRemoval,
     /// `--allow-deletes` for this run: thresholds do not stop it.
     pub allow_deletes: bool,
+    /// OUs whose owned groups are managed where they are instead of moved to the target OU.
+    pub stay_in: Vec<String>,
 }
 
 impl PlannerConfig {
@@ -46,6 +48,7 @@ impl PlannerConfig {
             on_out_of_scope: OnRemoval::Keep,
             on_soft_delete: OnRemoval::Keep,
             allow_deletes: false,
+            stay_in: Vec::new(),
         }
     }
 }

@@ -297,16 +297,21 @@ fn plan_group(
 
     let mut actions = Vec::new();
     let target = GroupTarget::Existing { guid: existing.guid.clone(), dn: existing.dn.clone() };
+    // Where it belongs: the target OU, unless it sits in an OU whose groups stay in place
+    // (adopted from Azure AD Connect without moving them).
     let (_, parent) = naming::split_dn(&existing.dn);
-    let moved = naming::normalize_dn(parent) != naming::normalize_dn(&cfg.target_ou);
+    let stays = cfg.stay_in.iter().any(|ou| naming::dn_is_within(parent, ou));
+    let want_parent = if stays { parent.to_string() } else { cfg.target_ou.clone() };
+    let want_dn = naming::group_dn(&d.cn, &want_parent);
+    let moved = naming::normalize_dn(parent) != naming::normalize_dn(&want_parent);
     if existing.cn != d.cn || moved {
         p.operations.push(Operation::Rename {
             cloud_id: id.to_string(),
             guid: existing.guid.clone(),
             dn: existing.dn.clone(),
             new_rdn: format!("CN={}", naming::escape_rdn_value(&d.cn)),
-            new_parent: moved.then(|| cfg.target_ou.clone()),
-            new_dn: d.dn.clone(),
+            new_parent: moved.then(|| want_parent.clone()),
+            new_dn: want_dn.clone(),
         });
         actions.push(if moved { "move" } else { "rename" });
     }
@@ -339,7 +344,7 @@ fn plan_group(
         actions.push("remove members");
     }
     let action = if actions.is_empty() { "in sync".to_string() } else { actions.join(", ") };
-    p.groups.push(report(d.group, &d.decision, Some(d.dn.clone()), &action, reports));
+    p.groups.push(report(d.group, &d.decision, Some(want_dn), &action, reports));
 }
 
 fn target_key(t: &GroupTarget) -> String {

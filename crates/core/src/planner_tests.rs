@@ -451,7 +451,9 @@ fn schema_features_add_the_cloud_sync_anchor_and_exchange_attributes() {
     w.group(security(2, "SG", Some(true)), vec![]);
     let p = w.converge();
     let attrs = |n: u32| match ops(&p, "add").into_iter().find(|o| o.cloud_id() == id(n)) {
-        Some(Operation::Add { attrs, .. }) => attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        Some(Operation::Add { attrs, .. }) => {
+            attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>()
+        }
         _ => BTreeMap::new(),
     };
     let team = attrs(1);
@@ -459,5 +461,42 @@ fn schema_features_add_the_cloud_sync_anchor_and_exchange_attributes() {
     assert_eq!(team["mailNickname"], vec!["team".to_string()]);
     let sg = attrs(2);
     assert_eq!(sg["msDS-ExternalDirectoryObjectId"], vec![format!("Group_{}", id(2))]);
-    assert!(!sg.contains_key("mailNickname") && !sg.contains_key("mail"), "no mail attributes on a plain security group");
+    assert!(
+        !sg.contains_key("mailNickname") && !sg.contains_key("mail"),
+        "no mail attributes on a plain security group"
+    );
+}
+
+#[test]
+fn a_new_target_ou_moves_groups_and_adopted_ones_can_stay() {
+    const CONNECT: &str = "OU=AADConnect,DC=corp,DC=test";
+    let mut w = World::new();
+    w.group(security(1, "Moves", Some(true)), vec![synced_user(1)]);
+    w.group(security(2, "Adopted", Some(true)), vec![synced_user(2)]);
+    w.converge();
+    // Group 2 was written by Azure AD Connect into its own OU.
+    let g2 = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(2)).expect("g2");
+    g2.dn = format!("CN=Group_{},{CONNECT}", id(2));
+    w.cfg.stay_in = vec![CONNECT.to_string()];
+    w.cfg.target_ou = "OU=New,DC=corp,DC=test".into();
+    let p = w.converge();
+    let renames = ops(&p, "rename");
+    assert_eq!(renames.len(), 1, "only the group in the old target OU moves");
+    let Operation::Rename { cloud_id, new_parent, new_rdn, .. } = renames[0] else { unreachable!() };
+    assert_eq!(
+        (cloud_id.as_str(), new_parent.as_deref(), new_rdn.as_str()),
+        (id(1).as_str(), Some("OU=New,DC=corp,DC=test"), format!("CN=Group_{}", id(1)).as_str())
+    );
+    assert_eq!(
+        (p.summary.moves, p.summary.renames, p.summary.adds, p.summary.deletes),
+        (1, 0, 0, 0),
+        "a move, never delete + add"
+    );
+    assert_eq!(p.report(&id(2))[0].dn.as_deref(), Some(format!("CN=Group_{},{CONNECT}", id(2)).as_str()));
+    // Configured to move adopted groups: it moves too, same objectGUID.
+    w.cfg.stay_in.clear();
+    let guid = w.ad.groups.iter().find(|g| g.cloud_id == id(2)).expect("g2").guid.clone();
+    let p = w.converge();
+    assert_eq!(p.summary.moves, 1);
+    assert_eq!(w.ad.groups.iter().find(|g| g.cloud_id == id(2)).expect("g2").guid, guid);
 }

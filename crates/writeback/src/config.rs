@@ -57,6 +57,10 @@ pub struct AdSection {
     pub bind_password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub target_ou: String,
+    /// OUs where groups written earlier (with the marker, e.g. by Azure AD Connect) are found
+    /// and adopted; they stay there unless `[writeback] move_adopted = true`.
+    #[serde(default)]
+    pub adopt_from: Vec<String>,
     /// Member values per LDAP modify.
     #[serde(default = "default_member_chunk")]
     pub member_chunk: usize,
@@ -75,6 +79,8 @@ pub struct WritebackSection {
     pub on_out_of_scope: OnRemoval,
     pub on_soft_delete: OnRemoval,
     pub write_owners: bool,
+    /// Move groups adopted from `[ad] adopt_from` into the target OU (same objectGUID and SID).
+    pub move_adopted: bool,
 }
 
 impl Default for WritebackSection {
@@ -87,6 +93,7 @@ impl Default for WritebackSection {
             on_out_of_scope: d.on_out_of_scope,
             on_soft_delete: d.on_soft_delete,
             write_owners: false,
+            move_adopted: false,
         }
     }
 }
@@ -171,12 +178,36 @@ impl Config {
         }
     }
 
+    /// The OUs writeback reads and writes in: the target OU, the adoption OUs, and the OUs
+    /// where groups it linked earlier are now (so a changed target OU moves them).
+    pub fn managed_ous(&self, state: &writeback_core::State) -> Vec<String> {
+        let mut ous: Vec<String> = vec![self.ad.target_ou.clone()];
+        ous.extend(self.ad.adopt_from.iter().cloned());
+        for link in state.links.values() {
+            let (_, parent) = writeback_core::naming::split_dn(&link.dn);
+            if !parent.is_empty() {
+                ous.push(parent.to_string());
+            }
+        }
+        // One OU once; an OU inside another is covered by the outer one's subtree search.
+        let mut out: Vec<String> = Vec::new();
+        for ou in ous {
+            if !out.iter().any(|o| writeback_core::naming::dn_is_within(&ou, o)) {
+                out.retain(|o| !writeback_core::naming::dn_is_within(o, &ou));
+                out.push(ou);
+            }
+        }
+        out
+    }
+
     /// What a delta cycle must run with to be valid: every setting that shapes the plan.
     pub fn settings_fingerprint(&self) -> String {
         let w = &self.writeback;
         format!(
-            "ou={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
+            "ou={};adopt={:?};move={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
             self.ad.target_ou.to_ascii_lowercase(),
+            self.ad.adopt_from,
+            w.move_adopted,
             w.cn_format,
             w.on_out_of_scope,
             w.on_soft_delete,
@@ -194,6 +225,7 @@ impl Config {
             on_out_of_scope: self.writeback.on_out_of_scope,
             on_soft_delete: self.writeback.on_soft_delete,
             allow_deletes,
+            stay_in: if self.writeback.move_adopted { Vec::new() } else { self.ad.adopt_from.clone() },
         }
     }
 

@@ -42,10 +42,9 @@ fn now_secs() -> u64 {
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
-pub async fn read(cfg: &Config, graph: &GraphClient, ad: &mut AdConn) -> Result<Snapshot, Fatal> {
-    let ou = cfg.ad.target_ou.clone();
+pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String]) -> Result<Snapshot, Fatal> {
     progress::phase("reading the cloud's groups and the target OU");
-    let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(&ou));
+    let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(ous));
     let (groups, rejected) = groups?;
     let owned = owned?;
     let mut cloud = CloudSnapshot { groups, rejected, ..Default::default() };
@@ -99,7 +98,7 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(cfg, &graph, &mut ad).await;
+    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state)).await;
     progress::done();
     let snap = snap?;
     ad.close().await;
@@ -214,7 +213,8 @@ async fn full_cycle(
     let (usn, dc) = ad.highest_usn().await?;
     let groups_link = graph.latest_delta_link(Collection::Groups).await?;
     let users_link = graph.latest_delta_link(Collection::Users).await?;
-    let snap = read(cfg, graph, ad).await?;
+    let ous = cfg.managed_ous(&store.state()?);
+    let snap = read(graph, ad, &ous).await?;
     let marks = Watermarks {
         groups_link,
         users_link,
@@ -236,7 +236,6 @@ async fn delta_cycle(
     ad: &mut AdConn,
     w: &Watermarks,
 ) -> Result<Option<Outcome>, Fatal> {
-    let ou = cfg.ad.target_ou.clone();
     let (usn, dc) = ad.highest_usn().await?;
     if dc != w.dc {
         // USNs are per DC: changes cannot be followed across a failover.
@@ -251,12 +250,13 @@ async fn delta_cycle(
         other => other?,
     };
     let state = store.state()?;
+    let ous = cfg.managed_ous(&state);
     let our_usns = store.usns()?;
 
     // Dirty: changed in the cloud, changed in AD by someone else, or with an open error.
     let mut dirty: BTreeSet<String> = groups.changed.iter().chain(groups.removed.keys()).cloned().collect();
     let drifted: Vec<String> = ad
-        .owned_changed_since(&ou, w.ad_usn + 1)
+        .owned_changed_since(&ous, w.ad_usn + 1)
         .await?
         .into_iter()
         .filter(|(id, u)| our_usns.get(id) != Some(u))
@@ -310,7 +310,7 @@ async fn delta_cycle(
     // Only groups Graph described (or reported removed) are planned; nothing else can be an orphan.
     let considered: Vec<String> =
         cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
-    let owned = ad.read_owned_groups_by_ids(&ou, &considered).await?;
+    let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
     let ad_snap = resolve(ad, &cloud, owned).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
     let marks = Watermarks {
@@ -339,6 +339,7 @@ async fn apply_and_record(
     kind: &'static str,
 ) -> Result<Outcome, Fatal> {
     let state = store.state()?;
+    let ous = cfg.managed_ous(&state);
     let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
     if let Some(why) = &plan.blocked {
         let mut s = plan.summary.clone();
@@ -356,8 +357,7 @@ async fn apply_and_record(
         tracing::warn!("{n}");
     }
     tracing::info!(operations = plan.operations.len(), "applying the plan");
-    let report =
-        ad.apply(&plan, std::slice::from_ref(&cfg.ad.target_ou), &mut progress::counter("applying operations")).await;
+    let report = ad.apply(&plan, &ous, &mut progress::counter("applying operations")).await;
     progress::done();
 
     let mut errors = plan.errors.clone();
@@ -384,7 +384,7 @@ async fn apply_and_record(
     if report.ldap_writes > 0 {
         let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
         let ours: Vec<(String, u64)> = ad
-            .owned_changed_since(&cfg.ad.target_ou, marks.ad_usn + 1)
+            .owned_changed_since(&ous, marks.ad_usn + 1)
             .await?
             .into_iter()
             .filter(|(id, _)| written.contains(id.as_str()))

@@ -228,6 +228,12 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
                     Ok(false) => results.push(("target OU".into(), Err(format!("{ou} exists, but the account may not create groups in it: delegate Create Group objects on this OU")))),
                     Err(e) => results.push(("target OU".into(), Err(e.to_string()))),
                 }
+                for ou in &cfg.ad.adopt_from {
+                    match ad.can_create_groups_in(ou).await {
+                        Ok(_) => results.push(("adoption OU".into(), Ok(format!("{ou} exists")))),
+                        Err(e) => results.push(("adoption OU".into(), Err(e.to_string()))),
+                    }
+                }
                 let s = ad.schema;
                 results.push((
                     "AD schema".into(),

@@ -1,0 +1,143 @@
+//! OUs that can change (issue #4): a new target OU moves every owned group with ModifyDN
+//! (objectGUID and objectSid unchanged), and groups Azure AD Connect wrote are adopted in
+//! place, then moved when configured — never deleted and recreated.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use common::*;
+use ldap3::Mod;
+use serde_json::Value;
+
+fn ids_and_sids(fx: &mut Fixture, base: &str) -> BTreeMap<String, (String, String)> {
+    fx.groups(base)
+        .into_iter()
+        .map(|g| (g.one("adminDescription").unwrap_or("").to_string(), (g.guid.clone(), g.sid.clone())))
+        .collect()
+}
+
+#[test]
+fn changing_the_target_ou_moves_every_owned_group_keeping_guid_and_sid() {
+    let mut fx = Fixture::new("move");
+    let users = fx.create_users("user", 2);
+    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let groups: Vec<Value> =
+        (1..=4).map(|i| security_group(&fx.id(i), &format!("SG-{i}"), Some(true), &[&uids[0], &uids[1]])).collect();
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    let old_ou = fx.groups_ou.clone();
+    let before = ids_and_sids(&mut fx, &old_ou);
+    assert_eq!(before.len(), 4);
+
+    // A new OU for the groups.
+    let new_ou = format!("OU=Moved,{}", fx.ou);
+    fx.ldap
+        .add(&new_ou, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+        .expect("add")
+        .success()
+        .expect("OU");
+    let cfg = std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config");
+    std::fs::write(
+        fx.dir.join("writeback.toml"),
+        cfg.replace(&format!("target_ou = \"{old_ou}\""), &format!("target_ou = \"{new_ou}\"")),
+    )
+    .expect("write");
+    let plan = fx.writeback(&["--json", "plan"]).json();
+    assert_eq!(
+        (plan["summary"]["moves"].as_u64(), plan["summary"]["adds"].as_u64(), plan["summary"]["deletes"].as_u64()),
+        (Some(4), Some(0), Some(0)),
+        "{plan}"
+    );
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["kind"].as_str(), out["moves"].as_u64(), out["adds"].as_u64(), out["deletes"].as_u64()),
+        (Some("full"), Some(4), Some(0), Some(0)),
+        "{out}"
+    );
+    assert!(fx.groups(&old_ou).is_empty(), "nothing left behind");
+    let after = ids_and_sids(&mut fx, &new_ou);
+    assert_eq!(before, after, "same objectGUID and objectSid for every group");
+    for g in fx.groups(&new_ou) {
+        assert_eq!(g.members.len(), 2, "members kept through the move");
+    }
+    let (_, again) = fx.sync_json(&[]);
+    assert_eq!((again["moves"].as_u64(), again["adds"].as_u64()), (Some(0), Some(0)), "{again}");
+}
+
+#[test]
+fn groups_written_by_azure_ad_connect_are_adopted_in_place_then_moved_when_configured() {
+    let mut fx = Fixture::new("adopt");
+    let users = fx.create_users("user", 3);
+    let uids: Vec<String> = (0..3).map(|i| fx.id(10_000 + i)).collect();
+    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let connect_ou = format!("OU=AADConnect Writeback,{}", fx.ou);
+    fx.ldap
+        .add(&connect_ou, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+        .expect("add")
+        .success()
+        .expect("OU");
+    // What Azure AD Connect leaves: CN=Group_<id>, adminDescription=Group_<id>, universal, members.
+    let (a, b) = (fx.id(1), fx.id(2));
+    let mut pre = BTreeMap::new();
+    for id in [&a, &b] {
+        let g = fx.create_group(&format!("Group_{id}"), UNIVERSAL_SECURITY, Some(&connect_ou));
+        let marker = format!("Group_{id}");
+        fx.modify(
+            &g.dn,
+            vec![
+                Mod::Replace("adminDescription", HashSet::from([marker.as_str()])),
+                Mod::Add("member", HashSet::from([users[2].dn.as_str()])),
+            ],
+        );
+        pre.insert(id.clone(), g);
+    }
+    fx.start_sim(&tenant(
+        cloud,
+        vec![security_group(&a, "SG-A", Some(true), &[&uids[0]]), security_group(&b, "SG-B", Some(true), &[&uids[1]])],
+    ));
+    fx.write_config("");
+    let cfg = std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config");
+    let cfg = cfg.replacen("ca_file =", &format!("adopt_from = [\"{connect_ou}\"]\nca_file ="), 1);
+    std::fs::write(fx.dir.join("writeback.toml"), &cfg).expect("write");
+    let r = fx.writeback(&["check"]);
+    assert!(r.stdout.contains("ok    adoption OU"), "{}", r.stdout);
+
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["adds"].as_u64(), out["moves"].as_u64()),
+        (Some(0), Some(0)),
+        "adopted in place, no duplicates: {out}"
+    );
+    for (id, user) in [(&a, 0usize), (&b, 1)] {
+        let g = fx.group(id).expect("adopted");
+        assert_eq!((g.guid.as_str(), g.sid.as_str()), (pre[id].guid.as_str(), pre[id].sid.as_str()));
+        assert!(g.dn.ends_with(&connect_ou), "{}", g.dn);
+        assert_eq!(g.members, vec![users[user].guid.clone()], "members put right: the cloud wins");
+    }
+    let groups_ou = fx.groups_ou.clone();
+    assert!(fx.groups(&groups_ou).is_empty(), "no duplicate in the target OU");
+
+    // Now move them into the target OU: same SID.
+    std::fs::write(fx.dir.join("writeback.toml"), cfg.replace("[writeback]\n", "[writeback]\nmove_adopted = true\n"))
+        .expect("write");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["moves"].as_u64(), out["adds"].as_u64(), out["deletes"].as_u64()),
+        (Some(2), Some(0), Some(0)),
+        "{out}"
+    );
+    for id in [&a, &b] {
+        let g = fx.group(id).expect("moved");
+        assert!(g.dn.ends_with(&groups_ou), "{}", g.dn);
+        assert_eq!(g.sid, pre[id].sid);
+    }
+    let left: Vec<String> = fx.groups(&connect_ou).into_iter().map(|g| g.dn).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
