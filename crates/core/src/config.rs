@@ -35,6 +35,8 @@ pub struct PlannerConfig {
     pub allow_deletes: bool,
     /// OUs whose owned groups are managed where they are instead of moved to the target OU.
     pub stay_in: Vec<String>,
+    /// `[[rules]]`, in order.
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 impl PlannerConfig {
@@ -49,6 +51,7 @@ impl PlannerConfig {
             on_soft_delete: OnRemoval::Keep,
             allow_deletes: false,
             stay_in: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod model;
 pub mod naming;
 pub mod plan;
 pub mod planner;
+pub mod rules;
 pub mod scope;
 pub mod secret;
 
@@ -18,6 +19,7 @@ pub use model::{
 };
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
 pub use planner::{member_anchors, plan};
+pub use rules::{Rule, RuleAction, RuleKind};
 pub use secret::Secret;
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::model::{
 };
 use crate::naming;
 use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
-use crate::scope::{decide, Decision};
+use crate::rules::Rule;
+use crate::scope::{decide_with, Decision};
 
 /// The message Windows gives for error 8518 (0x2146); Samba does not enforce it, we do.
 pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
@@ -52,8 +53,8 @@ fn anchors_of(m: &CloudObject) -> Vec<Anchor> {
 }
 
 /// The groups in scope: which cloud groups are to be written, by id, with their decision.
-pub fn decisions(cloud: &CloudSnapshot) -> BTreeMap<String, Decision> {
-    cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), decide(g))).collect()
+pub fn decisions(cloud: &CloudSnapshot, rules: &[Rule]) -> BTreeMap<String, Decision> {
+    cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), decide_with(g, rules))).collect()
 }
 
 struct Desired<'a> {
@@ -71,7 +72,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
     }
     let owned = index_owned(ad, state, &mut p);
-    let decisions = decisions(cloud);
+    let decisions = decisions(cloud, &cfg.rules);
 
     // Desired shape of every group in scope; naming failures become per-object errors.
     let mut desired: BTreeMap<String, Desired> = BTreeMap::new();
@@ -81,7 +82,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         if !seen.insert(id.clone()) {
             continue;
         }
-        let decision = decisions.get(&id).cloned().unwrap_or_else(|| decide(g));
+        let decision = decisions.get(&id).cloned().unwrap_or_else(|| decide_with(g, &cfg.rules));
         if decision.invalid {
             p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: decision.reason.clone() });
         }
@@ -170,7 +171,7 @@ fn desired_shape<'a>(
 ) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
     let cn = naming::cn_for(cfg.cn_format, id, g.name());
-    let dn = naming::group_dn(&cn, &cfg.target_ou);
+    let dn = naming::group_dn(&cn, decision.target_ou.as_deref().unwrap_or(&cfg.target_ou));
     let marker = naming::marker(id);
     let gt = decision.group_type.unwrap_or(group_type::UNIVERSAL_SECURITY);
     let mut attrs: Vec<(String, Vec<String>)> = vec![
@@ -256,7 +257,7 @@ fn plan_group(
     let mut wanted: Vec<GroupTarget> = Vec::new();
     let mut wanted_keys = BTreeSet::new();
     for m in cloud_members {
-        let (report, target) = resolve_member(m, id, ad, state, targets, p);
+        let (report, target) = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
         if let Some(t) = target {
             let key = target_key(&t);
             if wanted_keys.insert(key) {
@@ -301,7 +302,8 @@ fn plan_group(
     // (adopted from Azure AD Connect without moving them).
     let (_, parent) = naming::split_dn(&existing.dn);
     let stays = cfg.stay_in.iter().any(|ou| naming::dn_is_within(parent, ou));
-    let want_parent = if stays { parent.to_string() } else { cfg.target_ou.clone() };
+    let want_parent =
+        if stays { parent.to_string() } else { d.decision.target_ou.clone().unwrap_or_else(|| cfg.target_ou.clone()) };
     let want_dn = naming::group_dn(&d.cn, &want_parent);
     let moved = naming::normalize_dn(parent) != naming::normalize_dn(&want_parent);
     if existing.cn != d.cn || moved {
@@ -393,6 +395,7 @@ fn resolve_member(
     ad: &AdSnapshot,
     state: &State,
     targets: &HashMap<String, GroupTarget>,
+    rules: &[Rule],
     p: &mut Plan,
 ) -> (MemberReport, Option<GroupTarget>) {
     let written = |m: &CloudObject| MemberReport {
@@ -428,7 +431,7 @@ fn resolve_member(
             let id = m.id.to_ascii_lowercase();
             // A nested group not planned in this run (a delta cycle) is found by its link.
             let linked = || {
-                let link = state.links.get(&id).filter(|_| decide(m).in_scope)?;
+                let link = state.links.get(&id).filter(|_| decide_with(m, rules).in_scope)?;
                 Some(GroupTarget::Existing { guid: link.guid.clone(), dn: link.dn.clone() })
             };
             match targets.get(&id).cloned().or_else(linked) {

@@ -500,3 +500,50 @@ fn a_new_target_ou_moves_groups_and_adopted_ones_can_stay() {
     assert_eq!(p.summary.moves, 1);
     assert_eq!(w.ad.groups.iter().find(|g| g.cloud_id == id(2)).expect("g2").guid, guid);
 }
+
+#[test]
+fn scoping_rules_include_at_scale_exclude_first_and_place_in_ous() {
+    use crate::rules::{Rule, RuleAction, RuleKind};
+    let rule = |kind, name: &str, action, ou: Option<&str>| Rule {
+        kind,
+        name: Some(name.to_string()),
+        ids: vec![],
+        action,
+        group_type: None,
+        target_ou: ou.map(String::from),
+    };
+    let mut w = World::new();
+    w.cfg.rules = vec![
+        rule(Some(RuleKind::Security), "SG-Test-*", RuleAction::Exclude, None),
+        rule(Some(RuleKind::Security), "SG-Tier0-*", RuleAction::Include, Some("OU=Tier0,DC=corp,DC=test")),
+        rule(Some(RuleKind::Security), "SG-*", RuleAction::Include, None),
+    ];
+    w.group(security(1, "SG-Finance", None), vec![synced_user(1)]);
+    w.group(security(2, "SG-HR", None), vec![]);
+    w.group(security(3, "SG-Test-Lab", Some(true)), vec![]);
+    w.group(security(4, "SG-Tier0-Admins", None), vec![]);
+    w.group(security(5, "Other", None), vec![]);
+    w.group(security(6, "SG-OptedOut", Some(false)), vec![]);
+    let p = w.converge();
+    let added: BTreeMap<String, String> = ops(&p, "add")
+        .into_iter()
+        .map(|o| match o {
+            Operation::Add { cloud_id, dn, .. } => (cloud_id.clone(), naming::split_dn(dn).1.to_string()),
+            _ => unreachable!(),
+        })
+        .collect();
+    let want: BTreeMap<String, String> =
+        [(id(1), OU.to_string()), (id(2), OU.to_string()), (id(4), "OU=Tier0,DC=corp,DC=test".to_string())].into();
+    assert_eq!(
+        added, want,
+        "SG-* with isEnabled unset are written; the earlier exclude wins even over isEnabled = true"
+    );
+    assert!(p.report(&id(3))[0].reason.starts_with("excluded by rule 1"), "{}", p.report(&id(3))[0].reason);
+    assert!(
+        p.report(&id(1))[0].reason.starts_with("included by rule 3 (kind = security, name = \"SG-*\")"),
+        "{}",
+        p.report(&id(1))[0].reason
+    );
+    assert!(p.report(&id(6))[0].reason.contains("turned off on the group itself"));
+    assert!(!p.report(&id(5))[0].in_scope);
+}

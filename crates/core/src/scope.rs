@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::model::{group_type, CloudObject};
+use crate::rules::{Rule, RuleAction};
 
 /// The scope decision for one cloud group, always with a reason a person can read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -15,17 +16,26 @@ pub struct Decision {
     pub mail: bool,
     /// The cloud configuration is invalid (reported as an error, never written).
     pub invalid: bool,
+    /// The OU a scoping rule placed the group in (default: the target OU).
+    pub target_ou: Option<String>,
 }
 
 impl Decision {
     fn out(reason: impl Into<String>) -> Self {
-        Decision { in_scope: false, reason: reason.into(), group_type: None, mail: false, invalid: false }
+        Decision {
+            in_scope: false,
+            reason: reason.into(),
+            group_type: None,
+            mail: false,
+            invalid: false,
+            target_ou: None,
+        }
     }
     fn invalid(reason: impl Into<String>) -> Self {
         Decision { invalid: true, ..Decision::out(reason) }
     }
     fn write(group_type: i32, mail: bool, reason: String) -> Self {
-        Decision { in_scope: true, reason, group_type: Some(group_type), mail, invalid: false }
+        Decision { in_scope: true, reason, group_type: Some(group_type), mail, invalid: false, target_ou: None }
     }
 }
 
@@ -63,68 +73,86 @@ fn show(v: Option<bool>) -> &'static str {
     }
 }
 
-/// Section 1 of the product spec.
+/// Section 1 of the product spec, without scoping rules.
 pub fn decide(g: &CloudObject) -> Decision {
+    decide_with(g, &[])
+}
+
+/// The AD type for a kind and a requested `onPremisesGroupType` (section 1's table).
+fn typed(kind: GroupKind, requested: Option<&str>, how: String) -> Decision {
+    match (kind, requested) {
+        (GroupKind::Microsoft365, None | Some("universalDistributionGroup")) => {
+            Decision::write(group_type::UNIVERSAL_DISTRIBUTION, true, format!("{how}, as a universal distribution group"))
+        }
+        (GroupKind::Microsoft365, Some("universalMailEnabledSecurityGroup")) => {
+            Decision::write(group_type::UNIVERSAL_SECURITY, true, format!("{how}, as a mail-enabled universal security group"))
+        }
+        (GroupKind::Microsoft365 | GroupKind::Security, Some("universalSecurityGroup")) | (GroupKind::Security, None) => {
+            Decision::write(group_type::UNIVERSAL_SECURITY, false, format!("{how}, as a universal security group"))
+        }
+        (GroupKind::Security, Some(other)) => Decision::invalid(format!(
+            "invalid configuration: a security group can only be written back as universalSecurityGroup, not '{other}'"
+        )),
+        (_, Some(other)) => Decision::invalid(format!(
+            "invalid configuration: onPremisesGroupType '{other}' is not one of universalDistributionGroup, universalSecurityGroup, universalMailEnabledSecurityGroup"
+        )),
+        (_, None) => Decision::out("not supported for group writeback"),
+    }
+}
+
+/// Section 1, with the scoping rules of section 6: the first rule that matches decides.
+/// Rules never override what cannot be written (synced groups, distribution lists, mail-enabled
+/// security groups) nor a group's own `isEnabled = false`.
+pub fn decide_with(g: &CloudObject, rules: &[Rule]) -> Decision {
     if g.is_synced() {
         return Decision::out("synced from on-premises AD (onPremisesSyncEnabled = true): AD is already its source");
     }
     let wb = g.writeback_configuration.clone().unwrap_or_default();
     let enabled = wb.is_enabled;
     let requested = wb.on_premises_group_type.as_deref();
-    match group_kind(g) {
-        GroupKind::Microsoft365 => {
-            if enabled == Some(false) {
-                return Decision::out(
-                    "writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)",
-                );
-            }
-            let how = format!("Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups are written back unless it is false)", show(enabled));
-            match requested {
-                None | Some("universalDistributionGroup") => Decision::write(
-                    group_type::UNIVERSAL_DISTRIBUTION,
-                    true,
-                    format!("{how}, as a universal distribution group"),
-                ),
-                Some("universalMailEnabledSecurityGroup") => Decision::write(
-                    group_type::UNIVERSAL_SECURITY,
-                    true,
-                    format!("{how}, as a mail-enabled universal security group"),
-                ),
-                Some("universalSecurityGroup") => Decision::write(
-                    group_type::UNIVERSAL_SECURITY,
-                    false,
-                    format!("{how}, as a universal security group"),
-                ),
-                Some(other) => Decision::invalid(format!(
-                    "invalid configuration: onPremisesGroupType '{other}' is not one of universalDistributionGroup, universalSecurityGroup, universalMailEnabledSecurityGroup"
-                )),
-            }
-        }
-        GroupKind::Security => {
-            if enabled != Some(true) {
-                return Decision::out(format!(
-                    "writeback is not enabled for this security group (writebackConfiguration.isEnabled = {}; security groups are written back only when it is true)",
-                    show(enabled)
-                ));
-            }
-            match requested {
-                None | Some("universalSecurityGroup") => Decision::write(
-                    group_type::UNIVERSAL_SECURITY,
-                    false,
-                    "security group with writeback enabled (isEnabled = true), as a universal security group".into(),
-                ),
-                Some(other) => Decision::invalid(format!(
-                    "invalid configuration: a security group can only be written back as universalSecurityGroup, not '{other}'"
-                )),
-            }
-        }
+    let kind = group_kind(g);
+    match kind {
         GroupKind::MailEnabledSecurity => {
-            Decision::out("cloud mail-enabled security groups are not supported for group writeback")
+            return Decision::out("cloud mail-enabled security groups are not supported for group writeback")
         }
-        GroupKind::Distribution => Decision::out("cloud distribution groups are not supported for group writeback"),
+        GroupKind::Distribution => {
+            return Decision::out("cloud distribution groups are not supported for group writeback")
+        }
         GroupKind::Unknown => {
-            Decision::out("neither a Microsoft 365 group nor a security group: not supported for group writeback")
+            return Decision::out(
+                "neither a Microsoft 365 group nor a security group: not supported for group writeback",
+            )
         }
+        GroupKind::Microsoft365 | GroupKind::Security => {}
+    }
+    if let Some((i, rule)) = rules.iter().enumerate().find(|(_, r)| r.matches(g)) {
+        let by = rule.describe(i);
+        return match rule.action {
+            RuleAction::Exclude => Decision::out(format!("excluded by {by}")),
+            RuleAction::Include if enabled == Some(false) => Decision::out(format!(
+                "{by} includes it, but writeback is turned off on the group itself (writebackConfiguration.isEnabled = false)"
+            )),
+            RuleAction::Include => {
+                let mut d = typed(kind, rule.group_type.as_deref().or(requested), format!("included by {by}"));
+                d.target_ou = rule.target_ou.clone();
+                d
+            }
+        };
+    }
+    match kind {
+        GroupKind::Microsoft365 if enabled == Some(false) => {
+            Decision::out("writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)")
+        }
+        GroupKind::Microsoft365 => typed(
+            kind,
+            requested,
+            format!("Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups are written back unless it is false)", show(enabled)),
+        ),
+        _ if enabled != Some(true) => Decision::out(format!(
+            "writeback is not enabled for this security group (writebackConfiguration.isEnabled = {}; security groups are written back only when it is true)",
+            show(enabled)
+        )),
+        _ => typed(kind, requested, "security group with writeback enabled (isEnabled = true)".into()),
     }
 }
 

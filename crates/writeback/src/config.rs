@@ -20,6 +20,9 @@ pub struct Config {
     pub state: StateSection,
     #[serde(default)]
     pub daemon: DaemonSection,
+    /// Scoping rules, in order; the first that matches a group decides.
+    #[serde(default)]
+    pub rules: Vec<writeback_core::Rule>,
     /// The directory of the config file: relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -143,6 +146,9 @@ impl Config {
         if self.cloud.client_certificate_file.is_some() {
             bail!("[cloud] client_certificate_file: certificate authentication is not available in this version yet; use a client secret ($WRITEBACK_CLIENT_SECRET or client_secret_file)");
         }
+        for (i, r) in self.rules.iter().enumerate() {
+            r.validate(i).map_err(|e| anyhow::anyhow!(e))?;
+        }
         if self.writeback.write_owners {
             bail!("[writeback] write_owners = true: writing owners as managedBy is not available in this version yet; remove the key or set it to false");
         }
@@ -182,6 +188,7 @@ impl Config {
     /// where groups it linked earlier are now (so a changed target OU moves them).
     pub fn managed_ous(&self, state: &writeback_core::State) -> Vec<String> {
         let mut ous: Vec<String> = vec![self.ad.target_ou.clone()];
+        ous.extend(self.rules.iter().filter_map(|r| r.target_ou.clone()));
         ous.extend(self.ad.adopt_from.iter().cloned());
         for link in state.links.values() {
             let (_, parent) = writeback_core::naming::split_dn(&link.dn);
@@ -204,8 +211,9 @@ impl Config {
     pub fn settings_fingerprint(&self) -> String {
         let w = &self.writeback;
         format!(
-            "ou={};adopt={:?};move={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
+            "ou={};rules={:?};adopt={:?};move={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
             self.ad.target_ou.to_ascii_lowercase(),
+            self.rules,
             self.ad.adopt_from,
             w.move_adopted,
             w.cn_format,
@@ -226,6 +234,7 @@ impl Config {
             on_soft_delete: self.writeback.on_soft_delete,
             allow_deletes,
             stay_in: if self.writeback.move_adopted { Vec::new() } else { self.ad.adopt_from.clone() },
+            rules: self.rules.clone(),
         }
     }
 

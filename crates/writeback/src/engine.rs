@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
-use writeback_core::scope::decide;
-use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, State, Summary};
+use writeback_core::scope::decide_with;
+use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, Rule, State, Summary};
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
 
@@ -42,13 +42,14 @@ fn now_secs() -> u64 {
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
-pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String]) -> Result<Snapshot, Fatal> {
+pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String], rules: &[Rule]) -> Result<Snapshot, Fatal> {
     progress::phase("reading the cloud's groups and the target OU");
     let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(ous));
     let (groups, rejected) = groups?;
     let owned = owned?;
     let mut cloud = CloudSnapshot { groups, rejected, ..Default::default() };
-    let in_scope: Vec<String> = decisions(&cloud).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    let in_scope: Vec<String> =
+        decisions(&cloud, rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     tracing::info!(
         groups = cloud.groups.len(),
         in_scope = in_scope.len(),
@@ -98,7 +99,7 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state)).await;
+    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state), &cfg.rules).await;
     progress::done();
     let snap = snap?;
     ad.close().await;
@@ -214,7 +215,7 @@ async fn full_cycle(
     let groups_link = graph.latest_delta_link(Collection::Groups).await?;
     let users_link = graph.latest_delta_link(Collection::Users).await?;
     let ous = cfg.managed_ous(&store.state()?);
-    let snap = read(graph, ad, &ous).await?;
+    let snap = read(graph, ad, &ous, &cfg.rules).await?;
     let marks = Watermarks {
         groups_link,
         users_link,
@@ -277,7 +278,7 @@ async fn delta_cycle(
     // A group entering or leaving scope changes the members of the groups that contain it.
     let flipped: Vec<String> = found
         .iter()
-        .filter(|g| decide(g).in_scope != state.links.contains_key(&g.id))
+        .filter(|g| decide_with(g, &cfg.rules).in_scope != state.links.contains_key(&g.id))
         .map(|g| g.id.clone())
         .chain(groups.removed.keys().filter(|id| state.links.contains_key(*id)).cloned())
         .collect();
@@ -305,7 +306,8 @@ async fn delta_cycle(
     let mut cloud = CloudSnapshot { groups: found, rejected: failed, ..Default::default() };
     cloud.soft_deleted =
         groups.removed.iter().filter(|(_, r)| **r == Removed::Soft).map(|(id, _)| id.clone()).collect();
-    let in_scope: Vec<String> = decisions(&cloud).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    let in_scope: Vec<String> =
+        decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     cloud.members = graph.members_of(&in_scope).await;
     // Only groups Graph described (or reported removed) are planned; nothing else can be an orphan.
     let considered: Vec<String> =

@@ -141,3 +141,53 @@ fn groups_written_by_azure_ad_connect_are_adopted_in_place_then_moved_when_confi
     let left: Vec<String> = fx.groups(&connect_ou).into_iter().map(|g| g.dn).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn rules_include_every_sg_group_an_earlier_exclude_wins_and_rule_ous_place_groups() {
+    let mut fx = Fixture::new("rules");
+    let users = fx.create_users("user", 1);
+    let uid = fx.id(10_000);
+    let cloud = vec![synced_user(&uid, &users[0])];
+    let tier0 = format!("OU=Tier0,{}", fx.ou);
+    fx.ldap
+        .add(&tier0, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+        .expect("add")
+        .success()
+        .expect("OU");
+    // isEnabled is unset on all of them: without rules no security group would be written.
+    let names = ["SG-Finance", "SG-HR", "SG-Sales", "SG-Test-Lab", "SG-Tier0-Admins", "Not-SG"];
+    let groups: Vec<Value> =
+        names.iter().enumerate().map(|(i, n)| security_group(&fx.id(i as u32 + 1), n, None, &[&uid])).collect();
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config(&format!(
+        "[[rules]]\nname = \"SG-Test-*\"\naction = \"exclude\"\n\n[[rules]]\nkind = \"security\"\nname = \"SG-Tier0-*\"\naction = \"include\"\ntarget_ou = \"{tier0}\"\n\n[[rules]]\nkind = \"security\"\nname = \"sg-*\"\naction = \"include\"\ngroup_type = \"universalSecurityGroup\"\n"
+    ));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["adds"], 4, "{out}");
+    let groups_ou = fx.groups_ou.clone();
+    for (i, name) in names.iter().enumerate() {
+        let g = fx.group(&fx.id(i as u32 + 1));
+        match *name {
+            "SG-Test-Lab" | "Not-SG" => assert!(g.is_none(), "{name} must not be written"),
+            "SG-Tier0-Admins" => assert!(g.expect("tier0").dn.ends_with(&tier0)),
+            _ => {
+                let g = g.unwrap_or_else(|| panic!("{name} written"));
+                assert!(g.dn.ends_with(&groups_ou), "{}", g.dn);
+                assert_eq!(g.group_type(), UNIVERSAL_SECURITY);
+            }
+        }
+    }
+    let show = fx.writeback(&["--json", "show", "SG-Test-Lab"]).json();
+    assert!(show["reason"].as_str().unwrap_or("").starts_with("excluded by rule 1"), "{show}");
+    let show = fx.writeback(&["--json", "show", "SG-HR"]).json();
+    assert!(show["reason"].as_str().unwrap_or("").contains("rule 3"), "{show}");
+
+    // A rule that makes no sense is a configuration error that names it.
+    fx.write_config(
+        "[[rules]]\nkind = \"security\"\naction = \"include\"\ngroup_type = \"universalDistributionGroup\"\n",
+    );
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("[[rules]] #1"), "{}", r.stderr);
+}
