@@ -22,7 +22,7 @@ fn extended_dn() -> RawControl {
 
 /// Attributes the planner compares, by their lower-case names.
 const MANAGED: &[&str] =
-    &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses"];
+    &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses", "managedBy"];
 
 impl AdConn {
     /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`

@@ -37,6 +37,8 @@ pub struct PlannerConfig {
     pub stay_in: Vec<String>,
     /// `[[rules]]`, in order.
     pub rules: Vec<crate::rules::Rule>,
+    /// Write `managedBy` from the first owner that resolves to an AD user.
+    pub write_owners: bool,
 }
 
 impl PlannerConfig {
@@ -52,6 +54,7 @@ impl PlannerConfig {
             allow_deletes: false,
             stay_in: Vec::new(),
             rules: Vec::new(),
+            write_owners: false,
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct CloudSnapshot {
     pub groups: Vec<CloudObject>,
     /// Members of the groups in scope, by group id.
     pub members: HashMap<String, MemberRead>,
+    /// Owners of the groups in scope, by group id (read only with `write_owners`).
+    pub owners: HashMap<String, MemberRead>,
     /// Ids of groups in the recycle bin (soft-deleted).
     pub soft_deleted: BTreeSet<String>,
     /// Objects Graph sent that could not be understood: (id or position, what is wrong).

@@ -204,6 +204,12 @@ pub fn dn_is_within(dn: &str, ou: &str) -> bool {
     d == o || d.ends_with(&format!(",{o}"))
 }
 
+/// The objectGUID in an extended-DN value (`<GUID=…>;<SID=…>;DN`), lower-case.
+pub fn extended_dn_guid(v: &str) -> Option<String> {
+    let rest = v.strip_prefix("<GUID=")?;
+    rest.split_once('>').map(|(g, _)| g.to_ascii_lowercase())
+}
+
 /// RFC 4515 escaping of a filter assertion value.
 pub fn escape_filter(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

@@ -38,6 +38,11 @@ pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
             }
         }
     }
+    for owners in cloud.owners.values() {
+        if let MemberRead::Complete(owners) = owners {
+            anchors.extend(owners.iter().filter(|o| o.kind() == ObjectKind::User).flat_map(anchors_of));
+        }
+    }
     anchors
 }
 
@@ -92,7 +97,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
             }
             continue;
         }
-        match desired_shape(g, &id, decision.clone(), ad, cfg) {
+        match desired_shape(g, &id, decision.clone(), (cloud, ad, owned.get(&id).copied()), cfg) {
             Ok(d) => {
                 desired.insert(id, d);
             }
@@ -166,7 +171,7 @@ fn desired_shape<'a>(
     g: &'a CloudObject,
     id: &str,
     decision: Decision,
-    ad: &AdSnapshot,
+    (cloud, ad, existing): (&CloudSnapshot, &AdSnapshot, Option<&AdGroup>),
     cfg: &PlannerConfig,
 ) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
@@ -195,7 +200,31 @@ fn desired_shape<'a>(
             attrs.push(("mailNickname".into(), opt(g.mail_nickname.clone())));
         }
     }
+    if cfg.write_owners {
+        if let Some(owner) = managed_by(cloud, ad, id, existing) {
+            attrs.push(("managedBy".into(), owner));
+        }
+    }
     Ok(Desired { group: g, decision, cn, dn, attrs })
+}
+
+/// `managedBy`: the first owner that resolves to an AD user (the current one while it still
+/// qualifies, so a reordering never flaps it); empty when none does; `None` (leave it alone)
+/// when the owners were not read completely.
+fn managed_by(cloud: &CloudSnapshot, ad: &AdSnapshot, id: &str, existing: Option<&AdGroup>) -> Option<Vec<String>> {
+    let Some(MemberRead::Complete(owners)) = cloud.owners.get(id) else { return None };
+    let resolved: Vec<&str> = owners
+        .iter()
+        .filter(|o| o.kind() == ObjectKind::User)
+        .filter_map(|o| anchors_of(o).into_iter().find_map(|a| ad.directory.get(&a)))
+        .map(|obj| obj.guid.as_str())
+        .collect();
+    let current = existing
+        .and_then(|e| e.attrs.get("managedby"))
+        .and_then(|v| v.first())
+        .and_then(|v| naming::extended_dn_guid(v));
+    let pick = resolved.iter().find(|g| Some(**g) == current.as_deref()).or(resolved.first());
+    Some(pick.map(|g| format!("<GUID={g}>")).into_iter().collect())
 }
 
 fn opt(v: Option<String>) -> Vec<String> {
@@ -361,6 +390,16 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
     for (attr, want) in &d.attrs {
         let have: Vec<String> = if attr == "groupType" {
             vec![existing.group_type.to_string()]
+        } else if attr == "managedBy" {
+            // AD returns the extended DN; compare by objectGUID.
+            existing
+                .attrs
+                .get("managedby")
+                .into_iter()
+                .flatten()
+                .filter_map(|v| naming::extended_dn_guid(v))
+                .map(|g| format!("<GUID={g}>"))
+                .collect()
         } else {
             existing.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default()
         };

@@ -547,3 +547,29 @@ fn scoping_rules_include_at_scale_exclude_first_and_place_in_ous() {
     assert!(p.report(&id(6))[0].reason.contains("turned off on the group itself"));
     assert!(!p.report(&id(5))[0].in_scope);
 }
+
+#[test]
+fn owners_become_managed_by_and_follow_changes() {
+    let mut w = World::new();
+    w.cfg.write_owners = true;
+    w.group(security(1, "SG", Some(true)), vec![]);
+    let guid = |n: u32| format!("<GUID=aaaaaaaa-0000-0000-0000-{n:012}>");
+    // A cloud-only owner first: the first owner that resolves to an AD user is used.
+    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![cloud_user(1), synced_user(3), synced_user(4)]));
+    let p = w.converge();
+    let Operation::Add { attrs, .. } = ops(&p, "add")[0] else { unreachable!() };
+    assert_eq!(attrs.iter().find(|(k, _)| k == "managedBy").map(|(_, v)| v.clone()), Some(vec![guid(3)]));
+    // Owner 3 leaves: the first remaining owner takes over. Owners reordered: no change.
+    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![synced_user(5), synced_user(4)]));
+    w.converge();
+    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![synced_user(4), synced_user(5)]));
+    let p = w.converge();
+    assert!(p.operations.is_empty(), "a reordering never flaps managedBy");
+    // Owners read incompletely: left alone. No owner in AD: cleared.
+    w.cloud.owners.insert(id(1), MemberRead::Incomplete("throttled".into()));
+    assert!(w.plan().operations.is_empty());
+    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![cloud_user(2)]));
+    let p = w.converge();
+    let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
+    assert_eq!((changes[0].attr.as_str(), changes[0].values.len()), ("managedBy", 0));
+}

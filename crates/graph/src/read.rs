@@ -57,15 +57,26 @@ impl GraphClient {
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
     pub async fn members_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
+        self.related(ids, "members").await
+    }
+
+    /// Owners of each group, read like members.
+    pub async fn owners_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
+        self.related(ids, "owners").await
+    }
+
+    async fn related(&self, ids: &[String], relation: &str) -> HashMap<String, MemberRead> {
         let reqs: Vec<(String, String)> = ids
             .iter()
-            .map(|id| (id.clone(), format!("/groups/{id}/members?$select={MEMBER_SELECT}&$top=999")))
+            .map(|id| (id.clone(), format!("/groups/{id}/{relation}?$select={MEMBER_SELECT}&$top=999")))
             .collect();
         let mut out = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
             let read = match res {
                 Ok(body) => self.rest_of_members(&body, &id).await,
-                Err((status, msg)) => MemberRead::Incomplete(format!("Graph answered {status} for the members: {msg}")),
+                Err((status, msg)) => {
+                    MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
+                }
             };
             out.insert(id, read);
         }

@@ -149,9 +149,7 @@ impl Config {
         for (i, r) in self.rules.iter().enumerate() {
             r.validate(i).map_err(|e| anyhow::anyhow!(e))?;
         }
-        if self.writeback.write_owners {
-            bail!("[writeback] write_owners = true: writing owners as managedBy is not available in this version yet; remove the key or set it to false");
-        }
+
         if self.ad.target_ou.trim().is_empty() || !self.ad.target_ou.contains('=') {
             bail!("[ad] target_ou must be a DN such as \"OU=Groups,DC=corp,DC=example,DC=com\"");
         }
@@ -211,11 +209,12 @@ impl Config {
     pub fn settings_fingerprint(&self) -> String {
         let w = &self.writeback;
         format!(
-            "ou={};rules={:?};adopt={:?};move={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
+            "ou={};rules={:?};adopt={:?};move={};owners={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
             self.ad.target_ou.to_ascii_lowercase(),
             self.rules,
             self.ad.adopt_from,
             w.move_adopted,
+            w.write_owners,
             w.cn_format,
             w.on_out_of_scope,
             w.on_soft_delete,
@@ -235,6 +234,7 @@ impl Config {
             allow_deletes,
             stay_in: if self.writeback.move_adopted { Vec::new() } else { self.ad.adopt_from.clone() },
             rules: self.rules.clone(),
+            write_owners: self.writeback.write_owners,
         }
     }
 

@@ -42,7 +42,13 @@ fn now_secs() -> u64 {
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
-pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String], rules: &[Rule]) -> Result<Snapshot, Fatal> {
+pub async fn read(
+    graph: &GraphClient,
+    ad: &mut AdConn,
+    ous: &[String],
+    rules: &[Rule],
+    write_owners: bool,
+) -> Result<Snapshot, Fatal> {
     progress::phase("reading the cloud's groups and the target OU");
     let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(ous));
     let (groups, rejected) = groups?;
@@ -58,6 +64,9 @@ pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String], rules: &
     );
     progress::phase(&format!("reading the members of {} groups", in_scope.len()));
     cloud.members = graph.members_of(&in_scope).await;
+    if write_owners {
+        cloud.owners = graph.owners_of(&in_scope).await;
+    }
 
     // The recycle bin matters only for owned groups the cloud no longer lists.
     let listed: BTreeSet<&str> = cloud.groups.iter().map(|g| g.id.as_str()).collect();
@@ -99,7 +108,7 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state), &cfg.rules).await;
+    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state), &cfg.rules, cfg.writeback.write_owners).await;
     progress::done();
     let snap = snap?;
     ad.close().await;
@@ -215,7 +224,7 @@ async fn full_cycle(
     let groups_link = graph.latest_delta_link(Collection::Groups).await?;
     let users_link = graph.latest_delta_link(Collection::Users).await?;
     let ous = cfg.managed_ous(&store.state()?);
-    let snap = read(graph, ad, &ous, &cfg.rules).await?;
+    let snap = read(graph, ad, &ous, &cfg.rules, cfg.writeback.write_owners).await?;
     let marks = Watermarks {
         groups_link,
         users_link,
@@ -309,6 +318,9 @@ async fn delta_cycle(
     let in_scope: Vec<String> =
         decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     cloud.members = graph.members_of(&in_scope).await;
+    if cfg.writeback.write_owners {
+        cloud.owners = graph.owners_of(&in_scope).await;
+    }
     // Only groups Graph described (or reported removed) are planned; nothing else can be an orphan.
     let considered: Vec<String> =
         cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();

@@ -441,3 +441,35 @@ fn starttls_failover_dn_bind_certificate_checks_and_guid_only_members() {
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("must start with ldaps:// or ldap://"), "{}", r.stderr);
 }
+
+#[test]
+fn managed_by_is_set_and_cleared_as_owners_change() {
+    let (mut fx, users, ids, cloud) = with_users("owners", 2);
+    let g = fx.id(1);
+    let cloud_owner = fx.id(3000);
+    let mut cloud = cloud;
+    cloud.push(cloud_user(&cloud_owner));
+    let mut group = security_group(&g, "SG-Owned", Some(true), &[&ids[0]]);
+    group["owners"] = json!([&cloud_owner, &ids[1]]);
+    let mut t = tenant(cloud, vec![group]);
+    fx.start_sim(&t);
+    fx.write_config("write_owners = true");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    let managed_by = |fx: &mut Fixture| {
+        let dn = fx.group(&g).expect("g").dn;
+        let (entries, _) = fx.ldap.search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec!["managedBy"]).expect("search").success().expect("ok");
+        ldap3::SearchEntry::construct(entries.into_iter().next().expect("entry")).attrs.get("managedBy").and_then(|v| v.first()).cloned()
+    };
+    assert_eq!(managed_by(&mut fx), Some(users[1].dn.clone()), "the first owner that is an AD user");
+    t["groups"][0]["owners"] = json!([&ids[0]]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&["--full"]);
+    assert_eq!((code, out["updates"].as_u64()), (0, Some(1)), "{out}");
+    assert_eq!(managed_by(&mut fx), Some(users[0].dn.clone()));
+    t["groups"][0]["owners"] = json!([&cloud_owner]);
+    fx.set_tenant(&t);
+    let (code, _) = fx.sync_json(&["--full"]);
+    assert_eq!(code, 0);
+    assert_eq!(managed_by(&mut fx), None, "no owner in AD: managedBy cleared");
+}
