@@ -458,8 +458,17 @@ fn managed_by_is_set_and_cleared_as_owners_change() {
     assert_eq!(code, 0, "{out}");
     let managed_by = |fx: &mut Fixture| {
         let dn = fx.group(&g).expect("g").dn;
-        let (entries, _) = fx.ldap.search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec!["managedBy"]).expect("search").success().expect("ok");
-        ldap3::SearchEntry::construct(entries.into_iter().next().expect("entry")).attrs.get("managedBy").and_then(|v| v.first()).cloned()
+        let (entries, _) = fx
+            .ldap
+            .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec!["managedBy"])
+            .expect("search")
+            .success()
+            .expect("ok");
+        ldap3::SearchEntry::construct(entries.into_iter().next().expect("entry"))
+            .attrs
+            .get("managedBy")
+            .and_then(|v| v.first())
+            .cloned()
     };
     assert_eq!(managed_by(&mut fx), Some(users[1].dn.clone()), "the first owner that is an AD user");
     t["groups"][0]["owners"] = json!([&ids[0]]);
