@@ -12,6 +12,7 @@ pub mod planner;
 pub mod rules;
 pub mod scope;
 pub mod secret;
+pub mod settings;
 
 pub use config::{CnFormat, OnRemoval, PlannerConfig};
 pub use model::{

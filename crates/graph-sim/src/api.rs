@@ -293,6 +293,64 @@ impl Sim {
                     self.tenant.groups.iter().filter(|g| contains(g)).map(|g| (Some("group"), g.clone())).collect();
                 page(parents, "directoryObjects")
             }
+            ("GET", ["groupSettings"]) => Ok(Reply::json(
+                200,
+                json!({"@odata.context": format!("{base}/{ver}/$metadata#groupSettings"), "value": self.tenant.group_settings.clone()}),
+            )),
+            ("GET", ["groupSettings", id]) => {
+                let s = self
+                    .tenant
+                    .group_settings
+                    .iter()
+                    .find(|s| s["id"].as_str() == Some(*id))
+                    .ok_or_else(|| not_found("groupSetting", id))?;
+                Ok(Reply::json(200, s.clone()))
+            }
+            ("GET", ["groupSettingTemplates", id])
+                if id.eq_ignore_ascii_case(crate::tenant::GROUP_UNIFIED_TEMPLATE) =>
+            {
+                Ok(Reply::json(200, crate::tenant::group_unified_template()))
+            }
+            ("POST", ["groupSettings"]) => {
+                let body = body.unwrap_or_default();
+                if body["templateId"].as_str() != Some(crate::tenant::GROUP_UNIFIED_TEMPLATE) {
+                    return Err(bad("Only the Group.Unified template is simulated".into()));
+                }
+                if self.tenant.group_settings.iter().any(|s| s["templateId"] == body["templateId"]) {
+                    return Err(ODataError(409, "Request_BadRequest", "A conflicting object with one or more of the specified property values is present in the directory.".into()));
+                }
+                let values = body["values"].as_array().cloned().unwrap_or_default();
+                let missing: Vec<&str> =
+                    crate::tenant::group_unified_names().filter(|n| !values.iter().any(|v| v["name"] == *n)).collect();
+                if !missing.is_empty() {
+                    return Err(bad(format!(
+                        "All the template values must be specified; missing: {}",
+                        missing.join(", ")
+                    )));
+                }
+                self.next_id += 1;
+                let created = json!({"id": format!("00000000-0000-0000-5e77-{:012}", self.next_id), "displayName": "Group.Unified",
+                    "templateId": crate::tenant::GROUP_UNIFIED_TEMPLATE, "values": values});
+                self.tenant.group_settings.push(created.clone());
+                Ok(Reply::json(201, created))
+            }
+            ("PATCH", ["groupSettings", id]) => {
+                let patch = body.unwrap_or_default();
+                let s = self
+                    .tenant
+                    .group_settings
+                    .iter_mut()
+                    .find(|s| s["id"].as_str() == Some(*id))
+                    .ok_or_else(|| not_found("groupSetting", id))?;
+                for v in patch["values"].as_array().into_iter().flatten() {
+                    let Some(values) = s["values"].as_array_mut() else { continue };
+                    match values.iter_mut().find(|x| x["name"] == v["name"]) {
+                        Some(x) => x["value"] = v["value"].clone(),
+                        None => values.push(v.clone()),
+                    }
+                }
+                Ok(Reply::empty(204))
+            }
             ("POST", ["directoryObjects", "getByIds"]) => {
                 let body = body.unwrap_or_default();
                 let ids: Vec<String> =

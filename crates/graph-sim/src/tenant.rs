@@ -18,6 +18,8 @@ pub struct Tenant {
     pub contacts: Vec<Value>,
     pub service_principals: Vec<Value>,
     pub deleted_groups: Vec<Value>,
+    /// Directory settings objects (`groupSettings`), e.g. Group.Unified.
+    pub group_settings: Vec<Value>,
 }
 
 /// An app registration allowed to get tokens.
@@ -26,6 +28,40 @@ pub struct Tenant {
 pub struct App {
     pub client_id: String,
     pub client_secret: String,
+}
+
+/// The Group.Unified settings template (id as in Graph's documentation), with its defaults.
+pub const GROUP_UNIFIED_TEMPLATE: &str = "62375ab9-6b52-47ed-826b-58e47e0e304b";
+const GROUP_UNIFIED_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("CustomBlockedWordsList", "System.String", ""),
+    ("EnableMSStandardBlockedWords", "System.Boolean", "false"),
+    ("ClassificationDescriptions", "System.String", ""),
+    ("DefaultClassification", "System.String", ""),
+    ("PrefixSuffixNamingRequirement", "System.String", ""),
+    ("AllowGuestsToBeGroupOwner", "System.Boolean", "false"),
+    ("AllowGuestsToAccessGroups", "System.Boolean", "true"),
+    ("GuestUsageGuidelinesUrl", "System.String", ""),
+    ("GroupCreationAllowedGroupId", "System.Guid", ""),
+    ("AllowToAddGuests", "System.Boolean", "true"),
+    ("UsageGuidelinesUrl", "System.String", ""),
+    ("ClassificationList", "System.String", ""),
+    ("EnableGroupCreation", "System.Boolean", "true"),
+    ("NewUnifiedGroupWritebackDefault", "System.Boolean", "true"),
+    ("EnableMIPLabels", "System.Boolean", "false"),
+];
+
+/// `groupSettingTemplate` JSON for Group.Unified.
+pub fn group_unified_template() -> Value {
+    let values: Vec<Value> = GROUP_UNIFIED_DEFAULTS
+        .iter()
+        .map(|(n, t, d)| serde_json::json!({"name": n, "type": t, "defaultValue": d, "description": ""}))
+        .collect();
+    serde_json::json!({"id": GROUP_UNIFIED_TEMPLATE, "displayName": "Group.Unified", "description": "Setting templates define the different settings that can be used for the associated ObjectSettings. This template defines settings that can be used for Unified Groups.", "values": values})
+}
+
+/// Names every Group.Unified setting object must carry.
+pub fn group_unified_names() -> impl Iterator<Item = &'static str> {
+    GROUP_UNIFIED_DEFAULTS.iter().map(|(n, _, _)| *n)
 }
 
 /// Navigation properties kept in the tenant file but never printed as properties.

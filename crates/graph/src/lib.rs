@@ -4,10 +4,12 @@
 //! the core's model types; a listing that did not complete is an error, never a short list.
 
 mod client;
+mod cloud;
 mod delta;
 mod read;
 
 pub use client::{GraphClient, Stats};
+pub use cloud::{NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
 pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
 pub use read::{GROUP_SELECT, MEMBER_SELECT};
 

@@ -86,8 +86,15 @@ impl GraphClient {
     /// GETs sent in `$batch`es of 20 (relative URLs under /beta); throttled requests are retried
     /// after the longest `Retry-After`. Every key gets its first-page body or (status, message).
     pub(crate) async fn batch_get(&self, reqs: &[(String, String)]) -> HashMap<String, Result<Value, (u16, String)>> {
+        let reqs: Vec<(String, Value)> =
+            reqs.iter().map(|(k, url)| (k.clone(), json!({"method": "GET", "url": url}))).collect();
+        self.batch(&reqs).await
+    }
+
+    /// Requests (each `{"method", "url", …}` without an id) sent in `$batch`es of 20.
+    pub(crate) async fn batch(&self, reqs: &[(String, Value)]) -> HashMap<String, Result<Value, (u16, String)>> {
         let mut out = HashMap::new();
-        let mut pending: Vec<(String, String)> = reqs.to_vec();
+        let mut pending: Vec<(String, Value)> = reqs.to_vec();
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
@@ -97,7 +104,11 @@ impl GraphClient {
                 let requests: Vec<Value> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, url))| json!({"id": i.to_string(), "method": "GET", "url": url}))
+                    .map(|(i, (_, req))| {
+                        let mut r = req.clone();
+                        r["id"] = json!(i.to_string());
+                        r
+                    })
                     .collect();
                 let resp = match self
                     .request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests })))
@@ -125,7 +136,7 @@ impl GraphClient {
                         let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
                         wait = wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
                         retry.push(chunk[i].clone());
-                    } else if status == 200 {
+                    } else if (200..300).contains(&status) {
                         out.insert(chunk[i].0.clone(), Ok(r["body"].clone()));
                     } else {
                         let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message").to_string();

@@ -1,5 +1,6 @@
 //! The `writeback` command line.
 
+mod cloud_cmd;
 mod config;
 mod daemon;
 mod engine;
@@ -102,6 +103,44 @@ enum Command {
     },
     /// Current per-object errors.
     Errors,
+    /// Bulk changes in the cloud through Graph (needs Group.ReadWrite.All, Directory.ReadWrite.All).
+    Cloud {
+        #[command(subcommand)]
+        command: CloudCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CloudCommand {
+    /// Sets writebackConfiguration for the given groups or every group of a kind; without
+    /// --yes it only shows what it would change.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["group", "kind"])))]
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
+    SetWriteback {
+        /// A group object id (repeat for several).
+        #[arg(long)]
+        group: Vec<String>,
+        /// Every cloud group of this kind.
+        #[arg(long, value_enum)]
+        kind: Option<cloud_cmd::KindArg>,
+        #[arg(long)]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        /// With --enable: universalSecurityGroup, universalDistributionGroup or universalMailEnabledSecurityGroup.
+        #[arg(long = "type", requires = "enable")]
+        ty: Option<String>,
+        /// Apply the change (otherwise only show it).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Reads (no flag) or sets the tenant's NewUnifiedGroupWritebackDefault.
+    NewGroupDefault {
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +196,20 @@ async fn run(cli: Cli) -> u8 {
         Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),
+        Command::Cloud { command: CloudCommand::SetWriteback { group, kind, enable, disable: _, ty, yes } } => {
+            cloud_cmd::set_writeback(&cfg, cloud_cmd::SetWriteback { groups: group, kind, enable, ty, yes }, cli.json)
+                .await
+        }
+        Command::Cloud { command: CloudCommand::NewGroupDefault { enable, disable } } => {
+            let set = if enable {
+                Some(true)
+            } else if disable {
+                Some(false)
+            } else {
+                None
+            };
+            cloud_cmd::new_group_default(&cfg, set, cli.json).await
+        }
     };
     match result {
         Ok(code) => code,

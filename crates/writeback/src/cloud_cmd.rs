@@ -1,0 +1,146 @@
+//! `writeback cloud …`: the bulk changes the blog's PowerShell loops made, through Graph.
+//! Without `--yes`, `set-writeback` only shows what it would change.
+
+use serde_json::json;
+use writeback_core::scope::{group_kind, GroupKind};
+use writeback_core::settings::{setting_changes, Setting, GROUP_TYPES};
+use writeback_graph::GraphClient;
+
+use crate::config::Config;
+use crate::engine::Fatal;
+use crate::{exit, progress};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KindArg {
+    Microsoft365,
+    Security,
+}
+
+pub struct SetWriteback {
+    pub groups: Vec<String>,
+    pub kind: Option<KindArg>,
+    pub enable: bool,
+    pub ty: Option<String>,
+    pub yes: bool,
+}
+
+pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> Result<u8, Fatal> {
+    if let Some(t) = &args.ty {
+        if !GROUP_TYPES.contains(&t.as_str()) {
+            eprintln!("error: --type {t} is not one of {}", GROUP_TYPES.join(", "));
+            return Ok(exit::CONFIG);
+        }
+        if matches!(args.kind, Some(KindArg::Security)) && t != "universalSecurityGroup" {
+            eprintln!("error: security groups can only be written back as universalSecurityGroup");
+            return Ok(exit::CONFIG);
+        }
+    }
+    let graph = GraphClient::new(cfg.graph()?)?;
+    progress::phase("reading the groups");
+    let (all, _) = graph.list_groups().await?;
+    progress::done();
+    let wanted: Vec<String> = args.groups.iter().map(|g| g.to_ascii_lowercase()).collect();
+    let selected: Vec<_> = all
+        .into_iter()
+        .filter(|g| match args.kind {
+            Some(KindArg::Microsoft365) => group_kind(g) == GroupKind::Microsoft365 && !g.is_synced(),
+            Some(KindArg::Security) => group_kind(g) == GroupKind::Security && !g.is_synced(),
+            None => wanted.contains(&g.id),
+        })
+        .collect();
+    let unknown: Vec<&String> = wanted.iter().filter(|w| !selected.iter().any(|g| &&g.id == w)).collect();
+    if !unknown.is_empty() {
+        eprintln!("error: no such group: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        return Ok(exit::CONFIG);
+    }
+    let setting = if args.enable { Setting::Enable(args.ty.clone()) } else { Setting::Disable };
+    let results = setting_changes(&selected, &setting);
+    let mut errors: Vec<(String, String)> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    let changes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+    let to_patch: Vec<(String, serde_json::Value)> =
+        changes.iter().filter_map(|c| c.patch.clone().map(|p| (c.id.clone(), p))).collect();
+    let unchanged = changes.len() - to_patch.len();
+
+    let mut changed = 0;
+    if args.yes && !to_patch.is_empty() {
+        let mut done = 0;
+        let mut count = progress::counter("updating groups");
+        for chunk in to_patch.chunks(200) {
+            for (id, r) in graph.patch_groups(chunk).await {
+                match r {
+                    Ok(()) => changed += 1,
+                    Err(e) => errors.push((id, e)),
+                }
+            }
+            done += chunk.len();
+            count(done, to_patch.len());
+        }
+        progress::done();
+    }
+    if as_json {
+        let list: Vec<_> = changes
+            .iter()
+            .filter(|c| c.patch.is_some())
+            .map(|c| json!({"id": c.id, "display_name": c.display_name, "change": c.note}))
+            .collect();
+        let errs: Vec<_> = errors.iter().map(|(id, e)| json!({"id": id, "error": e})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"applied": args.yes, "selected": selected.len(), "to_change": to_patch.len(),
+                "changed": changed, "unchanged": unchanged, "failed": errors.len(), "changes": list, "errors": errs})
+            )
+            .unwrap_or_default()
+        );
+    } else {
+        for c in changes.iter().filter(|c| c.patch.is_some()).take(if args.yes { 0 } else { 50 }) {
+            println!("~ {} ({}): {}", c.display_name, c.id, c.note);
+        }
+        if !args.yes && to_patch.len() > 50 {
+            println!("  … and {} more", to_patch.len() - 50);
+        }
+        for (id, e) in &errors {
+            println!("! {id}: {e}");
+        }
+        if args.yes {
+            println!(
+                "{} groups selected: {changed} changed, {unchanged} already so, {} failed",
+                selected.len(),
+                errors.len()
+            );
+        } else {
+            println!(
+                "{} groups selected: {} would change, {unchanged} already so. Nothing was changed: add --yes to apply.",
+                selected.len(),
+                to_patch.len()
+            );
+        }
+    }
+    Ok(if errors.is_empty() { exit::OK } else { exit::OBJECT_ERRORS })
+}
+
+pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -> Result<u8, Fatal> {
+    let graph = GraphClient::new(cfg.graph()?)?;
+    let what = match set {
+        Some(v) => Some(graph.set_new_group_default(v).await?),
+        None => None,
+    };
+    let now = graph.new_group_default().await?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"new_unified_group_writeback_default": now.enabled, "setting_id": now.setting_id, "action": what})
+        );
+    } else {
+        if let Some(w) = what {
+            println!("{w}");
+        }
+        let source = if now.setting_id.is_some() {
+            "Group.Unified setting"
+        } else {
+            "template default: the tenant has no Group.Unified setting"
+        };
+        println!("NewUnifiedGroupWritebackDefault = {} ({source})", now.enabled);
+    }
+    Ok(exit::OK)
+}
