@@ -138,7 +138,23 @@ impl Sim {
                 &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."),
             );
         };
-        if form.get("client_secret") != Some(&app.client_secret) {
+        if let Some(assertion) = form.get("client_assertion") {
+            if form.get("client_assertion_type").map(String::as_str)
+                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            {
+                return aad_error(400, "invalid_request", "AADSTS50027: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+            }
+            let Some(pem) = &app.certificate_pem else {
+                return aad_error(401, "invalid_client", "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.");
+            };
+            if let Err(why) = crate::assertion::verify(assertion, pem, &client_id) {
+                return aad_error(
+                    401,
+                    "invalid_client",
+                    &format!("AADSTS700027: Client assertion failed signature validation. {why}"),
+                );
+            }
+        } else if app.client_secret.is_empty() || form.get("client_secret") != Some(&app.client_secret) {
             return aad_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
         }
         self.next_id += 1;

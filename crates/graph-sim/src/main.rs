@@ -4,6 +4,7 @@
 //! It listens on loopback over plain HTTP: it is a test fixture, never a production service.
 
 mod api;
+mod assertion;
 mod delta;
 mod tenant;
 

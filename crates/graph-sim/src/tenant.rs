@@ -27,7 +27,11 @@ pub struct Tenant {
 #[serde(deny_unknown_fields)]
 pub struct App {
     pub client_id: String,
+    #[serde(default)]
     pub client_secret: String,
+    /// A registered certificate (PEM) for client assertions.
+    #[serde(default)]
+    pub certificate_pem: Option<String>,
 }
 
 /// The Group.Unified settings template (id as in Graph's documentation), with its defaults.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::{GraphConfig, GraphError};
+use crate::{Credential, GraphConfig, GraphError};
 
 /// Renew a token this long before it expires.
 const RENEW_MARGIN: Duration = Duration::from_secs(300);
@@ -67,12 +67,22 @@ impl GraphClient {
         }
         let url = format!("{}/{}/oauth2/v2.0/token", self.cfg.login_url, self.cfg.tenant_id);
         let scope = format!("{}/.default", self.cfg.graph_url);
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.cfg.client_id.as_str()),
-            ("client_secret", self.cfg.client_secret.expose()),
-            ("scope", scope.as_str()),
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", self.cfg.client_id.clone()),
+            ("scope", scope),
         ];
+        let hint = match &self.cfg.credential {
+            Credential::Secret(s) => {
+                form.push(("client_secret", s.expose().to_string()));
+                "check [cloud] tenant_id, client_id and the client secret"
+            }
+            Credential::Certificate(c) => {
+                form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
+                form.push(("client_assertion", c.assertion(&self.cfg.client_id, &url)?));
+                "check [cloud] tenant_id, client_id, and that the certificate in client_certificate_file is registered on the app with its private key"
+            }
+        };
         self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
         let resp = self.http.post(&url).form(&form).send().await.map_err(|e| {
             GraphError::Connect(format!("could not reach the token endpoint {url}: {}", without_url(&e)))
@@ -83,7 +93,7 @@ impl GraphClient {
             let desc = body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no error description");
             let first_line = desc.lines().next().unwrap_or(desc);
             return Err(GraphError::Auth(format!(
-                "the token endpoint refused the app (HTTP {status}): {first_line} — check [cloud] tenant_id, client_id and the client secret"
+                "the token endpoint refused the app (HTTP {status}): {first_line} — {hint}"
             )));
         }
         let token = body["access_token"]

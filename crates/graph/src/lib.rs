@@ -3,11 +3,13 @@
 //! Architecture invariant: this crate is the only one that speaks HTTP to Graph. It returns
 //! the core's model types; a listing that did not complete is an error, never a short list.
 
+mod assertion;
 mod client;
 mod cloud;
 mod delta;
 mod read;
 
+pub use assertion::Certificate;
 pub use client::{GraphClient, Stats};
 pub use cloud::{NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
 pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
@@ -46,11 +48,19 @@ impl Environment {
     }
 }
 
+/// How the app proves who it is to the token endpoint.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    Secret(Secret),
+    /// A client assertion signed with this certificate's key.
+    Certificate(std::sync::Arc<Certificate>),
+}
+
 #[derive(Clone, Debug)]
 pub struct GraphConfig {
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    pub credential: Credential,
     pub login_url: String,
     pub graph_url: String,
     /// Retries of one request on throttling or a lost connection.
@@ -90,7 +100,7 @@ mod tests {
         let cfg = GraphConfig {
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: s,
+            credential: Credential::Secret(s),
             login_url: "https://login.microsoftonline.com".into(),
             graph_url: "https://graph.microsoft.com".into(),
             max_retries: 3,
@@ -103,7 +113,7 @@ mod tests {
         let mk = |g: &str| GraphConfig {
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: Secret::new("x"),
+            credential: Credential::Secret(Secret::new("x")),
             login_url: g.into(),
             graph_url: g.into(),
             max_retries: 0,

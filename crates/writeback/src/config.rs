@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use writeback_core::{CnFormat, OnRemoval, PlannerConfig};
-use writeback_graph::{Environment, GraphConfig, Secret};
+use writeback_graph::{Certificate, Credential, Environment, GraphConfig, Secret};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,9 +143,7 @@ impl Config {
         if Environment::parse(&self.cloud.environment).is_none() {
             bail!("[cloud] environment = \"{}\" is not one of global, usgov, usgov-dod, china", self.cloud.environment);
         }
-        if self.cloud.client_certificate_file.is_some() {
-            bail!("[cloud] client_certificate_file: certificate authentication is not available in this version yet; use a client secret ($WRITEBACK_CLIENT_SECRET or client_secret_file)");
-        }
+
         for (i, r) in self.rules.iter().enumerate() {
             r.validate(i).map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -241,15 +239,23 @@ impl Config {
     pub fn graph(&self) -> anyhow::Result<GraphConfig> {
         let env = Environment::parse(&self.cloud.environment).unwrap_or(Environment::Global);
         let (login, graph) = env.endpoints();
-        let secret = secret(
-            "WRITEBACK_CLIENT_SECRET",
-            self.cloud.client_secret_file.as_deref().map(|p| self.resolve(p)),
-            "[cloud] client_secret_file",
-        )?;
+        // A certificate, when configured, is used instead of a secret.
+        let credential = match &self.cloud.client_certificate_file {
+            Some(p) => {
+                let path = self.resolve(p);
+                warn_if_readable_by_others(&path);
+                Credential::Certificate(std::sync::Arc::new(Certificate::from_pem_file(&path)?))
+            }
+            None => Credential::Secret(Secret::new(secret(
+                "WRITEBACK_CLIENT_SECRET",
+                self.cloud.client_secret_file.as_deref().map(|p| self.resolve(p)),
+                "[cloud] client_secret_file",
+            )?)),
+        };
         Ok(GraphConfig {
             tenant_id: self.cloud.tenant_id.clone(),
             client_id: self.cloud.client_id.clone(),
-            client_secret: Secret::new(secret),
+            credential,
             login_url: self
                 .cloud
                 .login_url

@@ -115,3 +115,59 @@ fn new_group_default_round_trips_and_creates_the_setting_from_its_template() {
         (Some(true), &off["setting_id"])
     );
 }
+
+fn openssl_key_and_cert(dir: &std::path::Path, name: &str) -> (String, String) {
+    let (key, cert) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.crt")));
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=writeback test app"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (installed by scripts/samba-dc)")
+        .success();
+    assert!(ok, "openssl made no certificate");
+    (std::fs::read_to_string(&key).expect("key"), std::fs::read_to_string(&cert).expect("cert"))
+}
+
+#[test]
+fn certificate_authentication_works_and_a_wrong_key_is_refused_clearly() {
+    let mut fx = Fixture::new("cert");
+    let (key, cert) = openssl_key_and_cert(&fx.dir, "app");
+    let (other_key, _) = openssl_key_and_cert(&fx.dir, "other");
+    let mut t = tenant(vec![], vec![m365_group(&fx.id(1), "Team", None, None, &[])]);
+    t["apps"][0]["certificate_pem"] = serde_json::json!(cert);
+    fx.start_sim(&t);
+    fx.write_config("");
+    let cfg_path = fx.dir.join("writeback.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    // The certificate replaces the secret: the secret file is gone.
+    std::fs::remove_file(fx.dir.join("client-secret")).expect("remove secret");
+    let cfg = cfg.replace("client_secret_file = \"client-secret\"", "client_certificate_file = \"app.pem\"");
+    std::fs::write(&cfg_path, &cfg).expect("write");
+    std::fs::write(fx.dir.join("app.pem"), format!("{cert}{key}")).expect("pem");
+
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["adds"], 1);
+    let log = fx.sim_call("GET", "/_control/requests", None);
+    assert!(log
+        .as_array()
+        .expect("log")
+        .iter()
+        .any(|e| e["url"].as_str().unwrap_or("").ends_with("/token") && e["status"] == 200));
+
+    // The registered certificate with another key: refused, clearly, exit status 4.
+    std::fs::write(fx.dir.join("app.pem"), format!("{cert}{other_key}")).expect("pem");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("AADSTS700027") && r.stderr.contains("client_certificate_file"), "{}", r.stderr);
+    assert!(!r.stderr.contains("PRIVATE KEY") && !r.stdout.contains("PRIVATE KEY"), "the key never prints");
+    // A file without a key is a configuration problem named as such.
+    std::fs::write(fx.dir.join("app.pem"), &cert).expect("pem");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("holds no private key"), "{}", r.stderr);
+}
