@@ -482,3 +482,37 @@ fn managed_by_is_set_and_cleared_as_owners_change() {
     assert_eq!(code, 0);
     assert_eq!(managed_by(&mut fx), None, "no owner in AD: managedBy cleared");
 }
+
+#[test]
+fn lifecycle_options_delete_on_request_and_the_member_removal_threshold() {
+    let (mut fx, _, ids, cloud) = with_users("lifeopts", 4);
+    let (out_of_scope, soft) = (fx.id(1), fx.id(2));
+    let big = fx.id(3);
+    let all = vec![
+        security_group(&out_of_scope, "SG-Leaves", Some(true), &refs(&ids[..1])),
+        m365_group(&soft, "Team Soft", None, None, &refs(&ids[..1])),
+        security_group(&big, "SG-Shrinks", Some(true), &refs(&ids)),
+    ];
+    fx.start_sim(&tenant(cloud.clone(), all.clone()));
+    fx.write_config("on_out_of_scope = \"delete\"\non_soft_delete = \"delete\"\nmember_removal_threshold = 2");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+
+    let mut leaves = all[0].clone();
+    leaves["writebackConfiguration"]["isEnabled"] = json!(false);
+    let mut shrinks = all[2].clone();
+    shrinks["members"] = json!([]);
+    let mut t = tenant(cloud, vec![leaves, shrinks]);
+    t["deletedGroups"] = json!([all[1].clone()]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 3, "4 member removals over a threshold of 2 stop the run: {out}");
+    assert!(fx.group(&out_of_scope).is_some() && fx.group(&soft).is_some());
+    assert_eq!(fx.group(&big).expect("big").members.len(), 4, "nothing was removed");
+
+    let (code, out) = fx.sync_json(&["--allow-deletes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!((out["deletes"].as_u64(), out["member_removes"].as_u64()), (Some(2), Some(4)), "{out}");
+    assert!(fx.group(&out_of_scope).is_none(), "on_out_of_scope = delete");
+    assert!(fx.group(&soft).is_none(), "on_soft_delete = delete");
+    assert!(fx.group(&big).expect("big").members.is_empty());
+}
