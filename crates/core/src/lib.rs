@@ -24,4 +24,6 @@ pub use rules::{Rule, RuleAction, RuleKind};
 pub use secret::Secret;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod planner_tests;

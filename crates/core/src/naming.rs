@@ -136,7 +136,11 @@ pub fn unescape_rdn_value(value: &str) -> String {
     let mut i = 0;
     while i < raw.len() {
         if raw[i] == b'\\' && i + 1 < raw.len() {
-            let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            // Exactly two hex digits (from_str_radix alone would take "+0").
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 bytes.push(b);
                 i += 3;
@@ -150,6 +154,27 @@ pub fn unescape_rdn_value(value: &str) -> String {
         }
     }
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A mail address AD can hold in `mail`: no controls or spaces, one `@`, at most 256 characters.
+pub fn valid_mail(s: &str) -> bool {
+    s.len() <= 256
+        && s.matches('@').count() == 1
+        && !s.starts_with('@')
+        && !s.ends_with('@')
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// A `proxyAddresses` value: `type:address`, no controls, at most 1123 characters (rangeUpper).
+pub fn valid_proxy_address(s: &str) -> bool {
+    s.encode_utf16().count() <= 1123
+        && !s.chars().any(char::is_control)
+        && s.split_once(':').is_some_and(|(t, a)| !t.is_empty() && !a.trim().is_empty())
+}
+
+/// A `mailNickname`: no controls or spaces, at most 64 characters.
+pub fn valid_nickname(s: &str) -> bool {
+    !s.is_empty() && s.encode_utf16().count() <= 64 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// The DN of a group with this `cn` under `parent`.

@@ -68,6 +68,8 @@ struct Desired<'a> {
     cn: String,
     dn: String,
     attrs: Vec<(String, Vec<String>)>,
+    /// Values left out because AD cannot hold them (reported; the group is still written).
+    problems: Vec<String>,
 }
 
 /// Computes the plan. Pure: reads nothing, writes nothing.
@@ -87,6 +89,16 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         if !seen.insert(id.clone()) {
             continue;
         }
+        // The id becomes the marker and the cn: only a real object id may.
+        if !naming::is_guid(&id) {
+            let label: String = g.id.chars().take(80).collect();
+            p.errors.push(ObjectError {
+                cloud_id: label,
+                member_id: None,
+                message: "the group's id is not a GUID; it is ignored".into(),
+            });
+            continue;
+        }
         let decision = decisions.get(&id).cloned().unwrap_or_else(|| decide_with(g, &cfg.rules));
         if decision.invalid {
             p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: decision.reason.clone() });
@@ -99,6 +111,9 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         }
         match desired_shape(g, &id, decision.clone(), (cloud, ad, owned.get(&id).copied()), cfg) {
             Ok(d) => {
+                for message in &d.problems {
+                    p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
+                }
                 desired.insert(id, d);
             }
             Err(message) => {
@@ -189,15 +204,36 @@ fn desired_shape<'a>(
     if ad.schema.external_directory_object_id {
         attrs.push(("msDS-ExternalDirectoryObjectId".into(), vec![marker]));
     }
+    let mut problems = Vec::new();
     if decision.mail {
-        attrs.push(("mail".into(), opt(g.mail.clone().map(|m| m.trim().to_string()))));
-        let mut proxies: Vec<String> =
-            g.proxy_addresses.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+        let mail = g.mail.as_deref().map(str::trim).filter(|m| !m.is_empty());
+        if let Some(m) = mail.filter(|m| !naming::valid_mail(m)) {
+            problems.push(format!(
+                "mail {:?} is not an address AD can hold; mail is not written",
+                m.chars().take(80).collect::<String>()
+            ));
+        }
+        attrs.push(("mail".into(), opt(mail.filter(|m| naming::valid_mail(m)).map(str::to_string))));
+        let mut proxies: Vec<String> = Vec::new();
+        for p in g.proxy_addresses.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            if naming::valid_proxy_address(p) {
+                proxies.push(p.to_string());
+            } else {
+                problems.push(format!(
+                    "proxy address {:?} is not valid; it is not written",
+                    p.chars().take(80).collect::<String>()
+                ));
+            }
+        }
         proxies.sort();
         proxies.dedup();
         attrs.push(("proxyAddresses".into(), proxies));
         if ad.schema.exchange {
-            attrs.push(("mailNickname".into(), opt(g.mail_nickname.clone())));
+            let nick = g.mail_nickname.clone().filter(|n| naming::valid_nickname(n));
+            if nick.is_none() && g.mail_nickname.as_deref().is_some_and(|n| !n.is_empty()) {
+                problems.push("mailNickname is not valid; it is not written".into());
+            }
+            attrs.push(("mailNickname".into(), opt(nick)));
         }
     }
     if cfg.write_owners {
@@ -205,7 +241,7 @@ fn desired_shape<'a>(
             attrs.push(("managedBy".into(), owner));
         }
     }
-    Ok(Desired { group: g, decision, cn, dn, attrs })
+    Ok(Desired { group: g, decision, cn, dn, attrs, problems })
 }
 
 /// `managedBy`: the first owner that resolves to an AD user (the current one while it still
