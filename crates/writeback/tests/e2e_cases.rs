@@ -516,3 +516,60 @@ fn lifecycle_options_delete_on_request_and_the_member_removal_threshold() {
     assert!(fx.group(&soft).is_none(), "on_soft_delete = delete");
     assert!(fx.group(&big).expect("big").members.is_empty());
 }
+
+/// 120+ nasty display names, deterministic: specials in every position, unicode, controls, lengths.
+fn nasty_corpus() -> Vec<String> {
+    let specials = [
+        ",", "+", "\"", "\\", "<", ">", ";", "=", "#", " ", "*", "(", ")", "/", "[", "]", ":", "|", "?", ".", "\t",
+        "\u{1}", "\u{7f}", "é", "日本", "😀", "\u{202e}", "&", "%", "'",
+    ];
+    let mut names = Vec::new();
+    for (i, s) in specials.iter().enumerate() {
+        names.push(format!("{s}lead {i}"));
+        names.push(format!("trail {i}{s}"));
+        names.push(format!("mid{s}dle {i}"));
+        names.push(format!("{s}{s}{s} {i}"));
+    }
+    names.push("#".into());
+    names.push(" ".repeat(3) + "spaces");
+    names.push("x".repeat(256));
+    names.push("é".repeat(60));
+    names.push("😀".repeat(40));
+    names
+}
+
+#[test]
+fn a_corpus_of_nasty_names_and_malformed_graph_objects() {
+    let (mut fx, users, ids, cloud) = with_users("corpus", 1);
+    let names = nasty_corpus();
+    assert!(names.len() >= 100);
+    let mut groups: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| security_group(&fx.id(i as u32 + 1), n, Some(true), &refs(&ids)))
+        .collect();
+    // Malformed objects from Graph: no id, an id that is not a GUID, wrong types, a huge string.
+    groups
+        .push(json!({"displayName": "no id", "securityEnabled": true, "writebackConfiguration": {"isEnabled": true}}));
+    groups.push(json!({"id": "not-a-guid", "displayName": "bad id", "securityEnabled": true, "writebackConfiguration": {"isEnabled": true}}));
+    groups.push(json!({"id": fx.id(900), "displayName": "wrong type", "securityEnabled": "yes", "groupTypes": 5}));
+    groups.push(json!({"id": fx.id(901), "displayName": "x".repeat(1_000_000), "securityEnabled": true, "mailEnabled": false, "groupTypes": [], "writebackConfiguration": {"isEnabled": true}}));
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config("cn_format = \"display-name\"");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out["adds"].as_u64(), Some(names.len() as u64), "every nasty name is written: {out}");
+    assert_eq!(out["errors"], 4, "the four malformed objects are errors, one each: {out}");
+    let groups_ou = fx.groups_ou.clone();
+    let written = fx.groups(&groups_ou);
+    assert_eq!(written.len(), names.len());
+    for g in &written {
+        let cn = g.one("cn").expect("cn");
+        assert!(cn.encode_utf16().count() <= 64 && !cn.chars().any(char::is_control), "{cn:?}");
+        assert_eq!(g.members, vec![users[0].guid.clone()]);
+    }
+    let (_, again) = fx.sync_json(&[]);
+    for k in ["adds", "updates", "renames", "member_adds", "member_removes"] {
+        assert_eq!(again[k], 0, "names round-trip exactly; {k}: {again}");
+    }
+}
