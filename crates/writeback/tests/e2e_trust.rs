@@ -1,0 +1,158 @@
+//! Trust (issue #5): secrets never leave, and objects writeback does not own — decoys inside
+//! and outside the managed OUs, a forged marker, privileged groups — are never modified, even
+//! with a Domain Admin account.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use ldap3::Mod;
+use serde_json::json;
+
+#[test]
+fn secrets_never_appear_in_any_output() {
+    let mut fx = Fixture::new("secrets");
+    let users = fx.create_users("user", 2);
+    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let cloud = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let t = tenant(
+        cloud,
+        vec![
+            security_group(&fx.id(1), "SG-Secret", Some(true), &[&uids[0], &uids[1]]),
+            security_group(&fx.id(2), &"z".repeat(300), Some(true), &[]),
+        ],
+    );
+    fx.start_sim(&t);
+    fx.write_config("[daemon]\ninterval = \"1s\"\n");
+    let mut all = String::new();
+    for args in [
+        vec!["-vv", "check"],
+        vec!["-vv", "--json", "plan"],
+        vec!["-vv", "--log-format", "json", "sync", "--full"],
+        vec!["-vv", "--json", "sync"],
+        vec!["-vv", "show", "SG-Secret"],
+        vec!["--json", "status"],
+        vec!["--json", "errors"],
+    ] {
+        let r = fx.writeback(&args);
+        all.push_str(&r.stdout);
+        all.push_str(&r.stderr);
+    }
+    // The daemon's pages and metrics too.
+    let d = Daemon::start(&fx);
+    d.wait_for("a cycle", |h| h["reason"] == "ok");
+    for path in ["/", "/metrics", "/healthz", "/api/status", "/?group=SG-Secret"] {
+        all.push_str(&d.get(path).map(|(_, b)| b).unwrap_or_default());
+    }
+    drop(d);
+    // A failing bind prints its error: still no password.
+    let wrong = format!("{}-wrong", fx.dc.password);
+    std::fs::write(fx.dir.join("bind-password"), &wrong).expect("write");
+    let r = fx.writeback(&["-vv", "sync"]);
+    all.push_str(&r.stdout);
+    all.push_str(&r.stderr);
+    assert!(all.len() > 2_000, "the run printed something to check");
+    for secret in [SECRET, fx.dc.password.as_str(), wrong.as_str()] {
+        assert!(!all.contains(secret), "a secret appeared in the output");
+    }
+    assert!(!all.contains("sim-token-"), "no access token in the output");
+
+    // A secret file others can read: a warning.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(fx.dir.join("client-secret"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let r = fx.writeback(&["plan"]);
+        assert!(r.stderr.contains("can be read by other users"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
+    let mut fx = Fixture::new("decoys");
+    let users = fx.create_users("user", 2);
+    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let cloud: Vec<serde_json::Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (g, h) = (fx.id(1), fx.id(2));
+    let groups_ou = fx.groups_ou.clone();
+    let users_ou = fx.users_ou.clone();
+    // Inside the managed OU: unowned groups with names like ours, an unowned user.
+    let look1 = fx.create_group(&format!("Group_{g} copy"), UNIVERSAL_SECURITY, Some(&groups_ou));
+    let look2 = fx.create_group("SG-Decoy_000000000009", UNIVERSAL_SECURITY, Some(&groups_ou));
+    fx.ldap
+        .add(
+            &format!("CN=decoy-user,{groups_ou}"),
+            vec![
+                ("objectClass", HashSet::from(["user"])),
+                ("sAMAccountName", HashSet::from([format!("du{}", &fx.token[..6]).as_str()])),
+            ],
+        )
+        .expect("add")
+        .success()
+        .expect("ok");
+    let decoy_user = fx.read_obj(&format!("CN=decoy-user,{groups_ou}"));
+    // Outside: a group carrying a forged marker for a group that is in scope.
+    let forged = fx.create_group(&format!("Group_{g}"), UNIVERSAL_SECURITY, Some(&users_ou));
+    let marker = format!("Group_{g}");
+    fx.modify(
+        &forged.dn,
+        vec![
+            Mod::Replace("adminDescription", HashSet::from([marker.as_str()])),
+            Mod::Add("member", HashSet::from([users[1].dn.as_str()])),
+        ],
+    );
+    // Privileged groups of the domain.
+    let base = fx.dc.base_dn.clone();
+    let privileged: Vec<String> =
+        ["CN=Domain Admins,CN=Users", "CN=Enterprise Admins,CN=Users", "CN=Administrators,CN=Builtin"]
+            .iter()
+            .map(|p| format!("{p},{base}"))
+            .collect();
+
+    let decoys: Vec<String> = [look1.dn.clone(), look2.dn.clone(), decoy_user.dn.clone(), forged.dn.clone()]
+        .into_iter()
+        .chain(privileged.iter().cloned())
+        .collect();
+    let usn = |fx: &mut Fixture, dn: &str| -> String {
+        let (e, _) = fx
+            .ldap
+            .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["uSNChanged"])
+            .expect("search")
+            .success()
+            .expect("ok");
+        ldap3::SearchEntry::construct(e.into_iter().next().expect("entry")).attrs["uSNChanged"][0].clone()
+    };
+    let before: Vec<String> = decoys.iter().map(|d| usn(&mut fx, d)).collect();
+
+    let mut t = tenant(
+        cloud,
+        vec![
+            security_group(&g, "SG-Decoy", Some(true), &[&uids[0]]),
+            security_group(&h, "SG-Other", Some(true), &[&uids[0]]),
+        ],
+    );
+    fx.start_sim(&t);
+    fx.write_config("cn_format = \"display-name\"\ndelete_threshold = 100");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    // Then changes, deletes, a delta cycle and a full one: still nothing touches the decoys.
+    t["groups"][0]["members"] = json!([&uids[1]]);
+    t["groups"].as_array_mut().expect("groups").pop();
+    fx.set_tenant(&t);
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    assert_eq!(fx.sync_json(&["--full"]).0, 0);
+    let after: Vec<String> = decoys.iter().map(|d| usn(&mut fx, d)).collect();
+    for ((dn, b), a) in decoys.iter().zip(&before).zip(&after) {
+        assert_eq!(a, b, "{dn} was modified");
+    }
+    // The group in scope was written in the managed OU; the forged one outside was not adopted.
+    let ours = fx
+        .groups(&groups_ou)
+        .into_iter()
+        .find(|x| x.one("adminDescription") == Some(marker.as_str()))
+        .expect("written");
+    assert!(ours.dn.ends_with(&groups_ou) && ours.guid != forged.guid, "{}", ours.dn);
+    assert_eq!(ours.members, vec![users[1].guid.clone()]);
+    assert!(fx.group(&h).is_none(), "the deleted cloud group's AD group is deleted");
+}
