@@ -28,11 +28,8 @@ fn is_valid_rdn_value(escaped: &str) -> bool {
     let mut first = true;
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    return false;
-                }
-            }
+            '\\' if chars.next().is_none() => return false,
+            '\\' => {}
             ',' | '+' | '"' | '<' | '>' | ';' | '=' => return false,
             '#' | ' ' if first => return false,
             c if c.is_control() => return false,
