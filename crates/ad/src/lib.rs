@@ -6,6 +6,7 @@
 
 mod apply;
 mod conn;
+mod guard;
 mod read;
 
 pub use apply::{ApplyReport, OpOutcome};

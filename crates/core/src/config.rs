@@ -39,6 +39,8 @@ pub struct PlannerConfig {
     pub rules: Vec<crate::rules::Rule>,
     /// Write `managedBy` from the first owner that resolves to an AD user.
     pub write_owners: bool,
+    /// Cloud ids whose membership may change although the group is nested into a protected group.
+    pub allow_protected_nesting: Vec<String>,
 }
 
 impl PlannerConfig {
@@ -55,6 +57,7 @@ impl PlannerConfig {
             stay_in: Vec::new(),
             rules: Vec::new(),
             write_owners: false,
+            allow_protected_nesting: Vec::new(),
         }
     }
 }

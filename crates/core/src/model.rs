@@ -182,6 +182,8 @@ pub struct AdSnapshot {
     pub groups: Vec<AdGroup>,
     /// Resolved member anchors.
     pub directory: HashMap<Anchor, AdObject>,
+    /// Owned groups nested into a protected group: cloud id → the nesting path.
+    pub protected: BTreeMap<String, String>,
 }
 
 /// The AD group last written for a cloud group.

@@ -84,6 +84,8 @@ pub struct WritebackSection {
     pub write_owners: bool,
     /// Move groups adopted from `[ad] adopt_from` into the target OU (same objectGUID and SID).
     pub move_adopted: bool,
+    /// Cloud ids whose members may change although the AD group is nested into a protected group.
+    pub allow_protected_nesting: Vec<String>,
 }
 
 impl Default for WritebackSection {
@@ -97,6 +99,7 @@ impl Default for WritebackSection {
             on_soft_delete: d.on_soft_delete,
             write_owners: false,
             move_adopted: false,
+            allow_protected_nesting: Vec::new(),
         }
     }
 }
@@ -233,6 +236,7 @@ impl Config {
             stay_in: if self.writeback.move_adopted { Vec::new() } else { self.ad.adopt_from.clone() },
             rules: self.rules.clone(),
             write_owners: self.writeback.write_owners,
+            allow_protected_nesting: self.writeback.allow_protected_nesting.clone(),
         }
     }
 

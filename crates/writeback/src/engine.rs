@@ -73,7 +73,7 @@ pub async fn read(
     if owned.iter().any(|g| !listed.contains(g.cloud_id.as_str())) {
         cloud.soft_deleted = graph.soft_deleted_groups().await?;
     }
-    let ad_snap = resolve(ad, &cloud, owned).await?;
+    let ad_snap = resolve(ad, &cloud, owned, ous).await?;
     Ok(Snapshot { cloud, ad: ad_snap })
 }
 
@@ -82,12 +82,21 @@ async fn resolve(
     ad: &mut AdConn,
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
+    ous: &[String],
 ) -> Result<AdSnapshot, Fatal> {
     let anchors: Vec<_> = member_anchors(cloud).into_iter().collect();
     progress::phase(&format!("finding {} members in AD", anchors.len()));
     let directory = ad.resolve(&anchors).await?;
     tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
-    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory })
+    // Nestings into protected groups change the protected group, not ours: looked up every cycle.
+    let protected = ad.protected_nesting(ous).await?;
+    if !protected.is_empty() {
+        tracing::warn!(
+            groups = protected.len(),
+            "owned groups nested into protected groups: their members are held back"
+        );
+    }
+    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), Fatal> {
@@ -325,7 +334,7 @@ async fn delta_cycle(
     let considered: Vec<String> =
         cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
     let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
-    let ad_snap = resolve(ad, &cloud, owned).await?;
+    let ad_snap = resolve(ad, &cloud, owned, &ous).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
     let marks = Watermarks {
         groups_link: groups.delta_link,

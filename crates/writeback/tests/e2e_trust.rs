@@ -156,3 +156,42 @@ fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
     assert_eq!(ours.members, vec![users[1].guid.clone()]);
     assert!(fx.group(&h).is_none(), "the deleted cloud group's AD group is deleted");
 }
+
+#[test]
+fn tier0_guard_holds_back_members_of_groups_nested_into_protected_groups() {
+    let mut fx = Fixture::new("tier0");
+    let users = fx.create_users("user", 2);
+    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let cloud: Vec<serde_json::Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let g = fx.id(1);
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Helpdesk", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let ours = fx.group(&g).expect("written");
+
+    // Someone nests our group into BUILTIN\Administrators through another group.
+    let middle = fx.create_group("Server-Admins", UNIVERSAL_SECURITY, None);
+    fx.modify(&middle.dn, vec![Mod::Add("member", HashSet::from([ours.dn.as_str()]))]);
+    let admins = format!("CN=Administrators,CN=Builtin,{}", fx.dc.base_dn);
+    fx.modify(&admins, vec![Mod::Add("member", HashSet::from([middle.dn.as_str()]))]);
+
+    // The cloud adds a member: held back, with the path named.
+    t["groups"][0]["members"] = json!([&uids[0], &uids[1]]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["member_adds"].as_u64()), (1, Some(0)), "{out}");
+    assert_eq!(fx.group(&g).expect("g").members, vec![users[0].guid.clone()], "nothing written");
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    let msg = errors["errors"][0]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        msg.contains("Tier-0 guard") && msg.contains("CN=Server-Admins") && msg.contains("CN=Administrators"),
+        "{msg}"
+    );
+
+    // An explicit override for this group lets the change through.
+    fx.write_config(&format!("allow_protected_nesting = [\"{g}\"]"));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["member_adds"].as_u64()), (0, Some(1)), "{out}");
+    fx.modify(&admins, vec![Mod::Delete("member", HashSet::from([middle.dn.as_str()]))]);
+}
