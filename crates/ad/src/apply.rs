@@ -28,7 +28,14 @@ pub struct ApplyReport {
     pub links: HashMap<String, (String, String)>,
     /// LDAP write operations sent.
     pub ldap_writes: u64,
+    /// Set when the circuit breaker stopped the run: most operations were failing.
+    pub stopped: Option<String>,
 }
+
+/// The breaker trips when more than this share of operations failed…
+const BREAKER_RATIO: f64 = 0.4;
+/// …once at least this many were tried (a few failures among few operations is not a pattern).
+const BREAKER_MIN_OPS: usize = 20;
 
 impl ApplyReport {
     pub fn failed_ops(&self) -> usize {
@@ -121,6 +128,16 @@ impl AdConn {
             }
             report.outcomes.push(outcome);
             progress(report.outcomes.len(), total);
+            let (done, failed) = (report.outcomes.len(), report.failed_ops());
+            if done >= BREAKER_MIN_OPS && failed as f64 > BREAKER_RATIO * done as f64 {
+                report.stopped = Some(format!(
+                    "{failed} of the first {done} operations failed (over {:.0}%): writing stopped with {} operations left; see `writeback errors`",
+                    BREAKER_RATIO * 100.0,
+                    total - done
+                ));
+                tracing::error!(failed, done, "most operations are failing: stopping writes (quarantine)");
+                break;
+            }
         }
         report
     }

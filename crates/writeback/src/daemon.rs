@@ -38,6 +38,9 @@ pub struct Status {
     pub backoff_reason: Option<String>,
     pub next_cycle: Option<Instant>,
     pub lock_lost: bool,
+    /// Set while writing is stopped because most operations failed or the credentials or
+    /// TLS trust are wrong; cleared by the next good cycle.
+    pub quarantined: Option<String>,
     /// The explanation of every group, as of the last cycle that planned it.
     pub reports: BTreeMap<String, GroupReport>,
 }
@@ -65,6 +68,9 @@ impl Daemon {
             Role::Stopping => (false, "stopping".into()),
             Role::Active if s.lock_lost => {
                 (false, "the state lock file was removed: this instance stopped writing".into())
+            }
+            Role::Active if s.quarantined.is_some() => {
+                (false, format!("quarantined: {}", s.quarantined.clone().unwrap_or_default()))
             }
             Role::Active => match s.last_success {
                 Some((t, _)) if t.elapsed() <= limit => (true, "ok".into()),
@@ -117,6 +123,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
         backoff_reason: None,
         next_cycle: None,
         lock_lost: false,
+        quarantined: None,
         reports: BTreeMap::new(),
     };
     let daemon =
@@ -186,6 +193,17 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
         let mut s = daemon.status();
         s.running = None;
         match result {
+            Ok(r) if r.status == "quarantined" => {
+                record(&mut s, &r, started.elapsed());
+                let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
+                s.failures += 1;
+                let wait = backoff(interval, s.failures);
+                tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined: writing stopped");
+                s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+                s.quarantined = Some(reason);
+                gauge!("writeback_quarantined").set(1.0);
+                next = Instant::now() + wait;
+            }
             Ok(r) => {
                 if r.kind == "full" {
                     last_full = Some(Instant::now());
@@ -193,11 +211,17 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                 record(&mut s, &r, started.elapsed());
                 s.failures = 0;
                 s.backoff_reason = None;
+                s.quarantined = None;
+                gauge!("writeback_quarantined").set(0.0);
                 next = Instant::now() + interval;
             }
             Err(Fatal(reason)) => {
                 s.failures += 1;
                 let wait = backoff(interval, s.failures);
+                if engine::is_quarantine(&reason) {
+                    s.quarantined = Some(reason.clone());
+                    gauge!("writeback_quarantined").set(1.0);
+                }
                 tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
                 counter!("writeback_cycles_total", "kind" => if full { "full" } else { "delta" }, "status" => "failed")
                     .increment(1);

@@ -32,6 +32,14 @@ impl<E: std::fmt::Display> From<E> for Fatal {
     }
 }
 
+/// Failures that quarantine the daemon instead of a plain back-off: the credentials or the
+/// TLS trust are wrong, so retrying soon only adds failed logins.
+pub fn is_quarantine(reason: &str) -> bool {
+    ["Graph authentication failed", "AD refused the bind", "certificate", "quarantine"]
+        .iter()
+        .any(|k| reason.contains(k))
+}
+
 pub struct Snapshot {
     pub cloud: CloudSnapshot,
     pub ad: AdSnapshot,
@@ -385,6 +393,23 @@ async fn apply_and_record(
 
     let mut errors = plan.errors.clone();
     errors.extend(apply_errors(&report));
+    if let Some(why) = &report.stopped {
+        // Record what happened, but keep the watermarks: the next cycle repeats this work.
+        let mut summary = applied_summary(&plan, &report);
+        summary.errors = errors.len();
+        match &looked_at {
+            None => store.replace_errors(run_id, &errors)?,
+            Some(ids) => store.merge_errors(run_id, ids, &errors)?,
+        }
+        return Ok(Outcome {
+            kind,
+            status: "quarantined",
+            summary,
+            errors,
+            message: Some(why.clone()),
+            reports: plan.groups,
+        });
+    }
     let mut summary = applied_summary(&plan, &report);
     summary.errors = errors.len();
 

@@ -56,6 +56,12 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
             }
             exit::THRESHOLD
         }
+        "quarantined" => {
+            if let Some(m) = &r.message {
+                eprintln!("quarantined: {m}");
+            }
+            exit::CANNOT_RUN
+        }
         _ => exit::OBJECT_ERRORS,
     }
 }

@@ -54,7 +54,7 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     let (healthy, reason) = d.health();
     let s = d.status();
     Json(json!({
-        "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
+        "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason, "quarantined": s.quarantined,
         "running": s.running, "last_cycle": s.last_cycle.as_ref().map(|(k, st, _, m)| json!({"kind": k, "status": st, "message": m})),
     }))
     .into_response()
@@ -101,6 +101,9 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
         }
         if let Some((_, at)) = s.last_success {
             let _ = write!(h, " — last success {}", ago(at));
+        }
+        if let Some(q) = &s.quarantined {
+            let _ = write!(h, "<br><span class=bad><b>Quarantined</b>: writing is stopped — {}</span>", esc(q));
         }
         if let Some(b) = &s.backoff_reason {
             let _ = write!(h, "<br><span class=bad>Backing off: {}</span>", esc(b));

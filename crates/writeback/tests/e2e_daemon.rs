@@ -87,6 +87,13 @@ fn the_daemon_backs_off_and_says_why_when_graph_is_down() {
     wait_until("two failed cycles", || status()["failures"].as_u64().unwrap_or(0) >= 2);
     let s = status();
     assert!(s["backoff"].as_str().unwrap_or("").contains("AADSTS7000215"), "the reason is visible: {s}");
+    assert!(
+        s["quarantined"].as_str().unwrap_or("").contains("Graph authentication failed"),
+        "bad credentials quarantine: {s}"
+    );
+    let (code, h) = d.health().expect("health");
+    assert_eq!(code, 503, "quarantined is unhealthy: {h}");
+    assert!(d.metric("writeback_quarantined").unwrap_or(0.0) >= 1.0);
     let (_, page) = d.get("/").expect("page");
     assert!(page.contains("Backing off"), "{page}");
     assert!(d.metric("writeback_cycles_total{kind=\"full\",status=\"failed\"}").unwrap_or(0.0) >= 2.0);

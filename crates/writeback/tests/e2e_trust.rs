@@ -195,3 +195,28 @@ fn tier0_guard_holds_back_members_of_groups_nested_into_protected_groups() {
     assert_eq!((code, out["member_adds"].as_u64()), (0, Some(1)), "{out}");
     fx.modify(&admins, vec![Mod::Delete("member", HashSet::from([middle.dn.as_str()]))]);
 }
+
+#[test]
+fn when_most_operations_fail_writing_stops_and_the_run_is_quarantined() {
+    let mut fx = Fixture::new("breaker");
+    let groups_ou = fx.groups_ou.clone();
+    // 25 groups whose names are all taken by objects writeback does not own: every add fails.
+    let ids: Vec<String> = (1..=25).map(|i| fx.id(i)).collect();
+    let squatters: Vec<AdObj> =
+        ids.iter().map(|id| fx.create_group(&format!("Group_{id}"), UNIVERSAL_SECURITY, Some(&groups_ou))).collect();
+    let groups = ids.iter().map(|id| security_group(id, "SG", Some(true), &[])).collect();
+    fx.start_sim(&tenant(vec![], groups));
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["status"].as_str()), (4, Some("quarantined")), "{out}");
+    assert_eq!(out["errors"], 20, "writing stopped after 20 failures of 20, 5 left untried: {out}");
+    let hist = fx.writeback(&["--json", "history"]).json();
+    assert!(hist["runs"][0]["message"].as_str().unwrap_or("").contains("writing stopped"), "{hist}");
+
+    // Fixed by hand: the next run does the whole job.
+    for s in &squatters {
+        fx.ldap.delete(&s.dn).expect("delete").success().expect("deleted");
+    }
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64()), (0, Some(25)), "{out}");
+}
