@@ -209,6 +209,47 @@ impl AdConn {
         Ok(can_create)
     }
 
+    /// What the account may not write on owned groups (`allowedAttributesEffective` of the
+    /// first owned group found): (that group's DN, missing attributes). `None` when no owned
+    /// group exists yet to ask about.
+    pub async fn missing_group_rights(
+        &mut self,
+        ous: &[String],
+        needed: &[&str],
+    ) -> Result<Option<(String, Vec<String>)>, AdError> {
+        for ou in ous {
+            let opts = ldap3::SearchOptions::new().sizelimit(1);
+            let res = self
+                .ldap
+                .with_search_options(opts)
+                .search(
+                    ou,
+                    Scope::Subtree,
+                    "(&(objectClass=group)(adminDescription=Group_*))",
+                    vec!["allowedAttributesEffective"],
+                )
+                .await
+                .map_err(|e| AdError::ldap(format!("reading rights in {ou}"), e))?;
+            // 4 = sizeLimitExceeded: one entry is all we asked for.
+            if res.1.rc != 0 && res.1.rc != 4 {
+                continue;
+            }
+            let Some(e) = res.0.into_iter().find(|e| !e.is_ref()).map(SearchEntry::construct) else { continue };
+            let have: Vec<String> = e
+                .attrs
+                .get("allowedAttributesEffective")
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect();
+            let missing =
+                needed.iter().filter(|n| !have.contains(&n.to_ascii_lowercase())).map(|n| n.to_string()).collect();
+            return Ok(Some((e.dn, missing)));
+        }
+        Ok(None)
+    }
+
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
     }

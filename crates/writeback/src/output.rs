@@ -231,8 +231,32 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
                 let ou = cfg.ad.target_ou.clone();
                 match ad.can_create_groups_in(&ou).await {
                     Ok(true) => results.push(("target OU".into(), Ok(format!("{ou} exists; the account may create groups in it")))),
-                    Ok(false) => results.push(("target OU".into(), Err(format!("{ou} exists, but the account may not create groups in it: delegate Create Group objects on this OU")))),
+                                        Ok(false) => results.push((
+                        "target OU".into(),
+                        Err(format!("{ou} exists, but the account may not create groups in it: delegate Create/Delete Group objects on this OU — see docs/permissions.md")),
+                    )),
                     Err(e) => results.push(("target OU".into(), Err(e.to_string()))),
+                }
+                // `name`/`cn` change through ModifyDN and are not listed as writable attributes.
+                let mut needed =
+                    vec!["member", "groupType", "description", "displayName", "sAMAccountName", "adminDescription"];
+                if cfg.writeback.write_owners {
+                    needed.push("managedBy");
+                }
+                let ous = vec![cfg.ad.target_ou.clone()];
+                match ad.missing_group_rights(&ous, &needed).await {
+                    Ok(Some((dn, missing))) if missing.is_empty() => {
+                        results.push(("rights on groups".into(), Ok(format!("may write every attribute writeback manages (checked on {dn})"))))
+                    }
+                    Ok(Some((dn, missing))) => results.push((
+                        "rights on groups".into(),
+                        Err(format!(
+                            "may not write {} (checked on {dn}): grant Read/Write all properties on descendant Group objects of the OU — see docs/permissions.md",
+                            missing.join(", ")
+                        )),
+                    )),
+                    Ok(None) => results.push(("rights on groups".into(), Ok("no group written yet to check attribute rights on; run check again after the first sync".into()))),
+                    Err(e) => results.push(("rights on groups".into(), Err(e.to_string()))),
                 }
                 for ou in &cfg.ad.adopt_from {
                     match ad.can_create_groups_in(ou).await {

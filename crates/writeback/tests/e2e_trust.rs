@@ -47,13 +47,14 @@ fn secrets_never_appear_in_any_output() {
     }
     drop(d);
     // A failing bind prints its error: still no password.
-    let wrong = format!("{}-wrong", fx.dc.password);
+    let wrong = format!("{}-wrong", fx.bind_password());
     std::fs::write(fx.dir.join("bind-password"), &wrong).expect("write");
     let r = fx.writeback(&["-vv", "sync"]);
     all.push_str(&r.stdout);
     all.push_str(&r.stderr);
     assert!(all.len() > 2_000, "the run printed something to check");
-    for secret in [SECRET, fx.dc.password.as_str(), wrong.as_str()] {
+    let password = fx.bind_password().to_string();
+    for secret in [SECRET, password.as_str(), fx.dc.password.as_str(), wrong.as_str()] {
         assert!(!all.contains(secret), "a secret appeared in the output");
     }
     assert!(!all.contains("sim-token-"), "no access token in the output");
@@ -133,6 +134,8 @@ fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
         ],
     );
     fx.start_sim(&t);
+    // Whatever rights the account has: here a Domain Admin.
+    fx.as_administrator = true;
     fx.write_config("cn_format = \"display-name\"\ndelete_threshold = 100");
     let (code, out) = fx.sync_json(&[]);
     assert_eq!(code, 0, "{out}");
@@ -219,4 +222,46 @@ fn when_most_operations_fail_writing_stops_and_the_run_is_quarantined() {
     }
     let (code, out) = fx.sync_json(&[]);
     assert_eq!((code, out["adds"].as_u64()), (0, Some(25)), "{out}");
+}
+
+#[test]
+fn check_reads_the_accounts_effective_rights_and_says_what_is_missing() {
+    let mut fx = Fixture::new("rights");
+    let g = fx.id(1);
+    fx.start_sim(&tenant(vec![], vec![security_group(&g, "SG-Rights", Some(true), &[])]));
+    fx.write_config("");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("the account may create groups in it") && r.stdout.contains("no group written yet"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let r = fx.writeback(&["check"]);
+    assert!(r.stdout.contains("ok    rights on groups: may write every attribute writeback manages"), "{}", r.stdout);
+
+    // An OU without the delegation: check says precisely what is missing, and fails.
+    let bare = format!("OU=wb-no-rights-{},{}", fx.token, fx.dc.base_dn);
+    fx.ldap
+        .add(&bare, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+        .expect("add")
+        .success()
+        .expect("OU");
+    let cfg = std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config");
+    std::fs::write(
+        fx.dir.join("writeback.toml"),
+        cfg.replace(&format!("target_ou = \"{}\"", fx.groups_ou), &format!("target_ou = \"{bare}\"")),
+    )
+    .expect("write");
+    let r = fx.writeback(&["check"]);
+    let _ = fx.ldap.delete(&bare);
+    assert_eq!(r.code, 4, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL  target OU")
+            && r.stdout.contains("may not create groups")
+            && r.stdout.contains("docs/permissions.md"),
+        "{}",
+        r.stdout
+    );
 }

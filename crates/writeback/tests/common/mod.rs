@@ -28,6 +28,10 @@ pub struct Dc {
     pub bind_dn: String,
     pub password: String,
     pub base_dn: String,
+    /// Where tests make their OUs: the delegated account's rights apply there.
+    pub tests_ou: String,
+    /// The least-privilege account of docs/permissions.md (UPN, password).
+    pub delegated: (String, String),
 }
 
 fn env(name: &str) -> String {
@@ -41,12 +45,19 @@ impl Dc {
         let pw_file = env("WRITEBACK_TEST_BIND_PASSWORD_FILE");
         let password =
             std::fs::read_to_string(&pw_file).unwrap_or_else(|e| panic!("reading {pw_file}: {e}")).trim().to_string();
+        let delegated_file = env("WRITEBACK_TEST_DELEGATED_PASSWORD_FILE");
+        let delegated_password = std::fs::read_to_string(&delegated_file)
+            .unwrap_or_else(|e| panic!("reading {delegated_file}: {e}"))
+            .trim()
+            .to_string();
         Dc {
             url: env("WRITEBACK_TEST_LDAP_URL"),
             ca: env("WRITEBACK_TEST_CA").into(),
             bind_dn: env("WRITEBACK_TEST_BIND_DN"),
             password,
             base_dn: env("WRITEBACK_TEST_BASE_DN"),
+            tests_ou: env("WRITEBACK_TEST_TESTS_OU"),
+            delegated: (env("WRITEBACK_TEST_DELEGATED_DN"), delegated_password),
         }
     }
 
@@ -148,6 +159,8 @@ pub struct Fixture {
     pub dir: PathBuf,
     sim: Option<(Child, String)>,
     n: u32,
+    /// Run writeback as Administrator instead of the delegated account.
+    pub as_administrator: bool,
     /// Leave the OU, the files and the simulator in place (the demo).
     keep: bool,
 }
@@ -171,8 +184,8 @@ impl Fixture {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let token = format!("{:08x}", (std::process::id().wrapping_mul(2654435761) ^ nanos ^ (seq << 24)));
         let ou = match keep_in {
-            Some(_) => format!("OU={name},{}", dc.base_dn),
-            None => format!("OU=wb-{name}-{token},{}", dc.base_dn),
+            Some(_) => format!("OU={name},{}", dc.tests_ou),
+            None => format!("OU=wb-{name}-{token},{}", dc.tests_ou),
         };
         if keep_in.is_some() {
             let tree = RawControl { ctype: "1.2.840.113556.1.4.805".into(), crit: true, val: None };
@@ -193,7 +206,19 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("work dir");
         let dir = dir.canonicalize().expect("work dir path");
-        Fixture { dc, ldap, token, ou, groups_ou, users_ou, dir, sim: None, n: 0, keep: keep_in.is_some() }
+        Fixture {
+            dc,
+            ldap,
+            token,
+            ou,
+            groups_ou,
+            users_ou,
+            dir,
+            sim: None,
+            n: 0,
+            as_administrator: false,
+            keep: keep_in.is_some(),
+        }
     }
 
     /// A cloud object id unique to this fixture.
@@ -362,9 +387,26 @@ impl Fixture {
 
     // ---- writeback ----
 
+    /// The account writeback binds as: the delegated one unless `as_administrator`.
+    pub fn bind_upn(&self) -> &str {
+        if self.as_administrator {
+            &self.dc.bind_dn
+        } else {
+            &self.dc.delegated.0
+        }
+    }
+
+    pub fn bind_password(&self) -> &str {
+        if self.as_administrator {
+            &self.dc.password
+        } else {
+            &self.dc.delegated.1
+        }
+    }
+
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let pw = self.dir.join("bind-password");
-        std::fs::write(&pw, &self.dc.password).expect("write password");
+        std::fs::write(&pw, self.bind_password()).expect("write password");
         let secret = self.dir.join("client-secret");
         std::fs::write(&secret, SECRET).expect("write secret");
         #[cfg(unix)]
@@ -399,7 +441,7 @@ path = "state.db"
 "#,
             sim = self.sim_url(),
             url = self.dc.url,
-            bind = self.dc.bind_dn,
+            bind = self.bind_upn(),
             ca = self.dc.ca.display(),
             ou = self.groups_ou,
         );
