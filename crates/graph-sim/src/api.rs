@@ -25,6 +25,10 @@ pub struct Fault {
     pub skip: usize,
     #[serde(default)]
     pub path_contains: Option<String>,
+    /// Instead of the first `count` requests: each matching request with this probability
+    /// (deterministic sequence), until `count` faults were given.
+    #[serde(default)]
+    pub probability: Option<f64>,
 }
 
 fn one() -> u64 {
@@ -52,6 +56,7 @@ pub struct Sim {
     pub log: Vec<LogEntry>,
     pub journal: Journal,
     next_id: u64,
+    rng: u64,
 }
 
 /// One Graph request as the simulator sees it; `path` starts after the version segment.
@@ -92,6 +97,7 @@ impl Sim {
             log: vec![],
             journal: Journal::new(),
             next_id: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
 
@@ -172,7 +178,30 @@ impl Sim {
     }
 
     fn take_fault(&mut self, url: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| f.path_contains.as_deref().is_none_or(|p| url.contains(p)))?;
+        let matching: Vec<usize> = (0..self.faults.len())
+            .filter(|i| self.faults[*i].path_contains.as_deref().is_none_or(|p| url.contains(p)))
+            .collect();
+        // Probabilistic faults each get their roll, in order; otherwise the first matching fault.
+        let mut chosen = None;
+        for i in matching {
+            match self.faults[i].probability {
+                Some(p) => {
+                    // xorshift: the same run of faults every time.
+                    self.rng ^= self.rng << 13;
+                    self.rng ^= self.rng >> 7;
+                    self.rng ^= self.rng << 17;
+                    if ((self.rng % 10_000) as f64) < p * 10_000.0 {
+                        chosen = Some(i);
+                        break;
+                    }
+                }
+                None => {
+                    chosen = Some(i);
+                    break;
+                }
+            }
+        }
+        let i = chosen?;
         let f = &mut self.faults[i];
         if f.skip > 0 {
             f.skip -= 1;
@@ -555,7 +584,7 @@ mod tests {
         let too_many: Vec<Value> =
             (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/groups"})).collect();
         assert_eq!(s.batch(false, json!({"requests": too_many}), "http://sim").status, 400);
-        s.faults.push(Fault { status: 429, retry_after: 7, count: 1, skip: 0, path_contains: None });
+        s.faults.push(Fault { status: 429, retry_after: 7, count: 1, skip: 0, path_contains: None, probability: None });
         let r = get(&mut s, false, "/groups", "");
         assert_eq!(r.status, 429);
         assert!(r.headers.contains(&("Retry-After".to_string(), "7".to_string())));

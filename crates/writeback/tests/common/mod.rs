@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod chaos;
+
 use ldap3::controls::RawControl;
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
 use serde_json::{json, Value};
