@@ -188,6 +188,13 @@ impl AdConn {
                 }
                 Ok(())
             }
+                        // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).
+            Err(ldap3::LdapError::LdapResult { result }) if result.rc == 68 && result.text.to_ascii_lowercase().contains("samaccountname") => {
+                let sam = attrs.iter().find(|(k, _)| k == "sAMAccountName").and_then(|(_, v)| v.first()).cloned().unwrap_or_default();
+                Err(format!(
+                    "the sAMAccountName {sam} is already used by another object in the domain (sAMAccountName is unique domain-wide); rename that object, or remove it if it is a leftover"
+                ))
+            }
             Err(ldap3::LdapError::LdapResult { result }) if result.rc == 68 => Err(format!(
                 "{dn} already exists and writeback does not own it (it has no marker {}); rename or remove that object, or set its adminDescription to the marker to let writeback adopt it",
                 naming::marker(cloud_id)

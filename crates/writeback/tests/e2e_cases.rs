@@ -575,3 +575,20 @@ fn a_corpus_of_nasty_names_and_malformed_graph_objects() {
         assert_eq!(again[k], 0, "names round-trip exactly; {k}: {again}");
     }
 }
+
+#[test]
+fn a_taken_sam_account_name_is_named_as_such() {
+    let (mut fx, _, ids, cloud) = with_users("samtaken", 1);
+    let g = fx.id(1);
+    // Elsewhere in the domain, an object already uses the sAMAccountName writeback would give.
+    let other = fx.create_group("unrelated", UNIVERSAL_SECURITY, None);
+    let sam = format!("Group_{g}");
+    fx.modify(&other.dn, vec![Mod::Replace("sAMAccountName", HashSet::from([sam.as_str()]))]);
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG", Some(true), &refs(&ids))]));
+    fx.write_config("");
+    let (code, _) = fx.sync_json(&[]);
+    assert_eq!(code, 1);
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    let msg = errors["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(msg.contains(&format!("the sAMAccountName {sam} is already used")), "{msg}");
+}
