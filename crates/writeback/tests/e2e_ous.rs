@@ -35,17 +35,8 @@ fn changing_the_target_ou_moves_every_owned_group_keeping_guid_and_sid() {
 
     // A new OU for the groups.
     let new_ou = format!("OU=Moved,{}", fx.ou);
-    fx.ldap
-        .add(&new_ou, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
-        .expect("add")
-        .success()
-        .expect("OU");
-    let cfg = std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config");
-    std::fs::write(
-        fx.dir.join("writeback.toml"),
-        cfg.replace(&format!("target_ou = \"{old_ou}\""), &format!("target_ou = \"{new_ou}\"")),
-    )
-    .expect("write");
+    fx.add_ou(&new_ou);
+    fx.edit_config(|cfg| cfg.replace(&format!("target_ou = \"{old_ou}\""), &format!("target_ou = \"{new_ou}\"")));
     let plan = fx.writeback(&["--json", "plan"]).json();
     assert_eq!(
         (plan["summary"]["moves"].as_u64(), plan["summary"]["adds"].as_u64(), plan["summary"]["deletes"].as_u64()),
@@ -76,11 +67,7 @@ fn groups_written_by_azure_ad_connect_are_adopted_in_place_then_moved_when_confi
     let uids: Vec<String> = (0..3).map(|i| fx.id(10_000 + i)).collect();
     let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
     let connect_ou = format!("OU=AADConnect Writeback,{}", fx.ou);
-    fx.ldap
-        .add(&connect_ou, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
-        .expect("add")
-        .success()
-        .expect("OU");
+    fx.add_ou(&connect_ou);
     // What Azure AD Connect leaves: CN=Group_<id>, adminDescription=Group_<id>, universal, members.
     let (a, b) = (fx.id(1), fx.id(2));
     let mut pre = BTreeMap::new();
@@ -149,11 +136,7 @@ fn rules_include_every_sg_group_an_earlier_exclude_wins_and_rule_ous_place_group
     let uid = fx.id(10_000);
     let cloud = vec![synced_user(&uid, &users[0])];
     let tier0 = format!("OU=Tier0,{}", fx.ou);
-    fx.ldap
-        .add(&tier0, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
-        .expect("add")
-        .success()
-        .expect("OU");
+    fx.add_ou(&tier0);
     // isEnabled is unset on all of them: without rules no security group would be written.
     let names = ["SG-Finance", "SG-HR", "SG-Sales", "SG-Test-Lab", "SG-Tier0-Admins", "Not-SG"];
     let groups: Vec<Value> =

@@ -243,17 +243,9 @@ fn check_reads_the_accounts_effective_rights_and_says_what_is_missing() {
 
     // An OU without the delegation: check says precisely what is missing, and fails.
     let bare = format!("OU=wb-no-rights-{},{}", fx.token, fx.dc.base_dn);
-    fx.ldap
-        .add(&bare, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
-        .expect("add")
-        .success()
-        .expect("OU");
-    let cfg = std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config");
-    std::fs::write(
-        fx.dir.join("writeback.toml"),
-        cfg.replace(&format!("target_ou = \"{}\"", fx.groups_ou), &format!("target_ou = \"{bare}\"")),
-    )
-    .expect("write");
+    fx.add_ou(&bare);
+    let groups_ou = fx.groups_ou.clone();
+    fx.edit_config(|cfg| cfg.replace(&format!("target_ou = \"{groups_ou}\""), &format!("target_ou = \"{bare}\"")));
     let r = fx.writeback(&["check"]);
     let _ = fx.ldap.delete(&bare);
     assert_eq!(r.code, 4, "{}", r.stdout);

@@ -107,16 +107,7 @@ pub fn kill_loop(trials: usize, groups: u32, seed: u64) -> Figures {
         rng ^= rng << 17;
         let window = 50 + u64::from(groups) * 4;
         let delay = Duration::from_millis(30 + rng % window);
-        let bin =
-            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(fx.dir.join("writeback.toml"))
-            .arg("sync")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start writeback");
+        let mut child = fx.spawn_sync();
         std::thread::sleep(delay);
         let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
         let _ = child.wait();
@@ -135,15 +126,7 @@ pub fn dc_outage(groups: u32, outage: Duration) -> Figures {
     let (t, want) = tenant_for(&mut fx, groups, 12);
     fx.start_sim(&t);
     fx.write_config("delete_threshold = 100000");
-    let bin = option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-    let mut child = Command::new(bin)
-        .arg("-c")
-        .arg(fx.dir.join("writeback.toml"))
-        .arg("sync")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start writeback");
+    let mut child = fx.spawn_sync();
     std::thread::sleep(Duration::from_millis(300));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/samba-dc");
     let _ = Command::new(&root).arg("stop").status();

@@ -267,6 +267,36 @@ impl Fixture {
         self.read_obj(&dn)
     }
 
+    /// An organizational unit, as Administrator.
+    pub fn add_ou(&mut self, dn: &str) {
+        self.ldap
+            .add(dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+            .expect("add OU")
+            .success()
+            .expect("OU added");
+    }
+
+    /// Rewrites the config file written by `write_config`.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let path = self.dir.join("writeback.toml");
+        let text = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(&path, f(text)).expect("write config");
+    }
+
+    /// `writeback sync` started in the background (for failure tests).
+    pub fn spawn_sync(&self) -> Child {
+        let bin =
+            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
+        Command::new(bin)
+            .arg("-c")
+            .arg(self.dir.join("writeback.toml"))
+            .arg("sync")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start writeback")
+    }
+
     pub fn read_obj(&mut self, dn: &str) -> AdObj {
         let (entries, _) = self
             .ldap
