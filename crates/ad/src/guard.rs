@@ -46,7 +46,27 @@ impl AdConn {
     }
 
     /// Owned groups in `ous` nested into a protected group: cloud id → the path, for the error.
-    pub async fn protected_nesting(&mut self, ous: &[String]) -> Result<BTreeMap<String, String>, AdError> {
+    /// With `only`, just those cloud ids are looked at (nothing to look at: no search at all).
+    pub async fn protected_nesting(
+        &mut self,
+        ous: &[String],
+        only: Option<&[String]>,
+    ) -> Result<BTreeMap<String, String>, AdError> {
+        if only.is_some_and(|ids| ids.is_empty()) {
+            return Ok(BTreeMap::new());
+        }
+        // Markers of the groups to look at, as a filter term (empty: all owned groups).
+        let only_filter: String = match only {
+            Some(ids) => {
+                let terms: String = ids
+                    .iter()
+                    .filter(|id| naming::is_guid(id))
+                    .map(|id| format!("(adminDescription={})", naming::escape_filter(&naming::marker(id))))
+                    .collect();
+                format!("(|{terms})")
+            }
+            None => String::new(),
+        };
         let domain = self.domain_sid().await?;
         let sids: String = BUILTIN_SIDS
             .iter()
@@ -81,7 +101,7 @@ impl AdConn {
         for p in &protected {
             for ou in ous {
                 let filter = format!(
-                    "(&(objectClass=group)(adminDescription=Group_*)(memberOf:1.2.840.113556.1.4.1941:={}))",
+                    "(&(objectClass=group)(adminDescription=Group_*){only_filter}(memberOf:1.2.840.113556.1.4.1941:={}))",
                     naming::escape_filter(p)
                 );
                 let res = self
