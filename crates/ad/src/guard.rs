@@ -1,13 +1,18 @@
 //! The Tier-0 guard: which owned groups sit, directly or through other groups, inside a
 //! protected group (`adminCount=1`, or the domain's well-known privileged groups). Cloud group
 //! owners must not become domain admins through a nesting someone made in AD.
+//!
+//! The walk goes up from our groups' `memberOf` (read with the groups), one base read per
+//! ancestor, each read once per cycle. A group nested nowhere costs nothing, and no search
+//! scans the directory: a domain-wide `LDAP_MATCHING_RULE_IN_CHAIN` search per protected group
+//! costs a full scan on Samba, which grows with every tombstone.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use ldap3::adapters::PagedResults;
 use ldap3::{Scope, SearchEntry};
-use writeback_core::naming;
+use writeback_core::{naming, AdGroup, AdRef};
 
+use crate::read::extended_dn;
 use crate::{parse_extended_dn, AdConn, AdError};
 
 /// Domain-relative RIDs of privileged groups: Domain Admins, Domain Controllers, Schema
@@ -16,8 +21,18 @@ const DOMAIN_RIDS: &[u32] = &[498, 512, 516, 517, 518, 519, 520, 521];
 /// Builtin privileged groups: Administrators, Account/Server/Print/Backup Operators, Replicator.
 const BUILTIN_SIDS: &[&str] =
     &["S-1-5-32-544", "S-1-5-32-548", "S-1-5-32-549", "S-1-5-32-550", "S-1-5-32-551", "S-1-5-32-552"];
-/// How far up the memberOf chain a path is traced for the message.
+/// How far up a chain of nestings the walk goes; deeper chains are held back, not trusted.
 const MAX_DEPTH: usize = 12;
+/// Ancestors read per cycle at most; beyond this the remaining groups are held back.
+const MAX_READS: usize = 5_000;
+
+/// A group above one of ours, as read once per cycle.
+struct Ancestor {
+    dn: String,
+    /// Why it is protected, if it is.
+    protected: Option<&'static str>,
+    parents: Vec<AdRef>,
+}
 
 impl AdConn {
     async fn domain_sid(&mut self) -> Result<String, AdError> {
@@ -33,128 +48,124 @@ impl AdConn {
             .next()
             .map(SearchEntry::construct)
             .ok_or_else(|| AdError::Connect("no domain object".into()))?;
-        let bytes = e
-            .bin_attrs
-            .get("objectSid")
-            .and_then(|v| v.first())
-            .cloned()
-            .or_else(|| e.attrs.get("objectSid").and_then(|v| v.first()).map(|s| s.as_bytes().to_vec()));
-        bytes
-            .as_deref()
-            .and_then(naming::sid_from_bytes)
-            .ok_or_else(|| AdError::Connect("the domain has no readable objectSid".into()))
+        object_sid(&e).ok_or_else(|| AdError::Connect("the domain has no readable objectSid".into()))
     }
 
-    /// Owned groups in `ous` nested into a protected group: cloud id → the path, for the error.
-    /// With `only`, just those cloud ids are looked at (nothing to look at: no search at all).
-    pub async fn protected_nesting(
-        &mut self,
-        ous: &[String],
-        only: Option<&[String]>,
-    ) -> Result<BTreeMap<String, String>, AdError> {
-        if only.is_some_and(|ids| ids.is_empty()) {
-            return Ok(BTreeMap::new());
+    /// Owned groups nested into a protected group: cloud id → the reason, with the path.
+    /// A group whose ancestors cannot be read is held back too: the guard fails closed.
+    pub async fn protected_nesting(&mut self, owned: &[AdGroup]) -> Result<BTreeMap<String, String>, AdError> {
+        let mut guarded = BTreeMap::new();
+        for g in owned.iter().filter(|g| g.admin_count) {
+            guarded
+                .insert(g.cloud_id.clone(), format!("{} has adminCount = 1: AD treats it as a protected group", g.dn));
         }
-        // Markers of the groups to look at, as a filter term (empty: all owned groups).
-        let only_filter: String = match only {
-            Some(ids) => {
-                let terms: String = ids
-                    .iter()
-                    .filter(|id| naming::is_guid(id))
-                    .map(|id| format!("(adminDescription={})", naming::escape_filter(&naming::marker(id))))
-                    .collect();
-                format!("(|{terms})")
-            }
-            None => String::new(),
-        };
+        let nested: Vec<&AdGroup> =
+            owned.iter().filter(|g| !g.member_of.is_empty() && !guarded.contains_key(&g.cloud_id)).collect();
+        if nested.is_empty() {
+            return Ok(guarded);
+        }
         let domain = self.domain_sid().await?;
-        let sids: String = BUILTIN_SIDS
+        let protected_sids: HashSet<String> = BUILTIN_SIDS
             .iter()
             .map(|s| s.to_string())
             .chain(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")))
-            .map(|s| format!("(objectSid={s})"))
             .collect();
-        let filter = format!("(&(objectClass=group)(|(adminCount=1){sids}))");
-        let base = self.default_nc.clone();
-        let mut stream = self
-            .ldap
-            .streaming_search_with(PagedResults::new(500), &base, Scope::Subtree, &filter, vec!["adminDescription"])
-            .await
-            .map_err(|e| AdError::ldap("searching protected groups", e))?;
-        let mut protected = Vec::new();
-        let mut guarded = BTreeMap::new();
-        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("searching protected groups", e))? {
-            if entry.is_ref() || entry.is_intermediate() {
-                continue;
-            }
-            let e = SearchEntry::construct(entry);
-            match e.attrs.get("adminDescription").and_then(|v| v.first()).and_then(|m| naming::parse_marker(m)) {
-                // One of ours is itself marked protected by AD (SDProp sets adminCount).
-                Some(id) => {
-                    guarded.insert(id, format!("{} has adminCount = 1: AD treats it as a protected group", e.dn));
-                }
-                None => protected.push(e.dn),
-            }
-        }
-        stream.finish().await.success().map_err(|e| AdError::ldap("searching protected groups", e))?;
-
-        for p in &protected {
-            for ou in ous {
-                let filter = format!(
-                    "(&(objectClass=group)(adminDescription=Group_*){only_filter}(memberOf:1.2.840.113556.1.4.1941:={}))",
-                    naming::escape_filter(p)
-                );
-                let res = self
-                    .ldap
-                    .search(ou, Scope::Subtree, &filter, vec!["adminDescription"])
-                    .await
-                    .and_then(|r| r.success());
-                let Ok((entries, _)) = res else { continue };
-                for entry in entries.into_iter().filter(|e| !e.is_ref()) {
-                    let e = SearchEntry::construct(entry);
-                    let Some(id) =
-                        e.attrs.get("adminDescription").and_then(|v| v.first()).and_then(|m| naming::parse_marker(m))
-                    else {
-                        continue;
-                    };
-                    if guarded.contains_key(&id) {
-                        continue;
-                    }
-                    let path = self.path_up(&e.dn, p).await.unwrap_or_else(|| format!("{} → … → {p}", e.dn));
-                    guarded.insert(id, format!("nested into the protected group {p}: {path}"));
-                }
+        let mut known: HashMap<String, Result<Ancestor, String>> = HashMap::new();
+        for g in nested {
+            if let Some(reason) = self.walk_up(g, &protected_sids, &mut known).await {
+                guarded.insert(g.cloud_id.clone(), reason);
             }
         }
         Ok(guarded)
     }
 
-    /// The memberOf chain from `from` up to `to`, as "A → B → C" (breadth first, bounded).
-    async fn path_up(&mut self, from: &str, to: &str) -> Option<String> {
-        let target = naming::normalize_dn(to);
-        let mut queue = VecDeque::from([vec![from.to_string()]]);
-        let mut seen = HashSet::from([naming::normalize_dn(from)]);
-        while let Some(path) = queue.pop_front() {
-            if path.len() > MAX_DEPTH {
-                break;
+    /// Breadth first up from `g`: the first protected ancestor, as the guard's reason.
+    async fn walk_up(
+        &mut self,
+        g: &AdGroup,
+        protected_sids: &HashSet<String>,
+        known: &mut HashMap<String, Result<Ancestor, String>>,
+    ) -> Option<String> {
+        let mut queue: VecDeque<(AdRef, Vec<String>)> =
+            g.member_of.iter().map(|p| (p.clone(), vec![g.dn.clone()])).collect();
+        let mut seen: HashSet<String> = HashSet::from([g.guid.clone()]);
+        while let Some((node, mut path)) = queue.pop_front() {
+            if !seen.insert(node.guid.clone()) {
+                continue;
             }
-            let last = path.last()?.clone();
-            let (entries, _) =
-                self.ldap.search(&last, Scope::Base, "(objectClass=*)", vec!["memberOf"]).await.ok()?.success().ok()?;
-            let parents =
-                entries.into_iter().next().map(SearchEntry::construct)?.attrs.remove("memberOf").unwrap_or_default();
-            for parent in parents {
-                let parent = parse_extended_dn(&parent).2;
-                let mut next = path.clone();
-                next.push(parent.clone());
-                if naming::normalize_dn(&parent) == target {
-                    let names: Vec<&str> = next.iter().map(|dn| naming::split_dn(dn).0).collect();
-                    return Some(names.join(" → "));
+            if path.len() > MAX_DEPTH {
+                return Some(format!(
+                    "nested more than {MAX_DEPTH} levels deep ({}): not followed further",
+                    chain(&path)
+                ));
+            }
+            if !known.contains_key(&node.guid) {
+                if known.len() >= MAX_READS {
+                    return Some(format!("more than {MAX_READS} groups above the owned groups: not followed further"));
                 }
-                if seen.insert(naming::normalize_dn(&parent)) {
-                    queue.push_back(next);
+                let read = self.read_ancestor(&node, protected_sids).await;
+                known.insert(node.guid.clone(), read);
+            }
+            match known.get(&node.guid)? {
+                Err(e) => return Some(format!("its parent group {} could not be read ({e})", node.dn)),
+                Ok(a) => {
+                    path.push(a.dn.clone());
+                    if let Some(why) = a.protected {
+                        return Some(format!("nested into the protected group {} ({why}): {}", a.dn, chain(&path)));
+                    }
+                    queue.extend(a.parents.iter().map(|p| (p.clone(), path.clone())));
                 }
             }
         }
         None
     }
+
+    async fn read_ancestor(&mut self, node: &AdRef, protected_sids: &HashSet<String>) -> Result<Ancestor, String> {
+        let base = format!("<GUID={}>", node.guid);
+        let (entries, _) = self
+            .ldap
+            .with_controls(vec![extended_dn()])
+            .search(&base, Scope::Base, "(objectClass=*)", vec!["objectSid", "adminCount", "memberOf"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| e.to_string())?;
+        let e = entries.into_iter().next().map(SearchEntry::construct).ok_or("not found")?;
+        let sid = parse_extended_dn(&e.dn).1.or_else(|| object_sid(&e));
+        let admin_count = e.attrs.get("adminCount").and_then(|v| v.first()).is_some_and(|v| v.trim() == "1");
+        let protected = if sid.as_ref().is_some_and(|s| protected_sids.contains(s)) {
+            Some("a privileged group of the domain")
+        } else if admin_count {
+            Some("adminCount = 1")
+        } else {
+            None
+        };
+        let parents = e
+            .attrs
+            .get("memberOf")
+            .map(|vals| {
+                vals.iter()
+                    .filter_map(|v| {
+                        let (guid, _, dn) = parse_extended_dn(v);
+                        Some(AdRef { guid: guid?, dn })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Ancestor { dn: parse_extended_dn(&e.dn).2, protected, parents })
+    }
+}
+
+fn object_sid(e: &SearchEntry) -> Option<String> {
+    let bytes = e
+        .bin_attrs
+        .get("objectSid")
+        .and_then(|v| v.first())
+        .cloned()
+        .or_else(|| e.attrs.get("objectSid").and_then(|v| v.first()).map(|s| s.as_bytes().to_vec()));
+    bytes.as_deref().and_then(naming::sid_from_bytes)
+}
+
+/// "A → B → C" by the groups' common names.
+fn chain(path: &[String]) -> String {
+    path.iter().map(|dn| naming::split_dn(dn).0).collect::<Vec<_>>().join(" → ")
 }

@@ -16,7 +16,7 @@ const PAGE: i32 = 500;
 const RESOLVE_BATCH: usize = 200;
 
 /// LDAP_SERVER_EXTENDED_DN_OID with flag 1: `<GUID=…>;<SID=…>;DN` in string form.
-fn extended_dn() -> RawControl {
+pub(crate) fn extended_dn() -> RawControl {
     RawControl { ctype: "1.2.840.113556.1.4.529".into(), crit: false, val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]) }
 }
 
@@ -142,7 +142,7 @@ impl AdConn {
         let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
         // An explicit first range: Windows ranges `member` at 1,500 values on its own, Samba only
         // when asked; asking makes both take the same (ranged) path for large groups.
-        attrs.extend(["cn", "groupType", "member;range=0-1499"].map(String::from));
+        attrs.extend(["cn", "groupType", "member;range=0-1499", "memberOf", "adminCount"].map(String::from));
         let mut marker_filter = "(adminDescription=Group_*)".to_string();
         if self.schema.external_directory_object_id {
             attrs.push("msDS-ExternalDirectoryObjectId".into());
@@ -324,10 +324,15 @@ fn to_group(e: &SearchEntry) -> Option<AdGroup> {
         .or_else(|| first("msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
     let mut attrs = BTreeMap::new();
     let mut members = Vec::new();
+    let mut member_of = Vec::new();
     for (k, v) in &e.attrs {
         let lower = k.to_ascii_lowercase();
         if lower == "member" || lower.starts_with("member;range=") {
             members.extend(v.iter().filter_map(|x| member_ref(x)));
+        } else if lower == "memberof" {
+            member_of.extend(v.iter().filter_map(|x| member_ref(x)));
+        } else if lower == "admincount" {
+            continue;
         } else {
             attrs.insert(lower, v.clone());
         }
@@ -341,5 +346,7 @@ fn to_group(e: &SearchEntry) -> Option<AdGroup> {
         group_type: first("groupType").and_then(|s| s.parse().ok()).unwrap_or(0),
         attrs,
         members: Some(members),
+        member_of,
+        admin_count: first("adminCount").is_some_and(|v| v.trim() == "1"),
     })
 }

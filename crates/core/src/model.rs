@@ -146,6 +146,10 @@ pub struct AdGroup {
     pub group_type: i32,
     /// `None` when the member read did not complete.
     pub members: Option<Vec<AdRef>>,
+    /// The groups this one is directly a member of, and AD's `adminCount` flag: what the
+    /// Tier-0 guard starts from (read with the group, so a group nested nowhere costs nothing).
+    pub member_of: Vec<AdRef>,
+    pub admin_count: bool,
 }
 
 /// An AD object that a cloud member resolved to.

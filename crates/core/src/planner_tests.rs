@@ -119,6 +119,7 @@ impl World {
                         group_type: attrs["grouptype"][0].parse().expect("number"),
                         attrs,
                         members: Some(members.iter().map(|m| resolve(m, &new_guids)).collect()),
+                        ..Default::default()
                     });
                 }
                 Operation::Update { guid, changes, .. } => {

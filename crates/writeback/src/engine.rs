@@ -81,7 +81,7 @@ pub async fn read(
     if owned.iter().any(|g| !listed.contains(g.cloud_id.as_str())) {
         cloud.soft_deleted = graph.soft_deleted_groups().await?;
     }
-    let ad_snap = resolve(ad, &cloud, owned, ous, None).await?;
+    let ad_snap = resolve(ad, &cloud, owned).await?;
     Ok(Snapshot { cloud, ad: ad_snap })
 }
 
@@ -90,15 +90,14 @@ async fn resolve(
     ad: &mut AdConn,
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
-    ous: &[String],
-    only: Option<&[String]>,
 ) -> Result<AdSnapshot, Fatal> {
     let anchors: Vec<_> = member_anchors(cloud).into_iter().collect();
     progress::phase(&format!("finding {} members in AD", anchors.len()));
     let directory = ad.resolve(&anchors).await?;
     tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
-    // Nestings into protected groups change the protected group, not ours: looked up every cycle.
-    let protected = ad.protected_nesting(ous, only).await?;
+    // Nestings into protected groups change the protected group, not ours: looked up every
+    // cycle, from the groups this cycle plans (read with their memberOf) upwards.
+    let protected = ad.protected_nesting(&owned).await?;
     if !protected.is_empty() {
         tracing::warn!(
             groups = protected.len(),
@@ -343,8 +342,7 @@ async fn delta_cycle(
     let considered: Vec<String> =
         cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
     let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
-    // Only the groups this cycle plans can have member changes held back.
-    let ad_snap = resolve(ad, &cloud, owned, &ous, Some(&considered)).await?;
+    let ad_snap = resolve(ad, &cloud, owned).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
     let marks = Watermarks {
         groups_link: groups.delta_link,
