@@ -1,5 +1,5 @@
-//! Connecting: TLS always (LDAPS or StartTLS), certificate verification always, simple bind,
-//! failover over a list of DCs, rootDSE and schema features.
+//! Connecting: TLS always (LDAPS or StartTLS), certificate verification always, a simple or a
+//! Kerberos (SASL GSSAPI) bind, failover over a list of DCs, rootDSE and schema features.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,14 +14,43 @@ use crate::{AdError, Password};
 pub struct AdConfig {
     /// DCs in order of preference: `ldaps://host[:port]` or `ldap://host` (then StartTLS).
     pub urls: Vec<String>,
-    /// A DN or a UPN.
-    pub bind_dn: String,
-    pub password: Password,
+    pub auth: Auth,
     /// The CA that signs the DCs' certificates; the system roots when absent.
     pub ca_file: Option<PathBuf>,
     /// Values per member modify.
     pub member_chunk: usize,
     pub timeout: Duration,
+}
+
+/// How the connection authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// A simple bind (over TLS only) with a DN or a UPN and its password.
+    Simple { bind_dn: String, password: Password },
+    /// SASL GSSAPI with the process's Kerberos credentials: the caller points the Kerberos
+    /// library at a keytab (`KRB5_CLIENT_KTNAME`) before any thread starts. `spn_host` names
+    /// the DC in its service principal `ldap/<host>` when the URL holds an address, not a name.
+    Kerberos { spn_host: Option<String>, principal: String },
+}
+
+impl Auth {
+    /// Who binds, for messages (never the password).
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::Simple { bind_dn, .. } => bind_dn.clone(),
+            Auth::Kerberos { principal, .. } => format!("{principal} (Kerberos)"),
+        }
+    }
+}
+
+/// The host part of an LDAP URL: what the DC's service principal names.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = rest.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    rest.split(':').next().unwrap_or(rest)
 }
 
 /// One bound connection.
@@ -67,7 +96,64 @@ fn tls_hint(url: &str, e: &str) -> String {
     }
 }
 
+async fn bind(ldap: &mut ldap3::Ldap, auth: &Auth, url: &str) -> Result<(), AdError> {
+    match auth {
+        Auth::Simple { bind_dn, password } => {
+            ldap.simple_bind(bind_dn, password.expose()).await.and_then(|r| r.success()).map(|_| ()).map_err(
+                |e| match e {
+                    ldap3::LdapError::LdapResult { result } => AdError::Bind(format!(
+                        "{} as {bind_dn} — check [ad] bind_dn and the password",
+                        crate::describe(result.rc, &result.text),
+                    )),
+                    other => AdError::Connect(tls_hint(url, &other.to_string())),
+                },
+            )
+        }
+        Auth::Kerberos { spn_host, .. } => {
+            let host = spn_host.as_deref().unwrap_or_else(|| url_host(url));
+            kerberos_bind(ldap, host).await
+        }
+    }
+}
+
+#[cfg(feature = "kerberos")]
+async fn kerberos_bind(ldap: &mut ldap3::Ldap, host: &str) -> Result<(), AdError> {
+    let hint = format!(
+        "check [ad] keytab (klist -k shows its principal), that krb5.conf names a KDC for the realm, \
+         and that the DC's service principal is ldap/{host} (set [ad] kerberos_host when [ad] url holds an address)"
+    );
+    ldap.sasl_gssapi_bind(host).await.and_then(|r| r.success()).map(|_| ()).map_err(|e| match e {
+        ldap3::LdapError::LdapResult { result } => {
+            AdError::Bind(format!("Kerberos: {} — {hint}", crate::describe(result.rc, &result.text)))
+        }
+        ldap3::LdapError::GssapiOperationError(m) => AdError::Bind(format!("Kerberos: {m} — {hint}")),
+        other => AdError::Connect(format!("Kerberos bind to {host}: {other}")),
+    })
+}
+
+#[cfg(not(feature = "kerberos"))]
+async fn kerberos_bind(_: &mut ldap3::Ldap, _: &str) -> Result<(), AdError> {
+    Err(AdError::Config(
+        "[ad] auth = \"kerberos\" needs a writeback built with Kerberos support (cargo build --features kerberos, \
+         with libkrb5-dev installed)"
+            .into(),
+    ))
+}
+
 impl AdConn {
+    /// Who this connection is bound as, as the DC sees it (LDAP "Who am I?", RFC 4532; Windows
+    /// DCs answer it, Samba does not).
+    pub async fn whoami(&mut self) -> Result<String, AdError> {
+        let (exop, _) = self
+            .ldap
+            .extended(ldap3::exop::WhoAmI)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap("who am I", e))?;
+        let id = exop.val.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+        Ok(id.strip_prefix("u:").or_else(|| id.strip_prefix("dn:")).unwrap_or(&id).to_string())
+    }
+
     /// Connects to the first DC that answers and binds.
     pub async fn connect(cfg: &AdConfig) -> Result<AdConn, AdError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -111,14 +197,7 @@ impl AdConn {
             .map_err(|e| AdError::Connect(tls_hint(url, &e.to_string())))?;
         ldap3::drive!(conn);
         ldap.with_timeout(cfg.timeout);
-        ldap.simple_bind(&cfg.bind_dn, cfg.password.expose()).await.and_then(|r| r.success()).map_err(|e| match e {
-            ldap3::LdapError::LdapResult { result } => AdError::Bind(format!(
-                "{} as {} — check [ad] bind_dn and the password",
-                crate::describe(result.rc, &result.text),
-                cfg.bind_dn
-            )),
-            other => AdError::Connect(tls_hint(url, &other.to_string())),
-        })?;
+        bind(&mut ldap, &cfg.auth, url).await?;
         let mut me = AdConn {
             ldap,
             url: url.to_string(),
@@ -252,5 +331,18 @@ impl AdConn {
 
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn spn_host_from_url() {
+        assert_eq!(url_host("ldaps://dc1.corp.example.com:636"), "dc1.corp.example.com");
+        assert_eq!(url_host("ldap://dc1.corp.example.com"), "dc1.corp.example.com");
+        assert_eq!(url_host("ldaps://[::1]:636/"), "::1");
+        assert_eq!(url_host("ldaps://10.0.0.1"), "10.0.0.1");
     }
 }

@@ -10,7 +10,7 @@ mod guard;
 mod read;
 
 pub use apply::{ApplyReport, OpOutcome};
-pub use conn::{AdConfig, AdConn};
+pub use conn::{AdConfig, AdConn, Auth};
 
 /// The bind password.
 pub type Password = writeback_core::Secret;

@@ -5,6 +5,7 @@
 //! so it is tested with plain data.
 
 pub mod config;
+pub mod keytab;
 pub mod model;
 pub mod naming;
 pub mod plan;

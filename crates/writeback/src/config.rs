@@ -56,8 +56,18 @@ pub enum OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct AdSection {
     pub url: OneOrMany,
+    #[serde(default)]
+    pub auth: AdAuthKind,
+    /// With `auth = "simple"`: a DN or a UPN.
+    #[serde(default)]
     pub bind_dn: String,
     pub bind_password_file: Option<PathBuf>,
+    /// With `auth = "kerberos"`: the keytab holding the service account's keys.
+    pub keytab: Option<PathBuf>,
+    /// With `auth = "kerberos"`: a krb5.conf other than the system's.
+    pub krb5_conf: Option<PathBuf>,
+    /// With `auth = "kerberos"`: the DC's host name in its SPN `ldap/<host>`, when `url` holds an address.
+    pub kerberos_host: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub target_ou: String,
     /// OUs where groups written earlier (with the marker, e.g. by Azure AD Connect) are found
@@ -67,6 +77,14 @@ pub struct AdSection {
     /// Member values per LDAP modify.
     #[serde(default = "default_member_chunk")]
     pub member_chunk: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdAuthKind {
+    #[default]
+    Simple,
+    Kerberos,
 }
 
 fn default_member_chunk() -> usize {
@@ -154,6 +172,15 @@ impl Config {
         if self.ad.target_ou.trim().is_empty() || !self.ad.target_ou.contains('=') {
             bail!("[ad] target_ou must be a DN such as \"OU=Groups,DC=corp,DC=example,DC=com\"");
         }
+        match self.ad.auth {
+            AdAuthKind::Simple if self.ad.bind_dn.trim().is_empty() => {
+                bail!("[ad] bind_dn is missing: the account to bind as (a DN or a UPN), or set auth = \"kerberos\" and keytab")
+            }
+            AdAuthKind::Kerberos if self.ad.keytab.is_none() => {
+                bail!("[ad] auth = \"kerberos\" needs keytab = \"/path/to/writeback.keytab\" (samba-tool domain exportkeytab or ktpass)")
+            }
+            _ => {}
+        }
         if self.ad.member_chunk == 0 || self.ad.member_chunk > 5000 {
             bail!("[ad] member_chunk must be between 1 and 5000");
         }
@@ -162,6 +189,38 @@ impl Config {
                 .with_context(|| format!("[daemon] '{d}' is not a duration such as \"60s\" or \"24h\""))?;
         }
         Ok(())
+    }
+
+    /// The environment the Kerberos library reads: the keytab to get tickets from (MIT's
+    /// client keytab initiation, renewed by the library as tickets expire), a ticket cache private
+    /// to this process, and krb5.conf. Set once, before any thread starts.
+    pub fn kerberos_env(&self) -> Vec<(&'static str, String)> {
+        if self.ad.auth != AdAuthKind::Kerberos {
+            return Vec::new();
+        }
+        let mut env = vec![("KRB5CCNAME", format!("MEMORY:writeback-{}", std::process::id()))];
+        if let Some(k) = &self.ad.keytab {
+            let keytab = self.resolve(k);
+            warn_if_readable_by_others(&keytab);
+            env.push(("KRB5_CLIENT_KTNAME", format!("FILE:{}", keytab.display())));
+        }
+        if let Some(c) = &self.ad.krb5_conf {
+            env.push(("KRB5_CONFIG", self.resolve(c).display().to_string()));
+        }
+        env
+    }
+
+    /// The principal writeback binds as with Kerberos: the keytab's first, as MIT's client
+    /// keytab initiation picks it.
+    fn keytab_principal(&self) -> anyhow::Result<String> {
+        let path = self.resolve(self.ad.keytab.as_deref().context("[ad] keytab is missing")?);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read [ad] keytab {}", path.display()))?;
+        let entries = writeback_core::keytab::entries(&bytes)
+            .map_err(|e| anyhow::anyhow!("[ad] keytab {}: {e}", path.display()))?;
+        match entries.first() {
+            Some(e) => Ok(e.principal.clone()),
+            None => bail!("[ad] keytab {} holds no keys: export the service account's keys into it", path.display()),
+        }
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
@@ -279,15 +338,26 @@ impl Config {
     }
 
     pub fn ad(&self) -> anyhow::Result<writeback_ad::AdConfig> {
-        let pw = secret(
-            "WRITEBACK_BIND_PASSWORD",
-            self.ad.bind_password_file.as_deref().map(|p| self.resolve(p)),
-            "[ad] bind_password_file",
-        )?;
+        let auth = match self.ad.auth {
+            AdAuthKind::Simple => {
+                let pw = secret(
+                    "WRITEBACK_BIND_PASSWORD",
+                    self.ad.bind_password_file.as_deref().map(|p| self.resolve(p)),
+                    "[ad] bind_password_file",
+                )?;
+                writeback_ad::Auth::Simple {
+                    bind_dn: self.ad.bind_dn.clone(),
+                    password: writeback_ad::Password::new(pw),
+                }
+            }
+            AdAuthKind::Kerberos => writeback_ad::Auth::Kerberos {
+                spn_host: self.ad.kerberos_host.clone(),
+                principal: self.keytab_principal()?,
+            },
+        };
         Ok(writeback_ad::AdConfig {
             urls: self.ad_urls(),
-            bind_dn: self.ad.bind_dn.clone(),
-            password: writeback_ad::Password::new(pw),
+            auth,
             ca_file: self.ad.ca_file.as_deref().map(|p| self.resolve(p)),
             member_chunk: self.ad.member_chunk,
             timeout: Duration::from_secs(60),

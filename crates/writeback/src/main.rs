@@ -150,6 +150,18 @@ fn main() -> ExitCode {
     if !daemon && !cli.json && !cli.quiet {
         progress::enable_if_interactive();
     }
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    // The Kerberos library reads its keytab and cache from the environment; changing the
+    // environment is only sound while this process has a single thread, so it happens here.
+    for (k, v) in cfg.kerberos_env() {
+        std::env::set_var(k, v);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -157,7 +169,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CANNOT_RUN);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli)))
+    ExitCode::from(runtime.block_on(run(cli, cfg)))
 }
 
 fn init_logs(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
@@ -178,14 +190,7 @@ fn init_logs(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
     }
 }
 
-async fn run(cli: Cli) -> u8 {
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::CONFIG;
-        }
-    };
+async fn run(cli: Cli, cfg: Config) -> u8 {
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Run { listen } => return daemon::run(cfg, listen).await,

@@ -224,9 +224,10 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
         Ok(ad_cfg) => match writeback_ad::AdConn::connect(&ad_cfg).await {
             Err(e) => results.push(("AD bind over TLS".into(), Err(e.to_string()))),
             Ok(mut ad) => {
+                let who = ad.whoami().await.unwrap_or_else(|_| ad_cfg.auth.describe());
                 results.push((
                     "AD bind over TLS".into(),
-                    Ok(format!("bound as {} to {} ({})", ad_cfg.bind_dn, ad.url, ad.dns_host_name)),
+                    Ok(format!("bound as {who} to {} ({})", ad.url, ad.dns_host_name)),
                 ));
                 let ou = cfg.ad.target_ou.clone();
                 match ad.can_create_groups_in(&ou).await {
