@@ -99,7 +99,7 @@ impl AdConn {
                 Operation::Rename { cloud_id, guid, dn, new_rdn, new_parent, new_dn } => {
                     report.ldap_writes += 1;
                     let r =
-                        self.ldap.modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
+                        self.op().modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
                     match r {
                         Ok(_) => {
                             report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.clone()));
@@ -162,14 +162,14 @@ impl AdConn {
             entry.push(("member".into(), values.iter().cloned().collect()));
         }
         report.ldap_writes += 1;
-        let mut res = self.ldap.add(dn, entry.clone()).await.and_then(|r| r.success());
+        let mut res = self.op().add(dn, entry.clone()).await.and_then(|r| r.success());
         if res.is_err() && inline {
             // A bad member must not stop the group: add it empty, then members one by one.
             if let Err(ldap3::LdapError::LdapResult { result }) = &res {
                 if result.rc != 68 {
                     entry.retain(|(k, _)| k != "member");
                     report.ldap_writes += 1;
-                    res = self.ldap.add(dn, entry).await.and_then(|r| r.success());
+                    res = self.op().add(dn, entry).await.and_then(|r| r.success());
                 }
             }
             if res.is_ok() {
@@ -207,7 +207,7 @@ impl AdConn {
         let mods: Vec<Mod<String>> =
             changes.iter().map(|c| Mod::Replace(c.attr.clone(), c.values.iter().cloned().collect())).collect();
         report.ldap_writes += 1;
-        self.ldap
+        self.op()
             .modify(&format!("<GUID={guid}>"), mods)
             .await
             .and_then(|r| r.success())
@@ -237,14 +237,14 @@ impl AdConn {
             let set: HashSet<String> = part.iter().map(|(v, _)| v.clone()).collect();
             let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
             report.ldap_writes += 1;
-            if self.ldap.modify(target, vec![m]).await.and_then(|r| r.success()).is_ok() {
+            if self.op().modify(target, vec![m]).await.and_then(|r| r.success()).is_ok() {
                 continue;
             }
             for (v, dn) in part {
                 let set: HashSet<String> = [v.clone()].into();
                 let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
                 report.ldap_writes += 1;
-                match self.ldap.modify(target, vec![m]).await.and_then(|r| r.success()) {
+                match self.op().modify(target, vec![m]).await.and_then(|r| r.success()) {
                     Ok(_) => {}
                     Err(ldap3::LdapError::LdapResult { result }) if already_done(add, result.rc, &result.text) => {}
                     Err(e) => errors.push((
@@ -274,7 +274,7 @@ impl AdConn {
                     ));
                 }
                 report.ldap_writes += 1;
-                self.ldap
+                self.op()
                     .delete(&format!("<GUID={guid}>"))
                     .await
                     .and_then(|r| r.success())

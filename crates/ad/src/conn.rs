@@ -62,6 +62,8 @@ pub struct AdConn {
     pub dns_host_name: String,
     pub schema: SchemaFeatures,
     pub(crate) member_chunk: usize,
+    /// LDAP requests sent since connecting (benchmarks and logs report them).
+    pub(crate) ops: u64,
 }
 
 fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
@@ -141,11 +143,22 @@ async fn kerberos_bind(_: &mut ldap3::Ldap, _: &str) -> Result<(), AdError> {
 }
 
 impl AdConn {
+    /// The connection, for one more LDAP request.
+    pub(crate) fn op(&mut self) -> &mut ldap3::Ldap {
+        self.ops += 1;
+        &mut self.ldap
+    }
+
+    /// LDAP requests sent on this connection so far.
+    pub fn operations(&self) -> u64 {
+        self.ops
+    }
+
     /// Who this connection is bound as, as the DC sees it (LDAP "Who am I?", RFC 4532; Windows
     /// DCs answer it, Samba does not).
     pub async fn whoami(&mut self) -> Result<String, AdError> {
         let (exop, _) = self
-            .ldap
+            .op()
             .extended(ldap3::exop::WhoAmI)
             .await
             .and_then(|r| r.success())
@@ -206,6 +219,7 @@ impl AdConn {
             dns_host_name: String::new(),
             schema: SchemaFeatures::default(),
             member_chunk: cfg.member_chunk.max(1),
+            ops: 0,
         };
         me.read_root_dse().await?;
         me.schema = me.detect_schema().await?;
@@ -215,7 +229,7 @@ impl AdConn {
     /// The rootDSE with the given attributes.
     pub(crate) async fn root_dse(&mut self, attrs: Vec<&str>) -> Result<SearchEntry, AdError> {
         let (entries, _) = self
-            .ldap
+            .op()
             .search("", Scope::Base, "(objectClass=*)", attrs)
             .await
             .and_then(|r| r.success())
@@ -245,7 +259,7 @@ impl AdConn {
         let filter = "(|(lDAPDisplayName=msDS-ExternalDirectoryObjectId)(lDAPDisplayName=mailNickname)(lDAPDisplayName=msExchRecipientTypeDetails))";
         let base = self.schema_nc.clone();
         let (entries, _) = self
-            .ldap
+            .op()
             .search(&base, Scope::OneLevel, filter, vec!["lDAPDisplayName"])
             .await
             .and_then(|r| r.success())
@@ -266,7 +280,7 @@ impl AdConn {
     /// Preflight: the OU exists (else an error), and whether the account may create groups in it.
     pub async fn can_create_groups_in(&mut self, ou: &str) -> Result<bool, AdError> {
         let (entries, _) = self
-            .ldap
+            .op()
             .search(
                 ou,
                 Scope::Base,
@@ -299,7 +313,7 @@ impl AdConn {
         for ou in ous {
             let opts = ldap3::SearchOptions::new().sizelimit(1);
             let res = self
-                .ldap
+                .op()
                 .with_search_options(opts)
                 .search(
                     ou,

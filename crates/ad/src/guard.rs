@@ -38,7 +38,7 @@ impl AdConn {
     async fn domain_sid(&mut self) -> Result<String, AdError> {
         let base = self.default_nc.clone();
         let (entries, _) = self
-            .ldap
+            .op()
             .search(&base, Scope::Base, "(objectClass=*)", vec!["objectSid"])
             .await
             .and_then(|r| r.success())
@@ -123,7 +123,7 @@ impl AdConn {
     async fn read_ancestor(&mut self, node: &AdRef, protected_sids: &HashSet<String>) -> Result<Ancestor, String> {
         let base = format!("<GUID={}>", node.guid);
         let (entries, _) = self
-            .ldap
+            .op()
             .with_controls(vec![extended_dn()])
             .search(&base, Scope::Base, "(objectClass=*)", vec!["objectSid", "adminCount", "memberOf"])
             .await

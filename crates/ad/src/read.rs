@@ -86,7 +86,7 @@ impl AdConn {
     async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
         let mut stream = self
-            .ldap
+            .op()
             .streaming_search_with(
                 PagedResults::new(PAGE),
                 ou,
@@ -120,7 +120,7 @@ impl AdConn {
         let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
         let base = self.default_nc.clone();
         let mut stream = self
-            .ldap
+            .op()
             .with_controls(vec![show_deleted, extended_dn()])
             .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["1.1"])
             .await
@@ -153,7 +153,7 @@ impl AdConn {
         }
         let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
         let mut stream = self
-            .ldap
+            .op()
             .with_controls(vec![extended_dn()])
             .streaming_search_with(PagedResults::new(PAGE), ou, Scope::Subtree, &filter, attrs)
             .await
@@ -184,7 +184,7 @@ impl AdConn {
         loop {
             let attr = format!("member;range={next}-*");
             let res = self
-                .ldap
+                .op()
                 .with_controls(vec![extended_dn()])
                 .search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()])
                 .await;
@@ -226,7 +226,7 @@ impl AdConn {
             }
             let filter = format!("(|{terms})");
             let mut stream = self
-                .ldap
+                .op()
                 .with_controls(vec![extended_dn()])
                 .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["groupType"])
                 .await
@@ -255,7 +255,7 @@ impl AdConn {
     /// The objectGUID of an entry, by DN.
     pub async fn guid_of(&mut self, dn: &str) -> Result<String, AdError> {
         let (entries, _) = self
-            .ldap
+            .op()
             .with_controls(vec![extended_dn()])
             .search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
             .await
@@ -276,7 +276,7 @@ impl AdConn {
     /// The marker and DN of an object by objectGUID, to check ownership right before a delete.
     pub async fn marker_of(&mut self, guid: &str) -> Result<Option<(String, String)>, AdError> {
         let res = self
-            .ldap
+            .op()
             .with_controls(vec![extended_dn()])
             .search(&format!("<GUID={guid}>"), Scope::Base, "(objectClass=group)", vec!["adminDescription"])
             .await

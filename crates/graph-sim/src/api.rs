@@ -87,7 +87,8 @@ impl Reply {
 }
 
 impl Sim {
-    pub fn new(tenant: Tenant, page_size: usize) -> Sim {
+    pub fn new(mut tenant: Tenant, page_size: usize) -> Sim {
+        tenant.reindex();
         Sim {
             tenant,
             page_size,
@@ -102,7 +103,8 @@ impl Sim {
     }
 
     /// Replaces the tenant, recording the difference for delta queries.
-    pub fn replace_tenant(&mut self, tenant: Tenant) {
+    pub fn replace_tenant(&mut self, mut tenant: Tenant) {
+        tenant.reindex();
         self.journal.record(&self.tenant, &tenant);
         self.tenant = tenant;
     }
@@ -283,12 +285,12 @@ impl Sim {
         let not_found = |what: &str, id: &str| {
             ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"))
         };
-        let page = |items: Vec<(Option<&'static str>, Value)>, ctx: &str| -> Result<Reply, ODataError> {
+        let page = |items: Vec<(Option<&'static str>, &Value)>, ctx: &str| -> Result<Reply, ODataError> {
             self.page(items, &q, &pairs, beta, &format!("{base}/{ver}{path}"), &format!("{base}/{ver}/$metadata#{ctx}"))
         };
         match (method, segs.as_slice()) {
-            ("GET", ["groups"]) => page(self.tenant.groups.iter().map(|g| (None, g.clone())).collect(), "groups"),
-            ("GET", ["users"]) => page(self.tenant.users.iter().map(|u| (None, u.clone())).collect(), "users"),
+            ("GET", ["groups"]) => page(self.tenant.groups.iter().map(|g| (None, g)).collect(), "groups"),
+            ("GET", ["users"]) => page(self.tenant.users.iter().map(|u| (None, u)).collect(), "users"),
             ("GET", ["groups", id]) => {
                 let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
                 let mut v = project(g, None, q.select.as_deref(), beta)?;
@@ -300,7 +302,7 @@ impl Sim {
                 Ok(Reply::json(200, project(u, None, q.select.as_deref(), beta)?))
             }
             ("GET", ["groups", id, nav @ ("members" | "owners"), rest @ ..]) => {
-                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?.clone();
+                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
                 let cast = match rest {
                     [] => None,
                     [c] => Some(
@@ -310,7 +312,7 @@ impl Sim {
                 };
                 let items = self
                     .tenant
-                    .linked(&g, nav)
+                    .linked(g, nav)
                     .into_iter()
                     .filter(|(k, _)| cast.is_none_or(|c| c == *k))
                     .map(|(k, v)| (Some(k), v))
@@ -334,8 +336,7 @@ impl Sim {
                         .and_then(Value::as_array)
                         .is_some_and(|m| m.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(id))))
                 };
-                let parents =
-                    self.tenant.groups.iter().filter(|g| contains(g)).map(|g| (Some("group"), g.clone())).collect();
+                let parents = self.tenant.groups.iter().filter(|g| contains(g)).map(|g| (Some("group"), g)).collect();
                 page(parents, "directoryObjects")
             }
             ("GET", ["groupSettings"]) => Ok(Reply::json(
@@ -420,10 +421,9 @@ impl Sim {
                     json!({"@odata.context": format!("{base}/{ver}/$metadata#directoryObjects"), "value": value}),
                 ))
             }
-            ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => page(
-                self.tenant.deleted_groups.iter().map(|g| (Some("group"), g.clone())).collect(),
-                "directoryObjects",
-            ),
+            ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => {
+                page(self.tenant.deleted_groups.iter().map(|g| (Some("group"), g)).collect(), "directoryObjects")
+            }
             _ => Err(ODataError(
                 400,
                 "BadRequest",
@@ -435,7 +435,7 @@ impl Sim {
     #[allow(clippy::too_many_arguments)]
     fn page(
         &self,
-        items: Vec<(Option<&'static str>, Value)>,
+        items: Vec<(Option<&'static str>, &Value)>,
         q: &Query,
         pairs: &HashMap<String, String>,
         beta: bool,
@@ -445,7 +445,7 @@ impl Sim {
         let mut kept = Vec::new();
         for (kind, v) in items {
             if let Some(f) = &q.filter {
-                if !matches(&v, f)? {
+                if !matches(v, f)? {
                     continue;
                 }
             }

@@ -207,7 +207,8 @@ impl Journal {
         }
         for id in order {
             let (removed, added, dropped) = &per[&id];
-            let current = list.iter().find(|x| id_of(x) == id);
+            let kind = if coll == Coll::Groups { "group" } else { "user" };
+            let current = tenant.find(&id).filter(|(k, _)| *k == kind).map(|(_, v)| v);
             match (removed, current) {
                 (Some(reason), None) => out.push(json!({"id": id, "@removed": {"reason": reason}})),
                 (_, Some(obj)) => {
@@ -297,10 +298,12 @@ mod tests {
     use super::*;
 
     fn tenant(groups: Value, deleted: Value) -> Tenant {
-        serde_json::from_value(
+        let mut t: Tenant = serde_json::from_value(
             json!({"groups": groups, "deletedGroups": deleted, "users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}),
         )
-        .expect("tenant")
+        .expect("tenant");
+        t.reindex();
+        t
     }
 
     fn round(j: &Journal, t: &Tenant, q: &[(&str, &str)]) -> Value {

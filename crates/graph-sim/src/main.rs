@@ -6,6 +6,7 @@
 mod api;
 mod assertion;
 mod delta;
+mod generate;
 mod tenant;
 
 use std::collections::HashMap;
@@ -24,11 +25,17 @@ use api::{Fault, Reply, Sim};
 use tenant::Tenant;
 
 #[derive(Parser)]
-#[command(version, about = "Microsoft Graph simulator for writeback's tests and demo")]
+#[command(
+    version,
+    about = "Microsoft Graph simulator for writeback's tests and demo",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The tenant file (JSON: apps, users, groups, devices, contacts, servicePrincipals, deletedGroups).
-    #[arg(long)]
-    tenant: PathBuf,
+    #[arg(long, required = true)]
+    tenant: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
@@ -40,6 +47,12 @@ struct Cli {
     url_file: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Writes a synthetic tenant (and the LDIF of its users) for benchmarks.
+    Generate(generate::GenerateArgs),
+}
+
 type Shared = Arc<Mutex<Sim>>;
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,10 +62,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let cli = Cli::parse();
-    let text = std::fs::read_to_string(&cli.tenant)
-        .with_context(|| format!("reading the tenant file {}", cli.tenant.display()))?;
+    if let Some(Command::Generate(args)) = cli.command {
+        return generate::run(args);
+    }
+    let path = cli.tenant.context("--tenant is required")?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading the tenant file {}", path.display()))?;
     let tenant: Tenant =
-        serde_json::from_str(&text).with_context(|| format!("parsing the tenant file {}", cli.tenant.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing the tenant file {}", path.display()))?;
     let listener =
         tokio::net::TcpListener::bind(&cli.listen).await.with_context(|| format!("listening on {}", cli.listen))?;
     let addr = listener.local_addr()?;
@@ -65,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("listening on {url}");
     let shared: Shared = Arc::new(Mutex::new(Sim::new(tenant, cli.page_size)));
-    let app = Router::new().fallback(handle).with_state(shared);
+    // Benchmarks replace tenants of tens of megabytes through the control API.
+    let app = Router::new().fallback(handle).with_state(shared).layer(axum::extract::DefaultBodyLimit::disable());
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -20,6 +20,10 @@ pub struct Tenant {
     pub deleted_groups: Vec<Value>,
     /// Directory settings objects (`groupSettings`), e.g. Group.Unified.
     pub group_settings: Vec<Value>,
+    /// Lower-case id → (collection, position): member lookups in large generated tenants
+    /// must not scan every object. Rebuilt by `reindex` whenever objects come or go.
+    #[serde(skip)]
+    index: HashMap<String, (usize, usize)>,
 }
 
 /// An app registration allowed to get tokens.
@@ -71,31 +75,45 @@ pub fn group_unified_names() -> impl Iterator<Item = &'static str> {
 /// Navigation properties kept in the tenant file but never printed as properties.
 const NAVIGATION: &[&str] = &["members", "owners"];
 
+const KINDS: [&str; 5] = ["user", "group", "device", "orgContact", "servicePrincipal"];
+
 impl Tenant {
+    fn sets(&self) -> [&Vec<Value>; 5] {
+        [&self.users, &self.groups, &self.devices, &self.contacts, &self.service_principals]
+    }
+
+    /// Rebuilds the id index; call after loading or replacing objects.
+    pub fn reindex(&mut self) {
+        let mut index = HashMap::new();
+        for (set, objs) in self.sets().into_iter().enumerate() {
+            for (i, o) in objs.iter().enumerate() {
+                if let Some(id) = o.get("id").and_then(Value::as_str) {
+                    index.entry(id.to_ascii_lowercase()).or_insert((set, i));
+                }
+            }
+        }
+        self.index = index;
+    }
+
     pub fn find(&self, id: &str) -> Option<(&'static str, &Value)> {
-        let id_eq = |v: &&Value| v.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(id));
-        let sets: [(&'static str, &Vec<Value>); 5] = [
-            ("user", &self.users),
-            ("group", &self.groups),
-            ("device", &self.devices),
-            ("orgContact", &self.contacts),
-            ("servicePrincipal", &self.service_principals),
-        ];
-        sets.into_iter().find_map(|(kind, set)| set.iter().find(id_eq).map(|v| (kind, v)))
+        let &(set, i) = self.index.get(&id.to_ascii_lowercase())?;
+        self.sets()[set].get(i).map(|v| (KINDS[set], v))
     }
 
     pub fn group(&self, id: &str) -> Option<&Value> {
-        self.groups.iter().find(|g| g.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(id)))
+        self.find(id).filter(|(k, _)| *k == "group").map(|(_, v)| v)
     }
 
     pub fn group_mut(&mut self, id: &str) -> Option<&mut Value> {
-        self.groups.iter_mut().find(|g| g.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(id)))
+        let &(set, i) = self.index.get(&id.to_ascii_lowercase()).filter(|(set, _)| *set == 1)?;
+        debug_assert_eq!(set, 1);
+        self.groups.get_mut(i)
     }
 
     /// The objects a group's navigation property (`members`/`owners`) points at, with their kind.
-    pub fn linked(&self, group: &Value, nav: &str) -> Vec<(&'static str, Value)> {
-        let ids = group.get(nav).and_then(Value::as_array).cloned().unwrap_or_default();
-        ids.iter().filter_map(Value::as_str).filter_map(|id| self.find(id).map(|(k, v)| (k, v.clone()))).collect()
+    pub fn linked<'a>(&'a self, group: &'a Value, nav: &str) -> Vec<(&'static str, &'a Value)> {
+        let ids = group.get(nav).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        ids.iter().filter_map(Value::as_str).filter_map(|id| self.find(id)).collect()
     }
 }
 

@@ -6,9 +6,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/report.rs"]
+mod report;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -115,11 +116,6 @@ fn main() {
     latencies.sort_by(f64::total_cmp);
     let (p50, p95, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95), percentile(&latencies, 1.0));
 
-    let machine = format!(
-        "{} cores, Samba 4.17 AD DC on loopback, debug={}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        cfg!(debug_assertions)
-    );
     println!("\npropagation latency, daemon interval {INTERVAL_S} s, {CHANGES} membership changes ({GROUPS} groups in scope)");
     println!(
         "  p50 {p50:.2} s   p95 {p95:.2} s   max {max:.2} s   goal p95 <= {} s: {}",
@@ -129,20 +125,18 @@ fn main() {
     println!("idle delta cycle (median of 5, one-shot process): {idle_wall:.3} s wall, {idle_requests} Graph requests");
     println!("baseline, full cycle of the same tenant: {full_wall:.3} s wall, {} Graph HTTP requests ({} with each $batch member counted)", full_requests.0, full_requests.1);
 
-    let date = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
-    let new = !path.exists();
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        if new {
-            let _ = writeln!(f, "# Benchmarks\n\nRows appended by `scripts/bench`. Latency: change in the simulator → member visible in AD.\n\n| date | machine | benchmark | result |\n|---|---|---|---|");
-        }
-        let _ = writeln!(f, "| {date} | {machine} | latency, interval {INTERVAL_S} s, {CHANGES} changes | p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s |");
-        let _ = writeln!(f, "| {date} | {machine} | idle delta cycle ({GROUPS} groups) | {idle_wall:.3} s wall, {idle_requests} Graph requests |");
-        let _ = writeln!(f, "| {date} | {machine} | baseline: full cycle ({GROUPS} groups) | {full_wall:.3} s wall, {} Graph HTTP requests ({} logical) |", full_requests.0, full_requests.1);
-    }
+    report::append_rows(&[
+        (
+            format!("latency ({}), interval {INTERVAL_S} s, {CHANGES} changes", report::DC),
+            format!("p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s"),
+        ),
+        (
+            format!("idle delta cycle ({GROUPS} groups)"),
+            format!("{idle_wall:.3} s wall, {idle_requests} Graph requests"),
+        ),
+        (
+            format!("baseline: full cycle ({GROUPS} groups)"),
+            format!("{full_wall:.3} s wall, {} Graph HTTP requests ({} logical)", full_requests.0, full_requests.1),
+        ),
+    ]);
 }

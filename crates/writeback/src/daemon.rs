@@ -268,6 +268,7 @@ fn record(s: &mut Status, r: &RunResult, took: Duration) {
         counter!("writeback_operations_total", "op" => op).increment(n as u64);
     }
     counter!("writeback_graph_requests_total").increment(r.graph_requests);
+    counter!("writeback_ldap_operations_total").increment(r.ldap_operations);
     counter!("writeback_graph_throttled_total").increment(r.graph_throttled);
     gauge!("writeback_cycle_errors").set(c.errors as f64);
     let in_scope = s.reports.values().filter(|g| g.in_scope).count();

@@ -144,6 +144,8 @@ pub struct RunResult {
     pub message: Option<String>,
     pub graph_requests: u64,
     pub graph_throttled: u64,
+    /// LDAP requests the cycle sent (reads and writes).
+    pub ldap_operations: u64,
     /// The explanation of every group this cycle planned.
     pub reports: Vec<GroupReport>,
 }
@@ -194,19 +196,28 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
             },
             None => full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?,
         };
+        let ldap_operations = ad.operations();
         ad.close().await;
-        Ok::<_, Fatal>((outcome, graph.stats.requests(), graph.stats.throttled()))
+        Ok::<_, Fatal>((outcome, graph.stats.requests(), graph.stats.throttled(), ldap_operations))
     }
     .await;
     progress::done();
     let duration_ms = started.elapsed().as_millis() as i64;
     match result {
-        Ok((mut o, graph_requests, graph_throttled)) => {
+        Ok((mut o, graph_requests, graph_throttled, ldap_operations)) => {
             if let Some(n) = note {
                 tracing::warn!("{n}");
                 o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
             }
             store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
+            tracing::info!(
+                kind = o.kind,
+                status = o.status,
+                duration_ms,
+                graph_requests,
+                ldap_operations,
+                "cycle finished"
+            );
             Ok(RunResult {
                 run_id,
                 kind: o.kind,
@@ -217,6 +228,7 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
                 message: o.message,
                 graph_requests,
                 graph_throttled,
+                ldap_operations,
                 reports: o.reports,
             })
         }

@@ -30,13 +30,14 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
         }));
     } else {
         println!(
-            "run {} ({}): {} — {} ({:.1} s, {} Graph requests)",
+            "run {} ({}): {} — {} ({:.1} s, {} Graph requests, {} LDAP operations)",
             r.run_id,
             r.kind,
             r.status,
             counts_line(s),
             r.duration_ms as f64 / 1000.0,
-            r.graph_requests
+            r.graph_requests,
+            r.ldap_operations
         );
         for e in &r.errors {
             match &e.member_id {

@@ -1,0 +1,395 @@
+//! Scale benchmarks (issue #6), run by `scripts/bench` against its own throwaway Samba DC:
+//! a full sync of a generated tenant (10,000 groups / 50,000 users / ~500,000 memberships) and of
+//! one group of 100,000 members into empty OUs, each against the raw-LDAP baseline measured in
+//! the same run (`ldapadd`/`ldapmodify` over one connection, the same objects and members:
+//! members inline in the adds, and groups added empty then filled with 1,000-value modifies);
+//! then delta syncs of 1, 100 and 10,000 changed memberships. Prints a table and appends rows
+//! to BENCHMARKS.md. Usage: bench_scale [groups users memberships big-group]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/report.rs"]
+mod report;
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::*;
+use serde_json::Value;
+
+/// One measured step.
+struct Step {
+    wall: f64,
+    rss_mb: f64,
+    graph: u64,
+    ldap: u64,
+}
+
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OpenLDAP tool bound to the DC as `who` (UPN, password file), over LDAPS, one connection.
+fn ldap_tool(dc: &Dc, tool: &str, who: (&str, &Path)) -> Command {
+    let mut c = Command::new(tool);
+    c.env("LDAPTLS_CACERT", &dc.ca).args(["-x", "-H", &dc.url, "-D", who.0, "-y"]).arg(who.1);
+    c
+}
+
+/// (groups, member values) below `ou`, read back with a paged search.
+fn census(dc: &Dc, admin: (&str, &Path), ou: &str) -> (usize, usize) {
+    let text = run(ldap_tool(dc, "ldapsearch", admin).args([
+        "-LLL",
+        "-E",
+        "pr=1000/noprompt",
+        "-b",
+        ou,
+        "(objectClass=group)",
+        "member",
+    ]));
+    let groups = text.lines().filter(|l| l.starts_with("dn:")).count();
+    let members = text.lines().filter(|l| l.starts_with("member:")).count();
+    (groups, members)
+}
+
+fn add_ou(dc: &Dc, admin: (&str, &Path), dn: &str) {
+    let mut c = ldap_tool(dc, "ldapadd", admin);
+    c.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = c.spawn().expect("ldapadd");
+    use std::io::Write as _;
+    let _ = write!(child.stdin.take().expect("stdin"), "dn: {dn}\nobjectClass: organizationalUnit\n");
+    let _ = child.wait();
+}
+
+/// `ldapadd`/`ldapmodify -f file` timed, with the final statistics of /usr/bin/time.
+fn timed_ldap(dc: &Dc, tool: &str, who: (&str, &Path), file: &Path) -> f64 {
+    let t = Instant::now();
+    run(ldap_tool(dc, tool, who).arg("-f").arg(file).stdout(Stdio::null()));
+    t.elapsed().as_secs_f64()
+}
+
+/// The baseline's two ways to reach the objects of `plan` (moved to `ou`, sAMAccountNames
+/// made distinct by their first letter): members inline; groups empty, then 1,000-value modifies.
+fn baseline_ldif(plan: &Value, from_ou: &str, ou: &str, tag: char) -> (String, String, String) {
+    let (mut inline, mut empty, mut fill) = (String::new(), String::new(), String::new());
+    for op in plan["operations"].as_array().into_iter().flatten().filter(|o| o["op"] == "add") {
+        let dn = op["dn"].as_str().unwrap_or_default().replace(from_ou, ou);
+        let mut head = format!("dn: {dn}\nobjectClass: group\n");
+        for pair in op["attrs"].as_array().into_iter().flatten() {
+            let name = pair[0].as_str().unwrap_or_default();
+            if name.eq_ignore_ascii_case("objectClass") {
+                continue;
+            }
+            for v in pair[1].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                let v = if name == "sAMAccountName" { format!("{tag}{}", &v[1..]) } else { v.to_string() };
+                let _ = writeln!(head, "{name}: {v}");
+            }
+        }
+        let members: Vec<&str> =
+            op["members"].as_array().into_iter().flatten().filter_map(|m| m["dn"].as_str()).collect();
+        inline.push_str(&head);
+        for m in &members {
+            let _ = writeln!(inline, "member: {m}");
+        }
+        inline.push('\n');
+        empty.push_str(&head);
+        empty.push('\n');
+        for chunk in members.chunks(1000) {
+            let _ = writeln!(fill, "dn: {dn}\nchangetype: modify\nadd: member");
+            for m in chunk {
+                let _ = writeln!(fill, "member: {m}");
+            }
+            fill.push_str("-\n\n");
+        }
+    }
+    (inline, empty, fill)
+}
+
+/// `writeback <args>` under /usr/bin/time: wall, peak RSS, and the counts it prints.
+fn writeback(fx: &Fixture, args: &[&str]) -> Step {
+    let cfg = fx.dir.join("writeback.toml");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M"])
+        .arg(sibling_binary("writeback"))
+        .arg("-c")
+        .arg(&cfg)
+        .args(args)
+        .output()
+        .expect("run writeback under /usr/bin/time (apt-get install time)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "writeback {args:?}: {stdout}{stderr}");
+    let time = stderr.lines().rev().find_map(|l| l.strip_prefix("TIME ")).expect("time's line");
+    let mut t = time.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(0.0));
+    let (wall, rss_kb) = (t.next().unwrap_or(0.0), t.next().unwrap_or(0.0));
+    // "run N (kind): status — counts (x s, G Graph requests, L LDAP operations)"
+    let count = |what: &str| -> u64 {
+        let line = stdout.lines().find(|l| l.starts_with("run ")).unwrap_or_default();
+        let before = line.split(what).next().unwrap_or_default();
+        before.rsplit([' ', '(']).find(|w| !w.is_empty()).and_then(|w| w.parse().ok()).unwrap_or(0)
+    };
+    Step { wall, rss_mb: rss_kb / 1024.0, graph: count(" Graph requests"), ldap: count(" LDAP operations") }
+}
+
+struct Bench {
+    dc: Dc,
+    admin: (String, PathBuf),
+    svc: (String, PathBuf),
+    sim_bin: PathBuf,
+    work: PathBuf,
+    rows: Vec<(String, String)>,
+}
+
+impl Bench {
+    fn admin(&self) -> (&str, &Path) {
+        (&self.admin.0, &self.admin.1)
+    }
+    fn svc(&self) -> (&str, &Path) {
+        (&self.svc.0, &self.svc.1)
+    }
+
+    /// The synced users, created once per bench DC (users are what a tenant's members point at).
+    fn ensure_users(&self, ou: &str, count: usize) -> PathBuf {
+        add_ou(&self.dc, self.admin(), ou);
+        let have = run(ldap_tool(&self.dc, "ldapsearch", self.admin()).args([
+            "-LLL",
+            "-E",
+            "pr=1000/noprompt",
+            "-b",
+            ou,
+            "(objectClass=user)",
+            "1.1",
+        ]))
+        .lines()
+        .filter(|l| l.starts_with("dn:"))
+        .count();
+        if have < count {
+            let ldif = self.work.join("users.ldif");
+            run(Command::new(&self.sim_bin)
+                .args([
+                    "generate",
+                    "--users",
+                    &count.to_string(),
+                    "--groups",
+                    "0",
+                    "--memberships",
+                    "0",
+                    "--users-ou",
+                    ou,
+                    "--users-ldif",
+                ])
+                .arg(&ldif));
+            eprintln!("creating {} users (once per bench DC)…", count - have);
+            let t = Instant::now();
+            // -c: users made by an earlier, interrupted run are already there.
+            let _ = ldap_tool(&self.dc, "ldapadd", self.admin())
+                .arg("-c")
+                .arg("-f")
+                .arg(&ldif)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            eprintln!("  {} s", t.elapsed().as_secs());
+        }
+        let sids = self.work.join("sids.ldif");
+        let text = run(ldap_tool(&self.dc, "ldapsearch", self.admin()).args([
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-E",
+            "pr=1000/noprompt",
+            "-b",
+            ou,
+            "(objectClass=user)",
+            "sAMAccountName",
+            "objectSid",
+        ]));
+        std::fs::write(&sids, text).expect("write sids");
+        sids
+    }
+
+    fn tenant(&self, name: &str, sids: &Path, args: &[String]) -> Value {
+        let out = self.work.join(format!("{name}.json"));
+        run(Command::new(&self.sim_bin)
+            .arg("generate")
+            .args(args)
+            .arg("--client-secret")
+            .arg(SECRET)
+            .arg("--sids")
+            .arg(sids)
+            .arg("--out")
+            .arg(&out));
+        serde_json::from_slice(&std::fs::read(&out).expect("read tenant")).expect("tenant json")
+    }
+
+    /// Full sync of `tenant` into an empty OU, and the raw-LDAP baseline of the same objects.
+    fn full(&mut self, label: &str, run_tag: &str, tenant: &Value) -> Fixture {
+        let mut fx = Fixture::persistent(&format!("bench-{run_tag}-{label}"), &self.work.join(label));
+        fx.start_sim(tenant);
+        fx.write_config("");
+        let plan_out = run(Command::new(sibling_binary("writeback"))
+            .arg("-c")
+            .arg(fx.dir.join("writeback.toml"))
+            .args(["plan", "--json"]));
+        let plan: Value = serde_json::from_str(&plan_out).expect("plan json");
+        let want = (
+            plan["operations"].as_array().map_or(0, |o| o.iter().filter(|o| o["op"] == "add").count()),
+            plan["operations"].as_array().map_or(0, |o| {
+                o.iter().filter(|o| o["op"] == "add").map(|o| o["members"].as_array().map_or(0, Vec::len)).sum()
+            }),
+        );
+        let (inline, empty, fill) = baseline_ldif(&plan, &fx.groups_ou, "OU=B", 'X');
+        let mut base = Vec::new();
+        for (i, (name, files)) in
+            [("inline", vec![("ldapadd", &inline)]), ("empty+modify", vec![("ldapadd", &empty), ("ldapmodify", &fill)])]
+                .into_iter()
+                .enumerate()
+        {
+            let ou = format!("OU=base{i},{}", fx.ou);
+            add_ou(&self.dc, self.admin(), &ou);
+            let tag = if i == 0 { 'X' } else { 'Y' };
+            let mut wall = 0.0;
+            for (tool, text) in files {
+                let file = fx.dir.join(format!("base{i}-{tool}.ldif"));
+                std::fs::write(
+                    &file,
+                    text.replace("OU=B", &ou).replace("\nsAMAccountName: X", &format!("\nsAMAccountName: {tag}")),
+                )
+                .expect("ldif");
+                wall += timed_ldap(&self.dc, tool, self.svc(), &file);
+            }
+            assert_eq!(census(&self.dc, self.admin(), &ou), want, "baseline {name} wrote what the plan says");
+            base.push((name, wall));
+        }
+        fx.sim_call("DELETE", "/_control/requests", None);
+        let s = writeback(&fx, &["sync", "--full"]);
+        assert_eq!(census(&self.dc, self.admin(), &fx.groups_ou), want, "writeback wrote every group and member");
+        let best = base.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
+        let base_text: Vec<String> = base.iter().map(|(n, w)| format!("{n} {w:.1} s")).collect();
+        println!(
+            "full sync {label}: {} groups, {} members: writeback {:.1} s, {:.0} MB peak RSS, {} Graph requests, {} LDAP operations; baseline {}; ratio {:.2}",
+            want.0, want.1, s.wall, s.rss_mb, s.graph, s.ldap, base_text.join(", "), s.wall / best
+        );
+        self.rows.push((
+            format!("full sync ({}), {label}: {} groups, {} memberships", report::DC, want.0, want.1),
+            format!(
+                "writeback {:.1} s, {:.0} MB peak RSS, {} Graph requests, {} LDAP ops; raw LDAP baseline {}; **ratio {:.2}**",
+                s.wall, s.rss_mb, s.graph, s.ldap, base_text.join(" / "), s.wall / best
+            ),
+        ));
+        fx
+    }
+
+    /// Changes `n` memberships in the simulator (half removals, half additions), then times
+    /// one delta `writeback sync` and checks AD holds exactly the new members.
+    fn delta(&mut self, fx: &Fixture, tenant: &mut Value, n: usize, seed: u64) {
+        let users: Vec<String> = tenant["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["id"].as_str().map(String::from))
+            .collect();
+        let groups = tenant["groups"].as_array_mut().expect("groups");
+        let mut r = seed;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r as usize
+        };
+        for i in 0..n {
+            let g = next() % groups.len();
+            let members = groups[g]["members"].as_array_mut().expect("members");
+            if i % 2 == 0 && !members.is_empty() {
+                let k = next() % members.len();
+                members.remove(k);
+            } else {
+                let have: HashSet<&str> = members.iter().filter_map(Value::as_str).collect();
+                if let Some(u) =
+                    (0..users.len()).map(|k| &users[(next() + k) % users.len()]).find(|u| !have.contains(u.as_str()))
+                {
+                    members.push(Value::String(u.clone()));
+                }
+            }
+        }
+        let total: usize = groups.iter().map(|g| g["members"].as_array().map_or(0, Vec::len)).sum();
+        fx.set_tenant(tenant);
+        let s = writeback(fx, &["sync"]);
+        let (_, members) = census(&self.dc, self.admin(), &fx.groups_ou);
+        assert_eq!(members, total, "AD holds exactly the cloud's memberships after the delta");
+        println!(
+            "delta sync, {n} changed memberships: {:.2} s, {} Graph requests, {} LDAP operations",
+            s.wall, s.graph, s.ldap
+        );
+        self.rows.push((
+            format!("delta sync ({}), {n} changed memberships in the tenant above", report::DC),
+            format!("{:.2} s wall, {} Graph requests, {} LDAP ops", s.wall, s.graph, s.ldap),
+        ));
+    }
+}
+
+fn main() {
+    let (groups, users, memberships, big) = (arg(1, 10_000), arg(2, 50_000), arg(3, 500_000), arg(4, 100_000));
+    let dc = Dc::from_env();
+    let admin_pw = PathBuf::from(std::env::var("WRITEBACK_TEST_BIND_PASSWORD_FILE").expect("DC env"));
+    let svc_pw = PathBuf::from(std::env::var("WRITEBACK_TEST_DELEGATED_PASSWORD_FILE").expect("DC env"));
+    let work = std::env::temp_dir().join("writeback-bench-scale");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let mut b = Bench {
+        admin: (dc.bind_dn.clone(), admin_pw),
+        svc: (dc.delegated.0.clone(), svc_pw),
+        sim_bin: sibling_binary("writeback-graph-sim"),
+        work,
+        rows: Vec::new(),
+        dc,
+    };
+    let users_ou = format!("OU=bench-users,{}", b.dc.base_dn);
+    let sids = b.ensure_users(&users_ou, users.max(big));
+    let run_tag = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    );
+
+    let s = |n: usize| n.to_string();
+    let mut tenant = b.tenant(
+        "scale",
+        &sids,
+        &["--groups".into(), s(groups), "--users".into(), s(users), "--memberships".into(), s(memberships)],
+    );
+    let fx = b.full("tenant", &run_tag, &tenant);
+    for (i, n) in [1, 100, 10_000].into_iter().enumerate() {
+        b.delta(&fx, &mut tenant, n, 0x9e37_79b9 + i as u64);
+    }
+    drop(fx);
+    if big > 0 {
+        let tenant = b.tenant(
+            "big",
+            &sids,
+            &[
+                "--groups".into(),
+                s(0),
+                "--users".into(),
+                s(big),
+                "--big-group".into(),
+                s(big),
+                "--memberships".into(),
+                s(0),
+            ],
+        );
+        b.full("one-big-group", &run_tag, &tenant);
+    }
+    report::append_rows(&b.rows);
+}
