@@ -24,7 +24,8 @@ pub struct OpOutcome {
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     pub outcomes: Vec<OpOutcome>,
-    /// Groups that exist after the run: cloud id → (objectGUID, DN).
+    /// Groups that exist after the run: cloud id → (objectGUID, DN). A group just added has
+    /// an empty objectGUID until something needs it or the run ends (`fill_guids`).
     pub links: HashMap<String, (String, String)>,
     /// LDAP write operations sent.
     pub ldap_writes: u64,
@@ -60,7 +61,8 @@ fn member_value(t: &GroupTarget, created: &HashMap<String, (String, String)>) ->
     match t {
         GroupTarget::Existing { guid, .. } => Ok(format!("<GUID={guid}>")),
         GroupTarget::New { cloud_id, .. } => match created.get(cloud_id) {
-            Some((guid, _)) => Ok(format!("<GUID={guid}>")),
+            Some((guid, _)) if !guid.is_empty() => Ok(format!("<GUID={guid}>")),
+            Some((_, dn)) => Err(format!("the objectGUID of {dn}, added in this run, could not be read")),
             None => Err(format!("the group for cloud id {cloud_id} was not created in this run")),
         },
     }
@@ -110,6 +112,11 @@ impl AdConn {
                 }
                 Operation::AddMembers { group, members, .. } | Operation::RemoveMembers { group, members, .. } => {
                     let add = matches!(op, Operation::AddMembers { .. });
+                    for t in std::iter::once(group).chain(members) {
+                        if let GroupTarget::New { cloud_id, .. } = t {
+                            self.need_guid(cloud_id, &mut report).await;
+                        }
+                    }
                     match member_value(group, &report.links) {
                         Ok(target) => {
                             outcome.member_errors = self.write_members(&target, members, add, &mut report).await;
@@ -139,7 +146,52 @@ impl AdConn {
                 break;
             }
         }
+        self.fill_guids(&mut report).await;
         report
+    }
+
+    /// The objectGUID of a group this run added, read now because an operation names it.
+    async fn need_guid(&mut self, cloud_id: &str, report: &mut ApplyReport) {
+        let Some((guid, dn)) = report.links.get(cloud_id).filter(|(g, _)| g.is_empty()).cloned() else { return };
+        debug_assert!(guid.is_empty());
+        match self.guid_of(&dn).await {
+            Ok(g) => {
+                report.links.insert(cloud_id.to_string(), (g, dn));
+            }
+            Err(e) => tracing::warn!(%dn, error = %e, "cannot read the objectGUID of a group just added"),
+        }
+    }
+
+    /// The objectGUIDs of the groups added without reading them back: one paged search per
+    /// OU they were added to. Groups not found that way (moved away meanwhile) are dropped from
+    /// the links; the next cycle finds them by their marker.
+    async fn fill_guids(&mut self, report: &mut ApplyReport) {
+        let mut parents: Vec<String> = report
+            .links
+            .values()
+            .filter(|(g, _)| g.is_empty())
+            .map(|(_, dn)| naming::split_dn(dn).1.to_string())
+            .collect();
+        parents.sort();
+        parents.dedup();
+        for parent in parents {
+            match self.owned_guids_below(&parent).await {
+                Ok(found) => {
+                    for (id, (guid, _)) in report.links.iter_mut().filter(|(_, (g, _))| g.is_empty()) {
+                        if let Some(g) = found.get(id) {
+                            *guid = g.clone();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%parent, error = %e, "cannot read back the groups just added"),
+            }
+        }
+        report.links.retain(|id, (g, _)| {
+            if g.is_empty() {
+                tracing::warn!(cloud_id = %id, "a group just added was not found again; the next cycle looks for it by its marker");
+            }
+            !g.is_empty()
+        });
     }
 
     async fn add_group(
@@ -180,12 +232,15 @@ impl AdConn {
             }
         }
         match res {
-            Ok(_) => {
+            Ok(_) if !inline && !values.is_empty() => {
                 let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
                 report.links.insert(cloud_id.to_string(), (guid.clone(), dn.to_string()));
-                if !inline && !values.is_empty() {
-                    outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
-                }
+                outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
+                Ok(())
+            }
+            Ok(_) => {
+                // Read back with the others at the end of the run, not one by one.
+                report.links.insert(cloud_id.to_string(), (String::new(), dn.to_string()));
                 Ok(())
             }
                         // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).

@@ -241,7 +241,8 @@ impl AdConn {
                     continue;
                 };
                 let group_type = e.attrs.get("groupType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
-                let obj = AdObject { guid: guid.clone(), sid: sid.clone(), dn, group_type };
+                let guid = guid.to_ascii_lowercase();
+                let obj = AdObject { guid: guid.as_str().into(), sid: sid.clone(), dn: dn.into(), group_type };
                 if let Some(sid) = sid {
                     out.insert(Anchor::Sid(sid), obj.clone());
                 }
@@ -249,6 +250,35 @@ impl AdConn {
             }
             stream.finish().await.success().map_err(|e| AdError::ldap("resolving members", e))?;
         }
+        Ok(out)
+    }
+
+    /// objectGUIDs of the owned groups directly below `parent`, by cloud id (from the marker):
+    /// one paged search instead of one read per group just added.
+    pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<String, String>, AdError> {
+        let mut out = HashMap::new();
+        let mut stream = self
+            .op()
+            .with_controls(vec![extended_dn()])
+            .streaming_search_with(
+                PagedResults::new(PAGE),
+                parent,
+                Scope::OneLevel,
+                "(&(objectClass=group)(adminDescription=Group_*))",
+                vec!["adminDescription"],
+            )
+            .await
+            .map_err(|e| AdError::ldap(format!("reading the groups in {parent}"), e))?;
+        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("reading {parent}"), e))? {
+            let e = SearchEntry::construct(entry);
+            let marker = e.attrs.get("adminDescription").and_then(|v| v.first());
+            if let (Some(id), (Some(guid), _, _)) =
+                (marker.and_then(|m| naming::parse_marker(m)), parse_extended_dn(&e.dn))
+            {
+                out.insert(id, guid);
+            }
+        }
+        stream.finish().await.success().map_err(|e| AdError::ldap(format!("reading {parent}"), e))?;
         Ok(out)
     }
 

@@ -37,7 +37,7 @@ fn uuid(n: usize, kind: u32) -> String {
 
 fn ad_ref(m: &GroupTarget) -> AdRef {
     match m {
-        GroupTarget::Existing { guid, dn } => AdRef { guid: guid.clone(), dn: dn.clone() },
+        GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string() },
         GroupTarget::New { dn, .. } => AdRef { guid: String::new(), dn: dn.clone() },
     }
 }
@@ -62,9 +62,9 @@ fn main() {
         ad.directory.insert(
             Anchor::Sid(sid.clone()),
             AdObject {
-                guid: uuid(u, 2),
+                guid: uuid(u, 2).into(),
                 sid: Some(sid),
-                dn: format!("CN=u{u},OU=Users,DC=corp,DC=example,DC=com"),
+                dn: format!("CN=u{u},OU=Users,DC=corp,DC=example,DC=com").into(),
                 group_type: None,
             },
         );
@@ -87,7 +87,8 @@ fn main() {
         let members = (0..per).map(|k| user_objs[(g * 7919 + k * 31) % users].clone()).collect();
         cloud.members.insert(id, MemberRead::Complete(members));
     }
-    let (cpu0, _) = usage();
+    let (cpu0, rss0) = usage();
+    println!("inputs built: {rss0:.0} MiB RSS");
     let t = Instant::now();
     let first = plan(&cloud, &ad, &State::default(), &cfg);
     let (wall1, (cpu1, rss1)) = (t.elapsed().as_secs_f64(), usage());

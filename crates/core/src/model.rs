@@ -1,6 +1,7 @@
 //! The domain model: what we read from the cloud, what we read from AD, and what we remember.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -84,7 +85,7 @@ impl ObjectKind {
 
 impl CloudObject {
     pub fn kind(&self) -> ObjectKind {
-        match self.odata_type.as_deref().map(|t| t.trim_start_matches("#microsoft.graph.")) {
+        match self.odata_type.as_deref().map(|t| t.strip_prefix("#microsoft.graph.").unwrap_or(t)) {
             Some("user") => ObjectKind::User,
             Some("group") | None => ObjectKind::Group,
             Some("device") => ObjectKind::Device,
@@ -152,12 +153,13 @@ pub struct AdGroup {
     pub admin_count: bool,
 }
 
-/// An AD object that a cloud member resolved to.
+/// An AD object that a cloud member resolved to. `guid` (lower-case) and `dn` are shared
+/// with every operation that names the object: one user is a member of many groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdObject {
-    pub guid: String,
+    pub guid: Arc<str>,
     pub sid: Option<String>,
-    pub dn: String,
+    pub dn: Arc<str>,
     /// `Some(groupType)` for groups.
     pub group_type: Option<i32>,
 }

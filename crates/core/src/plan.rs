@@ -1,5 +1,7 @@
 //! The plan: the operations a sync would apply, and the explanation of every decision.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// A group an operation writes to: one that exists (addressed by objectGUID, so renames
@@ -7,14 +9,15 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GroupTarget {
-    Existing { guid: String, dn: String },
+    Existing { guid: Arc<str>, dn: Arc<str> },
     New { cloud_id: String, dn: String },
 }
 
 impl GroupTarget {
     pub fn dn(&self) -> &str {
         match self {
-            GroupTarget::Existing { dn, .. } | GroupTarget::New { dn, .. } => dn,
+            GroupTarget::Existing { dn, .. } => dn,
+            GroupTarget::New { dn, .. } => dn,
         }
     }
 }
@@ -135,10 +138,11 @@ pub struct MemberReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: &'static str,
     pub status: MemberStatus,
+    /// One of `planner::reason` (a fixed vocabulary: metrics count by it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<&'static str>,
 }
 
 /// The explanation for one group (what `writeback show` prints).

@@ -1,7 +1,8 @@
 //! The planner: a pure function from (cloud snapshot, AD snapshot, state, config) to a plan.
 //! The first run is the same code path as every other: a plan against an empty OU.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::config::{OnRemoval, PlannerConfig};
 use crate::model::{
@@ -129,7 +130,10 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     for (id, d) in &desired {
         let complete = matches!(cloud.members.get(id), Some(MemberRead::Complete(_)));
         if let Some(existing) = owned.get(id) {
-            targets.insert(id.clone(), GroupTarget::Existing { guid: existing.guid.clone(), dn: existing.dn.clone() });
+            targets.insert(
+                id.clone(),
+                GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() },
+            );
         } else if complete {
             targets.insert(id.clone(), GroupTarget::New { cloud_id: id.clone(), dn: d.dn.clone() });
         }
@@ -253,7 +257,7 @@ fn managed_by(cloud: &CloudSnapshot, ad: &AdSnapshot, id: &str, existing: Option
         .iter()
         .filter(|o| o.kind() == ObjectKind::User)
         .filter_map(|o| anchors_of(o).into_iter().find_map(|a| ad.directory.get(&a)))
-        .map(|obj| obj.guid.as_str())
+        .map(|obj| &*obj.guid)
         .collect();
     let current = existing
         .and_then(|e| e.attrs.get("managedby"))
@@ -318,9 +322,10 @@ fn plan_group(
     }
 
     // Desired members, each with its explanation.
-    let mut reports = Vec::new();
-    let mut wanted: Vec<GroupTarget> = Vec::new();
-    let mut wanted_keys = BTreeSet::new();
+    // Sized up front: a million memberships must not pay for doubling vectors.
+    let mut reports = Vec::with_capacity(cloud_members.len());
+    let mut wanted: Vec<GroupTarget> = Vec::with_capacity(cloud_members.len());
+    let mut wanted_keys = HashSet::with_capacity(cloud_members.len());
     for m in cloud_members {
         let (report, target) = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
         if let Some(t) = target {
@@ -335,7 +340,11 @@ fn plan_group(
 
     let Some(existing) = existing else {
         let (inline, later): (Vec<GroupTarget>, Vec<GroupTarget>) =
-            wanted.into_iter().partition(|t| matches!(t, GroupTarget::Existing { .. }));
+            if wanted.iter().all(|t| matches!(t, GroupTarget::Existing { .. })) {
+                (wanted, Vec::new())
+            } else {
+                wanted.into_iter().partition(|t| matches!(t, GroupTarget::Existing { .. }))
+            };
         let mut attrs = d.attrs.clone();
         attrs.retain(|(_, v)| !v.is_empty());
         attrs.insert(0, ("cn".into(), vec![d.cn.clone()]));
@@ -362,7 +371,7 @@ fn plan_group(
     };
 
     let mut actions = Vec::new();
-    let target = GroupTarget::Existing { guid: existing.guid.clone(), dn: existing.dn.clone() };
+    let target = GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() };
     // Where it belongs: the target OU, unless it sits in an OU whose groups stay in place
     // (adopted from Azure AD Connect without moving them).
     let (_, parent) = naming::split_dn(&existing.dn);
@@ -394,13 +403,16 @@ fn plan_group(
         actions.push("update");
     }
 
-    let current: BTreeMap<String, &crate::model::AdRef> =
+    let current: HashMap<String, &crate::model::AdRef> =
         existing.members.iter().flatten().map(|r| (r.guid.to_ascii_lowercase(), r)).collect();
-    let adds: Vec<GroupTarget> = wanted.iter().filter(|t| !current.contains_key(&target_key(t))).cloned().collect();
-    let removes: Vec<GroupTarget> = current
-        .iter()
-        .filter(|(guid, _)| !wanted_keys.contains(*guid))
-        .map(|(guid, r)| GroupTarget::Existing { guid: guid.clone(), dn: r.dn.clone() })
+    let adds: Vec<GroupTarget> = wanted.iter().filter(|t| !current.contains_key(&*target_key(t))).cloned().collect();
+    let mut gone: Vec<(&String, &&crate::model::AdRef)> =
+        current.iter().filter(|(guid, _)| !wanted_keys.contains(guid.as_str())).collect();
+    // By objectGUID (the map's order is random): plans read the same every time.
+    gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let removes: Vec<GroupTarget> = gone
+        .into_iter()
+        .map(|(guid, r)| GroupTarget::Existing { guid: guid.as_str().into(), dn: r.dn.as_str().into() })
         .collect();
     let guard =
         ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a.eq_ignore_ascii_case(id)));
@@ -431,10 +443,13 @@ fn plan_group(
     p.groups.push(report(d.group, &d.decision, Some(want_dn), &action, reports));
 }
 
-fn target_key(t: &GroupTarget) -> String {
+/// What makes two member values the same: the lower-case objectGUID (shared, not copied,
+/// when it is lower-case already, as AD reads make it), or the cloud id of a group this run adds.
+fn target_key(t: &GroupTarget) -> Arc<str> {
     match t {
-        GroupTarget::Existing { guid, .. } => guid.to_ascii_lowercase(),
-        GroupTarget::New { cloud_id, .. } => format!("new:{cloud_id}"),
+        GroupTarget::Existing { guid, .. } if !guid.bytes().any(|b| b.is_ascii_uppercase()) => guid.clone(),
+        GroupTarget::Existing { guid, .. } => guid.to_ascii_lowercase().into(),
+        GroupTarget::New { cloud_id, .. } => format!("new:{cloud_id}").into(),
     }
 }
 
@@ -471,13 +486,13 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
     changes
 }
 
-fn skipped(m: &CloudObject, reason: &str) -> MemberReport {
+fn skipped(m: &CloudObject, reason: &'static str) -> MemberReport {
     MemberReport {
         cloud_id: m.id.to_ascii_lowercase(),
         display_name: m.display_name.clone(),
-        kind: m.kind().as_str().to_string(),
+        kind: m.kind().as_str(),
         status: MemberStatus::Skipped,
-        reason: Some(reason.to_string()),
+        reason: Some(reason),
     }
 }
 
@@ -493,7 +508,7 @@ fn resolve_member(
     let written = |m: &CloudObject| MemberReport {
         cloud_id: m.id.to_ascii_lowercase(),
         display_name: m.display_name.clone(),
-        kind: m.kind().as_str().to_string(),
+        kind: m.kind().as_str(),
         status: MemberStatus::Written,
         reason: None,
     };
@@ -524,7 +539,7 @@ fn resolve_member(
             // A nested group not planned in this run (a delta cycle) is found by its link.
             let linked = || {
                 let link = state.links.get(&id).filter(|_| decide_with(m, rules).in_scope)?;
-                Some(GroupTarget::Existing { guid: link.guid.clone(), dn: link.dn.clone() })
+                Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
             };
             match targets.get(&id).cloned().or_else(linked) {
                 Some(t) if id != group_id => (written(m), Some(t)),

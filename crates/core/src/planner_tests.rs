@@ -77,9 +77,9 @@ impl World {
             ad.directory.insert(
                 Anchor::Sid(sid.clone()),
                 AdObject {
-                    guid: format!("aaaaaaaa-0000-0000-0000-{:012}", n),
+                    guid: format!("aaaaaaaa-0000-0000-0000-{:012}", n).into(),
                     sid: Some(sid),
-                    dn: format!("CN=user{n},CN=Users,DC=corp,DC=test"),
+                    dn: format!("CN=user{n},CN=Users,DC=corp,DC=test").into(),
                     group_type: None,
                 },
             );
@@ -100,7 +100,7 @@ impl World {
     fn apply(&mut self, p: &Plan) {
         let mut new_guids = BTreeMap::new();
         let resolve = |t: &GroupTarget, new_guids: &BTreeMap<String, String>| match t {
-            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.clone(), dn: dn.clone() },
+            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string() },
             GroupTarget::New { cloud_id, dn } => AdRef { guid: new_guids[cloud_id].clone(), dn: dn.clone() },
         };
         for op in &p.operations {
@@ -440,7 +440,7 @@ fn a_partial_snapshot_nests_groups_it_does_not_replan_through_their_links() {
     let Operation::Add { members, .. } = ops(&p, "add")[0] else { unreachable!() };
     assert!(members
         .iter()
-        .any(|m| matches!(m, GroupTarget::Existing { guid, .. } if guid == "ffffffff-0000-0000-0000-000000000002")));
+        .any(|m| matches!(m, GroupTarget::Existing { guid, .. } if &**guid == "ffffffff-0000-0000-0000-000000000002")));
     assert_eq!(p.summary.deletes, 0, "groups outside the snapshot are never orphans");
 }
 

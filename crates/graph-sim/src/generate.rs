@@ -37,6 +37,9 @@ pub struct GenerateArgs {
     users_ldif: Option<PathBuf>,
     #[arg(long)]
     users_ou: Option<String>,
+    /// Leave the first N users out of the LDIF (made by an earlier, interrupted run).
+    #[arg(long, default_value_t = 0)]
+    users_ldif_skip: usize,
     /// An `ldapsearch` LDIF with sAMAccountName and objectSid of the users: gives the tenant's
     /// users their onPremisesSecurityIdentifier.
     #[arg(long)]
@@ -156,7 +159,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let user_ids: Vec<String> = (0..a.users).map(|_| rng.uuid()).collect();
     if let (Some(path), Some(ou)) = (&a.users_ldif, &a.users_ou) {
         let mut ldif = String::with_capacity(a.users * 160);
-        for i in 0..a.users {
+        for i in a.users_ldif_skip..a.users {
             let sam = user_sam(&a.prefix, i);
             let _ = write!(
                 ldif,

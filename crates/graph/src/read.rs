@@ -18,6 +18,20 @@ pub const MEMBER_SELECT: &str = "id,displayName,groupTypes,securityEnabled,mailE
 const BATCH: usize = 20;
 /// Rounds of re-batching throttled requests before a group's read counts as incomplete.
 const BATCH_ROUNDS: u32 = 8;
+/// `$batch` requests in flight at once: Graph answers a batch in a few hundred milliseconds,
+/// so reading 10,000 groups one batch at a time would take minutes. Graph's own limit is
+/// per app and tenant, and throttled requests are retried after `Retry-After`.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// One sub-request's answer: the body, or (HTTP status, Graph's message).
+type SubAnswer = Result<Value, (u16, String)>;
+
+/// What one `$batch` gave: answers, requests to send again, and how long to wait first.
+struct BatchAnswer {
+    done: Vec<(String, SubAnswer)>,
+    retry: Vec<(String, Value)>,
+    wait: Duration,
+}
 
 /// Parses one Graph object; objects without a valid id or of the wrong shape are rejected.
 pub(crate) fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
@@ -91,8 +105,10 @@ impl GraphClient {
         self.batch(&reqs).await
     }
 
-    /// Requests (each `{"method", "url", …}` without an id) sent in `$batch`es of 20.
+    /// Requests (each `{"method", "url", …}` without an id) sent in `$batch`es of 20, a few
+    /// batches in flight at once; throttled requests are batched again after `Retry-After`.
     pub(crate) async fn batch(&self, reqs: &[(String, Value)]) -> HashMap<String, Result<Value, (u16, String)>> {
+        use futures_util::stream::{self, StreamExt};
         let mut out = HashMap::new();
         let mut pending: Vec<(String, Value)> = reqs.to_vec();
         let mut round = 0;
@@ -100,53 +116,14 @@ impl GraphClient {
             round += 1;
             let mut retry = Vec::new();
             let mut wait = Duration::ZERO;
-            for chunk in pending.chunks(BATCH) {
-                let requests: Vec<Value> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, req))| {
-                        let mut r = req.clone();
-                        r["id"] = json!(i.to_string());
-                        r
-                    })
-                    .collect();
-                let resp = match self
-                    .request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests })))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        for (key, _) in chunk {
-                            out.insert(key.clone(), Err((0, e.to_string())));
-                        }
-                        continue;
-                    }
-                };
-                let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
-                let mut answered = BTreeSet::new();
-                for r in responses {
-                    let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < chunk.len())
-                    else {
-                        continue;
-                    };
-                    answered.insert(i);
-                    let status = r["status"].as_u64().unwrap_or(0) as u16;
-                    if matches!(status, 429 | 503 | 504) && round < BATCH_ROUNDS {
-                        self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
-                        wait = wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
-                        retry.push(chunk[i].clone());
-                    } else if (200..300).contains(&status) {
-                        out.insert(chunk[i].0.clone(), Ok(r["body"].clone()));
-                    } else {
-                        let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message").to_string();
-                        out.insert(chunk[i].0.clone(), Err((status, msg)));
-                    }
-                }
-                for (i, (key, _)) in chunk.iter().enumerate() {
-                    if !answered.contains(&i) {
-                        out.insert(key.clone(), Err((0, "the batch response had no answer for this request".into())));
-                    }
+            {
+                let mut answers = stream::iter(pending.chunks(BATCH))
+                    .map(|chunk| self.send_batch(chunk, round))
+                    .buffer_unordered(BATCHES_IN_FLIGHT);
+                while let Some(answer) = answers.next().await {
+                    out.extend(answer.done);
+                    retry.extend(answer.retry);
+                    wait = wait.max(answer.wait);
                 }
             }
             if !retry.is_empty() {
@@ -160,6 +137,56 @@ impl GraphClient {
             pending = retry;
         }
         out
+    }
+
+    /// One `$batch` of at most 20 requests.
+    async fn send_batch(&self, chunk: &[(String, Value)], round: u32) -> BatchAnswer {
+        let mut answer = BatchAnswer { done: Vec::new(), retry: Vec::new(), wait: Duration::ZERO };
+        let requests: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (_, req))| {
+                let mut r = req.clone();
+                r["id"] = json!(i.to_string());
+                r
+            })
+            .collect();
+        let resp = match self
+            .request(reqwest::Method::POST, &self.beta("/$batch"), Some(&json!({ "requests": requests })))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                answer.done = chunk.iter().map(|(key, _)| (key.clone(), Err((0, e.to_string())))).collect();
+                return answer;
+            }
+        };
+        let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
+        let mut answered = BTreeSet::new();
+        for r in responses {
+            let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < chunk.len()) else {
+                continue;
+            };
+            answered.insert(i);
+            let status = r["status"].as_u64().unwrap_or(0) as u16;
+            if matches!(status, 429 | 503 | 504) && round < BATCH_ROUNDS {
+                self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
+                answer.wait = answer.wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
+                answer.retry.push(chunk[i].clone());
+            } else if (200..300).contains(&status) {
+                answer.done.push((chunk[i].0.clone(), Ok(r["body"].clone())));
+            } else {
+                let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message").to_string();
+                answer.done.push((chunk[i].0.clone(), Err((status, msg))));
+            }
+        }
+        for (i, (key, _)) in chunk.iter().enumerate() {
+            if !answered.contains(&i) {
+                answer.done.push((key.clone(), Err((0, "the batch response had no answer for this request".into()))));
+            }
+        }
+        answer
     }
 
     /// The first page came in a batch; follow the next links and parse every member.

@@ -189,6 +189,9 @@ impl Bench {
                     "0",
                     "--users-ou",
                     ou,
+                    // Users are added in order: the first ones of an interrupted run exist.
+                    "--users-ldif-skip",
+                    &have.saturating_sub(100).to_string(),
                     "--users-ldif",
                 ])
                 .arg(&ldif));
