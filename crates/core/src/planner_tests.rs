@@ -213,7 +213,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
     assert_eq!(p.summary.skipped_members, 2);
     let dynamic = p.report(&id(2))[0];
     let skipped: Vec<_> =
-        dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason.as_deref()).collect();
+        dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason).collect();
     assert_eq!(skipped, vec![Some(reason::CLOUD_ONLY); 2]);
     assert!(!p.report("Team-Off")[0].in_scope);
     assert!(p.report("SG-NoWriteback")[0].reason.contains("isEnabled = null"));
@@ -271,7 +271,7 @@ fn domain_local_member_is_skipped_with_the_windows_error() {
     assert!(p.errors[0].message.starts_with(UNIVERSAL_CANT_HAVE_LOCAL));
     assert_eq!(p.errors[0].member_id.as_deref(), Some(id(900).as_str()));
     let r = &p.report(&id(1))[0].members;
-    assert!(r.iter().any(|m| m.reason.as_deref() == Some(reason::DOMAIN_LOCAL)));
+    assert!(r.iter().any(|m| m.reason == Some(reason::DOMAIN_LOCAL)));
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn nested_cloud_groups_follow_scope() {
     assert_eq!(later.len(), 1);
     let r = &p.report(&id(1))[0].members;
     assert_eq!(r.iter().filter(|m| m.status == MemberStatus::Written).count(), 1);
-    assert!(r.iter().any(|m| m.reason.as_deref() == Some(reason::NESTED_NOT_WRITTEN)));
+    assert!(r.iter().any(|m| m.reason == Some(reason::NESTED_NOT_WRITTEN)));
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn unsupported_and_unresolved_members_have_reasons() {
     lost.on_premises_security_identifier = Some("S-1-5-21-9-9-9-9".into());
     w.group(security(1, "SG", Some(true)), vec![device, lost]);
     let p = w.converge();
-    let reasons: Vec<_> = p.report(&id(1))[0].members.iter().map(|m| m.reason.clone().unwrap_or_default()).collect();
+    let reasons: Vec<_> = p.report(&id(1))[0].members.iter().map(|m| m.reason.unwrap_or_default()).collect();
     assert_eq!(reasons, vec![reason::NOT_FOUND.to_string(), reason::UNSUPPORTED.to_string()]);
 }
 

@@ -277,7 +277,7 @@ fn record(s: &mut Status, r: &RunResult, took: Duration) {
     for m in
         s.reports.values().filter(|g| g.in_scope).flat_map(|g| &g.members).filter(|m| m.status == MemberStatus::Skipped)
     {
-        *by_reason.entry(m.reason.as_deref().unwrap_or("unknown")).or_default() += 1;
+        *by_reason.entry(m.reason.unwrap_or("unknown")).or_default() += 1;
     }
     let reasons: BTreeSet<&str> = [
         "cloud-only",

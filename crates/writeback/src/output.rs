@@ -149,12 +149,7 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
             for m in &g.members {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let name = m.display_name.as_deref().unwrap_or("");
-                println!(
-                    "    {status:<8} {:<6} {}  {name:<24} {}",
-                    m.kind,
-                    m.cloud_id,
-                    m.reason.as_deref().unwrap_or("")
-                );
+                println!("    {status:<8} {:<6} {}  {name:<24} {}", m.kind, m.cloud_id, m.reason.unwrap_or(""));
             }
         }
     }

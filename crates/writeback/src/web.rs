@@ -158,10 +158,10 @@ fn show(d: &Daemon, needle: &str) -> String {
                 let _ = write!(
                     h,
                     "<tr><td class=l>{st}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
-                    esc(&m.kind),
+                    esc(m.kind),
                     esc(&m.cloud_id),
                     esc(m.display_name.as_deref().unwrap_or("")),
-                    esc(m.reason.as_deref().unwrap_or(""))
+                    esc(m.reason.unwrap_or(""))
                 );
             }
             h.push_str("</table>");
