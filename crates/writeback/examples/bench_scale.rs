@@ -150,6 +150,7 @@ struct Bench {
     svc: (String, PathBuf),
     sim_bin: PathBuf,
     work: PathBuf,
+    seed: String,
     rows: Vec<(String, String)>,
 }
 
@@ -231,6 +232,9 @@ impl Bench {
             .args(args)
             .arg("--client-secret")
             .arg(SECRET)
+            // A new seed per run: new group ids, so no sAMAccountName of an earlier run collides.
+            .arg("--seed")
+            .arg(&self.seed)
             .arg("--sids")
             .arg(sids)
             .arg("--out")
@@ -255,15 +259,12 @@ impl Bench {
             }),
         );
         let (inline, empty, fill) = baseline_ldif(&plan, &fx.groups_ou, "OU=B", 'X');
-        let mut base = Vec::new();
-        for (i, (name, files)) in
-            [("inline", vec![("ldapadd", &inline)]), ("empty+modify", vec![("ldapadd", &empty), ("ldapmodify", &fill)])]
-                .into_iter()
-                .enumerate()
-        {
+        // Writes slow down as the directory grows, so the order is A-B-A: the inline baseline
+        // before and after writeback (their mean is the baseline), then empty+modify.
+        let baseline = |i: usize, files: Vec<(&str, &String)>| -> f64 {
             let ou = format!("OU=base{i},{}", fx.ou);
             add_ou(&self.dc, self.admin(), &ou);
-            let tag = if i == 0 { 'X' } else { 'Y' };
+            let tag = char::from(b'V' + i as u8);
             let mut wall = 0.0;
             for (tool, text) in files {
                 let file = fx.dir.join(format!("base{i}-{tool}.ldif"));
@@ -274,14 +275,25 @@ impl Bench {
                 .expect("ldif");
                 wall += timed_ldap(&self.dc, tool, self.svc(), &file);
             }
-            assert_eq!(census(&self.dc, self.admin(), &ou), want, "baseline {name} wrote what the plan says");
-            base.push((name, wall));
-        }
+            assert_eq!(census(&self.dc, self.admin(), &ou), want, "baseline {i} wrote what the plan says");
+            println!("  {label}: baseline {i} ({} LDIF) {wall:.1} s", if i == 2 { "empty+modify" } else { "inline" });
+            wall
+        };
+        let before = baseline(0, vec![("ldapadd", &inline)]);
         fx.sim_call("DELETE", "/_control/requests", None);
         let s = writeback(&fx, &["sync", "--full"]);
         assert_eq!(census(&self.dc, self.admin(), &fx.groups_ou), want, "writeback wrote every group and member");
+        println!(
+            "  {label}: writeback {:.1} s, {:.0} MB, {} Graph requests, {} LDAP ops",
+            s.wall, s.rss_mb, s.graph, s.ldap
+        );
+        let after = baseline(1, vec![("ldapadd", &inline)]);
+        let modify = baseline(2, vec![("ldapadd", &empty), ("ldapmodify", &fill)]);
+        let base = [("inline (mean of before and after)", (before + after) / 2.0), ("empty+modify (after)", modify)];
         let best = base.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
-        let base_text: Vec<String> = base.iter().map(|(n, w)| format!("{n} {w:.1} s")).collect();
+        let base_text: Vec<String> = std::iter::once(format!("inline before {before:.1} s / after {after:.1} s"))
+            .chain(base.iter().map(|(n, w)| format!("{n} {w:.1} s")))
+            .collect();
         println!(
             "full sync {label}: {} groups, {} members: writeback {:.1} s, {:.0} MB peak RSS, {} Graph requests, {} LDAP operations; baseline {}; ratio {:.2}",
             want.0, want.1, s.wall, s.rss_mb, s.graph, s.ldap, base_text.join(", "), s.wall / best
@@ -356,6 +368,10 @@ fn main() {
         svc: (dc.delegated.0.clone(), svc_pw),
         sim_bin: sibling_binary("writeback-graph-sim"),
         work,
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
         rows: Vec::new(),
         dc,
     };
