@@ -131,7 +131,15 @@ pub fn dc_outage(groups: u32, outage: Duration) -> Figures {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/samba-dc");
     let _ = Command::new(&root).arg("stop").status();
     std::thread::sleep(outage);
-    let started = Command::new(&root).arg("start").stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let started = Command::new(&root)
+        .arg("start")
+        // A restart, not a new DC: a re-provision (past the size limit) would change the
+        // Administrator password under this test's feet.
+        .env("WRITEBACK_DC_MAX_MB", "1000000")
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     let mut problems = Vec::new();
     if !started {
         problems.push("the DC did not come back".to_string());
