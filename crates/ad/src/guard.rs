@@ -145,8 +145,8 @@ impl AdConn {
             .map(|vals| {
                 vals.iter()
                     .filter_map(|v| {
-                        let (guid, _, dn) = parse_extended_dn(v);
-                        Some(AdRef { guid: guid?, dn })
+                        let (guid, sid, dn) = parse_extended_dn(v);
+                        Some(AdRef { guid: guid?, dn, sid })
                     })
                     .collect()
             })

@@ -8,6 +8,7 @@ mod apply;
 mod conn;
 mod guard;
 mod read;
+mod search;
 
 pub use apply::{ApplyReport, OpOutcome};
 pub use conn::{AdConfig, AdConn, Auth};

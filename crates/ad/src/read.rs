@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ldap3::adapters::PagedResults;
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
 use writeback_core::model::{AdGroup, AdObject, AdRef, Anchor};
@@ -10,8 +9,6 @@ use writeback_core::naming;
 
 use crate::{parse_extended_dn, AdConn, AdError};
 
-/// Microsoft's advice for portable paging and ranged retrieval.
-const PAGE: i32 = 500;
 /// Anchors per resolution search (one OR filter).
 const RESOLVE_BATCH: usize = 200;
 
@@ -25,7 +22,7 @@ const MANAGED: &[&str] =
     &["sAMAccountName", "displayName", "description", "adminDescription", "mail", "proxyAddresses", "managedBy"];
 
 impl AdConn {
-    /// Every group with our marker in `ou` (subtree), with complete member lists — or `None`
+    /// Every group with our marker in `ou`'s tree, with complete member lists — or `None`
     /// as the members of a group whose ranged read failed.
     pub async fn read_owned_groups(&mut self, ous: &[String]) -> Result<Vec<AdGroup>, AdError> {
         let mut out = Vec::new();
@@ -85,57 +82,30 @@ impl AdConn {
 
     async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
-        let mut stream = self
-            .op()
-            .streaming_search_with(
-                PagedResults::new(PAGE),
-                ou,
-                Scope::Subtree,
-                &filter,
-                vec!["adminDescription", "uSNChanged"],
-            )
-            .await
-            .map_err(|e| crate::missing_ou(ou, e))?;
-        let mut ids = Vec::new();
-        while let Some(entry) = stream.next().await.map_err(|e| crate::missing_ou(ou, e))? {
-            if entry.is_ref() || entry.is_intermediate() {
-                continue;
-            }
-            let e = SearchEntry::construct(entry);
-            let usn = e.attrs.get("uSNChanged").and_then(|v| v.first()).and_then(|u| u.parse().ok()).unwrap_or(0);
-            if let Some(id) =
-                e.attrs.get("adminDescription").and_then(|v| v.first()).and_then(|m| naming::parse_marker(m))
-            {
-                ids.push((id, usn));
-            }
-        }
-        stream.finish().await.success().map_err(|e| crate::missing_ou(ou, e))?;
-        Ok(ids)
+        let attrs = vec!["adminDescription".into(), "uSNChanged".into()];
+        let entries = self.search_tree(ou, &filter, attrs, vec![]).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| {
+                let usn = e.attrs.get("uSNChanged").and_then(|v| v.first()).and_then(|u| u.parse().ok()).unwrap_or(0);
+                let marker = e.attrs.get("adminDescription").and_then(|v| v.first())?;
+                naming::parse_marker(marker).map(|id| (id, usn))
+            })
+            .collect())
     }
 
     /// objectGUIDs of groups deleted (anywhere) at or after `usn`: tombstones keep their GUID,
-    /// not their marker, so the caller matches them against its links.
+    /// not their marker, so the caller matches them against its links. Tombstones live in the
+    /// Deleted Objects container: one level of it (see `search_tree` for why not a subtree).
     pub async fn deleted_groups_since(&mut self, usn: u64) -> Result<Vec<String>, AdError> {
         let show_deleted = RawControl { ctype: "1.2.840.113556.1.4.417".into(), crit: true, val: None };
         let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
-        let base = self.default_nc.clone();
-        let mut stream = self
-            .op()
-            .with_controls(vec![show_deleted, extended_dn()])
-            .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["1.1"])
+        let base = format!("CN=Deleted Objects,{}", self.default_nc);
+        let entries = self
+            .paged(&base, Scope::OneLevel, &filter, vec!["1.1".into()], vec![show_deleted, extended_dn()])
             .await
             .map_err(|e| AdError::ldap("searching deleted objects", e))?;
-        let mut guids = Vec::new();
-        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("searching deleted objects", e))? {
-            if entry.is_ref() || entry.is_intermediate() {
-                continue;
-            }
-            if let (Some(guid), _, _) = parse_extended_dn(&SearchEntry::construct(entry).dn) {
-                guids.push(guid);
-            }
-        }
-        stream.finish().await.success().map_err(|e| AdError::ldap("searching deleted objects", e))?;
-        Ok(guids)
+        Ok(entries.iter().filter_map(|e| parse_extended_dn(&e.dn).0).collect())
     }
 
     async fn read_groups(&mut self, ou: &str, only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
@@ -152,20 +122,7 @@ impl AdConn {
             attrs.push("mailNickname".into());
         }
         let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
-        let mut stream = self
-            .op()
-            .with_controls(vec![extended_dn()])
-            .streaming_search_with(PagedResults::new(PAGE), ou, Scope::Subtree, &filter, attrs)
-            .await
-            .map_err(|e| crate::missing_ou(ou, e))?;
-        let mut entries = Vec::new();
-        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("searching {ou}"), e))? {
-            if entry.is_ref() || entry.is_intermediate() {
-                continue;
-            }
-            entries.push(SearchEntry::construct(entry));
-        }
-        stream.finish().await.success().map_err(|e| crate::missing_ou(ou, e))?;
+        let entries = self.search_tree(ou, &filter, attrs, vec![extended_dn()]).await?;
 
         let mut groups = Vec::with_capacity(entries.len());
         for e in entries {
@@ -225,18 +182,11 @@ impl AdConn {
                 continue;
             }
             let filter = format!("(|{terms})");
-            let mut stream = self
-                .op()
-                .with_controls(vec![extended_dn()])
-                .streaming_search_with(PagedResults::new(PAGE), &base, Scope::Subtree, &filter, vec!["groupType"])
+            let entries = self
+                .paged(&base, Scope::Subtree, &filter, vec!["groupType".into()], vec![extended_dn()])
                 .await
                 .map_err(|e| AdError::ldap("resolving members", e))?;
-            while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap("resolving members", e))? {
-                // Subtree searches at the domain root return referrals to the other partitions.
-                if entry.is_ref() || entry.is_intermediate() {
-                    continue;
-                }
-                let e = SearchEntry::construct(entry);
+            for e in entries {
                 let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else {
                     continue;
                 };
@@ -248,7 +198,6 @@ impl AdConn {
                 }
                 out.insert(Anchor::Guid(guid), obj);
             }
-            stream.finish().await.success().map_err(|e| AdError::ldap("resolving members", e))?;
         }
         Ok(out)
     }
@@ -256,21 +205,18 @@ impl AdConn {
     /// objectGUIDs of the owned groups directly below `parent`, by cloud id (from the marker):
     /// one paged search instead of one read per group just added.
     pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<String, String>, AdError> {
-        let mut out = HashMap::new();
-        let mut stream = self
-            .op()
-            .with_controls(vec![extended_dn()])
-            .streaming_search_with(
-                PagedResults::new(PAGE),
+        let entries = self
+            .paged(
                 parent,
                 Scope::OneLevel,
                 "(&(objectClass=group)(adminDescription=Group_*))",
-                vec!["adminDescription"],
+                vec!["adminDescription".into()],
+                vec![extended_dn()],
             )
             .await
             .map_err(|e| AdError::ldap(format!("reading the groups in {parent}"), e))?;
-        while let Some(entry) = stream.next().await.map_err(|e| AdError::ldap(format!("reading {parent}"), e))? {
-            let e = SearchEntry::construct(entry);
+        let mut out = HashMap::new();
+        for e in entries {
             let marker = e.attrs.get("adminDescription").and_then(|v| v.first());
             if let (Some(id), (Some(guid), _, _)) =
                 (marker.and_then(|m| naming::parse_marker(m)), parse_extended_dn(&e.dn))
@@ -278,7 +224,6 @@ impl AdConn {
                 out.insert(id, guid);
             }
         }
-        stream.finish().await.success().map_err(|e| AdError::ldap(format!("reading {parent}"), e))?;
         Ok(out)
     }
 
@@ -330,8 +275,8 @@ fn dedupe(mut groups: Vec<AdGroup>) -> Vec<AdGroup> {
 }
 
 fn member_ref(v: &str) -> Option<AdRef> {
-    let (guid, _, dn) = parse_extended_dn(v);
-    Some(AdRef { guid: guid?, dn })
+    let (guid, sid, dn) = parse_extended_dn(v);
+    Some(AdRef { guid: guid?, dn, sid })
 }
 
 /// Where ranged retrieval must go on, when the server ranged `member` on its own.

@@ -37,8 +37,8 @@ fn uuid(n: usize, kind: u32) -> String {
 
 fn ad_ref(m: &GroupTarget) -> AdRef {
     match m {
-        GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string() },
-        GroupTarget::New { dn, .. } => AdRef { guid: String::new(), dn: dn.clone() },
+        GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string(), sid: None },
+        GroupTarget::New { dn, .. } => AdRef { guid: String::new(), dn: dn.clone(), sid: None },
     }
 }
 

@@ -131,6 +131,10 @@ pub struct CloudSnapshot {
 pub struct AdRef {
     pub guid: String,
     pub dn: String,
+    /// The objectSid, when AD named one (security principals): lets a member already in the
+    /// group be recognised without looking it up.
+    #[serde(skip)]
+    pub sid: Option<String>,
 }
 
 /// A group carrying our ownership marker, as read from the managed OU.

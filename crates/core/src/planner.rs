@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{OnRemoval, PlannerConfig};
 use crate::model::{
-    group_type, AdGroup, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
+    group_type, AdGroup, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
 use crate::naming;
 use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
@@ -26,8 +26,9 @@ pub mod reason {
 }
 
 /// The anchors the planner will look up in `AdSnapshot::directory`: the AD side of every
-/// member of every group in scope. The caller resolves them in AD, then calls [`plan`].
-pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
+/// member of every group in scope, but for those in `known`. The caller resolves them in AD,
+/// adds `known`, then calls [`plan`].
+pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) -> BTreeSet<Anchor> {
     let mut anchors = BTreeSet::new();
     for members in cloud.members.values() {
         let MemberRead::Complete(members) = members else {
@@ -35,7 +36,10 @@ pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
         };
         for m in members {
             if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
-                anchors.extend(anchors_of(m));
+                let mine = anchors_of(m);
+                if !mine.iter().any(|a| known.contains_key(a)) {
+                    anchors.extend(mine);
+                }
             }
         }
     }
@@ -45,6 +49,36 @@ pub fn member_anchors(cloud: &CloudSnapshot) -> BTreeSet<Anchor> {
         }
     }
     anchors
+}
+
+/// Cloud users already members of an owned group, as AD named them in that group's member
+/// values (extended DN: GUID, SID, DN), so they need no lookup: a delta cycle that changes one
+/// member of a 20,000-member group looks up one user, not 20,000. Only users: for a member
+/// group the planner needs its groupType too.
+pub fn members_known(cloud: &CloudSnapshot, owned: &[AdGroup]) -> HashMap<Anchor, AdObject> {
+    let wanted: HashSet<&str> = cloud
+        .members
+        .values()
+        .filter_map(|m| match m {
+            MemberRead::Complete(members) => Some(members),
+            _ => None,
+        })
+        .flatten()
+        .filter(|m| m.kind() == ObjectKind::User)
+        .filter_map(|m| m.on_premises_security_identifier.as_deref())
+        .collect();
+    let mut out = HashMap::new();
+    for r in owned.iter().filter_map(|g| g.members.as_ref()).flatten() {
+        if let Some(sid) = r.sid.as_deref().filter(|s| wanted.contains(s)) {
+            out.entry(Anchor::Sid(sid.to_string())).or_insert_with(|| AdObject {
+                guid: r.guid.to_ascii_lowercase().into(),
+                sid: Some(sid.to_string()),
+                dn: r.dn.as_str().into(),
+                group_type: None,
+            });
+        }
+    }
+    out
 }
 
 fn anchors_of(m: &CloudObject) -> Vec<Anchor> {

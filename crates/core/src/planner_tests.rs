@@ -1,7 +1,7 @@
 //! Planner tests: plain data in, plan out. `apply` plays a plan onto an AD snapshot in memory
 //! so that idempotence (plan → apply → plan is empty) can be checked on every scenario.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::model::{group_type as gt, AdObject, AdRef, Link, WritebackConfiguration};
 use crate::planner::{reason, UNIVERSAL_CANT_HAVE_LOCAL};
@@ -100,8 +100,8 @@ impl World {
     fn apply(&mut self, p: &Plan) {
         let mut new_guids = BTreeMap::new();
         let resolve = |t: &GroupTarget, new_guids: &BTreeMap<String, String>| match t {
-            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string() },
-            GroupTarget::New { cloud_id, dn } => AdRef { guid: new_guids[cloud_id].clone(), dn: dn.clone() },
+            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string(), sid: None },
+            GroupTarget::New { cloud_id, dn } => AdRef { guid: new_guids[cloud_id].clone(), dn: dn.clone(), sid: None },
         };
         for op in &p.operations {
             match op {
@@ -231,9 +231,11 @@ fn drift_is_put_back() {
     w.converge();
     let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
     g.group_type = -2147483646; // global security, by hand
-    g.members
-        .get_or_insert_with(Vec::new)
-        .push(AdRef { guid: "cccccccc-0000-0000-0000-000000000001".into(), dn: "CN=intruder,DC=corp,DC=test".into() });
+    g.members.get_or_insert_with(Vec::new).push(AdRef {
+        guid: "cccccccc-0000-0000-0000-000000000001".into(),
+        dn: "CN=intruder,DC=corp,DC=test".into(),
+        sid: None,
+    });
     g.attrs.insert("description".into(), vec!["edited by hand".into()]);
     let p = w.converge();
     let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
@@ -422,8 +424,43 @@ fn display_name_format_and_hostile_names() {
 fn member_anchors_cover_users_and_synced_groups_only() {
     let mut w = sample_rollout();
     w.group(security(9, "X", Some(true)), vec![as_member(&security(10, "Y", Some(true)))]);
-    let anchors = member_anchors(&w.cloud);
+    let anchors = member_anchors(&w.cloud, &HashMap::new());
     assert_eq!(anchors.len(), 9, "users 0..=8 once each; cloud users and cloud groups need no lookup");
+}
+
+#[test]
+fn members_already_in_an_owned_group_need_no_lookup() {
+    let mut w = World::new();
+    let (u1, u2) = (synced_user(1), synced_user(2));
+    let sid1 = u1.on_premises_security_identifier.clone().expect("sid");
+    let inner = security(5, "Inner", Some(true));
+    w.group(security(1, "G", Some(true)), vec![u1, u2, as_member(&inner)]);
+    w.ad.groups.push(AdGroup {
+        guid: "bbbbbbbb-0000-0000-0000-000000000001".into(),
+        dn: format!("CN=G,{OU}"),
+        cloud_id: id(1),
+        // AD names its members by GUID, SID and DN; one of them is not a user of the cloud's.
+        members: Some(vec![
+            AdRef { guid: "AAAAAAAA-0000-0000-0000-000000000001".into(), dn: "CN=u1".into(), sid: Some(sid1.clone()) },
+            AdRef {
+                guid: "cccccccc-0000-0000-0000-000000000009".into(),
+                dn: "CN=x".into(),
+                sid: Some("S-1-5-21-9".into()),
+            },
+        ]),
+        ..Default::default()
+    });
+    let known = members_known(&w.cloud, &w.ad.groups);
+    assert_eq!(
+        known.keys().collect::<Vec<_>>(),
+        vec![&Anchor::Sid(sid1.clone())],
+        "only the cloud's users, only those in AD"
+    );
+    let found = &known[&Anchor::Sid(sid1.clone())];
+    assert_eq!((&*found.guid, &*found.dn, found.group_type), ("aaaaaaaa-0000-0000-0000-000000000001", "CN=u1", None));
+    let anchors = member_anchors(&w.cloud, &known);
+    assert!(!anchors.contains(&Anchor::Sid(sid1)), "a known member is not looked up again");
+    assert!(anchors.contains(&Anchor::Sid("S-1-5-21-1-2-3-1002".into())), "the new member is");
 }
 
 #[test]

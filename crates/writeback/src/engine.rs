@@ -12,7 +12,9 @@ use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
-use writeback_core::{member_anchors, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, Rule, State, Summary};
+use writeback_core::{
+    member_anchors, members_known, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, Rule, State, Summary,
+};
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
 
@@ -91,10 +93,17 @@ async fn resolve(
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
 ) -> Result<AdSnapshot, Fatal> {
-    let anchors: Vec<_> = member_anchors(cloud).into_iter().collect();
+    let known = members_known(cloud, &owned);
+    let anchors: Vec<_> = member_anchors(cloud, &known).into_iter().collect();
     progress::phase(&format!("finding {} members in AD", anchors.len()));
-    let directory = ad.resolve(&anchors).await?;
-    tracing::info!(anchors = anchors.len(), resolved = directory.len(), "resolved members in AD");
+    let mut directory = ad.resolve(&anchors).await?;
+    tracing::info!(
+        anchors = anchors.len(),
+        resolved = directory.len(),
+        already_members = known.len(),
+        "resolved members in AD"
+    );
+    directory.extend(known);
     // Nestings into protected groups change the protected group, not ours: looked up every
     // cycle, from the groups this cycle plans (read with their memberOf) upwards.
     let protected = ad.protected_nesting(&owned).await?;

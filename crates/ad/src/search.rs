@@ -1,0 +1,71 @@
+//! Paged searches, and searches of a managed OU's tree one container at a time.
+
+use ldap3::adapters::PagedResults;
+use ldap3::controls::RawControl;
+use ldap3::{LdapError, Scope, SearchEntry};
+
+use crate::{AdConn, AdError};
+
+/// Microsoft's advice for portable paging and ranged retrieval.
+const PAGE: i32 = 500;
+
+/// What can hold a group inside a managed OU.
+const CONTAINERS: &str = "(|(objectClass=organizationalUnit)(objectClass=container))";
+
+impl AdConn {
+    /// Every entry of a paged search; referrals (a subtree search at the domain root returns
+    /// one per other partition) and intermediate messages are skipped.
+    pub(crate) async fn paged(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<String>,
+        controls: Vec<RawControl>,
+    ) -> Result<Vec<SearchEntry>, LdapError> {
+        let mut stream = self
+            .op()
+            .with_controls(controls)
+            .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await? {
+            if !entry.is_ref() && !entry.is_intermediate() {
+                out.push(SearchEntry::construct(entry));
+            }
+        }
+        stream.finish().await.success()?;
+        Ok(out)
+    }
+
+    /// `filter` over the tree below `ou` (a managed OU), as one-level searches of `ou` and of
+    /// every OU or container below it. Why not one subtree search: Samba evaluates a subtree
+    /// search whose filter it cannot answer from an index (a `uSNChanged` range, our marker)
+    /// over the whole partition, but keeps a one-level index: on a DC of 100,000 objects the
+    /// delta cycle's search took 1.1 s as a subtree and 0.06 s one level at a time. Windows
+    /// answers both from indexes. The containers themselves come from an indexed search.
+    pub(crate) async fn search_tree(
+        &mut self,
+        ou: &str,
+        filter: &str,
+        attrs: Vec<String>,
+        controls: Vec<RawControl>,
+    ) -> Result<Vec<SearchEntry>, AdError> {
+        let containers = self
+            .paged(ou, Scope::Subtree, CONTAINERS, vec!["1.1".into()], vec![])
+            .await
+            .map_err(|e| crate::missing_ou(ou, e))?;
+        let mut bases = vec![ou.to_string()];
+        bases.extend(containers.into_iter().map(|e| e.dn).filter(|dn| !dn.eq_ignore_ascii_case(ou)));
+        let mut out = Vec::new();
+        for (i, base) in bases.iter().enumerate() {
+            match self.paged(base, Scope::OneLevel, filter, attrs.clone(), controls.clone()).await {
+                Ok(entries) => out.extend(entries),
+                // A container below the OU removed since it was listed holds nothing of ours.
+                Err(LdapError::LdapResult { result }) if result.rc == 32 && i > 0 => {}
+                Err(e) => return Err(crate::missing_ou(base, e)),
+            }
+        }
+        Ok(out)
+    }
+}
