@@ -7,6 +7,7 @@
 mod report;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use writeback_core::model::WritebackConfiguration;
@@ -48,13 +49,16 @@ fn main() {
     let cfg = PlannerConfig::with_target_ou(ou);
     let mut cloud = CloudSnapshot::default();
     let mut ad = AdSnapshot::default();
-    let user_objs: Vec<CloudObject> = (0..users)
-        .map(|u| CloudObject {
-            odata_type: Some("#microsoft.graph.user".into()),
-            id: uuid(u, 1),
-            on_premises_sync_enabled: Some(true),
-            on_premises_security_identifier: Some(format!("S-1-5-21-1-2-3-{}", 10_000 + u)),
-            ..Default::default()
+    // Shared, as the Graph reader shares them: one object per user, however many groups.
+    let user_objs: Vec<Arc<CloudObject>> = (0..users)
+        .map(|u| {
+            Arc::new(CloudObject {
+                odata_type: Some("#microsoft.graph.user".into()),
+                id: uuid(u, 1),
+                on_premises_sync_enabled: Some(true),
+                on_premises_security_identifier: Some(format!("S-1-5-21-1-2-3-{}", 10_000 + u)),
+                ..Default::default()
+            })
         })
         .collect();
     for (u, obj) in user_objs.iter().enumerate() {

@@ -77,7 +77,7 @@ proptest! {
         let member = CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: raw_id.clone(),
             on_premises_sync_enabled: Some(true), on_premises_security_identifier: Some(raw_id.clone()), on_premises_immutable_id: Some(raw_id.clone()), ..Default::default() };
         let mut cloud = CloudSnapshot { groups: vec![group(&id), group(&raw_id)], ..Default::default() };
-        cloud.members.insert(id.clone(), MemberRead::Complete(vec![member]));
+        cloud.members.insert(id.clone(), MemberRead::complete(vec![member]));
         let mut cfg = PlannerConfig::with_target_ou("OU=Groups,DC=corp,DC=test");
         if display_format { cfg.cn_format = CnFormat::DisplayName; }
         let p = plan(&cloud, &AdSnapshot::default(), &State::default(), &cfg);

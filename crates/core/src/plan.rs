@@ -134,9 +134,10 @@ pub enum MemberStatus {
 /// Why a member is (not) in the AD group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberReport {
-    pub cloud_id: String,
+    /// Shared by every group the member is in (one user, many groups).
+    pub cloud_id: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
+    pub display_name: Option<Arc<str>>,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub status: MemberStatus,

@@ -1,6 +1,7 @@
 //! The planner: a pure function from (cloud snapshot, AD snapshot, state, config) to a plan.
 //! The first run is the same code path as every other: a plan against an empty OU.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) 
     }
     for owners in cloud.owners.values() {
         if let MemberRead::Complete(owners) = owners {
-            anchors.extend(owners.iter().filter(|o| o.kind() == ObjectKind::User).flat_map(anchors_of));
+            anchors.extend(owners.iter().filter(|o| o.kind() == ObjectKind::User).flat_map(|o| anchors_of(o)));
         }
     }
     anchors
@@ -173,8 +174,9 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         }
     }
 
+    let mut users = UserMembers::new();
     for (id, d) in &desired {
-        plan_group(&mut p, id, d, owned.get(id).copied(), cloud, ad, state, &targets, cfg);
+        plan_group(&mut p, id, d, owned.get(id).copied(), cloud, ad, state, &targets, &mut users, cfg);
     }
 
     for (id, group) in &owned {
@@ -200,7 +202,9 @@ fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> BTreeMap<
     }
     let mut owned = BTreeMap::new();
     for (id, mut groups) in by_id {
-        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id).map(|l| &l.guid), g.dn.clone()));
+        if groups.len() > 1 {
+            groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id).map(|l| &l.guid), g.dn.clone()));
+        }
         if groups.len() > 1 {
             let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
             p.errors.push(ObjectError {
@@ -318,6 +322,9 @@ fn report(g: &CloudObject, d: &Decision, dn: Option<String>, action: &str, membe
     }
 }
 
+/// User members already resolved in this plan, by object (members are shared between groups).
+type UserMembers = HashMap<*const CloudObject, (MemberReport, Option<GroupTarget>)>;
+
 #[allow(clippy::too_many_arguments)]
 fn plan_group(
     p: &mut Plan,
@@ -328,6 +335,7 @@ fn plan_group(
     ad: &AdSnapshot,
     state: &State,
     targets: &HashMap<String, GroupTarget>,
+    users: &mut UserMembers,
     cfg: &PlannerConfig,
 ) {
     let dn_now = existing.map(|e| e.dn.clone()).unwrap_or_else(|| d.dn.clone());
@@ -361,7 +369,15 @@ fn plan_group(
     let mut wanted: Vec<GroupTarget> = Vec::with_capacity(cloud_members.len());
     let mut wanted_keys = HashSet::with_capacity(cloud_members.len());
     for m in cloud_members {
-        let (report, target) = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
+        let (report, target) = if m.kind() == ObjectKind::User {
+            // A user resolves the same in every group: once per user, not once per membership.
+            users
+                .entry(Arc::as_ptr(m))
+                .or_insert_with(|| resolve_member(m, id, ad, state, targets, &cfg.rules, p))
+                .clone()
+        } else {
+            resolve_member(m, id, ad, state, targets, &cfg.rules, p)
+        };
         if let Some(t) = target {
             let key = target_key(&t);
             if wanted_keys.insert(key) {
@@ -437,16 +453,16 @@ fn plan_group(
         actions.push("update");
     }
 
-    let current: HashMap<String, &crate::model::AdRef> =
-        existing.members.iter().flatten().map(|r| (r.guid.to_ascii_lowercase(), r)).collect();
+    let current: HashMap<Cow<str>, &crate::model::AdRef> =
+        existing.members.iter().flatten().map(|r| (lower(&r.guid), r)).collect();
     let adds: Vec<GroupTarget> = wanted.iter().filter(|t| !current.contains_key(&*target_key(t))).cloned().collect();
-    let mut gone: Vec<(&String, &&crate::model::AdRef)> =
-        current.iter().filter(|(guid, _)| !wanted_keys.contains(guid.as_str())).collect();
+    let mut gone: Vec<(&Cow<str>, &&crate::model::AdRef)> =
+        current.iter().filter(|(guid, _)| !wanted_keys.contains(guid.as_ref())).collect();
     // By objectGUID (the map's order is random): plans read the same every time.
     gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let removes: Vec<GroupTarget> = gone
         .into_iter()
-        .map(|(guid, r)| GroupTarget::Existing { guid: guid.as_str().into(), dn: r.dn.as_str().into() })
+        .map(|(guid, r)| GroupTarget::Existing { guid: (**guid).into(), dn: r.dn.as_str().into() })
         .collect();
     let guard =
         ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a.eq_ignore_ascii_case(id)));
@@ -475,6 +491,15 @@ fn plan_group(
     }
     let action = if actions.is_empty() { "in sync".to_string() } else { actions.join(", ") };
     p.groups.push(report(d.group, &d.decision, Some(want_dn), &action, reports));
+}
+
+/// `s` in lower case, copied only when it is not already (AD's GUIDs are).
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// What makes two member values the same: the lower-case objectGUID (shared, not copied,
@@ -522,8 +547,8 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
 
 fn skipped(m: &CloudObject, reason: &'static str) -> MemberReport {
     MemberReport {
-        cloud_id: m.id.to_ascii_lowercase(),
-        display_name: m.display_name.clone(),
+        cloud_id: m.id.to_ascii_lowercase().into(),
+        display_name: m.display_name.as_deref().map(Arc::from),
         kind: m.kind().as_str(),
         status: MemberStatus::Skipped,
         reason: Some(reason),
@@ -540,8 +565,8 @@ fn resolve_member(
     p: &mut Plan,
 ) -> (MemberReport, Option<GroupTarget>) {
     let written = |m: &CloudObject| MemberReport {
-        cloud_id: m.id.to_ascii_lowercase(),
-        display_name: m.display_name.clone(),
+        cloud_id: m.id.to_ascii_lowercase().into(),
+        display_name: m.display_name.as_deref().map(Arc::from),
         kind: m.kind().as_str(),
         status: MemberStatus::Written,
         reason: None,

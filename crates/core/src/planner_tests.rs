@@ -88,7 +88,7 @@ impl World {
     }
 
     fn group(&mut self, g: CloudObject, members: Vec<CloudObject>) {
-        self.cloud.members.insert(g.id.clone(), MemberRead::Complete(members));
+        self.cloud.members.insert(g.id.clone(), MemberRead::complete(members));
         self.cloud.groups.push(g);
     }
 
@@ -336,7 +336,7 @@ fn member_removal_threshold_blocks() {
     let mut w = World::new();
     w.group(security(1, "SG", Some(true)), (0..10).map(synced_user).collect());
     w.converge();
-    w.cloud.members.insert(id(1), MemberRead::Complete(vec![]));
+    w.cloud.members.insert(id(1), MemberRead::complete(vec![]));
     w.cfg.member_removal_threshold = 5;
     let p = w.plan();
     assert_eq!(p.summary.member_removes, 10);
@@ -352,7 +352,7 @@ fn incomplete_reads_are_never_the_truth() {
     let p = w.plan();
     assert!(p.operations.is_empty());
     assert_eq!(p.errors.len(), 1);
-    w.cloud.members.insert(id(1), MemberRead::Complete(vec![]));
+    w.cloud.members.insert(id(1), MemberRead::complete(vec![]));
     w.ad.groups[0].members = None;
     let p = w.plan();
     assert!(p.operations.is_empty(), "an incomplete AD read must not produce removals");
@@ -593,20 +593,20 @@ fn owners_become_managed_by_and_follow_changes() {
     w.group(security(1, "SG", Some(true)), vec![]);
     let guid = |n: u32| format!("<GUID=aaaaaaaa-0000-0000-0000-{n:012}>");
     // A cloud-only owner first: the first owner that resolves to an AD user is used.
-    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![cloud_user(1), synced_user(3), synced_user(4)]));
+    w.cloud.owners.insert(id(1), MemberRead::complete(vec![cloud_user(1), synced_user(3), synced_user(4)]));
     let p = w.converge();
     let Operation::Add { attrs, .. } = ops(&p, "add")[0] else { unreachable!() };
     assert_eq!(attrs.iter().find(|(k, _)| k == "managedBy").map(|(_, v)| v.clone()), Some(vec![guid(3)]));
     // Owner 3 leaves: the first remaining owner takes over. Owners reordered: no change.
-    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![synced_user(5), synced_user(4)]));
+    w.cloud.owners.insert(id(1), MemberRead::complete(vec![synced_user(5), synced_user(4)]));
     w.converge();
-    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![synced_user(4), synced_user(5)]));
+    w.cloud.owners.insert(id(1), MemberRead::complete(vec![synced_user(4), synced_user(5)]));
     let p = w.converge();
     assert!(p.operations.is_empty(), "a reordering never flaps managedBy");
     // Owners read incompletely: left alone. No owner in AD: cleared.
     w.cloud.owners.insert(id(1), MemberRead::Incomplete("throttled".into()));
     assert!(w.plan().operations.is_empty());
-    w.cloud.owners.insert(id(1), MemberRead::Complete(vec![cloud_user(2)]));
+    w.cloud.owners.insert(id(1), MemberRead::complete(vec![cloud_user(2)]));
     let p = w.converge();
     let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
     assert_eq!((changes[0].attr.as_str(), changes[0].values.len()), ("managedBy", 0));

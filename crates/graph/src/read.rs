@@ -1,6 +1,7 @@
 //! What writeback reads: every group, the members of the groups in scope, the recycle bin.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -85,9 +86,10 @@ impl GraphClient {
             .map(|id| (id.clone(), format!("/groups/{id}/{relation}?$select={MEMBER_SELECT}&$top=999")))
             .collect();
         let mut out = HashMap::new();
+        let mut shared = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
             let read = match res {
-                Ok(body) => self.rest_of_members(&body, &id).await,
+                Ok(body) => self.rest_of_members(&body, &id, &mut shared).await,
                 Err((status, msg)) => {
                     MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
                 }
@@ -189,8 +191,14 @@ impl GraphClient {
         answer
     }
 
-    /// The first page came in a batch; follow the next links and parse every member.
-    async fn rest_of_members(&self, first: &Value, id: &str) -> MemberRead {
+    /// The first page came in a batch; follow the next links and parse every member. A member
+    /// seen before (in another group, identical) is shared, not copied.
+    async fn rest_of_members(
+        &self,
+        first: &Value,
+        id: &str,
+        shared: &mut HashMap<String, Arc<CloudObject>>,
+    ) -> MemberRead {
         let mut items = Vec::new();
         let mut next = None;
         if let Err(e) = collect_page(first, "$batch", &mut items, &mut next) {
@@ -205,7 +213,14 @@ impl GraphClient {
         let mut members = Vec::with_capacity(items.len());
         for v in &items {
             match parse_object(v) {
-                Ok(m) => members.push(m),
+                Ok(m) => match shared.get(&m.id) {
+                    Some(seen) if **seen == m => members.push(Arc::clone(seen)),
+                    _ => {
+                        let m = Arc::new(m);
+                        shared.insert(m.id.clone(), Arc::clone(&m));
+                        members.push(m);
+                    }
+                },
                 Err((mid, why)) => return MemberRead::Incomplete(format!("member {mid} of group {id}: {why}")),
             }
         }
