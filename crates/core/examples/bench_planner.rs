@@ -16,6 +16,10 @@ use writeback_core::{
     Operation, PlannerConfig, State,
 };
 
+// The writeback binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(i: usize, default: usize) -> usize {
     std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }

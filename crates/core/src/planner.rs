@@ -369,14 +369,17 @@ fn plan_group(
     let mut wanted: Vec<GroupTarget> = Vec::with_capacity(cloud_members.len());
     let mut wanted_keys = HashSet::with_capacity(cloud_members.len());
     for m in cloud_members {
-        let (report, target) = if m.kind() == ObjectKind::User {
-            // A user resolves the same in every group: once per user, not once per membership.
-            users
-                .entry(Arc::as_ptr(m))
-                .or_insert_with(|| resolve_member(m, id, ad, state, targets, &cfg.rules, p))
-                .clone()
-        } else {
-            resolve_member(m, id, ad, state, targets, &cfg.rules, p)
+        // A user resolves the same in every group: once per user, not once per membership
+        // (looked up by address first: reading the member itself is a cache miss).
+        let (report, target) = match users.get(&Arc::as_ptr(m)) {
+            Some(done) => done.clone(),
+            None => {
+                let r = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
+                if m.kind() == ObjectKind::User {
+                    users.insert(Arc::as_ptr(m), r.clone());
+                }
+                r
+            }
         };
         if let Some(t) = target {
             let key = target_key(&t);
@@ -515,31 +518,34 @@ fn target_key(t: &GroupTarget) -> Arc<str> {
 fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
     let mut changes = Vec::new();
     for (attr, want) in &d.attrs {
-        let have: Vec<String> = if attr == "groupType" {
-            vec![existing.group_type.to_string()]
+        // Borrowed from the AD snapshot where possible: a steady cycle compares 100,000 groups.
+        let have: Cow<[String]> = if attr == "groupType" {
+            Cow::Owned(vec![existing.group_type.to_string()])
         } else if attr == "managedBy" {
             // AD returns the extended DN; compare by objectGUID.
-            existing
-                .attrs
-                .get("managedby")
-                .into_iter()
-                .flatten()
-                .filter_map(|v| naming::extended_dn_guid(v))
-                .map(|g| format!("<GUID={g}>"))
-                .collect()
+            Cow::Owned(
+                existing
+                    .attrs
+                    .get("managedby")
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| naming::extended_dn_guid(v))
+                    .map(|g| format!("<GUID={g}>"))
+                    .collect(),
+            )
         } else {
-            existing.attrs.get(&attr.to_ascii_lowercase()).cloned().unwrap_or_default()
+            existing.attrs.get(&*lower(attr)).map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v.as_slice()))
         };
         let same = if attr == "proxyAddresses" {
-            let mut h = have.clone();
+            let mut h = have.to_vec();
             h.sort();
             h.dedup();
             &h == want
         } else {
-            &have == want
+            *have == **want
         };
         if !same {
-            changes.push(AttrChange { attr: attr.clone(), values: want.clone(), old: have });
+            changes.push(AttrChange { attr: attr.clone(), values: want.clone(), old: have.into_owned() });
         }
     }
     changes
