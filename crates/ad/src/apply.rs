@@ -34,8 +34,10 @@ pub struct ApplyReport {
 }
 
 /// Member values written inline in a group's add; the rest follow in `member_chunk` modifies.
-/// 10,000 `<GUID=…>` values are about 450 KB, far below Windows' 10 MB MaxReceiveBuffer.
-const INLINE_MAX: usize = 10_000;
+/// 100,000 `<GUID=…>` values are about 4.5 MB, below Windows' 10 MB MaxReceiveBuffer (Samba
+/// takes 16 MB from a bound client); only groups past that (Graph allows 250,000) are filled
+/// by modifies, each of which rewrites the growing group.
+const INLINE_MAX: usize = 100_000;
 
 /// The breaker trips when more than this share of operations failed…
 const BREAKER_RATIO: f64 = 0.4;
