@@ -157,7 +157,8 @@ pub struct GroupReport {
     pub group_type: Option<i32>,
     /// What this run does with the group, in a few words.
     pub action: String,
-    pub members: Vec<MemberReport>,
+    /// Shared: a user's report is one object however many groups it is in.
+    pub members: Vec<Arc<MemberReport>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

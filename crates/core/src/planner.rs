@@ -309,7 +309,13 @@ fn opt(v: Option<String>) -> Vec<String> {
     v.filter(|s| !s.is_empty()).into_iter().collect()
 }
 
-fn report(g: &CloudObject, d: &Decision, dn: Option<String>, action: &str, members: Vec<MemberReport>) -> GroupReport {
+fn report(
+    g: &CloudObject,
+    d: &Decision,
+    dn: Option<String>,
+    action: &str,
+    members: Vec<Arc<MemberReport>>,
+) -> GroupReport {
     GroupReport {
         cloud_id: g.id.to_ascii_lowercase(),
         display_name: g.name().to_string(),
@@ -323,7 +329,7 @@ fn report(g: &CloudObject, d: &Decision, dn: Option<String>, action: &str, membe
 }
 
 /// User members already resolved in this plan, by object (members are shared between groups).
-type UserMembers = HashMap<*const CloudObject, (MemberReport, Option<GroupTarget>)>;
+type UserMembers = HashMap<*const CloudObject, (Arc<MemberReport>, Option<GroupTarget>)>;
 
 #[allow(clippy::too_many_arguments)]
 fn plan_group(
@@ -431,8 +437,11 @@ fn plan_group(
     let stays = cfg.stay_in.iter().any(|ou| naming::dn_is_within(parent, ou));
     let want_parent =
         if stays { parent.to_string() } else { d.decision.target_ou.clone().unwrap_or_else(|| cfg.target_ou.clone()) };
-    let want_dn = naming::group_dn(&d.cn, &want_parent);
-    let moved = naming::normalize_dn(parent) != naming::normalize_dn(&want_parent);
+    // Equal ignoring ASCII case is the common case, and needs no normalizing.
+    let moved = !parent.eq_ignore_ascii_case(&want_parent)
+        && naming::normalize_dn(parent) != naming::normalize_dn(&want_parent);
+    let want_dn =
+        if !moved && existing.cn == d.cn { existing.dn.clone() } else { naming::group_dn(&d.cn, &want_parent) };
     if existing.cn != d.cn || moved {
         p.operations.push(Operation::Rename {
             cloud_id: id.to_string(),
@@ -551,14 +560,14 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
     changes
 }
 
-fn skipped(m: &CloudObject, reason: &'static str) -> MemberReport {
-    MemberReport {
+fn skipped(m: &CloudObject, reason: &'static str) -> Arc<MemberReport> {
+    Arc::new(MemberReport {
         cloud_id: m.id.to_ascii_lowercase().into(),
         display_name: m.display_name.as_deref().map(Arc::from),
         kind: m.kind().as_str(),
         status: MemberStatus::Skipped,
         reason: Some(reason),
-    }
+    })
 }
 
 fn resolve_member(
@@ -569,13 +578,15 @@ fn resolve_member(
     targets: &HashMap<String, GroupTarget>,
     rules: &[Rule],
     p: &mut Plan,
-) -> (MemberReport, Option<GroupTarget>) {
-    let written = |m: &CloudObject| MemberReport {
-        cloud_id: m.id.to_ascii_lowercase().into(),
-        display_name: m.display_name.as_deref().map(Arc::from),
-        kind: m.kind().as_str(),
-        status: MemberStatus::Written,
-        reason: None,
+) -> (Arc<MemberReport>, Option<GroupTarget>) {
+    let written = |m: &CloudObject| {
+        Arc::new(MemberReport {
+            cloud_id: m.id.to_ascii_lowercase().into(),
+            display_name: m.display_name.as_deref().map(Arc::from),
+            kind: m.kind().as_str(),
+            status: MemberStatus::Written,
+            reason: None,
+        })
     };
     let lookup = || anchors_of(m).into_iter().find_map(|a| ad.directory.get(&a));
     match m.kind() {
