@@ -9,8 +9,9 @@ use writeback_core::naming;
 
 use crate::{parse_extended_dn, AdConn, AdError};
 
-/// Anchors per resolution search (one OR filter).
-const RESOLVE_BATCH: usize = 200;
+/// Anchors per resolution search (one OR filter). Measured on Samba, 60,000 SIDs: 11.0 s in
+/// ORs of 50, 12.9 s of 100, 15.8 s of 200 (the server re-evaluates the whole OR per entry).
+const RESOLVE_BATCH: usize = 50;
 
 /// LDAP_SERVER_EXTENDED_DN_OID with flag 1: `<GUID=…>;<SID=…>;DN` in string form.
 pub(crate) fn extended_dn() -> RawControl {
@@ -182,11 +183,16 @@ impl AdConn {
                 continue;
             }
             let filter = format!("(|{terms})");
-            let entries = self
-                .paged(&base, Scope::Subtree, &filter, vec!["groupType".into()], vec![extended_dn()])
+            // Not paged: each anchor names one object at most, so a batch answers fewer entries
+            // than any server's size limit, and Samba's paged search costs a second pass.
+            let (entries, _) = self
+                .op()
+                .with_controls(vec![extended_dn()])
+                .search(&base, Scope::Subtree, &filter, vec!["groupType"])
                 .await
+                .and_then(|r| r.success())
                 .map_err(|e| AdError::ldap("resolving members", e))?;
-            for e in entries {
+            for e in entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct) {
                 let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else {
                     continue;
                 };
