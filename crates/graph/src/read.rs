@@ -72,24 +72,37 @@ impl GraphClient {
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
     pub async fn members_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
-        self.related(ids, "members").await
+        self.related(ids, "members", &mut HashMap::new()).await
+    }
+
+    /// `members_of` in parts: members met in an earlier part (`shared`) are shared, not copied.
+    pub async fn members_of_sharing(
+        &self,
+        ids: &[String],
+        shared: &mut HashMap<String, Arc<CloudObject>>,
+    ) -> HashMap<String, MemberRead> {
+        self.related(ids, "members", shared).await
     }
 
     /// Owners of each group, read like members.
     pub async fn owners_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
-        self.related(ids, "owners").await
+        self.related(ids, "owners", &mut HashMap::new()).await
     }
 
-    async fn related(&self, ids: &[String], relation: &str) -> HashMap<String, MemberRead> {
+    async fn related(
+        &self,
+        ids: &[String],
+        relation: &str,
+        shared: &mut HashMap<String, Arc<CloudObject>>,
+    ) -> HashMap<String, MemberRead> {
         let reqs: Vec<(String, String)> = ids
             .iter()
             .map(|id| (id.clone(), format!("/groups/{id}/{relation}?$select={MEMBER_SELECT}&$top=999")))
             .collect();
         let mut out = HashMap::new();
-        let mut shared = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
             let read = match res {
-                Ok(body) => self.rest_of_members(&body, &id, &mut shared).await,
+                Ok(body) => self.rest_of_members(&body, &id, shared).await,
                 Err((status, msg)) => {
                     MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
                 }

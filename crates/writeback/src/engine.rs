@@ -5,7 +5,7 @@
 //! them with the same planner. Watermarks (delta links, USN) are stored only after the
 //! cycle's changes are applied or recorded, so a failed cycle is simply repeated.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use writeback_ad::{AdConn, ApplyReport};
@@ -13,7 +13,8 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    member_anchors, members_known, AdSnapshot, CloudSnapshot, GroupReport, ObjectError, Plan, Rule, State, Summary,
+    member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudSnapshot, GroupReport, MemberRead, ObjectError,
+    Plan, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
@@ -73,7 +74,8 @@ pub async fn read(
         "read the group lists"
     );
     progress::phase(&format!("reading the members of {} groups", in_scope.len()));
-    cloud.members = graph.members_of(&in_scope).await;
+    let (members, found, tried) = members_and_lookups(graph, ad, &in_scope, &owned).await?;
+    cloud.members = members;
     if write_owners {
         cloud.owners = graph.owners_of(&in_scope).await;
     }
@@ -83,26 +85,60 @@ pub async fn read(
     if owned.iter().any(|g| !listed.contains(g.cloud_id.as_str())) {
         cloud.soft_deleted = graph.soft_deleted_groups().await?;
     }
-    let ad_snap = resolve(ad, &cloud, owned).await?;
+    let ad_snap = resolve(ad, &cloud, owned, (found, tried)).await?;
     Ok(Snapshot { cloud, ad: ad_snap })
 }
 
-/// Looks up the members of the snapshot's groups in AD.
+/// Members looked up in AD so far: (found, every anchor asked for).
+type Lookups = (HashMap<Anchor, AdObject>, HashSet<Anchor>);
+
+/// Groups per part of `members_and_lookups`.
+const READ_PART: usize = 500;
+
+/// Reads the members of `ids` in parts of `READ_PART` groups, and looks up each part's new
+/// members in AD while Graph answers for the next part: the two waits overlap instead of adding
+/// up (a 10,000-group tenant spent a fifth of its full sync reading and looking up).
+async fn members_and_lookups(
+    graph: &GraphClient,
+    ad: &mut AdConn,
+    ids: &[String],
+    owned: &[writeback_core::AdGroup],
+) -> Result<(HashMap<String, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), Fatal> {
+    let (mut members, mut shared) = (HashMap::new(), HashMap::new());
+    let (mut found, mut tried): Lookups = Default::default();
+    let mut pending: Vec<Anchor> = Vec::new();
+    for part in ids.chunks(READ_PART) {
+        let lookup = std::mem::take(&mut pending);
+        let (read, looked) = tokio::join!(graph.members_of_sharing(part, &mut shared), ad.resolve(&lookup));
+        found.extend(looked?);
+        let part = CloudSnapshot { members: read, ..Default::default() };
+        let known = members_known(&part, owned);
+        pending = member_anchors(&part, &known).into_iter().filter(|a| tried.insert(a.clone())).collect();
+        found.extend(known);
+        members.extend(part.members);
+    }
+    found.extend(ad.resolve(&pending).await?);
+    Ok((members, found, tried))
+}
+
+/// Looks up the members of the snapshot's groups in AD, but for those already asked for.
 async fn resolve(
     ad: &mut AdConn,
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
+    (found, tried): Lookups,
 ) -> Result<AdSnapshot, Fatal> {
     let known = members_known(cloud, &owned);
-    let anchors: Vec<_> = member_anchors(cloud, &known).into_iter().collect();
+    let anchors: Vec<_> = member_anchors(cloud, &known).into_iter().filter(|a| !tried.contains(a)).collect();
     progress::phase(&format!("finding {} members in AD", anchors.len()));
     let mut directory = ad.resolve(&anchors).await?;
     tracing::info!(
-        anchors = anchors.len(),
-        resolved = directory.len(),
+        anchors = anchors.len() + tried.len(),
+        resolved = directory.len() + found.len(),
         already_members = known.len(),
         "resolved members in AD"
     );
+    directory.extend(found);
     directory.extend(known);
     // Nestings into protected groups change the protected group, not ours: looked up every
     // cycle, from the groups this cycle plans (read with their memberOf) upwards.
@@ -363,7 +399,7 @@ async fn delta_cycle(
     let considered: Vec<String> =
         cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
     let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
-    let ad_snap = resolve(ad, &cloud, owned).await?;
+    let ad_snap = resolve(ad, &cloud, owned, Lookups::default()).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
     let marks = Watermarks {
         groups_link: groups.delta_link,

@@ -174,3 +174,44 @@ fn rules_include_every_sg_group_an_earlier_exclude_wins_and_rule_ous_place_group
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("[[rules]] #1"), "{}", r.stderr);
 }
+
+#[test]
+fn an_owned_group_filed_by_hand_in_a_child_ou_is_still_found_and_put_back() {
+    let mut fx = Fixture::new("child");
+    let users = fx.create_users("user", 2);
+    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let g = fx.id(1);
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Child", Some(true), &[&uids[0]])]));
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    let before = fx.group(&g).expect("written");
+
+    // An administrator files the group in an OU below the target OU and adds a member by hand.
+    // Owned groups are searched one container at a time: the child OU must be among them.
+    let child = format!("OU=Child,{}", fx.groups_ou);
+    fx.add_ou(&child);
+    let rdn = before.dn.split(",OU=").next().expect("rdn").to_string();
+    fx.ldap.modifydn(&before.dn, &rdn, true, Some(&child)).expect("modifydn").success().expect("moved");
+    let filed = format!("{rdn},{child}");
+    fx.modify(&filed, vec![Mod::Add("member", HashSet::from([users[1].dn.as_str()]))]);
+
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (out["kind"].as_str(), out["moves"].as_u64(), out["adds"].as_u64(), out["member_removes"].as_u64()),
+        (Some("delta"), Some(1), Some(0), Some(1)),
+        "the delta cycle saw the group in the child OU and its hand-made change: {out}"
+    );
+    let after = fx.group(&g).expect("still there");
+    assert_eq!(
+        (after.guid.as_str(), after.dn.as_str()),
+        (before.guid.as_str(), before.dn.as_str()),
+        "the same object, back in the target OU"
+    );
+    assert_eq!(after.members, vec![users[0].guid.clone()], "the hand-added member is gone");
+    assert_eq!(fx.groups(&fx.ou.clone()).len(), 1, "no second group was created");
+    let (_, full) = fx.sync_json(&["--full"]);
+    assert_eq!((full["moves"].as_u64(), full["adds"].as_u64()), (Some(0), Some(0)), "{full}");
+}
