@@ -28,7 +28,8 @@ impl AdConn {
     pub async fn read_owned_groups(&mut self, ous: &[String]) -> Result<Vec<AdGroup>, AdError> {
         let mut out = Vec::new();
         for ou in ous {
-            out.extend(self.read_groups(ou, None).await?);
+            let tree = self.tree(ou).await?;
+            out.extend(self.read_groups(&tree, None).await?);
         }
         Ok(dedupe(out))
     }
@@ -47,6 +48,7 @@ impl AdConn {
     }
 
     async fn read_owned_groups_by_ids_in(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
+        let tree = self.tree(ou).await?;
         let mut out = Vec::new();
         for chunk in cloud_ids.chunks(RESOLVE_BATCH) {
             let terms: String = chunk
@@ -55,7 +57,7 @@ impl AdConn {
                 .map(|id| format!("(adminDescription={})", naming::escape_filter(&naming::marker(id))))
                 .collect();
             if !terms.is_empty() {
-                out.extend(self.read_groups(ou, Some(format!("(|{terms})"))).await?);
+                out.extend(self.read_groups(&tree, Some(format!("(|{terms})"))).await?);
             }
         }
         Ok(out)
@@ -84,7 +86,8 @@ impl AdConn {
     async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
         let attrs = vec!["adminDescription".into(), "uSNChanged".into()];
-        let entries = self.search_tree(ou, &filter, attrs, vec![]).await?;
+        let tree = self.tree(ou).await?;
+        let entries = self.search_tree(&tree, &filter, attrs, vec![]).await?;
         Ok(entries
             .iter()
             .filter_map(|e| {
@@ -109,7 +112,7 @@ impl AdConn {
         Ok(entries.iter().filter_map(|e| parse_extended_dn(&e.dn).0).collect())
     }
 
-    async fn read_groups(&mut self, ou: &str, only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
+    async fn read_groups(&mut self, tree: &[String], only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
         let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
         // An explicit first range: Windows ranges `member` at 1,500 values on its own, Samba only
         // when asked; asking makes both take the same (ranged) path for large groups.
@@ -123,7 +126,7 @@ impl AdConn {
             attrs.push("mailNickname".into());
         }
         let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
-        let entries = self.search_tree(ou, &filter, attrs, vec![extended_dn()]).await?;
+        let entries = self.search_tree(tree, &filter, attrs, vec![extended_dn()]).await?;
 
         let mut groups = Vec::with_capacity(entries.len());
         for e in entries {

@@ -38,25 +38,31 @@ impl AdConn {
         Ok(out)
     }
 
-    /// `filter` over the tree below `ou` (a managed OU), as one-level searches of `ou` and of
-    /// every OU or container below it. Why not one subtree search: Samba evaluates a subtree
-    /// search whose filter it cannot answer from an index (a `uSNChanged` range, our marker)
-    /// over the whole partition, but keeps a one-level index: on a DC of 100,000 objects the
-    /// delta cycle's search took 1.1 s as a subtree and 0.06 s one level at a time. Windows
-    /// answers both from indexes. The containers themselves come from an indexed search.
-    pub(crate) async fn search_tree(
-        &mut self,
-        ou: &str,
-        filter: &str,
-        attrs: Vec<String>,
-        controls: Vec<RawControl>,
-    ) -> Result<Vec<SearchEntry>, AdError> {
+    /// The containers of the tree below `ou` (a managed OU): `ou` first, then every OU or
+    /// container below it, from one indexed search. Listed once per OU and reused by every
+    /// `search_tree` of a read.
+    pub(crate) async fn tree(&mut self, ou: &str) -> Result<Vec<String>, AdError> {
         let containers = self
             .paged(ou, Scope::Subtree, CONTAINERS, vec!["1.1".into()], vec![])
             .await
             .map_err(|e| crate::missing_ou(ou, e))?;
         let mut bases = vec![ou.to_string()];
         bases.extend(containers.into_iter().map(|e| e.dn).filter(|dn| !dn.eq_ignore_ascii_case(ou)));
+        Ok(bases)
+    }
+
+    /// `filter` over a tree (`bases`, from [`AdConn::tree`]), as one-level searches of each
+    /// container. Why not one subtree search: Samba evaluates a subtree search whose filter it
+    /// cannot answer from an index (a `uSNChanged` range, our marker) over the whole partition,
+    /// but keeps a one-level index: on a DC of 100,000 objects the delta cycle's search took
+    /// 1.1 s as a subtree and 0.06 s one level at a time. Windows answers both from indexes.
+    pub(crate) async fn search_tree(
+        &mut self,
+        bases: &[String],
+        filter: &str,
+        attrs: Vec<String>,
+        controls: Vec<RawControl>,
+    ) -> Result<Vec<SearchEntry>, AdError> {
         let mut out = Vec::new();
         for (i, base) in bases.iter().enumerate() {
             match self.paged(base, Scope::OneLevel, filter, attrs.clone(), controls.clone()).await {
