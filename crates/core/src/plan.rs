@@ -157,8 +157,19 @@ pub struct GroupReport {
     pub group_type: Option<i32>,
     /// What this run does with the group, in a few words.
     pub action: String,
-    /// Shared: a user's report is one object however many groups it is in.
+    /// Shared: a user's report is one object however many groups it is in. In the cloud's
+    /// order: a plan of 100,000 groups need not sort what is shown for one; see
+    /// [`GroupReport::members_by_id`].
     pub members: Vec<Arc<MemberReport>>,
+}
+
+impl GroupReport {
+    /// The members by cloud id, as they are shown: the same order every time.
+    pub fn members_by_id(&self) -> Vec<&MemberReport> {
+        let mut members: Vec<&MemberReport> = self.members.iter().map(|m| &**m).collect();
+        members.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        members
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -2,6 +2,7 @@
 //! The first run is the same code path as every other: a plan against an empty OU.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -13,6 +14,11 @@ use crate::naming;
 use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
 use crate::rules::Rule;
 use crate::scope::{decide_with, Decision};
+
+/// The planner's own maps: a 100,000-group plan hashes millions of keys, and SipHash was a
+/// tenth of it. foldhash is seeded per process, so crafted keys cannot aim at it.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// The message Windows gives for error 8518 (0x2146); Samba does not enforce it, we do.
 pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
@@ -99,30 +105,33 @@ pub fn decisions(cloud: &CloudSnapshot, rules: &[Rule]) -> BTreeMap<String, Deci
 }
 
 struct Desired<'a> {
+    id: Cow<'a, str>,
     group: &'a CloudObject,
-    decision: Decision,
+    decision: &'a Decision,
+    display: String,
     cn: String,
     dn: String,
-    attrs: Vec<(String, Vec<String>)>,
-    /// Values left out because AD cannot hold them (reported; the group is still written).
-    problems: Vec<String>,
 }
 
 /// Computes the plan. Pure: reads nothing, writes nothing.
 pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &PlannerConfig) -> Plan {
     let mut p = Plan::default();
+    p.groups.reserve(cloud.groups.len());
     for (id, message) in &cloud.rejected {
         p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
     }
     let owned = index_owned(ad, state, &mut p);
-    let decisions = decisions(cloud, &cfg.rules);
+    // As `decisions`, but hashed: it is looked up once per group.
+    let decisions: Map<Cow<str>, Decision> =
+        cloud.groups.iter().map(|g| (lower(&g.id), decide_with(g, &cfg.rules))).collect();
 
     // Desired shape of every group in scope; naming failures become per-object errors.
-    let mut desired: BTreeMap<String, Desired> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
+    let mut desired: Vec<Desired> = Vec::with_capacity(cloud.groups.len());
+    let mut seen: Set<&str> = Set::default();
     for g in &cloud.groups {
-        let id = g.id.to_ascii_lowercase();
-        if !seen.insert(id.clone()) {
+        let id = lower(&g.id);
+        let Some((key, decision)) = decisions.get_key_value(&id) else { continue };
+        if !seen.insert(key) {
             continue;
         }
         // The id becomes the marker and the cn: only a real object id may.
@@ -135,55 +144,56 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
             });
             continue;
         }
-        let decision = decisions.get(&id).cloned().unwrap_or_else(|| decide_with(g, &cfg.rules));
         if decision.invalid {
-            p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: decision.reason.clone() });
+            p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: decision.reason.clone() });
         }
         if !decision.in_scope {
-            if !owned.contains_key(&id) {
-                p.groups.push(report(g, &decision, None, "not written", vec![]));
+            if !owned.contains_key(&*id) {
+                p.groups.push(report(g, &id, decision, None, "not written", vec![]));
             }
             continue;
         }
-        match desired_shape(g, &id, decision.clone(), (cloud, ad, owned.get(&id).copied()), cfg) {
-            Ok(d) => {
-                for message in &d.problems {
-                    p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
-                }
-                desired.insert(id, d);
-            }
+        match shape(g, &id, decision, cfg) {
+            Ok(d) => desired.push(d),
             Err(message) => {
-                p.errors.push(ObjectError { cloud_id: id.clone(), member_id: None, message: message.clone() });
-                p.groups.push(report(g, &decision, None, &format!("not written: {message}"), vec![]));
+                p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+                p.groups.push(report(g, &id, decision, None, &format!("not written: {message}"), vec![]));
             }
         }
     }
+    // Planned in id order: plans read the same every time.
+    desired.sort_unstable_by(|a, b| a.id.cmp(&b.id));
 
     // Which groups exist in AD once this run is through, for nesting: owned ones that
     // stay, and the ones this run adds. A group whose read is incomplete is not added.
-    let mut targets: HashMap<String, GroupTarget> = HashMap::new();
-    for (id, d) in &desired {
-        let complete = matches!(cloud.members.get(id), Some(MemberRead::Complete(_)));
-        if let Some(existing) = owned.get(id) {
+    let mut targets: Map<&str, GroupTarget> = Map::default();
+    targets.reserve(desired.len());
+    for d in &desired {
+        let complete = matches!(cloud.members.get(&*d.id), Some(MemberRead::Complete(_)));
+        if let Some(existing) = owned.get(&*d.id) {
             targets.insert(
-                id.clone(),
+                &d.id,
                 GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() },
             );
         } else if complete {
-            targets.insert(id.clone(), GroupTarget::New { cloud_id: id.clone(), dn: d.dn.clone() });
+            targets.insert(&d.id, GroupTarget::New { cloud_id: d.id.to_string(), dn: d.dn.clone() });
         }
     }
 
-    let mut users = UserMembers::new();
-    for (id, d) in &desired {
-        plan_group(&mut p, id, d, owned.get(id).copied(), cloud, ad, state, &targets, &mut users, cfg);
+    let mut users = UserMembers::default();
+    for d in &desired {
+        plan_group(&mut p, d, owned.get(&*d.id).copied(), cloud, ad, state, &targets, &mut users, cfg);
     }
 
-    for (id, group) in &owned {
+    let mut orphans: Vec<(&str, &AdGroup)> = owned
+        .iter()
+        .map(|(id, g)| (*id, *g))
         // In scope but not writable this run (reported above): leave it alone.
-        if desired.contains_key(id) || decisions.get(id).is_some_and(|d| d.in_scope) {
-            continue;
-        }
+        .filter(|(id, _)| !decisions.get(*id).is_some_and(|d| d.in_scope))
+        .filter(|(id, _)| desired.binary_search_by(|d| (*d.id).cmp(id)).is_err())
+        .collect();
+    orphans.sort_unstable_by_key(|(id, _)| *id);
+    for (id, group) in orphans {
         plan_orphan(&mut p, id, group, cloud, &decisions, cfg);
     }
 
@@ -195,56 +205,71 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
 
 /// Owned groups by cloud id. Two objects with one marker: the linked one (or the first)
 /// is managed; the others are reported and never touched.
-fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> BTreeMap<String, &'a AdGroup> {
-    let mut by_id: BTreeMap<String, Vec<&AdGroup>> = BTreeMap::new();
+fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> Map<&'a str, &'a AdGroup> {
+    let mut owned: Map<&str, &AdGroup> = Map::default();
+    owned.reserve(ad.groups.len());
+    // Rare (an administrator copied a marker): kept apart so the common case allocates nothing.
+    let mut shared: BTreeMap<&str, Vec<&AdGroup>> = BTreeMap::new();
     for g in &ad.groups {
-        by_id.entry(g.cloud_id.clone()).or_default().push(g);
+        if let Some(first) = owned.insert(&g.cloud_id, g) {
+            shared.entry(&g.cloud_id).or_insert_with(|| vec![first]).push(g);
+        }
     }
-    let mut owned = BTreeMap::new();
-    for (id, mut groups) in by_id {
-        if groups.len() > 1 {
-            groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(&id).map(|l| &l.guid), g.dn.clone()));
-        }
-        if groups.len() > 1 {
-            let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
-            p.errors.push(ObjectError {
-                cloud_id: id.clone(),
-                member_id: None,
-                message: format!(
-                    "{} AD groups carry the marker {}: writeback manages {} and leaves {} alone; remove the marker from the extra objects",
-                    groups.len(),
-                    naming::marker(&id),
-                    groups[0].dn,
-                    others.join("; ")
-                ),
-            });
-        }
+    for (id, mut groups) in shared {
+        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(id).map(|l| &l.guid), g.dn.clone()));
+        let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
+        p.errors.push(ObjectError {
+            cloud_id: id.to_string(),
+            member_id: None,
+            message: format!(
+                "{} AD groups carry the marker {}: writeback manages {} and leaves {} alone; remove the marker from the extra objects",
+                groups.len(),
+                naming::marker(id),
+                groups[0].dn,
+                others.join("; ")
+            ),
+        });
         owned.insert(id, groups[0]);
     }
     owned
 }
 
-fn desired_shape<'a>(
+/// A group's name and place in AD; its attributes come later, one group at a time
+/// ([`desired_attrs`]), so a 100,000-group plan never holds them all.
+fn shape<'a>(
     g: &'a CloudObject,
-    id: &str,
-    decision: Decision,
-    (cloud, ad, existing): (&CloudSnapshot, &AdSnapshot, Option<&AdGroup>),
+    id: &Cow<'a, str>,
+    decision: &'a Decision,
     cfg: &PlannerConfig,
 ) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
     let cn = naming::cn_for(cfg.cn_format, id, g.name());
     let dn = naming::group_dn(&cn, decision.target_ou.as_deref().unwrap_or(&cfg.target_ou));
+    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn })
+}
+
+/// The attributes a group should have, and the values left out because AD cannot hold
+/// them (reported; the group is still written).
+type Attrs = Vec<(&'static str, Vec<String>)>;
+
+fn desired_attrs(
+    d: &Desired,
+    (cloud, ad, existing): (&CloudSnapshot, &AdSnapshot, Option<&AdGroup>),
+    cfg: &PlannerConfig,
+) -> (Attrs, Vec<String>) {
+    let (g, id, decision, cn) = (d.group, &*d.id, d.decision, &d.cn);
     let marker = naming::marker(id);
     let gt = decision.group_type.unwrap_or(group_type::UNIVERSAL_SECURITY);
-    let mut attrs: Vec<(String, Vec<String>)> = vec![
-        ("sAMAccountName".into(), vec![naming::sam_account_name(&cn)]),
-        ("groupType".into(), vec![gt.to_string()]),
-        ("displayName".into(), opt(Some(display))),
-        ("description".into(), opt(naming::description(g.description.as_deref()))),
-        ("adminDescription".into(), vec![marker.clone()]),
-    ];
+    let mut attrs: Vec<(&'static str, Vec<String>)> = Vec::with_capacity(10);
+    attrs.extend([
+        ("sAMAccountName", vec![naming::sam_account_name(cn)]),
+        ("groupType", vec![gt.to_string()]),
+        ("displayName", opt(Some(d.display.clone()))),
+        ("description", opt(naming::description(g.description.as_deref()))),
+        ("adminDescription", vec![marker.clone()]),
+    ]);
     if ad.schema.external_directory_object_id {
-        attrs.push(("msDS-ExternalDirectoryObjectId".into(), vec![marker]));
+        attrs.push(("msDS-ExternalDirectoryObjectId", vec![marker]));
     }
     let mut problems = Vec::new();
     if decision.mail {
@@ -255,7 +280,7 @@ fn desired_shape<'a>(
                 m.chars().take(80).collect::<String>()
             ));
         }
-        attrs.push(("mail".into(), opt(mail.filter(|m| naming::valid_mail(m)).map(str::to_string))));
+        attrs.push(("mail", opt(mail.filter(|m| naming::valid_mail(m)).map(str::to_string))));
         let mut proxies: Vec<String> = Vec::new();
         for p in g.proxy_addresses.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
             if naming::valid_proxy_address(p) {
@@ -269,21 +294,21 @@ fn desired_shape<'a>(
         }
         proxies.sort();
         proxies.dedup();
-        attrs.push(("proxyAddresses".into(), proxies));
+        attrs.push(("proxyAddresses", proxies));
         if ad.schema.exchange {
             let nick = g.mail_nickname.clone().filter(|n| naming::valid_nickname(n));
             if nick.is_none() && g.mail_nickname.as_deref().is_some_and(|n| !n.is_empty()) {
                 problems.push("mailNickname is not valid; it is not written".into());
             }
-            attrs.push(("mailNickname".into(), opt(nick)));
+            attrs.push(("mailNickname", opt(nick)));
         }
     }
     if cfg.write_owners {
         if let Some(owner) = managed_by(cloud, ad, id, existing) {
-            attrs.push(("managedBy".into(), owner));
+            attrs.push(("managedBy", owner));
         }
     }
-    Ok(Desired { group: g, decision, cn, dn, attrs, problems })
+    (attrs, problems)
 }
 
 /// `managedBy`: the first owner that resolves to an AD user (the current one while it still
@@ -311,13 +336,14 @@ fn opt(v: Option<String>) -> Vec<String> {
 
 fn report(
     g: &CloudObject,
+    id: &str,
     d: &Decision,
     dn: Option<String>,
     action: &str,
     members: Vec<Arc<MemberReport>>,
 ) -> GroupReport {
     GroupReport {
-        cloud_id: g.id.to_ascii_lowercase(),
+        cloud_id: id.to_string(),
         display_name: g.name().to_string(),
         in_scope: d.in_scope,
         reason: d.reason.clone(),
@@ -329,27 +355,32 @@ fn report(
 }
 
 /// User members already resolved in this plan, by object (members are shared between groups).
-type UserMembers = HashMap<*const CloudObject, (Arc<MemberReport>, Option<GroupTarget>)>;
+type UserMembers = Map<*const CloudObject, (Arc<MemberReport>, Option<GroupTarget>)>;
 
 #[allow(clippy::too_many_arguments)]
 fn plan_group(
     p: &mut Plan,
-    id: &str,
     d: &Desired,
     existing: Option<&AdGroup>,
     cloud: &CloudSnapshot,
     ad: &AdSnapshot,
     state: &State,
-    targets: &HashMap<String, GroupTarget>,
+    targets: &Map<&str, GroupTarget>,
     users: &mut UserMembers,
     cfg: &PlannerConfig,
 ) {
+    let id: &str = &d.id;
+    let (attrs, problems) = desired_attrs(d, (cloud, ad, existing), cfg);
+    for message in problems {
+        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message });
+    }
     let dn_now = existing.map(|e| e.dn.clone()).unwrap_or_else(|| d.dn.clone());
     let skip = |p: &mut Plan, why: String| {
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
         p.groups.push(report(
             d.group,
-            &d.decision,
+            id,
+            d.decision,
             existing.map(|e| e.dn.clone()),
             &format!("skipped this run: {why}"),
             vec![],
@@ -369,45 +400,45 @@ fn plan_group(
         return skip(p, "the AD members could not be read completely; the group is left as it is".into());
     }
 
-    // Desired members, each with its explanation.
-    // Sized up front: a million memberships must not pay for doubling vectors.
-    let mut reports = Vec::with_capacity(cloud_members.len());
-    let mut wanted: Vec<GroupTarget> = Vec::with_capacity(cloud_members.len());
-    let mut wanted_keys = HashSet::with_capacity(cloud_members.len());
+    // Resolve what this plan has not met yet. A user resolves the same in every group: once
+    // per user, not once per membership (looked up by address first: reading the member
+    // itself is a cache miss). Other members are resolved per group, in order.
+    let mut others = Vec::new();
     for m in cloud_members {
-        // A user resolves the same in every group: once per user, not once per membership
-        // (looked up by address first: reading the member itself is a cache miss).
-        let (report, target) = match users.get(&Arc::as_ptr(m)) {
-            Some(done) => done.clone(),
-            None => {
-                let r = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
-                if m.kind() == ObjectKind::User {
-                    users.insert(Arc::as_ptr(m), r.clone());
-                }
-                r
+        if let Entry::Vacant(slot) = users.entry(Arc::as_ptr(m)) {
+            let r = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
+            if m.kind() == ObjectKind::User {
+                slot.insert(r);
+            } else {
+                others.push(r);
             }
-        };
+        }
+    }
+    // Desired members, each with its explanation; borrowed, not cloned: a steady cycle
+    // compares a million memberships and changes none.
+    let mut reports = Vec::with_capacity(cloud_members.len());
+    let mut wanted: Vec<&GroupTarget> = Vec::with_capacity(cloud_members.len());
+    let mut wanted_keys: Set<Cow<str>> = Set::with_capacity_and_hasher(cloud_members.len(), Default::default());
+    let mut others = others.iter();
+    for m in cloud_members {
+        let Some((report, target)) = users.get(&Arc::as_ptr(m)).or_else(|| others.next()) else { continue };
         if let Some(t) = target {
-            let key = target_key(&t);
-            if wanted_keys.insert(key) {
+            if wanted_keys.insert(target_key(t)) {
                 wanted.push(t);
             }
         }
-        reports.push(report);
+        reports.push(report.clone());
     }
-    reports.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
 
     let Some(existing) = existing else {
+        // Groups this run adds can only be members once they exist: added after.
         let (inline, later): (Vec<GroupTarget>, Vec<GroupTarget>) =
-            if wanted.iter().all(|t| matches!(t, GroupTarget::Existing { .. })) {
-                (wanted, Vec::new())
-            } else {
-                wanted.into_iter().partition(|t| matches!(t, GroupTarget::Existing { .. }))
-            };
-        let mut attrs = d.attrs.clone();
-        attrs.retain(|(_, v)| !v.is_empty());
-        attrs.insert(0, ("cn".into(), vec![d.cn.clone()]));
-        attrs.insert(0, ("objectClass".into(), vec!["group".into()]));
+            wanted.into_iter().cloned().partition(|t| matches!(t, GroupTarget::Existing { .. }));
+        let mut add = Vec::with_capacity(attrs.len() + 2);
+        add.push(("objectClass".to_string(), vec!["group".to_string()]));
+        add.push(("cn".to_string(), vec![d.cn.clone()]));
+        add.extend(attrs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v)));
+        let attrs = add;
         p.operations.push(Operation::Add { cloud_id: id.to_string(), dn: d.dn.clone(), attrs, members: inline });
         if !later.is_empty() {
             let group = GroupTarget::New { cloud_id: id.to_string(), dn: d.dn.clone() };
@@ -425,12 +456,15 @@ fn plan_group(
             }
             None => "add".into(),
         };
-        p.groups.push(report(d.group, &d.decision, Some(dn_now), &action, reports));
+        p.groups.push(report(d.group, id, d.decision, Some(dn_now), &action, reports));
         return;
     };
 
     let mut actions = Vec::new();
-    let target = GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() };
+    let target = match targets.get(id) {
+        Some(t @ GroupTarget::Existing { .. }) => t.clone(),
+        _ => GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() },
+    };
     // Where it belongs: the target OU, unless it sits in an OU whose groups stay in place
     // (adopted from Azure AD Connect without moving them).
     let (_, parent) = naming::split_dn(&existing.dn);
@@ -454,7 +488,7 @@ fn plan_group(
         actions.push(if moved { "move" } else { "rename" });
     }
 
-    let changes = attr_changes(d, existing);
+    let changes = attr_changes(&attrs, existing);
     if !changes.is_empty() {
         p.operations.push(Operation::Update {
             cloud_id: id.to_string(),
@@ -465,16 +499,30 @@ fn plan_group(
         actions.push("update");
     }
 
-    let current: HashMap<Cow<str>, &crate::model::AdRef> =
-        existing.members.iter().flatten().map(|r| (lower(&r.guid), r)).collect();
-    let adds: Vec<GroupTarget> = wanted.iter().filter(|t| !current.contains_key(&*target_key(t))).cloned().collect();
-    let mut gone: Vec<(&Cow<str>, &&crate::model::AdRef)> =
-        current.iter().filter(|(guid, _)| !wanted_keys.contains(guid.as_ref())).collect();
-    // By objectGUID (the map's order is random): plans read the same every time.
-    gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // Members to remove: AD's values not wanted. Members to add: only looked for when some
+    // wanted one was not among AD's values (the common case, in sync, builds no second set).
+    let mut found = 0;
+    let mut gone: Vec<(Cow<str>, &crate::model::AdRef)> = Vec::new();
+    for r in existing.members.iter().flatten() {
+        let guid = lower(&r.guid);
+        if wanted_keys.contains(&guid) {
+            found += 1;
+        } else {
+            gone.push((guid, r));
+        }
+    }
+    let adds: Vec<GroupTarget> = if found >= wanted_keys.len() {
+        Vec::new()
+    } else {
+        let current: Set<Cow<str>> = existing.members.iter().flatten().map(|r| lower(&r.guid)).collect();
+        wanted.iter().filter(|t| !current.contains(&target_key(t))).map(|t| (*t).clone()).collect()
+    };
+    // By objectGUID: plans read the same every time.
+    gone.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    gone.dedup_by(|a, b| a.0 == b.0);
     let removes: Vec<GroupTarget> = gone
         .into_iter()
-        .map(|(guid, r)| GroupTarget::Existing { guid: (**guid).into(), dn: r.dn.as_str().into() })
+        .map(|(guid, r)| GroupTarget::Existing { guid: (*guid).into(), dn: r.dn.as_str().into() })
         .collect();
     let guard =
         ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a.eq_ignore_ascii_case(id)));
@@ -490,7 +538,7 @@ fn plan_group(
         });
         actions.push("members held back by the Tier-0 guard");
         let action = actions.join(", ");
-        p.groups.push(report(d.group, &d.decision, Some(want_dn), &action, reports));
+        p.groups.push(report(d.group, id, d.decision, Some(want_dn), &action, reports));
         return;
     }
     if !adds.is_empty() {
@@ -502,7 +550,7 @@ fn plan_group(
         actions.push("remove members");
     }
     let action = if actions.is_empty() { "in sync".to_string() } else { actions.join(", ") };
-    p.groups.push(report(d.group, &d.decision, Some(want_dn), &action, reports));
+    p.groups.push(report(d.group, id, d.decision, Some(want_dn), &action, reports));
 }
 
 /// `s` in lower case, copied only when it is not already (AD's GUIDs are).
@@ -514,21 +562,25 @@ fn lower(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// What makes two member values the same: the lower-case objectGUID (shared, not copied,
-/// when it is lower-case already, as AD reads make it), or the cloud id of a group this run adds.
-fn target_key(t: &GroupTarget) -> Arc<str> {
+/// What makes two member values the same: the lower-case objectGUID (borrowed when it is
+/// lower-case already, as AD reads make it), or the cloud id of a group this run adds.
+fn target_key(t: &GroupTarget) -> Cow<'_, str> {
     match t {
-        GroupTarget::Existing { guid, .. } if !guid.bytes().any(|b| b.is_ascii_uppercase()) => guid.clone(),
-        GroupTarget::Existing { guid, .. } => guid.to_ascii_lowercase().into(),
-        GroupTarget::New { cloud_id, .. } => format!("new:{cloud_id}").into(),
+        GroupTarget::Existing { guid, .. } => lower(guid),
+        GroupTarget::New { cloud_id, .. } => Cow::Owned(format!("new:{cloud_id}")),
     }
 }
 
-fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
+fn attr_changes(attrs: &Attrs, existing: &AdGroup) -> Vec<AttrChange> {
     let mut changes = Vec::new();
-    for (attr, want) in &d.attrs {
+    for &(attr, ref want) in attrs {
         // Borrowed from the AD snapshot where possible: a steady cycle compares 100,000 groups.
         let have: Cow<[String]> = if attr == "groupType" {
+            if let [one] = &want[..] {
+                if one.parse() == Ok(existing.group_type) {
+                    continue;
+                }
+            }
             Cow::Owned(vec![existing.group_type.to_string()])
         } else if attr == "managedBy" {
             // AD returns the extended DN; compare by objectGUID.
@@ -543,7 +595,7 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
                     .collect(),
             )
         } else {
-            existing.attrs.get(&*lower(attr)).map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v.as_slice()))
+            existing.attrs.get(&*attr_key(attr)).map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v.as_slice()))
         };
         let same = if attr == "proxyAddresses" {
             let mut h = have.to_vec();
@@ -554,10 +606,24 @@ fn attr_changes(d: &Desired, existing: &AdGroup) -> Vec<AttrChange> {
             *have == **want
         };
         if !same {
-            changes.push(AttrChange { attr: attr.clone(), values: want.clone(), old: have.into_owned() });
+            changes.push(AttrChange { attr: attr.to_string(), values: want.clone(), old: have.into_owned() });
         }
     }
     changes
+}
+
+/// The key of an attribute in `AdGroup::attrs` (lower case), without copying for the ones
+/// the planner writes.
+fn attr_key(attr: &str) -> Cow<'_, str> {
+    Cow::Borrowed(match attr {
+        "sAMAccountName" => "samaccountname",
+        "displayName" => "displayname",
+        "adminDescription" => "admindescription",
+        "msDS-ExternalDirectoryObjectId" => "msds-externaldirectoryobjectid",
+        "proxyAddresses" => "proxyaddresses",
+        "mailNickname" => "mailnickname",
+        _ => return lower(attr),
+    })
 }
 
 fn skipped(m: &CloudObject, reason: &'static str) -> Arc<MemberReport> {
@@ -575,7 +641,7 @@ fn resolve_member(
     group_id: &str,
     ad: &AdSnapshot,
     state: &State,
-    targets: &HashMap<String, GroupTarget>,
+    targets: &Map<&str, GroupTarget>,
     rules: &[Rule],
     p: &mut Plan,
 ) -> (Arc<MemberReport>, Option<GroupTarget>) {
@@ -617,7 +683,7 @@ fn resolve_member(
                 let link = state.links.get(&id).filter(|_| decide_with(m, rules).in_scope)?;
                 Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
             };
-            match targets.get(&id).cloned().or_else(linked) {
+            match targets.get(id.as_str()).cloned().or_else(linked) {
                 Some(t) if id != group_id => (written(m), Some(t)),
                 _ => (skipped(m, reason::NESTED_NOT_WRITTEN), None),
             }
@@ -631,7 +697,7 @@ fn plan_orphan(
     id: &str,
     group: &AdGroup,
     cloud: &CloudSnapshot,
-    decisions: &BTreeMap<String, Decision>,
+    decisions: &Map<Cow<str>, Decision>,
     cfg: &PlannerConfig,
 ) {
     let (why, policy) = match decisions.get(id) {

@@ -301,7 +301,7 @@ fn unsupported_and_unresolved_members_have_reasons() {
     lost.on_premises_security_identifier = Some("S-1-5-21-9-9-9-9".into());
     w.group(security(1, "SG", Some(true)), vec![device, lost]);
     let p = w.converge();
-    let reasons: Vec<_> = p.report(&id(1))[0].members.iter().map(|m| m.reason.unwrap_or_default()).collect();
+    let reasons: Vec<_> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason.unwrap_or_default()).collect();
     assert_eq!(reasons, vec![reason::NOT_FOUND.to_string(), reason::UNSUPPORTED.to_string()]);
 }
 

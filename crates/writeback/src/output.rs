@@ -132,7 +132,7 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
         if as_json {
             print_json(&json!({
                 "cloud_id": g.cloud_id, "display_name": g.display_name, "in_scope": g.in_scope, "reason": g.reason,
-                "dn": g.dn, "group_type": g.group_type, "action": g.action, "members": g.members,
+                "dn": g.dn, "group_type": g.group_type, "action": g.action, "members": g.members_by_id(),
             }));
             continue;
         }
@@ -146,7 +146,7 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
         println!("  this run:   {}", g.action);
         if g.in_scope {
             println!("  members:    {} in the cloud, {} written to AD", g.members.len(), written);
-            for m in &g.members {
+            for m in g.members_by_id() {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let name = m.display_name.as_deref().unwrap_or("");
                 println!("    {status:<8} {:<6} {}  {name:<24} {}", m.kind, m.cloud_id, m.reason.unwrap_or(""));

@@ -153,7 +153,7 @@ fn show(d: &Daemon, needle: &str) -> String {
         );
         if g.in_scope {
             let _ = write!(h, "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th class=l>status</th><th class=l>type</th><th class=l>member</th><th class=l>name</th><th class=l>reason</th></tr>", g.members.len(), written);
-            for m in &g.members {
+            for m in g.members_by_id() {
                 let st = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let _ = write!(
                     h,
