@@ -60,12 +60,17 @@ pub struct Watermarks {
     pub users_link: String,
     /// Unix seconds when the links were taken (Graph forgets them after 7 days).
     pub taken_at: u64,
-    /// `highestCommittedUSN` of `dc` when the cycle started.
+    /// `highestCommittedUSN` of `dc` when the cycle started, or, once its writes are read
+    /// back, when it ended: AD changes after it are the next delta cycle's.
     pub ad_usn: u64,
     pub dc: String,
     /// The planning settings the last cycle ran with; a change means a full cycle.
     #[serde(default)]
     pub settings: String,
+    /// Owned groups someone else changed (or deleted) while the last cycle ran, before
+    /// `ad_usn`: the next delta cycle looks at them.
+    #[serde(default)]
+    pub recheck: Vec<String>,
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -392,6 +397,7 @@ mod tests {
             ad_usn: 42,
             dc: "dc1".into(),
             settings: String::new(),
+            recheck: vec!["a".into()],
         };
         s.save_watermarks(&w).expect("save");
         assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));

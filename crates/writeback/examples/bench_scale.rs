@@ -130,9 +130,14 @@ fn writeback(fx: &Fixture, args: &[&str]) -> Step {
         .arg("-c")
         .arg(&cfg)
         .args(args)
+        .env("WRITEBACK_LOG", std::env::var("WRITEBACK_LOG").unwrap_or_else(|_| "info".into()))
         .output()
         .expect("run writeback under /usr/bin/time (apt-get install time)");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Kept for reading the phases' timestamps afterwards.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::write(fx.dir.join(format!("writeback-{n}-{}.log", args.join("_"))), &*stderr);
     assert!(out.status.success(), "writeback {args:?}: {stdout}{stderr}");
     let time = stderr.lines().rev().find_map(|l| l.strip_prefix("TIME ")).expect("time's line");
     let mut t = time.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(0.0));

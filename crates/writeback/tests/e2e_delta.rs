@@ -228,3 +228,43 @@ fn hand_edits_in_ad_are_put_back_by_the_next_delta_cycle() {
     assert_eq!((out["kind"].as_str(), out["member_adds"].as_u64()), (Some("delta"), Some(1)), "{out}");
     assert!(w.members(&g).contains(&late.guid));
 }
+
+#[test]
+fn hand_edits_made_while_a_cycle_runs_are_put_back_by_the_next_delta_cycle() {
+    let mut w = World::new("deltarace", 3);
+    let (g1, g2) = (w.fx.id(1), w.fx.id(2));
+    let u = w.uids.clone();
+    *w.groups() = vec![
+        security_group(&g1, "SG-Race-1", Some(true), &[&u[0]]),
+        security_group(&g2, "SG-Race-2", Some(true), &[&u[0], &u[1]]),
+    ];
+    w.fx.start_sim(&w.tenant);
+    w.fx.write_config("");
+    w.sync();
+
+    // A full cycle that writes (SG-Race-1 gains a member) is held up after its AD read: Graph
+    // throttles its first member read for 3 s. Meanwhile an administrator adds a member to
+    // SG-Race-2, which that cycle will not write.
+    w.group(&g1)["members"] = json!([&u[0], &u[1]]);
+    w.push();
+    let fault = json!({"status": 429, "retry_after": 3, "count": 1, "path_contains": "/members"});
+    w.fx.sim_call("POST", "/_control/faults", Some(&fault));
+    let running = w.fx.spawn_writeback(&["--json", "sync", "--full"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let dn = w.fx.group(&g2).expect("g2").dn;
+    let intruder = w.users[2].dn.clone();
+    w.fx.modify(&dn, vec![Mod::Add("member", HashSet::from([intruder.as_str()]))]);
+    let done = running.wait_with_output().expect("full cycle");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+
+    // That cycle moved its AD watermark past its own writes, and named the group it saw
+    // someone else change: the next delta cycle puts it back.
+    let out = w.sync();
+    assert_eq!(out["kind"], "delta", "{out}");
+    let want: HashSet<String> = [w.users[0].guid.clone(), w.users[1].guid.clone()].into();
+    assert_eq!(w.members(&g2), want);
+    assert_eq!(w.members(&g1), want);
+    // Nothing is left to look at afterwards.
+    let idle = w.sync();
+    assert_eq!((idle["member_adds"].as_u64(), idle["member_removes"].as_u64()), (Some(0), Some(0)), "{idle}");
+}

@@ -482,19 +482,27 @@ path = "state.db"
         path
     }
 
-    /// Runs the real binary against this fixture's config.
-    pub fn writeback(&self, args: &[&str]) -> Run {
+    /// The real binary against this fixture's config.
+    fn writeback_command(&self, args: &[&str]) -> Command {
         let bin =
             option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-        let out = Command::new(bin)
-            .arg("-c")
+        let mut c = Command::new(bin);
+        c.arg("-c")
             .arg(self.dir.join("writeback.toml"))
             .args(args)
             .env_remove("WRITEBACK_CLIENT_SECRET")
-            .env_remove("WRITEBACK_BIND_PASSWORD")
-            .output()
-            .expect("run writeback");
-        Run::from(out)
+            .env_remove("WRITEBACK_BIND_PASSWORD");
+        c
+    }
+
+    /// Runs the real binary against this fixture's config.
+    pub fn writeback(&self, args: &[&str]) -> Run {
+        Run::from(self.writeback_command(args).output().expect("run writeback"))
+    }
+
+    /// Starts the binary and returns at once (for changes made while a cycle runs).
+    pub fn spawn_writeback(&self, args: &[&str]) -> Child {
+        self.writeback_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start writeback")
     }
 
     pub fn sync_json(&self, extra_args: &[&str]) -> (i32, Value) {
