@@ -104,17 +104,19 @@ fn main() {
         let members = (0..per).map(|k| user_objs[(g * 7919 + k * 31) % users].clone()).collect();
         cloud.members.insert(id, MemberRead::Complete(members));
     }
-    let (cpu0, rss0) = usage();
+    let ((cpu0, rss0), f0) = (usage(), faults());
     println!("inputs built: {rss0:.0} MiB RSS");
     let t = Instant::now();
     let first = plan(&cloud, &ad, &State::default(), &cfg);
-    let (wall1, (cpu1, rss1)) = (t.elapsed().as_secs_f64(), usage());
+    let (wall1, (cpu1, rss1), f1) = (t.elapsed().as_secs_f64(), usage(), faults());
     let adds = first.operations.iter().filter(|o| matches!(o, Operation::Add { .. })).count();
     let values: usize =
         first.operations.iter().map(|o| if let Operation::Add { members, .. } = o { members.len() } else { 0 }).sum();
     println!(
-        "planner, first run: {groups} groups, {values} memberships -> {adds} adds: {wall1:.2} s wall, {:.2} s CPU, {rss1:.0} MiB peak RSS (inputs included)",
-        cpu1 - cpu0
+        "planner, first run: {groups} groups, {values} memberships -> {adds} adds: {wall1:.2} s wall, {:.2} s CPU ({:.2} s system, {:.0} page faults), {rss1:.0} MiB peak RSS (inputs included)",
+        cpu1 - cpu0,
+        f1.0 - f0.0,
+        f1.1 - f0.1
     );
 
     // AD as the first plan leaves it; the state links every group.
