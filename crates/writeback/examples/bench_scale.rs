@@ -409,6 +409,11 @@ fn main() {
     };
     let users_ou = format!("OU=bench-users,{}", b.dc.base_dn);
     let sids = b.ensure_users(&users_ou, users.max(big));
+    if std::env::var_os("BENCH_USERS_ONLY").is_some() {
+        // scripts/bench keeps a copy of the DC as it is now (users, no groups) for later runs.
+        println!("{} users in {users_ou}", users.max(big));
+        return;
+    }
     let run_tag = format!(
         "{:x}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
