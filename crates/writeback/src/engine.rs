@@ -340,19 +340,13 @@ async fn delta_cycle(
 
     // Dirty: changed in the cloud, changed in AD by someone else, or with an open error.
     let mut dirty: BTreeSet<String> = groups.changed.iter().chain(groups.removed.keys()).cloned().collect();
-    let drifted: Vec<String> = ad
-        .owned_changed_since(&ous, w.ad_usn + 1)
-        .await?
-        .into_iter()
-        .filter(|(id, u)| our_usns.get(id) != Some(u))
-        .map(|(id, _)| id)
-        .collect();
+    let changed = ad.owned_changed_since(&ous, w.ad_usn + 1).await?;
+    let deleted = ad.deleted_groups_since(w.ad_usn + 1).await?;
+    let links = state.links.iter().map(|(id, l)| (id, l.guid.as_str()));
+    let drifted = by_others(&changed, &our_usns, &deleted, links);
     dirty.extend(drifted.iter().cloned());
     // Changed by someone else while the last cycle ran (its watermark is past them).
     dirty.extend(w.recheck.iter().cloned());
-    // Deleted by hand: the tombstone's objectGUID names the group through our links.
-    let gone: BTreeSet<String> = ad.deleted_groups_since(w.ad_usn + 1).await?.into_iter().collect();
-    dirty.extend(state.links.iter().filter(|(_, l)| gone.contains(&l.guid)).map(|(id, _)| id.clone()));
     dirty.extend(store.error_ids()?);
     let changed_users: Vec<String> = users.changed.iter().chain(users.removed.keys()).cloned().collect();
     if !changed_users.is_empty() {
@@ -517,25 +511,33 @@ async fn past_own_writes(
     // Read first: whatever changes after this USN is the next delta cycle's anyway.
     let (end_usn, end_dc) = ad.highest_usn().await?;
     let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
-    type Usns = Vec<(String, u64)>;
-    let (ours, others): (Usns, Usns) = ad
-        .owned_changed_since(ous, marks.ad_usn + 1)
-        .await?
-        .into_iter()
-        .partition(|(id, _)| written.contains(id.as_str()));
+    let changed = ad.owned_changed_since(ous, marks.ad_usn + 1).await?;
+    let ours: Vec<(String, u64)> = changed.iter().filter(|(id, _)| written.contains(id.as_str())).cloned().collect();
     store.save_usns(&ours)?;
     if end_dc != marks.dc {
         // USNs are per DC: keep the start watermark (the next cycle runs full).
         return Ok(());
     }
-    let recorded = store.usns()?;
-    let gone: BTreeSet<String> = ad.deleted_groups_since(marks.ad_usn + 1).await?.into_iter().collect();
-    let mut recheck: BTreeSet<String> =
-        others.into_iter().filter(|(id, u)| recorded.get(id) != Some(u)).map(|(id, _)| id).collect();
-    recheck.extend(links.iter().filter(|(_, (guid, _))| gone.contains(guid)).map(|(id, _)| id.clone()));
-    marks.recheck = recheck.into_iter().collect();
+    let deleted = ad.deleted_groups_since(marks.ad_usn + 1).await?;
+    let links = links.iter().map(|(id, (guid, _))| (id, guid.as_str()));
+    marks.recheck = by_others(&changed, &store.usns()?, &deleted, links).into_iter().collect();
     marks.ad_usn = end_usn;
     Ok(())
+}
+
+/// Owned groups someone else changed or deleted in AD: changed ones whose `uSNChanged` is not
+/// the one our last write left, and deleted ones whose tombstone's objectGUID we link to.
+fn by_others<'a>(
+    changed: &[(String, u64)],
+    ours: &HashMap<String, u64>,
+    deleted: &[String],
+    links: impl Iterator<Item = (&'a String, &'a str)>,
+) -> BTreeSet<String> {
+    let deleted: HashSet<&str> = deleted.iter().map(String::as_str).collect();
+    let mut out: BTreeSet<String> =
+        changed.iter().filter(|(id, u)| ours.get(id) != Some(u)).map(|(id, _)| id.clone()).collect();
+    out.extend(links.filter(|(_, guid)| deleted.contains(guid)).map(|(id, _)| id.clone()));
+    out
 }
 
 fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {

@@ -12,9 +12,7 @@ use serde_json::{json, Value};
 /// A fixture with `n` AD users mirrored as synced cloud users; returns (fixture, AD users, cloud ids).
 fn with_users(name: &str, n: usize) -> (Fixture, Vec<AdObj>, Vec<String>, Vec<Value>) {
     let mut fx = Fixture::new(name);
-    let users = fx.create_users("user", n);
-    let ids: Vec<String> = (0..n).map(|i| fx.id(10_000 + i as u32)).collect();
-    let cloud: Vec<Value> = users.iter().zip(&ids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, ids, cloud) = fx.synced_users(n);
     (fx, users, ids, cloud)
 }
 

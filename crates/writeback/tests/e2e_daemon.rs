@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 
 fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value) {
     let mut fx = Fixture::new(name);
-    let users = fx.create_users("user", 3);
-    let uids: Vec<String> = (0..3).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, uids, cloud) = fx.synced_users(3);
     let g = fx.id(1);
     // One good group and one whose 300-character name is an error, for the status page.
     let t = tenant(

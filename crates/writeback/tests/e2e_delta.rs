@@ -20,9 +20,7 @@ struct World {
 impl World {
     fn new(name: &str, n_users: usize) -> World {
         let mut fx = Fixture::new(name);
-        let users = fx.create_users("user", n_users);
-        let uids: Vec<String> = (0..n_users).map(|i| fx.id(10_000 + i as u32)).collect();
-        let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+        let (users, uids, cloud) = fx.synced_users(n_users);
         World { fx, users, uids, tenant: tenant(cloud, vec![]) }
     }
 

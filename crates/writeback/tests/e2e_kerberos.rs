@@ -27,10 +27,8 @@ fn kerberos_config(fx: &Fixture, keytab: &str) {
 #[test]
 fn a_keytab_binds_with_kerberos_and_a_wrong_one_is_a_clear_error() {
     let mut fx = Fixture::new("krb");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
+    let (_, uids, cloud) = fx.synced_users(2);
     let g = fx.id(1);
-    let cloud = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
     let members: Vec<&str> = uids.iter().map(String::as_str).collect();
     fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Kerberos", Some(true), &members)]));
     fx.write_config("");

@@ -20,9 +20,7 @@ fn ids_and_sids(fx: &mut Fixture, base: &str) -> BTreeMap<String, (String, Strin
 #[test]
 fn changing_the_target_ou_moves_every_owned_group_keeping_guid_and_sid() {
     let mut fx = Fixture::new("move");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (_, uids, cloud) = fx.synced_users(2);
     let groups: Vec<Value> =
         (1..=4).map(|i| security_group(&fx.id(i), &format!("SG-{i}"), Some(true), &[&uids[0], &uids[1]])).collect();
     fx.start_sim(&tenant(cloud, groups));
@@ -63,9 +61,7 @@ fn changing_the_target_ou_moves_every_owned_group_keeping_guid_and_sid() {
 #[test]
 fn groups_written_by_azure_ad_connect_are_adopted_in_place_then_moved_when_configured() {
     let mut fx = Fixture::new("adopt");
-    let users = fx.create_users("user", 3);
-    let uids: Vec<String> = (0..3).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, uids, cloud) = fx.synced_users(3);
     let connect_ou = format!("OU=AADConnect Writeback,{}", fx.ou);
     fx.add_ou(&connect_ou);
     // What Azure AD Connect leaves: CN=Group_<id>, adminDescription=Group_<id>, universal, members.
@@ -178,9 +174,7 @@ fn rules_include_every_sg_group_an_earlier_exclude_wins_and_rule_ous_place_group
 #[test]
 fn an_owned_group_filed_by_hand_in_a_child_ou_is_still_found_and_put_back() {
     let mut fx = Fixture::new("child");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, uids, cloud) = fx.synced_users(2);
     let g = fx.id(1);
     fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Child", Some(true), &[&uids[0]])]));
     fx.write_config("");

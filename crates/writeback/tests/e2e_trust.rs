@@ -13,9 +13,7 @@ use serde_json::json;
 #[test]
 fn secrets_never_appear_in_any_output() {
     let mut fx = Fixture::new("secrets");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
-    let cloud = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (_, uids, cloud) = fx.synced_users(2);
     let t = tenant(
         cloud,
         vec![
@@ -72,9 +70,7 @@ fn secrets_never_appear_in_any_output() {
 #[test]
 fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
     let mut fx = Fixture::new("decoys");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<serde_json::Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, uids, cloud) = fx.synced_users(2);
     let (g, h) = (fx.id(1), fx.id(2));
     let groups_ou = fx.groups_ou.clone();
     let users_ou = fx.users_ou.clone();
@@ -163,9 +159,7 @@ fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
 #[test]
 fn tier0_guard_holds_back_members_of_groups_nested_into_protected_groups() {
     let mut fx = Fixture::new("tier0");
-    let users = fx.create_users("user", 2);
-    let uids: Vec<String> = (0..2).map(|i| fx.id(10_000 + i)).collect();
-    let cloud: Vec<serde_json::Value> = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+    let (users, uids, cloud) = fx.synced_users(2);
     let g = fx.id(1);
     let mut t = tenant(cloud, vec![security_group(&g, "SG-Helpdesk", Some(true), &[&uids[0]])]);
     fx.start_sim(&t);

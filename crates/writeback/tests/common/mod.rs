@@ -245,6 +245,15 @@ impl Fixture {
         (0..count).map(|i| self.create_user(&format!("{prefix}{i}"))).collect()
     }
 
+    /// `count` AD users and their synced cloud twins (cloud ids `id(10_000 + i)`):
+    /// (AD objects, cloud ids, cloud users for the tenant).
+    pub fn synced_users(&mut self, count: usize) -> (Vec<AdObj>, Vec<String>, Vec<Value>) {
+        let users = self.create_users("user", count);
+        let uids: Vec<String> = (0..count).map(|i| self.id(10_000 + i as u32)).collect();
+        let cloud = users.iter().zip(&uids).map(|(u, id)| synced_user(id, u)).collect();
+        (users, uids, cloud)
+    }
+
     /// A group writeback does not own (or a group "synced from AD").
     pub fn create_group(&mut self, cn: &str, group_type: i32, parent: Option<&str>) -> AdObj {
         self.n += 1;
