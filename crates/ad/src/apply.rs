@@ -82,13 +82,31 @@ impl AdConn {
         &mut self,
         plan: &Plan,
         managed_ous: &[String],
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let total = plan.operations.len();
+        self.apply_ops(&plan.operations, managed_ous, &mut report, progress).await;
+        self.fill_guids(&mut report).await;
+        report
+    }
+
+    /// `apply` in steps: operations are added to `report` (whose links name the groups
+    /// added by earlier steps); `finish` reads the objectGUIDs of the groups added. Nothing
+    /// is applied once the circuit breaker has stopped the run.
+    pub async fn apply_ops(
+        &mut self,
+        operations: &[Operation],
+        managed_ous: &[String],
+        report: &mut ApplyReport,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) {
+        if report.stopped.is_some() {
+            return;
+        }
+        let total = report.outcomes.len() + operations.len();
         let within =
             |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
-        for op in &plan.operations {
+        for op in operations {
             let mut outcome =
                 OpOutcome { cloud_id: op.cloud_id().to_string(), op: op_name(op), error: None, member_errors: vec![] };
             let result = match op {
@@ -101,9 +119,9 @@ impl AdConn {
                     Err(format!("refused: {new_dn} is outside the managed OUs"))
                 }
                 Operation::Add { cloud_id, dn, attrs, members } => {
-                    self.add_group(cloud_id, dn, attrs, members, &mut report, &mut outcome).await
+                    self.add_group(cloud_id, dn, attrs, members, report, &mut outcome).await
                 }
-                Operation::Update { guid, changes, .. } => self.update(guid, changes, &mut report).await,
+                Operation::Update { guid, changes, .. } => self.update(guid, changes, report).await,
                 Operation::Rename { cloud_id, guid, dn, new_rdn, new_parent, new_dn } => {
                     report.ldap_writes += 1;
                     let r =
@@ -120,20 +138,18 @@ impl AdConn {
                     let add = matches!(op, Operation::AddMembers { .. });
                     for t in std::iter::once(group).chain(members) {
                         if let GroupTarget::New { cloud_id, .. } = t {
-                            self.need_guid(cloud_id, &mut report).await;
+                            self.need_guid(cloud_id, report).await;
                         }
                     }
                     match member_value(group, &report.links) {
                         Ok(target) => {
-                            outcome.member_errors = self.write_members(&target, members, add, &mut report).await;
+                            outcome.member_errors = self.write_members(&target, members, add, report).await;
                             Ok(())
                         }
                         Err(e) => Err(e),
                     }
                 }
-                Operation::Delete { cloud_id, guid, .. } => {
-                    self.delete_owned(cloud_id, guid, &within, &mut report).await
-                }
+                Operation::Delete { cloud_id, guid, .. } => self.delete_owned(cloud_id, guid, &within, report).await,
             };
             outcome.error = result.err();
             if let Some(e) = &outcome.error {
@@ -152,8 +168,11 @@ impl AdConn {
                 break;
             }
         }
-        self.fill_guids(&mut report).await;
-        report
+    }
+
+    /// The end of an `apply_ops` run: the objectGUIDs of the groups it added.
+    pub async fn finish(&mut self, report: &mut ApplyReport) {
+        self.fill_guids(report).await;
     }
 
     /// The objectGUID of a group this run added, read now because an operation names it.

@@ -154,6 +154,11 @@ impl AdConn {
         self.ops
     }
 
+    /// Counts the requests of another connection of the same cycle as this one's.
+    pub fn add_operations(&mut self, n: u64) {
+        self.ops += n;
+    }
+
     /// Who this connection is bound as, as the DC sees it (LDAP "Who am I?", RFC 4532; Windows
     /// DCs answer it, Samba does not).
     pub async fn whoami(&mut self) -> Result<String, AdError> {

@@ -153,14 +153,16 @@ impl GraphClient {
             if status == 204 {
                 return Ok(None);
             }
-            let text = resp
-                .text()
+            // Bytes, not text: serde_json checks the UTF-8 itself, and a lossy copy of every
+            // page cost a tenth of a large read's CPU.
+            let body = resp
+                .bytes()
                 .await
                 .map_err(|e| GraphError::Connect(format!("reading {}: {}", path_of(url), without_url(&e))))?;
             if !(200..300).contains(&status) {
-                return Err(api_error(status, &text, url));
+                return Err(api_error(status, &String::from_utf8_lossy(&body), url));
             }
-            let v: Value = serde_json::from_str(&text)
+            let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
             return Ok(Some(v));
         }
@@ -178,23 +180,23 @@ impl GraphClient {
         let mut next = Some(url.to_string());
         while let Some(u) = next.take() {
             let page = self.get(&u).await?;
-            collect_page(&page, &u, &mut items, &mut next)?;
+            collect_page(page, &u, &mut items, &mut next)?;
         }
         Ok(items)
     }
 }
 
-/// Takes the items and the next link out of one page.
+/// Takes the items and the next link out of one page (moved, not copied).
 pub(crate) fn collect_page(
-    page: &Value,
+    mut page: Value,
     url: &str,
     items: &mut Vec<Value>,
     next: &mut Option<String>,
 ) -> Result<(), GraphError> {
-    let value = page["value"]
-        .as_array()
-        .ok_or_else(|| GraphError::Invalid(format!("{} answered without a value array", path_of(url))))?;
-    items.extend(value.iter().cloned());
+    match page.get_mut("value").map(Value::take) {
+        Some(Value::Array(value)) => items.extend(value),
+        _ => return Err(GraphError::Invalid(format!("{} answered without a value array", path_of(url)))),
+    }
     *next = page["@odata.nextLink"].as_str().map(str::to_string);
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::{json, Value};
 use writeback_core::{naming, CloudObject, MemberRead};
 
@@ -41,7 +42,7 @@ pub(crate) fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
     if !naming::is_guid(&id) {
         return Err((label, "Graph sent an object whose id is not a GUID; it is ignored".into()));
     }
-    serde_json::from_value::<CloudObject>(v.clone())
+    CloudObject::deserialize(v)
         .map(|mut o| {
             o.id = o.id.to_ascii_lowercase();
             o
@@ -102,7 +103,7 @@ impl GraphClient {
         let mut out = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
             let read = match res {
-                Ok(body) => self.rest_of_members(&body, &id, shared).await,
+                Ok(body) => self.rest_of_members(body, &id, shared).await,
                 Err((status, msg)) => {
                     MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
                 }
@@ -176,9 +177,13 @@ impl GraphClient {
                 return answer;
             }
         };
-        let responses = resp.as_ref().and_then(|r| r["responses"].as_array()).cloned().unwrap_or_default();
+        // Moved out of the response, not copied: a batch of member pages is megabytes.
+        let responses = match resp.and_then(|mut r| r.get_mut("responses").map(Value::take)) {
+            Some(Value::Array(responses)) => responses,
+            _ => Vec::new(),
+        };
         let mut answered = BTreeSet::new();
-        for r in responses {
+        for mut r in responses {
             let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()).filter(|i| *i < chunk.len()) else {
                 continue;
             };
@@ -190,7 +195,7 @@ impl GraphClient {
                 answer.wait = answer.wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
                 answer.retry.push(chunk[i].clone());
             } else if (200..300).contains(&status) {
-                answer.done.push((chunk[i].0.clone(), Ok(r["body"].clone())));
+                answer.done.push((chunk[i].0.clone(), Ok(r.get_mut("body").map(Value::take).unwrap_or_default())));
             } else {
                 let msg = r["body"]["error"]["message"].as_str().unwrap_or("no message").to_string();
                 answer.done.push((chunk[i].0.clone(), Err((status, msg))));
@@ -208,7 +213,7 @@ impl GraphClient {
     /// seen before (in another group, identical) is shared, not copied.
     async fn rest_of_members(
         &self,
-        first: &Value,
+        first: Value,
         id: &str,
         shared: &mut HashMap<String, Arc<CloudObject>>,
     ) -> MemberRead {

@@ -175,6 +175,27 @@ impl Bench {
         (&self.svc.0, &self.svc.1)
     }
 
+    /// The copy of the bench DC holding only its users, kept by scripts/bench.
+    fn pristine(&self) -> Option<PathBuf> {
+        let dir = std::env::var("WRITEBACK_DC_DIR").ok()?;
+        let copy = PathBuf::from(format!("{dir}.pristine"));
+        copy.is_dir().then_some(copy)
+    }
+
+    /// Puts the bench DC back to its users-only copy (~10 s); false when there is none.
+    fn restore_dc(&self) -> bool {
+        let (Some(copy), Ok(dir)) = (self.pristine(), std::env::var("WRITEBACK_DC_DIR")) else {
+            return false;
+        };
+        run(Command::new("scripts/samba-dc").arg("stop"));
+        // A DC still running would keep its files open and answer from them: no restore.
+        assert!(std::net::TcpStream::connect("127.0.0.1:636").is_err(), "the bench DC did not stop");
+        run(Command::new("rm").args(["-rf", &dir]));
+        run(Command::new("cp").args(["-a", "--sparse=always"]).arg(&copy).arg(&dir));
+        run(Command::new("scripts/samba-dc").arg("start"));
+        true
+    }
+
     /// The synced users, created once per bench DC (users are what a tenant's members point at).
     fn ensure_users(&self, ou: &str, count: usize) -> PathBuf {
         add_ou(&self.dc, self.admin(), ou);
@@ -272,9 +293,18 @@ impl Bench {
             }),
         );
         let (inline, empty, fill) = baseline_ldif(&plan, &fx.groups_ou, "OU=B", 'X');
-        // Writes slow down as the directory grows, so the order is A-B-A: the inline baseline
-        // before and after writeback (their mean is the baseline), then empty+modify.
+        // Every measurement starts from the same directory: writes slow down as the directory
+        // grows (each member's record gains a back-link), so a baseline measured after
+        // writeback's groups exist, or before, would not be comparable.
+        let restored = |b: &Self| {
+            if b.restore_dc() {
+                for ou in [&fx.ou, &fx.groups_ou, &fx.users_ou] {
+                    add_ou(&b.dc, b.admin(), ou);
+                }
+            }
+        };
         let baseline = |i: usize, files: Vec<(&str, &String)>| -> f64 {
+            restored(self);
             let ou = format!("OU=base{i},{}", fx.ou);
             add_ou(&self.dc, self.admin(), &ou);
             let tag = char::from(b'V' + i as u8);
@@ -289,10 +319,14 @@ impl Bench {
                 wall += timed_ldap(&self.dc, tool, self.svc(), &file);
             }
             assert_eq!(census(&self.dc, self.admin(), &ou), want, "baseline {i} wrote what the plan says");
-            println!("  {label}: baseline {i} ({} LDIF) {wall:.1} s", if i == 2 { "empty+modify" } else { "inline" });
+            println!("  {label}: baseline {i} ({} LDIF) {wall:.1} s", if i == 1 { "empty+modify" } else { "inline" });
             wall
         };
-        let before = baseline(0, vec![("ldapadd", &inline)]);
+        let inline_wall = baseline(0, vec![("ldapadd", &inline)]);
+        // BENCH_ONE_BASELINE: only the inline baseline (for runs too long to repeat).
+        let modify_wall = (std::env::var_os("BENCH_ONE_BASELINE").is_none())
+            .then(|| baseline(1, vec![("ldapadd", &empty), ("ldapmodify", &fill)]));
+        restored(self);
         fx.sim_call("DELETE", "/_control/requests", None);
         let s = writeback(&fx, &["sync", "--full"]);
         assert_eq!(census(&self.dc, self.admin(), &fx.groups_ou), want, "writeback wrote every group and member");
@@ -300,18 +334,13 @@ impl Bench {
             "  {label}: writeback {:.1} s, {:.0} MB, {} Graph requests, {} LDAP ops",
             s.wall, s.rss_mb, s.graph, s.ldap
         );
-        // BENCH_ONE_BASELINE: only the inline baseline, before writeback (for runs too long to
-        // repeat on a slow VM; the directory grows, so a later run would only be slower).
-        let (base, mut base_text) = if std::env::var_os("BENCH_ONE_BASELINE").is_some() {
-            (vec![("inline (before; the only baseline of this run)", before)], vec![])
+        let mut base = vec![("inline", inline_wall)];
+        base.extend(modify_wall.map(|w| ("empty+modify", w)));
+        let mut base_text = vec![if self.pristine().is_some() {
+            "each measured from the same restored DC".to_string()
         } else {
-            let after = baseline(1, vec![("ldapadd", &inline)]);
-            let modify = baseline(2, vec![("ldapadd", &empty), ("ldapmodify", &fill)]);
-            (
-                vec![("inline (mean of before and after)", (before + after) / 2.0), ("empty+modify (after)", modify)],
-                vec![format!("inline before {before:.1} s / after {after:.1} s")],
-            )
-        };
+            "measured one after the other on a growing DC (no pristine copy to restore)".to_string()
+        }];
         let best = base.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
         base_text.extend(base.iter().map(|(n, w)| format!("{n} {w:.1} s")));
         println!(

@@ -13,13 +13,14 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudSnapshot, GroupReport, MemberRead, ObjectError,
-    Plan, Rule, State, Summary,
+    member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, GroupReport, MemberRead,
+    ObjectError, Plan, PlannerConfig, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
 
 use crate::config::Config;
+use crate::early::{Early, Finished};
 use crate::progress;
 
 /// Graph forgets delta tokens for directory objects after 7 days.
@@ -60,11 +61,31 @@ pub async fn read(
     rules: &[Rule],
     write_owners: bool,
 ) -> Result<Snapshot, Fatal> {
+    Ok(read_with(graph, ad, ous, rules, write_owners, None).await?.0)
+}
+
+/// What a full cycle that writes needs to start adds while it reads (see `early`).
+struct EarlySetup<'a> {
+    cfg: &'a Config,
+    state: State,
+    planner: PlannerConfig,
+}
+
+/// `read`, and with `early`, adds start as soon as their part is read when the managed OUs
+/// hold no owned group (and the tenant has more than one part).
+async fn read_with(
+    graph: &GraphClient,
+    ad: &mut AdConn,
+    ous: &[String],
+    rules: &[Rule],
+    write_owners: bool,
+    early: Option<EarlySetup<'_>>,
+) -> Result<(Snapshot, Option<Early>), Fatal> {
     progress::phase("reading the cloud's groups and the target OU");
     let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(ous));
     let (groups, rejected) = groups?;
     let owned = owned?;
-    let mut cloud = CloudSnapshot { groups, rejected, ..Default::default() };
+    let cloud = CloudSnapshot { groups, rejected, ..Default::default() };
     let in_scope: Vec<String> =
         decisions(&cloud, rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     tracing::info!(
@@ -73,11 +94,42 @@ pub async fn read(
         owned_in_ad = owned.len(),
         "read the group lists"
     );
+    // Owners are read after all members (managedBy is in the add): no early adds with them.
+    let mut early = match early {
+        Some(e) if owned.is_empty() && !write_owners && in_scope.len() > READ_PART => {
+            tracing::info!("no owned group in the managed OUs yet: groups are added while the rest is read");
+            let conn = AdConn::connect(&e.cfg.ad()?).await?;
+            Some(Early::start(conn, ous.to_vec(), e.state, e.planner))
+        }
+        _ => None,
+    };
     progress::phase(&format!("reading the members of {} groups", in_scope.len()));
-    let (members, found, tried) = members_and_lookups(graph, ad, &in_scope, &owned).await?;
+    match read_members(graph, ad, cloud, owned, &in_scope, write_owners, early.as_mut()).await {
+        Ok(snap) => Ok((snap, early)),
+        // Adds may have been written: wait for them, and say so.
+        Err(Fatal(why)) => match early {
+            Some(e) => Err(Fatal(format!("{why}; {}", e.abandon().await))),
+            None => Err(Fatal(why)),
+        },
+    }
+}
+
+/// The rest of `read_with`, once the group lists are read.
+async fn read_members(
+    graph: &GraphClient,
+    ad: &mut AdConn,
+    mut cloud: CloudSnapshot,
+    owned: Vec<writeback_core::AdGroup>,
+    in_scope: &[String],
+    write_owners: bool,
+    early: Option<&mut Early>,
+) -> Result<Snapshot, Fatal> {
+    let by_id: HashMap<String, &CloudObject> = cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), g)).collect();
+    let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, early.map(|e| (e, &by_id))).await?;
+    drop(by_id);
     cloud.members = members;
     if write_owners {
-        cloud.owners = graph.owners_of(&in_scope).await;
+        cloud.owners = graph.owners_of(in_scope).await;
     }
 
     // The recycle bin matters only for owned groups the cloud no longer lists.
@@ -98,26 +150,36 @@ const READ_PART: usize = 500;
 /// Reads the members of `ids` in parts of `READ_PART` groups, and looks up each part's new
 /// members in AD while Graph answers for the next part: the two waits overlap instead of adding
 /// up (a 10,000-group tenant spent a fifth of its full sync reading and looking up).
+/// With `early`, each part is handed over for its adds once its members are looked up.
 async fn members_and_lookups(
     graph: &GraphClient,
     ad: &mut AdConn,
     ids: &[String],
     owned: &[writeback_core::AdGroup],
+    mut early: Option<(&mut Early, &HashMap<String, &CloudObject>)>,
 ) -> Result<(HashMap<String, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), Fatal> {
     let (mut members, mut shared) = (HashMap::new(), HashMap::new());
     let (mut found, mut tried): Lookups = Default::default();
     let mut pending: Vec<Anchor> = Vec::new();
+    let mut looking_up: &[String] = &[];
     for part in ids.chunks(READ_PART) {
         let lookup = std::mem::take(&mut pending);
         let (read, looked) = tokio::join!(graph.members_of_sharing(part, &mut shared), ad.resolve(&lookup));
         found.extend(looked?);
-        let part = CloudSnapshot { members: read, ..Default::default() };
-        let known = members_known(&part, owned);
-        pending = member_anchors(&part, &known).into_iter().filter(|a| tried.insert(a.clone())).collect();
+        if let Some((e, groups)) = early.as_mut() {
+            e.part(groups, looking_up, &members, &found);
+        }
+        let part_read = CloudSnapshot { members: read, ..Default::default() };
+        let known = members_known(&part_read, owned);
+        pending = member_anchors(&part_read, &known).into_iter().filter(|a| tried.insert(a.clone())).collect();
         found.extend(known);
-        members.extend(part.members);
+        members.extend(part_read.members);
+        looking_up = part;
     }
     found.extend(ad.resolve(&pending).await?);
+    if let Some((e, groups)) = early.as_mut() {
+        e.part(groups, looking_up, &members, &found);
+    }
     Ok((members, found, tried))
 }
 
@@ -297,8 +359,10 @@ async fn full_cycle(
     let (usn, dc) = ad.highest_usn().await?;
     let groups_link = graph.latest_delta_link(Collection::Groups).await?;
     let users_link = graph.latest_delta_link(Collection::Users).await?;
-    let ous = cfg.managed_ous(&store.state()?);
-    let snap = read(graph, ad, &ous, &cfg.rules, cfg.writeback.write_owners).await?;
+    let state = store.state()?;
+    let ous = cfg.managed_ous(&state);
+    let setup = EarlySetup { cfg, state, planner: cfg.planner(allow) };
+    let (snap, early) = read_with(graph, ad, &ous, &cfg.rules, cfg.writeback.write_owners, Some(setup)).await?;
     let marks = Watermarks {
         groups_link,
         users_link,
@@ -308,7 +372,7 @@ async fn full_cycle(
         settings: cfg.settings_fingerprint(),
         recheck: Vec::new(),
     };
-    apply_and_record(cfg, allow, store, run_id, ad, &snap, None, marks, "full").await
+    apply_and_record(cfg, allow, store, run_id, ad, &snap, None, marks, "full", early).await
 }
 
 /// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
@@ -408,7 +472,7 @@ async fn delta_cycle(
         recheck: Vec::new(),
     };
     let looked_at: Vec<String> = dirty.into_iter().collect();
-    apply_and_record(cfg, allow, store, run_id, ad, &snap, Some(looked_at), marks, "delta").await.map(Some)
+    apply_and_record(cfg, allow, store, run_id, ad, &snap, Some(looked_at), marks, "delta", None).await.map(Some)
 }
 
 /// Plans the snapshot, applies it, records links, errors and watermarks.
@@ -423,10 +487,22 @@ async fn apply_and_record(
     looked_at: Option<Vec<String>>,
     mut marks: Watermarks,
     kind: &'static str,
+    early: Option<Early>,
 ) -> Result<Outcome, Fatal> {
     let state = store.state()?;
     let ous = cfg.managed_ous(&state);
     let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
+    // The adds already written, and the connection that wrote them, carry on with the rest.
+    let (plan, early) = match early {
+        Some(e) => {
+            let mut f = e.finish(plan).await.map_err(Fatal)?;
+            (std::mem::take(&mut f.plan), Some(f))
+        }
+        None => (plan, None),
+    };
+    let written = early.as_ref().map_or(0, |f| f.written);
+    // Early adds run only where nothing is owned yet: no delete or removal to stop for.
+    debug_assert!(written == 0 || plan.blocked.is_none());
     if let Some(why) = &plan.blocked {
         let mut s = plan.summary.clone();
         s.errors = plan.errors.len();
@@ -442,11 +518,22 @@ async fn apply_and_record(
     for n in &plan.notices {
         tracing::warn!("{n}");
     }
-    tracing::info!(operations = plan.operations.len(), "applying the plan");
-    let report = ad.apply(&plan, &ous, &mut progress::counter("applying operations")).await;
+    tracing::info!(operations = plan.operations.len(), already_written = written, "applying the plan");
+    let mut progress = progress::counter("applying operations");
+    let (report, early_errors) = match early {
+        None => (ad.apply(&plan, &ous, &mut progress).await, Vec::new()),
+        Some(Finished { mut conn, mut report, errors, .. }) => {
+            conn.apply_ops(&plan.operations[written..], &ous, &mut report, &mut progress).await;
+            conn.finish(&mut report).await;
+            ad.add_operations(conn.operations());
+            conn.close().await;
+            (report, errors)
+        }
+    };
     progress::done();
 
     let mut errors = plan.errors.clone();
+    errors.extend(early_errors);
     errors.extend(apply_errors(&report));
     if let Some(why) = &report.stopped {
         // Record what happened, but keep the watermarks: the next cycle repeats this work.

@@ -3,6 +3,7 @@
 mod cloud_cmd;
 mod config;
 mod daemon;
+mod early;
 mod engine;
 mod lock;
 mod output;

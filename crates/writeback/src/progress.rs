@@ -29,7 +29,7 @@ pub fn done() {
 }
 
 /// A counter for one step, redrawn at most every 200 ms.
-pub fn counter(what: &'static str) -> impl FnMut(usize, usize) {
+pub fn counter(what: &'static str) -> impl FnMut(usize, usize) + Send {
     let mut last = Instant::now() - Duration::from_secs(1);
     move |done, total| {
         if ENABLED.load(Ordering::Relaxed) && (last.elapsed() >= Duration::from_millis(200) || done == total) {

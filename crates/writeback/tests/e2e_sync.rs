@@ -154,3 +154,73 @@ fn plan_writes_nothing_and_a_lost_state_makes_no_duplicates() {
     let after: Vec<String> = r.fx.groups(&groups_ou).into_iter().map(|g| g.guid).collect();
     assert_eq!(guids, after);
 }
+
+/// A first sync of more groups than one read part (500) adds the first part's groups while
+/// the next part is read, on a second connection. Nesting across parts comes out as in one
+/// plan: a group of the first part nests one of the last part and the other way round.
+#[test]
+fn a_first_sync_of_many_groups_adds_while_it_reads_and_nests_across_parts() {
+    let mut fx = Fixture::new("early");
+    let (users, uids, cloud_users) = fx.synced_users(3);
+    let n = 520;
+    // Ids sort as their numbers: groups 0..500 are the first part, 500..520 the second.
+    let ids: Vec<String> = (0..n).map(|i| fx.id(i)).collect();
+    let groups: Vec<Value> = (0..n as usize)
+        .map(|i| {
+            let mut members = vec![uids[i % 3].as_str()];
+            match i {
+                0 => members.push(&ids[n as usize - 1]),
+                1 => members.push(&ids[2]),
+                _ if i == n as usize - 1 => members.push(&ids[0]),
+                _ => {}
+            }
+            security_group(&ids[i], &format!("Early {i}"), Some(true), &members)
+        })
+        .collect();
+    fx.start_sim(&tenant(cloud_users, groups));
+    fx.write_config("");
+
+    let run = fx.writeback(&["--json", "-v", "sync"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("groups are added while the rest is read"), "the early adds ran: {}", run.stderr);
+    let out = run.json();
+    assert_eq!(out["adds"], n, "{out}");
+    assert_eq!(out["member_adds"], n + 3, "{out}");
+    assert_eq!(out["errors"], 0, "{out}");
+
+    let groups_ou = fx.groups_ou.clone();
+    let written = fx.groups(&groups_ou);
+    assert_eq!(written.len(), n as usize);
+    let guid_of = |id: &str| {
+        written
+            .iter()
+            .find(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str()))
+            .map(|g| g.guid.clone())
+            .unwrap_or_else(|| panic!("group {id} written"))
+    };
+    let members_of = |id: &str| {
+        let mut m = written
+            .iter()
+            .find(|g| g.one("adminDescription") == Some(format!("Group_{id}").as_str()))
+            .map(|g| g.members.clone())
+            .unwrap_or_default();
+        m.sort();
+        m
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let last = &ids[n as usize - 1];
+    assert_eq!(members_of(&ids[0]), sorted(vec![users[0].guid.clone(), guid_of(last)]));
+    assert_eq!(members_of(&ids[1]), sorted(vec![users[1].guid.clone(), guid_of(&ids[2])]));
+    assert_eq!(members_of(last), sorted(vec![users[(n as usize - 1) % 3].guid.clone(), guid_of(&ids[0])]));
+    assert_eq!(members_of(&ids[7]), vec![users[1].guid.clone()]);
+
+    // The run recorded every group it wrote: a full cycle finds nothing to do.
+    let (code, again) = fx.sync_json(&["--full"]);
+    assert_eq!(code, 0, "{again}");
+    for k in ["adds", "updates", "member_adds", "member_removes", "deletes", "errors"] {
+        assert_eq!(again[k], 0, "{k}: {again}");
+    }
+}
