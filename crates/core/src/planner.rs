@@ -42,11 +42,9 @@ pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) 
             continue;
         };
         for m in members {
-            if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
-                let mine = anchors_of(m);
-                if !mine.iter().any(|a| known.contains_key(a)) {
-                    anchors.extend(mine);
-                }
+            let mine = lookup_anchors(m);
+            if !mine.iter().any(|a| known.contains_key(a)) {
+                anchors.extend(mine);
             }
         }
     }
@@ -86,6 +84,15 @@ pub fn members_known(cloud: &CloudSnapshot, owned: &[AdGroup]) -> HashMap<Anchor
         }
     }
     out
+}
+
+/// The anchors to look a member up by in AD: users and synced groups; none for the others.
+pub fn lookup_anchors(m: &CloudObject) -> Vec<Anchor> {
+    if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
+        anchors_of(m)
+    } else {
+        Vec::new()
+    }
 }
 
 fn anchors_of(m: &CloudObject) -> Vec<Anchor> {

@@ -13,7 +13,7 @@ pub use assertion::Certificate;
 pub use client::{GraphClient, Stats};
 pub use cloud::{NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
 pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
-pub use read::{GROUP_SELECT, MEMBER_SELECT};
+pub use read::{PageSink, GROUP_SELECT, MEMBER_SELECT};
 
 pub use writeback_core::Secret;
 

@@ -25,6 +25,9 @@ const BATCH_ROUNDS: u32 = 8;
 /// per app and tenant, and throttled requests are retried after `Retry-After`.
 const BATCHES_IN_FLIGHT: usize = 4;
 
+/// Where each page of members goes once read (see `members_of_sharing`).
+pub type PageSink = tokio::sync::mpsc::UnboundedSender<Vec<Arc<CloudObject>>>;
+
 /// One sub-request's answer: the body, or (HTTP status, Graph's message).
 type SubAnswer = Result<Value, (u16, String)>;
 
@@ -73,21 +76,24 @@ impl GraphClient {
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
     pub async fn members_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
-        self.related(ids, "members", &mut HashMap::new()).await
+        self.related(ids, "members", &mut HashMap::new(), None).await
     }
 
     /// `members_of` in parts: members met in an earlier part (`shared`) are shared, not copied.
+    /// The members of each later page of a large group also go to `pages` as soon as it is
+    /// read, so that they can be looked up while the next pages are read.
     pub async fn members_of_sharing(
         &self,
         ids: &[String],
         shared: &mut HashMap<String, Arc<CloudObject>>,
+        pages: Option<&PageSink>,
     ) -> HashMap<String, MemberRead> {
-        self.related(ids, "members", shared).await
+        self.related(ids, "members", shared, pages).await
     }
 
     /// Owners of each group, read like members.
     pub async fn owners_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
-        self.related(ids, "owners", &mut HashMap::new()).await
+        self.related(ids, "owners", &mut HashMap::new(), None).await
     }
 
     async fn related(
@@ -95,6 +101,7 @@ impl GraphClient {
         ids: &[String],
         relation: &str,
         shared: &mut HashMap<String, Arc<CloudObject>>,
+        pages: Option<&PageSink>,
     ) -> HashMap<String, MemberRead> {
         let reqs: Vec<(String, String)> = ids
             .iter()
@@ -103,7 +110,7 @@ impl GraphClient {
         let mut out = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
             let read = match res {
-                Ok(body) => self.rest_of_members(body, &id, shared).await,
+                Ok(body) => self.rest_of_members(body, &id, shared, pages).await,
                 Err((status, msg)) => {
                     MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
                 }
@@ -216,33 +223,44 @@ impl GraphClient {
         first: Value,
         id: &str,
         shared: &mut HashMap<String, Arc<CloudObject>>,
+        pages: Option<&PageSink>,
     ) -> MemberRead {
-        let mut items = Vec::new();
-        let mut next = None;
-        if let Err(e) = collect_page(first, "$batch", &mut items, &mut next) {
-            return MemberRead::Incomplete(e.to_string());
-        }
-        if let Some(url) = next {
-            match self.get_all(&url).await {
-                Ok(more) => items.extend(more),
+        let mut members: Vec<Arc<CloudObject>> = Vec::new();
+        let (mut page, mut url) = (first, "$batch".to_string());
+        loop {
+            let (mut items, mut next) = (Vec::new(), None);
+            if let Err(e) = collect_page(page, &url, &mut items, &mut next) {
+                return MemberRead::Incomplete(e.to_string());
+            }
+            let start = members.len();
+            for v in &items {
+                match parse_object(v) {
+                    Ok(m) => match shared.get(&m.id) {
+                        Some(seen) if **seen == m => members.push(Arc::clone(seen)),
+                        _ => {
+                            let m = Arc::new(m);
+                            shared.insert(m.id.clone(), Arc::clone(&m));
+                            members.push(m);
+                        }
+                    },
+                    Err((mid, why)) => return MemberRead::Incomplete(format!("member {mid} of group {id}: {why}")),
+                }
+            }
+            // First pages come in `$batch`es for many groups at once; later pages of a large
+            // group one by one, so those are worth looking up while the next is read.
+            if let Some(sink) = pages.filter(|_| start > 0) {
+                // The receiver only looks members up; if it is gone, nobody needs the page.
+                let _ = sink.send(members[start..].to_vec());
+            }
+            let Some(next) = next else {
+                return MemberRead::Complete(members);
+            };
+            page = match self.get(&next).await {
+                Ok(p) => p,
                 Err(e) => return MemberRead::Incomplete(e.to_string()),
-            }
+            };
+            url = next;
         }
-        let mut members = Vec::with_capacity(items.len());
-        for v in &items {
-            match parse_object(v) {
-                Ok(m) => match shared.get(&m.id) {
-                    Some(seen) if **seen == m => members.push(Arc::clone(seen)),
-                    _ => {
-                        let m = Arc::new(m);
-                        shared.insert(m.id.clone(), Arc::clone(&m));
-                        members.push(m);
-                    }
-                },
-                Err((mid, why)) => return MemberRead::Incomplete(format!("member {mid} of group {id}: {why}")),
-            }
-        }
-        MemberRead::Complete(members)
     }
 
     /// Ids of the groups in the recycle bin.

@@ -6,6 +6,7 @@
 //! cycle's changes are applied or recorded, so a failed cycle is simply repeated.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use writeback_ad::{AdConn, ApplyReport};
@@ -13,8 +14,8 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, GroupReport, MemberRead,
-    ObjectError, Plan, PlannerConfig, Rule, State, Summary,
+    lookup_anchors, member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot,
+    GroupReport, MemberRead, ObjectError, Plan, PlannerConfig, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
@@ -162,9 +163,19 @@ async fn members_and_lookups(
     let (mut found, mut tried): Lookups = Default::default();
     let mut pending: Vec<Anchor> = Vec::new();
     let mut looking_up: &[String] = &[];
+    // Members of owned groups are known from their member values (`members_known`).
+    let owned_sids: HashSet<&str> =
+        owned.iter().filter_map(|g| g.members.as_ref()).flatten().filter_map(|r| r.sid.as_deref()).collect();
     for part in ids.chunks(READ_PART) {
         let lookup = std::mem::take(&mut pending);
-        let (read, looked) = tokio::join!(graph.members_of_sharing(part, &mut shared), ad.resolve(&lookup));
+        let (sink, pages) = tokio::sync::mpsc::unbounded_channel();
+        let shared = &mut shared;
+        let read = async move {
+            let read = graph.members_of_sharing(part, shared, Some(&sink)).await;
+            drop(sink); // ends `pages`
+            read
+        };
+        let (read, looked) = tokio::join!(read, lookup_while_read(ad, &lookup, pages, &owned_sids, &mut tried));
         found.extend(looked?);
         if let Some((e, groups)) = early.as_mut() {
             e.part(groups, looking_up, &members, &found);
@@ -181,6 +192,36 @@ async fn members_and_lookups(
         e.part(groups, looking_up, &members, &found);
     }
     Ok((members, found, tried))
+}
+
+/// Looks up `first`, then the members of each page Graph hands over while it reads (the later
+/// pages of large groups), until the read ends: the DC answers while Graph does.
+async fn lookup_while_read(
+    ad: &mut AdConn,
+    first: &[Anchor],
+    mut pages: tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<CloudObject>>>,
+    owned_sids: &HashSet<&str>,
+    tried: &mut HashSet<Anchor>,
+) -> Result<HashMap<Anchor, AdObject>, writeback_ad::AdError> {
+    let mut found = ad.resolve(first).await?;
+    while let Some(page) = pages.recv().await {
+        let mut got = vec![page];
+        while let Ok(more) = pages.try_recv() {
+            got.push(more);
+        }
+        let anchors: Vec<Anchor> = got
+            .iter()
+            .flatten()
+            .filter(|m| {
+                m.kind() != writeback_core::model::ObjectKind::User
+                    || !m.on_premises_security_identifier.as_deref().is_some_and(|s| owned_sids.contains(s))
+            })
+            .flat_map(|m| lookup_anchors(m))
+            .filter(|a| tried.insert(a.clone()))
+            .collect();
+        found.extend(ad.resolve(&anchors).await?);
+    }
+    Ok(found)
 }
 
 /// Looks up the members of the snapshot's groups in AD, but for those already asked for.
