@@ -371,7 +371,10 @@ impl Bench {
             base.push(("empty+modify", &modify_walls));
         }
         let mut base_text = vec![if self.pristine().is_some() {
-            format!("each measured from the same restored DC, best of {rounds}")
+            format!(
+                "each measured from the same restored DC{}",
+                if rounds > 1 { format!(", best of {rounds} rounds:") } else { ":".into() }
+            )
         } else {
             "measured one after the other on a growing DC (no pristine copy to restore)".to_string()
         }];
@@ -380,13 +383,13 @@ impl Bench {
         let wb_walls: Vec<f64> = steps.iter().map(|s| s.wall).collect();
         println!(
             "full sync {label}: {} groups, {} members: writeback {}, {:.0} MB peak RSS, {} Graph requests, {} LDAP operations; baseline {}; ratio {:.2}",
-            want.0, want.1, walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(", "), s.wall / best
+            want.0, want.1, walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(" "), s.wall / best
         );
         self.rows.push((
             format!("full sync ({}), {label}: {} groups, {} memberships", report::DC, want.0, want.1),
             format!(
                 "writeback {}, {:.0} MB peak RSS, {} Graph requests, {} LDAP ops; raw LDAP baseline {}; **ratio {:.2}**",
-                walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(" / "), s.wall / best
+                walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(" "), s.wall / best
             ),
         ));
         fx
