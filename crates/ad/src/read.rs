@@ -171,6 +171,27 @@ impl AdConn {
         }
     }
 
+    /// Looks up members anywhere in the domain, each given as its anchors in the order they are
+    /// taken: by the first, and by the next only for those the ones before did not find. The
+    /// planner takes a member's first anchor found, so the answer is the same as looking up
+    /// every anchor, with half the searches for users synced by Entra Connect (objectSid and
+    /// objectGUID both known).
+    pub async fn resolve_members(&mut self, members: &[Vec<Anchor>]) -> Result<HashMap<Anchor, AdObject>, AdError> {
+        let mut found = HashMap::new();
+        let mut left: Vec<&[Anchor]> = members.iter().map(Vec::as_slice).filter(|a| !a.is_empty()).collect();
+        while !left.is_empty() {
+            let firsts: Vec<Anchor> = left.iter().map(|a| a[0].clone()).collect();
+            found.extend(self.resolve(&firsts).await?);
+            left = left
+                .into_iter()
+                .filter(|a| !found.contains_key(&a[0]))
+                .map(|a| &a[1..])
+                .filter(|a| !a.is_empty())
+                .collect();
+        }
+        Ok(found)
+    }
+
     /// Looks up member anchors (objectSid, objectGUID) anywhere in the domain.
     pub async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
         let filters: Vec<String> = anchors

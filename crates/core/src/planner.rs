@@ -32,10 +32,12 @@ pub mod reason {
     pub const UNSUPPORTED: &str = "unsupported-member-type";
 }
 
-/// The anchors the planner will look up in `AdSnapshot::directory`: the AD side of every
-/// member of every group in scope, but for those in `known`. The caller resolves them in AD,
-/// adds `known`, then calls [`plan`].
-pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) -> BTreeSet<Anchor> {
+/// What the planner will look up in `AdSnapshot::directory`: the AD side of every member of
+/// every group in scope (and of every owner), but for those in `known`, each as its anchors in
+/// the order the planner takes them (objectSid, then objectGUID). The caller resolves them in
+/// AD (the next anchor is needed only when the ones before found nothing), adds `known`, then
+/// calls [`plan`].
+pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) -> BTreeSet<Vec<Anchor>> {
     let mut anchors = BTreeSet::new();
     for members in cloud.members.values() {
         let MemberRead::Complete(members) = members else {
@@ -43,14 +45,16 @@ pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) 
         };
         for m in members {
             let mine = lookup_anchors(m);
-            if !mine.iter().any(|a| known.contains_key(a)) {
-                anchors.extend(mine);
+            if !mine.is_empty() && !mine.iter().any(|a| known.contains_key(a)) {
+                anchors.insert(mine);
             }
         }
     }
     for owners in cloud.owners.values() {
         if let MemberRead::Complete(owners) = owners {
-            anchors.extend(owners.iter().filter(|o| o.kind() == ObjectKind::User).flat_map(|o| anchors_of(o)));
+            anchors.extend(
+                owners.iter().filter(|o| o.kind() == ObjectKind::User).map(|o| anchors_of(o)).filter(|a| !a.is_empty()),
+            );
         }
     }
     anchors
@@ -86,7 +90,8 @@ pub fn members_known(cloud: &CloudSnapshot, owned: &[AdGroup]) -> HashMap<Anchor
     out
 }
 
-/// The anchors to look a member up by in AD: users and synced groups; none for the others.
+/// The anchors to look a member up by in AD, in the order the planner takes them: users and
+/// synced groups; none for the others.
 pub fn lookup_anchors(m: &CloudObject) -> Vec<Anchor> {
     if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
         anchors_of(m)

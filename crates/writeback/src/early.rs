@@ -85,6 +85,7 @@ impl Early {
         }
         let directory = member_anchors(&cloud, &HashMap::new())
             .into_iter()
+            .flatten()
             .filter_map(|a| found.get(&a).map(|o| (a, o.clone())))
             .collect();
         let ad = AdSnapshot { schema: self.schema, directory, ..Default::default() };

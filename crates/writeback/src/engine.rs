@@ -161,7 +161,7 @@ async fn members_and_lookups(
 ) -> Result<(HashMap<String, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), Fatal> {
     let (mut members, mut shared) = (HashMap::new(), HashMap::new());
     let (mut found, mut tried): Lookups = Default::default();
-    let mut pending: Vec<Anchor> = Vec::new();
+    let mut pending: Vec<Vec<Anchor>> = Vec::new();
     let mut looking_up: &[String] = &[];
     // Members of owned groups are known from their member values (`members_known`).
     let owned_sids: HashSet<&str> =
@@ -182,44 +182,49 @@ async fn members_and_lookups(
         }
         let part_read = CloudSnapshot { members: read, ..Default::default() };
         let known = members_known(&part_read, owned);
-        pending = member_anchors(&part_read, &known).into_iter().filter(|a| tried.insert(a.clone())).collect();
+        pending = member_anchors(&part_read, &known).into_iter().filter(|m| untried(m, &mut tried)).collect();
         found.extend(known);
         members.extend(part_read.members);
         looking_up = part;
     }
-    found.extend(ad.resolve(&pending).await?);
+    found.extend(ad.resolve_members(&pending).await?);
     if let Some((e, groups)) = early.as_mut() {
         e.part(groups, looking_up, &members, &found);
     }
     Ok((members, found, tried))
 }
 
+/// Marks a member's anchors as asked for; true if any was not yet.
+fn untried(anchors: &[Anchor], tried: &mut HashSet<Anchor>) -> bool {
+    anchors.iter().fold(false, |new, a| tried.insert(a.clone()) | new)
+}
+
 /// Looks up `first`, then the members of each page Graph hands over while it reads (the later
 /// pages of large groups), until the read ends: the DC answers while Graph does.
 async fn lookup_while_read(
     ad: &mut AdConn,
-    first: &[Anchor],
+    first: &[Vec<Anchor>],
     mut pages: tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<CloudObject>>>,
     owned_sids: &HashSet<&str>,
     tried: &mut HashSet<Anchor>,
 ) -> Result<HashMap<Anchor, AdObject>, writeback_ad::AdError> {
-    let mut found = ad.resolve(first).await?;
+    let mut found = ad.resolve_members(first).await?;
     while let Some(page) = pages.recv().await {
         let mut got = vec![page];
         while let Ok(more) = pages.try_recv() {
             got.push(more);
         }
-        let anchors: Vec<Anchor> = got
+        let anchors: Vec<Vec<Anchor>> = got
             .iter()
             .flatten()
             .filter(|m| {
                 m.kind() != writeback_core::model::ObjectKind::User
                     || !m.on_premises_security_identifier.as_deref().is_some_and(|s| owned_sids.contains(s))
             })
-            .flat_map(|m| lookup_anchors(m))
-            .filter(|a| tried.insert(a.clone()))
+            .map(|m| lookup_anchors(m))
+            .filter(|m| untried(m, tried))
             .collect();
-        found.extend(ad.resolve(&anchors).await?);
+        found.extend(ad.resolve_members(&anchors).await?);
     }
     Ok(found)
 }
@@ -232,11 +237,12 @@ async fn resolve(
     (found, tried): Lookups,
 ) -> Result<AdSnapshot, Fatal> {
     let known = members_known(cloud, &owned);
-    let anchors: Vec<_> = member_anchors(cloud, &known).into_iter().filter(|a| !tried.contains(a)).collect();
-    progress::phase(&format!("finding {} members in AD", anchors.len()));
-    let mut directory = ad.resolve(&anchors).await?;
+    let members: Vec<_> =
+        member_anchors(cloud, &known).into_iter().filter(|m| m.iter().any(|a| !tried.contains(a))).collect();
+    progress::phase(&format!("finding {} members in AD", members.len()));
+    let mut directory = ad.resolve_members(&members).await?;
     tracing::info!(
-        anchors = anchors.len() + tried.len(),
+        anchors = members.iter().map(Vec::len).sum::<usize>() + tried.len(),
         resolved = directory.len() + found.len(),
         already_members = known.len(),
         "resolved members in AD"

@@ -403,7 +403,7 @@ fn exit_statuses_for_configuration_and_authentication_problems() {
 }
 
 #[test]
-fn starttls_failover_dn_bind_certificate_checks_and_guid_only_members() {
+fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
     let (mut fx, users, ids, mut cloud) = with_users("tls", 2);
     // A synced user known only by onPremisesImmutableId (objectGUID), no SID.
     let guid_only = fx.create_user("guid-only");
@@ -411,8 +411,15 @@ fn starttls_failover_dn_bind_certificate_checks_and_guid_only_members() {
     let mut u = synced_user(&gid, &guid_only);
     u["onPremisesSecurityIdentifier"] = json!(null);
     cloud.push(u);
+    // One whose SID names nothing in this domain (a user migrated from another forest keeps
+    // its old SID in Entra): looked up by SID first, then found by its objectGUID.
+    let migrated = fx.create_user("migrated");
+    let mid = fx.id(3001);
+    let mut u = synced_user(&mid, &migrated);
+    u["onPremisesSecurityIdentifier"] = json!("S-1-5-21-1-2-3-4242");
+    cloud.push(u);
     let g = fx.id(1);
-    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-TLS", Some(true), &[&ids[0], &ids[1], &gid])]));
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-TLS", Some(true), &[&ids[0], &ids[1], &gid, &mid])]));
     let config = fx.write_config("");
     let text = std::fs::read_to_string(&config).expect("config");
     // The delegated account, by DN this time.
@@ -426,7 +433,10 @@ fn starttls_failover_dn_bind_certificate_checks_and_guid_only_members() {
     let (code, out) = fx.sync_json(&[]);
     assert_eq!(code, 0, "{out}");
     let members: HashSet<String> = fx.group(&g).expect("written").members.into_iter().collect();
-    assert_eq!(members, HashSet::from([users[0].guid.clone(), users[1].guid.clone(), guid_only.guid.clone()]));
+    assert_eq!(
+        members,
+        HashSet::from([users[0].guid.clone(), users[1].guid.clone(), guid_only.guid.clone(), migrated.guid.clone()])
+    );
 
     // Without the CA the DC's certificate is not trusted: no connection, exit status 4.
     let no_ca: String = starttls.lines().filter(|l| !l.starts_with("ca_file")).collect::<Vec<_>>().join("\n");
