@@ -20,7 +20,7 @@ pub use model::{
     AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead, SchemaFeatures, State,
 };
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
-pub use planner::{lookup_anchors, member_anchors, members_known, plan};
+pub use planner::{member_anchors, members_known, members_to_look_up, plan};
 pub use rules::{Rule, RuleAction, RuleKind};
 pub use secret::Secret;
 

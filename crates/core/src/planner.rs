@@ -43,12 +43,7 @@ pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) 
         let MemberRead::Complete(members) = members else {
             continue;
         };
-        for m in members {
-            let mine = lookup_anchors(m);
-            if !mine.is_empty() && !mine.iter().any(|a| known.contains_key(a)) {
-                anchors.insert(mine);
-            }
-        }
+        anchors.extend(members_to_look_up(members.iter().map(|m| &**m), |a| known.contains_key(a)));
     }
     for owners in cloud.owners.values() {
         if let MemberRead::Complete(owners) = owners {
@@ -90,9 +85,18 @@ pub fn members_known(cloud: &CloudSnapshot, owned: &[AdGroup]) -> HashMap<Anchor
     out
 }
 
+/// Of `members`, the users and synced groups that `known` does not already answer for, each as
+/// its anchors in the order the planner takes them.
+pub fn members_to_look_up<'a>(
+    members: impl IntoIterator<Item = &'a CloudObject>,
+    known: impl Fn(&Anchor) -> bool,
+) -> impl Iterator<Item = Vec<Anchor>> {
+    members.into_iter().map(lookup_anchors).filter(move |mine| !mine.is_empty() && !mine.iter().any(&known))
+}
+
 /// The anchors to look a member up by in AD, in the order the planner takes them: users and
 /// synced groups; none for the others.
-pub fn lookup_anchors(m: &CloudObject) -> Vec<Anchor> {
+fn lookup_anchors(m: &CloudObject) -> Vec<Anchor> {
     if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
         anchors_of(m)
     } else {

@@ -14,7 +14,7 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    lookup_anchors, member_anchors, members_known, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot,
+    member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot,
     GroupReport, MemberRead, ObjectError, Plan, PlannerConfig, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
@@ -214,16 +214,11 @@ async fn lookup_while_read(
         while let Ok(more) = pages.try_recv() {
             got.push(more);
         }
-        let anchors: Vec<Vec<Anchor>> = got
-            .iter()
-            .flatten()
-            .filter(|m| {
-                m.kind() != writeback_core::model::ObjectKind::User
-                    || !m.on_premises_security_identifier.as_deref().is_some_and(|s| owned_sids.contains(s))
-            })
-            .map(|m| lookup_anchors(m))
-            .filter(|m| untried(m, tried))
-            .collect();
+        // The same rule as `member_anchors` with `members_known`: a SID among the owned
+        // groups' member values needs no lookup.
+        let known = |a: &Anchor| matches!(a, Anchor::Sid(s) if owned_sids.contains(s.as_str()));
+        let anchors: Vec<Vec<Anchor>> =
+            members_to_look_up(got.iter().flatten().map(|m| &**m), known).filter(|m| untried(m, tried)).collect();
         found.extend(ad.resolve_members(&anchors).await?);
     }
     Ok(found)
