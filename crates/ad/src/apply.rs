@@ -187,7 +187,7 @@ impl AdConn {
         }
     }
 
-    /// The objectGUIDs of the groups added without reading them back: one paged search per
+    /// The objectGUIDs of the groups added without reading them back: one search per
     /// OU they were added to. Groups not found that way (moved away meanwhile) are dropped from
     /// the links; the next cycle finds them by their marker.
     async fn fill_guids(&mut self, report: &mut ApplyReport) {

@@ -1,4 +1,5 @@
-//! Reading: the owned groups of a managed OU (paged, members ranged) and member resolution.
+//! Reading: the owned groups of a managed OU (paged, members ranged), what changed since a
+//! USN, and member resolution.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,11 +9,16 @@ use ldap3::{Scope, SearchEntry};
 use writeback_core::model::{AdGroup, AdObject, AdRef, Anchor};
 use writeback_core::naming;
 
+use crate::search::Answer;
 use crate::{parse_extended_dn, AdConn, AdError};
 
-/// Anchors per resolution search (one OR filter). Measured on Samba, 60,000 SIDs: 11.0 s in
-/// ORs of 50, 12.9 s of 100, 15.8 s of 200 (the server re-evaluates the whole OR per entry).
-const RESOLVE_BATCH: usize = 50;
+/// Anchors per member lookup (one OR filter). Samba re-evaluates the whole OR for every entry
+/// it finds, and pays a fixed cost per search: 100,000 objectSids took its process 5.4-6.1 s
+/// of CPU in ORs of 20-30, 6.6 s of 50, 8.0-8.6 s of 10 (and 12.9 s in ORs of 100 for 60,000
+/// on an older DC).
+const LOOKUP_BATCH: usize = 25;
+/// Cloud ids per marker search of a delta cycle (an OR of `adminDescription` values).
+const MARKER_BATCH: usize = 50;
 /// Resolution searches sent before the first is answered.
 const RESOLVE_IN_FLIGHT: usize = 4;
 
@@ -53,7 +59,7 @@ impl AdConn {
     async fn read_owned_groups_by_ids_in(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
         let tree = self.tree(ou).await?;
         let mut out = Vec::new();
-        for chunk in cloud_ids.chunks(RESOLVE_BATCH) {
+        for chunk in cloud_ids.chunks(MARKER_BATCH) {
             let terms: String = chunk
                 .iter()
                 .filter(|id| naming::is_guid(id))
@@ -90,7 +96,7 @@ impl AdConn {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
         let attrs = vec!["adminDescription".into(), "uSNChanged".into()];
         let tree = self.tree(ou).await?;
-        let entries = self.search_tree(&tree, &filter, attrs, vec![]).await?;
+        let entries = self.search_tree(Answer::Whole, &tree, &filter, attrs, vec![]).await?;
         Ok(entries
             .iter()
             .filter_map(|e| {
@@ -109,7 +115,7 @@ impl AdConn {
         let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
         let base = format!("CN=Deleted Objects,{}", self.default_nc);
         let entries = self
-            .paged(&base, Scope::OneLevel, &filter, vec!["1.1".into()], vec![show_deleted, extended_dn()])
+            .unpaged(&base, Scope::OneLevel, &filter, vec!["1.1".into()], vec![show_deleted, extended_dn()])
             .await
             .map_err(|e| AdError::ldap("searching deleted objects", e))?;
         Ok(entries.iter().filter_map(|e| parse_extended_dn(&e.dn).0).collect())
@@ -129,7 +135,7 @@ impl AdConn {
             attrs.push("mailNickname".into());
         }
         let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
-        let entries = self.search_tree(tree, &filter, attrs, vec![extended_dn()]).await?;
+        let entries = self.search_tree(Answer::Paged, tree, &filter, attrs, vec![extended_dn()]).await?;
 
         let mut groups = Vec::with_capacity(entries.len());
         for e in entries {
@@ -195,7 +201,7 @@ impl AdConn {
     /// Looks up member anchors (objectSid, objectGUID) anywhere in the domain.
     pub async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
         let filters: Vec<String> = anchors
-            .chunks(RESOLVE_BATCH)
+            .chunks(LOOKUP_BATCH)
             .map(|chunk| {
                 chunk
                     .iter()
@@ -248,10 +254,10 @@ impl AdConn {
     }
 
     /// objectGUIDs of the owned groups directly below `parent`, by cloud id (from the marker):
-    /// one paged search instead of one read per group just added.
+    /// one search instead of one read per group just added.
     pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<String, String>, AdError> {
         let entries = self
-            .paged(
+            .unpaged(
                 parent,
                 Scope::OneLevel,
                 "(&(objectClass=group)(adminDescription=Group_*))",
