@@ -494,10 +494,12 @@ fn main() {
             &sids,
             &["--groups".into(), s(groups), "--users".into(), s(users), "--memberships".into(), s(memberships)],
         );
-        let fx = b.full("tenant", &run_tag, &tenant, rounds("BENCH_ROUNDS_TENANT", 1));
+        let mut fx = b.full("tenant", &run_tag, &tenant, rounds("BENCH_ROUNDS_TENANT", 1));
         for (i, n) in [1, 100, 10_000].into_iter().enumerate() {
             b.delta(&fx, &mut tenant, n, 0x9e37_79b9 + i as u64);
         }
+        // The fixture keeps its files and OU for a look afterwards, not its simulator.
+        fx.stop_sim();
     }
     if big > 0 {
         let tenant = b.tenant(
@@ -514,8 +516,9 @@ fn main() {
                 s(0),
             ],
         );
-        let fx = b.full("one-big-group", &run_tag, &tenant, rounds("BENCH_ROUNDS_BIG", 3));
+        let mut fx = b.full("one-big-group", &run_tag, &tenant, rounds("BENCH_ROUNDS_BIG", 3));
         b.read_back(&fx, big);
+        fx.stop_sim();
     }
     report::append_rows(&b.rows);
 }

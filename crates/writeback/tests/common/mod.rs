@@ -410,6 +410,14 @@ impl Fixture {
         self.sim = Some((child, url));
     }
 
+    /// Stops the simulator (a persistent fixture otherwise leaves it running, for the demo).
+    pub fn stop_sim(&mut self) {
+        if let Some((mut child, _)) = self.sim.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn sim_pid(&self) -> Option<u32> {
         self.sim.as_ref().map(|(c, _)| c.id())
     }
@@ -559,10 +567,7 @@ impl Drop for Fixture {
         if self.keep {
             return;
         }
-        if let Some((mut child, _)) = self.sim.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_sim();
         // Tree delete (1.2.840.113556.1.4.805) removes the test OU and all below it.
         let tree = RawControl { ctype: "1.2.840.113556.1.4.805".into(), crit: true, val: None };
         let _ = self.ldap.with_controls(vec![tree]).delete(&self.ou);
