@@ -115,7 +115,14 @@ impl AdConn {
         let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
         let base = format!("CN=Deleted Objects,{}", self.default_nc);
         let entries = self
-            .unpaged(&base, Scope::OneLevel, &filter, vec!["1.1".into()], vec![show_deleted, extended_dn()])
+            .search_all(
+                Answer::Whole,
+                &base,
+                Scope::OneLevel,
+                &filter,
+                vec!["1.1".into()],
+                vec![show_deleted, extended_dn()],
+            )
             .await
             .map_err(|e| AdError::ldap("searching deleted objects", e))?;
         Ok(entries.iter().filter_map(|e| parse_extended_dn(&e.dn).0).collect())
@@ -257,7 +264,8 @@ impl AdConn {
     /// one search instead of one read per group just added.
     pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<String, String>, AdError> {
         let entries = self
-            .unpaged(
+            .search_all(
+                Answer::Whole,
                 parent,
                 Scope::OneLevel,
                 "(&(objectClass=group)(adminDescription=Group_*))",

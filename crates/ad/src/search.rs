@@ -3,7 +3,7 @@
 
 use ldap3::adapters::PagedResults;
 use ldap3::controls::RawControl;
-use ldap3::{LdapError, Scope, SearchEntry};
+use ldap3::{LdapError, ResultEntry, Scope, SearchEntry};
 
 use crate::{AdConn, AdError};
 
@@ -20,7 +20,7 @@ pub(crate) enum Answer {
     /// the whole answer at once.
     Paged,
     /// In one answer where the server allows it: for entries of a few short attributes (see
-    /// [`AdConn::unpaged`]).
+    /// [`AdConn::search_all`]).
     Whole,
 }
 
@@ -28,54 +28,15 @@ pub(crate) enum Answer {
 const CONTAINERS: &str = "(|(objectClass=organizationalUnit)(objectClass=container))";
 
 impl AdConn {
-    /// Every entry of a paged search; referrals (a subtree search at the domain root returns
-    /// one per other partition) and intermediate messages are skipped.
-    pub(crate) async fn paged(
-        &mut self,
-        base: &str,
-        scope: Scope,
-        filter: &str,
-        attrs: Vec<String>,
-        controls: Vec<RawControl>,
-    ) -> Result<Vec<SearchEntry>, LdapError> {
-        let mut stream = self
-            .op()
-            .with_controls(controls)
-            .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
-            .await?;
-        let mut out = Vec::new();
-        while let Some(entry) = stream.next().await? {
-            if !entry.is_ref() && !entry.is_intermediate() {
-                out.push(SearchEntry::construct(entry));
-            }
-        }
-        stream.finish().await.success()?;
-        Ok(out)
-    }
-
-    /// Every entry of a search, in one unpaged answer when the server gives one. Samba pays for
-    /// a paged search with a second pass over the result, one lookup per entry: 10,000 groups
-    /// cost its single process 2.3-2.8 s paged, 0.2-0.5 s unpaged, whatever the page size. A
-    /// server that caps unpaged answers (Windows: MaxPageSize, 1,000 entries by default) ends
-    /// the search with sizeLimitExceeded or adminLimitExceeded: then it is asked again, paged.
-    pub(crate) async fn unpaged(
-        &mut self,
-        base: &str,
-        scope: Scope,
-        filter: &str,
-        attrs: Vec<String>,
-        controls: Vec<RawControl>,
-    ) -> Result<Vec<SearchEntry>, LdapError> {
-        let res = self.op().with_controls(controls.clone()).search(base, scope, filter, attrs.clone()).await?;
-        if matches!(res.1.rc, SIZE_LIMIT_EXCEEDED | ADMIN_LIMIT_EXCEEDED) {
-            return self.paged(base, scope, filter, attrs, controls).await;
-        }
-        let (entries, _) = res.success()?;
-        Ok(entries.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect())
-    }
-
-    /// [`AdConn::paged`] or [`AdConn::unpaged`].
-    pub(crate) async fn search_with(
+    /// Every entry of a search; referrals (a subtree search at the domain root returns one per
+    /// other partition) and intermediate messages are skipped.
+    ///
+    /// `Answer::Whole` asks for one unpaged answer first. Samba pays for a paged search with a
+    /// second pass over the result, one lookup per entry: 10,000 groups cost its single process
+    /// 2.3-2.8 s paged, 0.2-0.5 s unpaged, whatever the page size. A server that caps unpaged
+    /// answers (Windows: MaxPageSize, 1,000 entries by default) ends the search with
+    /// sizeLimitExceeded or adminLimitExceeded: then it is asked again, paged.
+    pub(crate) async fn search_all(
         &mut self,
         answer: Answer,
         base: &str,
@@ -84,10 +45,27 @@ impl AdConn {
         attrs: Vec<String>,
         controls: Vec<RawControl>,
     ) -> Result<Vec<SearchEntry>, LdapError> {
-        match answer {
-            Answer::Paged => self.paged(base, scope, filter, attrs, controls).await,
-            Answer::Whole => self.unpaged(base, scope, filter, attrs, controls).await,
+        let wanted = |e: &ResultEntry| !e.is_ref() && !e.is_intermediate();
+        if let Answer::Whole = answer {
+            let res = self.op().with_controls(controls.clone()).search(base, scope, filter, attrs.clone()).await?;
+            if !matches!(res.1.rc, SIZE_LIMIT_EXCEEDED | ADMIN_LIMIT_EXCEEDED) {
+                let (entries, _) = res.success()?;
+                return Ok(entries.into_iter().filter(wanted).map(SearchEntry::construct).collect());
+            }
         }
+        let mut stream = self
+            .op()
+            .with_controls(controls)
+            .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await? {
+            if wanted(&entry) {
+                out.push(SearchEntry::construct(entry));
+            }
+        }
+        stream.finish().await.success()?;
+        Ok(out)
     }
 
     /// The containers of the tree below `ou` (a managed OU): `ou` first, then every OU or
@@ -95,7 +73,7 @@ impl AdConn {
     /// `search_tree` of a read.
     pub(crate) async fn tree(&mut self, ou: &str) -> Result<Vec<String>, AdError> {
         let containers = self
-            .unpaged(ou, Scope::Subtree, CONTAINERS, vec!["1.1".into()], vec![])
+            .search_all(Answer::Whole, ou, Scope::Subtree, CONTAINERS, vec!["1.1".into()], vec![])
             .await
             .map_err(|e| crate::missing_ou(ou, e))?;
         let mut bases = vec![ou.to_string()];
@@ -118,7 +96,7 @@ impl AdConn {
     ) -> Result<Vec<SearchEntry>, AdError> {
         let mut out = Vec::new();
         for (i, base) in bases.iter().enumerate() {
-            match self.search_with(answer, base, Scope::OneLevel, filter, attrs.clone(), controls.clone()).await {
+            match self.search_all(answer, base, Scope::OneLevel, filter, attrs.clone(), controls.clone()).await {
                 Ok(entries) => out.extend(entries),
                 // A container below the OU removed since it was listed holds nothing of ours.
                 Err(LdapError::LdapResult { result }) if result.rc == 32 && i > 0 => {}
