@@ -205,8 +205,8 @@ impl AdConn {
         Ok(found)
     }
 
-    /// Looks up member anchors (objectSid, objectGUID) anywhere in the domain.
-    pub async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
+    /// One round of `resolve_members`: these anchors (objectSid, objectGUID), anywhere in the domain.
+    async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
         let filters: Vec<String> = anchors
             .chunks(LOOKUP_BATCH)
             .map(|chunk| {
