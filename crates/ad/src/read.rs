@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use futures_util::StreamExt;
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
-use writeback_core::model::{AdGroup, AdObject, AdRef, Anchor};
+use writeback_core::model::{AdClass, AdGroup, AdObject, AdRef, Anchor};
 use writeback_core::naming;
 
 use crate::search::Answer;
@@ -25,6 +25,49 @@ const RESOLVE_IN_FLIGHT: usize = 4;
 /// LDAP_SERVER_EXTENDED_DN_OID with flag 1: `<GUID=…>;<SID=…>;DN` in string form.
 pub(crate) fn extended_dn() -> RawControl {
     RawControl { ctype: "1.2.840.113556.1.4.529".into(), crit: false, val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]) }
+}
+
+/// What a member lookup reads: enough to tell a user account from a computer, a service
+/// account, a foreign principal or a group, the group's scope, and Entra Connect's source anchor.
+const LOOKUP_ATTRS: &[&str] = &["objectClass", "sAMAccountType", "groupType", "mS-DS-ConsistencyGuid"];
+/// `sAMAccountType` of a normal user account (SAM_NORMAL_USER_ACCOUNT, MS-SAMR 2.2.1.9):
+/// not a machine (0x30000001) or trust account (0x30000002).
+const SAM_NORMAL_USER_ACCOUNT: u32 = 0x3000_0000;
+
+/// The class of an object from its `objectClass` values (every class of its chain, so the
+/// most specific decides) and `sAMAccountType`.
+pub(crate) fn classify(classes: &[String], sam_account_type: Option<u32>) -> AdClass {
+    let has = |c: &str| classes.iter().any(|x| x.eq_ignore_ascii_case(c));
+    if has("foreignSecurityPrincipal") {
+        AdClass::ForeignPrincipal
+    } else if has("msDS-GroupManagedServiceAccount")
+        || has("msDS-ManagedServiceAccount")
+        || has("msDS-DelegatedManagedServiceAccount")
+    {
+        AdClass::ServiceAccount
+    } else if has("computer") {
+        AdClass::Computer
+    } else if has("group") {
+        AdClass::Group
+    } else if has("user") && sam_account_type == Some(SAM_NORMAL_USER_ACCOUNT) {
+        AdClass::User
+    } else {
+        AdClass::Other
+    }
+}
+
+/// A binary attribute's first value (ldap3 keeps values that are not UTF-8 apart).
+fn binary(e: &SearchEntry, attr: &str) -> Option<Vec<u8>> {
+    let find = |m: &HashMap<String, Vec<Vec<u8>>>| {
+        m.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.first().cloned())
+    };
+    find(&e.bin_attrs).or_else(|| {
+        e.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+            .and_then(|(_, v)| v.first())
+            .map(|s| s.as_bytes().to_vec())
+    })
 }
 
 /// Attributes the planner compares, by their lower-case names.
@@ -184,29 +227,11 @@ impl AdConn {
         }
     }
 
-    /// Looks up members anywhere in the domain, each given as its anchors in the order they are
-    /// taken: by the first, and by the next only for those the ones before did not find. The
-    /// planner takes a member's first anchor found, so the answer is the same as looking up
-    /// every anchor, with half the searches for users synced by Entra Connect (objectSid and
-    /// objectGUID both known).
-    pub async fn resolve_members(&mut self, members: &[Vec<Anchor>]) -> Result<HashMap<Anchor, AdObject>, AdError> {
-        let mut found = HashMap::new();
-        let mut left: Vec<&[Anchor]> = members.iter().map(Vec::as_slice).filter(|a| !a.is_empty()).collect();
-        while !left.is_empty() {
-            let firsts: Vec<Anchor> = left.iter().map(|a| a[0].clone()).collect();
-            found.extend(self.resolve(&firsts).await?);
-            left = left
-                .into_iter()
-                .filter(|a| !found.contains_key(&a[0]))
-                .map(|a| &a[1..])
-                .filter(|a| !a.is_empty())
-                .collect();
-        }
-        Ok(found)
-    }
-
-    /// One round of `resolve_members`: these anchors (objectSid, objectGUID), anywhere in the domain.
-    async fn resolve(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
+    /// Looks up members anywhere in the domain by their anchors (objectSid or objectGUID).
+    /// Every object found comes back under the anchor it was asked for, and under its
+    /// objectSid and objectGUID, with its class: what it may stand for is the planner's rule
+    /// (`writeback_core::anchor`).
+    pub async fn resolve_members(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
         let filters: Vec<String> = anchors
             .chunks(LOOKUP_BATCH)
             .map(|chunk| {
@@ -235,7 +260,7 @@ impl AdConn {
                 // entries than any server's size limit, and Samba's paged search costs a second pass.
                 async move {
                     ldap.with_controls(vec![extended_dn()])
-                        .search(&base, Scope::Subtree, &filter, vec!["groupType"])
+                        .search(&base, Scope::Subtree, &filter, LOOKUP_ATTRS.to_vec())
                         .await
                         .and_then(|r| r.success())
                 }
@@ -248,9 +273,20 @@ impl AdConn {
                 let (Some(guid), sid, dn) = parse_extended_dn(&e.dn) else {
                     continue;
                 };
-                let group_type = e.attrs.get("groupType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
-                let guid = guid.to_ascii_lowercase();
-                let obj = AdObject { guid: guid.as_str().into(), sid: sid.clone(), dn: dn.into(), group_type };
+                let first = |k: &str| e.attrs.get(k).and_then(|v| v.first());
+                let obj = AdObject {
+                    guid: guid.as_str().into(),
+                    sid: sid.clone(),
+                    dn: dn.into(),
+                    group_type: first("groupType").and_then(|s| s.parse().ok()),
+                    class: classify(
+                        e.attrs.get("objectClass").map(Vec::as_slice).unwrap_or_default(),
+                        first("sAMAccountType").and_then(|s| s.parse().ok()),
+                    ),
+                    source_anchor: binary(&e, "mS-DS-ConsistencyGuid")
+                        .and_then(|b| naming::guid_from_bytes(&b))
+                        .map(Into::into),
+                };
                 if let Some(sid) = sid {
                     out.insert(Anchor::Sid(sid), obj.clone());
                 }
@@ -383,4 +419,29 @@ fn to_group(e: &SearchEntry) -> Option<AdGroup> {
         member_of,
         admin_count: first("adminCount").is_some_and(|v| v.trim() == "1"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classes(cs: &[&str]) -> Vec<String> {
+        cs.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn only_normal_user_accounts_are_users() {
+        let user = classes(&["top", "person", "organizationalPerson", "user"]);
+        assert_eq!(classify(&user, Some(0x3000_0000)), AdClass::User);
+        // A trust account is of class user too, but not a normal account.
+        assert_eq!(classify(&user, Some(0x3000_0002)), AdClass::Other);
+        assert_eq!(classify(&user, None), AdClass::Other);
+        let computer = classes(&["top", "person", "organizationalPerson", "user", "computer"]);
+        assert_eq!(classify(&computer, Some(0x3000_0001)), AdClass::Computer);
+        let gmsa = classes(&["top", "person", "user", "computer", "msDS-GroupManagedServiceAccount"]);
+        assert_eq!(classify(&gmsa, Some(0x3000_0001)), AdClass::ServiceAccount);
+        assert_eq!(classify(&classes(&["top", "foreignSecurityPrincipal"]), None), AdClass::ForeignPrincipal);
+        assert_eq!(classify(&classes(&["top", "GROUP"]), Some(0x1000_0000)), AdClass::Group);
+        assert_eq!(classify(&classes(&["top", "person", "organizationalPerson", "contact"]), None), AdClass::Other);
+    }
 }

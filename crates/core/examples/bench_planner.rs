@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use writeback_core::model::WritebackConfiguration;
 use writeback_core::{
-    plan, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, GroupTarget, Link, MemberRead,
-    Operation, PlannerConfig, State,
+    plan, AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, GroupTarget, Link,
+    MemberRead, Operation, PlannerConfig, State,
 };
 
 // The writeback binary's allocator, so the figures are the binary's.
@@ -83,6 +83,8 @@ fn main() {
                 sid: Some(sid),
                 dn: format!("CN=u{u},OU=Users,DC=corp,DC=example,DC=com").into(),
                 group_type: None,
+                class: AdClass::User,
+                source_anchor: None,
             },
         );
     }

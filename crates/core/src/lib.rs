@@ -4,6 +4,7 @@
 //! SQL; CI checks that with `cargo tree`. Everything here is a pure function of its inputs,
 //! so it is tested with plain data.
 
+pub mod anchor;
 pub mod config;
 pub mod keytab;
 pub mod model;
@@ -15,12 +16,14 @@ pub mod scope;
 pub mod secret;
 pub mod settings;
 
+pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
 pub use config::{CnFormat, OnRemoval, PlannerConfig};
 pub use model::{
-    AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead, SchemaFeatures, State,
+    AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
+    SchemaFeatures, State,
 };
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
-pub use planner::{member_anchors, members_known, members_to_look_up, plan};
+pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};
 pub use secret::Secret;
 

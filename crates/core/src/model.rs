@@ -175,9 +175,45 @@ pub struct AdObject {
     pub dn: Arc<str>,
     /// `Some(groupType)` for groups.
     pub group_type: Option<i32>,
+    /// What kind of account it is: a cloud user may only be an AD user, a synced cloud group
+    /// only an AD group (see `planner::ad_object`).
+    pub class: AdClass,
+    /// `mS-DS-ConsistencyGuid` as a GUID string (lower-case), when set: Entra Connect's
+    /// source anchor, which an `onPremisesImmutableId` may name instead of the objectGUID.
+    pub source_anchor: Option<Arc<str>>,
 }
 
-/// What a cloud member is looked up by in AD.
+/// The kind of an AD security principal, from its `objectClass` (and `sAMAccountType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdClass {
+    /// A normal user account (`user` or `inetOrgPerson`, SAM_NORMAL_USER_ACCOUNT).
+    User,
+    Group,
+    /// A computer account (a domain-joined machine, a domain controller).
+    Computer,
+    /// A managed or group managed service account.
+    ServiceAccount,
+    /// A foreign security principal (a member from a trusted forest).
+    ForeignPrincipal,
+    /// Anything else: a trust account, a contact, an object of another class.
+    Other,
+}
+
+impl AdClass {
+    /// For messages: "a computer account".
+    pub fn describe(self) -> &'static str {
+        match self {
+            AdClass::User => "a user account",
+            AdClass::Group => "a group",
+            AdClass::Computer => "a computer account",
+            AdClass::ServiceAccount => "a managed service account",
+            AdClass::ForeignPrincipal => "a foreign security principal",
+            AdClass::Other => "an object that is neither a user account nor a group",
+        }
+    }
+}
+
+/// What a cloud member is looked up by in AD: its objectSid, or its objectGUID.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Anchor {
     Sid(String),

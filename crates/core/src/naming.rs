@@ -55,6 +55,20 @@ pub fn replace_controls(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '_' } else { c }).collect()
 }
 
+/// Text from the cloud made safe to print on a terminal: control characters (escape
+/// sequences could rewrite the screen) and bidirectional overrides (they reorder what is
+/// shown) become `�`.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if s.chars().any(bad) {
+        std::borrow::Cow::Owned(s.chars().map(|c| if bad(c) { '\u{fffd}' } else { c }).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// The `cn` for a group, per `[writeback] cn_format`. Always 1..=64 UTF-16 units.
 pub fn cn_for(format: CnFormat, cloud_id: &str, display_name: &str) -> String {
     match format {

@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::anchor::{self, Resolved};
 use crate::config::{OnRemoval, PlannerConfig};
 use crate::model::{
-    group_type, AdGroup, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
+    group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
 use crate::naming;
 use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
@@ -23,96 +24,16 @@ type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 /// The message Windows gives for error 8518 (0x2146); Samba does not enforce it, we do.
 pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
 
-/// Member reasons, as the spec names them.
+/// Member reasons, as the spec names them (a closed vocabulary: metrics count by it).
 pub mod reason {
     pub const CLOUD_ONLY: &str = "cloud-only";
     pub const NOT_FOUND: &str = "not-found-in-ad";
+    pub const ANCHOR_MISMATCH: &str = "anchor-mismatch";
     pub const NESTED_NOT_WRITTEN: &str = "nested-group-not-written-back";
     pub const DOMAIN_LOCAL: &str = "domain-local-group";
     pub const UNSUPPORTED: &str = "unsupported-member-type";
-}
-
-/// What the planner will look up in `AdSnapshot::directory`: the AD side of every member of
-/// every group in scope (and of every owner), but for those in `known`, each as its anchors in
-/// the order the planner takes them (objectSid, then objectGUID). The caller resolves them in
-/// AD (the next anchor is needed only when the ones before found nothing), adds `known`, then
-/// calls [`plan`].
-pub fn member_anchors(cloud: &CloudSnapshot, known: &HashMap<Anchor, AdObject>) -> BTreeSet<Vec<Anchor>> {
-    let mut anchors = BTreeSet::new();
-    for members in cloud.members.values() {
-        let MemberRead::Complete(members) = members else {
-            continue;
-        };
-        anchors.extend(members_to_look_up(members.iter().map(|m| &**m), |a| known.contains_key(a)));
-    }
-    for owners in cloud.owners.values() {
-        if let MemberRead::Complete(owners) = owners {
-            anchors.extend(
-                owners.iter().filter(|o| o.kind() == ObjectKind::User).map(|o| anchors_of(o)).filter(|a| !a.is_empty()),
-            );
-        }
-    }
-    anchors
-}
-
-/// Cloud users already members of an owned group, as AD named them in that group's member
-/// values (extended DN: GUID, SID, DN), so they need no lookup: a delta cycle that changes one
-/// member of a 20,000-member group looks up one user, not 20,000. Only users: for a member
-/// group the planner needs its groupType too.
-pub fn members_known(cloud: &CloudSnapshot, owned: &[AdGroup]) -> HashMap<Anchor, AdObject> {
-    let wanted: HashSet<&str> = cloud
-        .members
-        .values()
-        .filter_map(|m| match m {
-            MemberRead::Complete(members) => Some(members),
-            _ => None,
-        })
-        .flatten()
-        .filter(|m| m.kind() == ObjectKind::User)
-        .filter_map(|m| m.on_premises_security_identifier.as_deref())
-        .collect();
-    let mut out = HashMap::new();
-    for r in owned.iter().filter_map(|g| g.members.as_ref()).flatten() {
-        if let Some(sid) = r.sid.as_deref().filter(|s| wanted.contains(s)) {
-            out.entry(Anchor::Sid(sid.to_string())).or_insert_with(|| AdObject {
-                guid: r.guid.to_ascii_lowercase().into(),
-                sid: Some(sid.to_string()),
-                dn: r.dn.as_str().into(),
-                group_type: None,
-            });
-        }
-    }
-    out
-}
-
-/// Of `members`, the users and synced groups that `known` does not already answer for, each as
-/// its anchors in the order the planner takes them.
-pub fn members_to_look_up<'a>(
-    members: impl IntoIterator<Item = &'a CloudObject>,
-    known: impl Fn(&Anchor) -> bool,
-) -> impl Iterator<Item = Vec<Anchor>> {
-    members.into_iter().map(lookup_anchors).filter(move |mine| !mine.is_empty() && !mine.iter().any(&known))
-}
-
-/// The anchors to look a member up by in AD, in the order the planner takes them: users and
-/// synced groups; none for the others.
-fn lookup_anchors(m: &CloudObject) -> Vec<Anchor> {
-    if m.kind() == ObjectKind::User || (m.kind() == ObjectKind::Group && m.is_synced()) {
-        anchors_of(m)
-    } else {
-        Vec::new()
-    }
-}
-
-fn anchors_of(m: &CloudObject) -> Vec<Anchor> {
-    let mut out = Vec::new();
-    if let Some(sid) = m.on_premises_security_identifier.as_deref().filter(|s| naming::is_sid(s)) {
-        out.push(Anchor::Sid(sid.to_string()));
-    }
-    if let Some(guid) = m.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id) {
-        out.push(Anchor::Guid(guid));
-    }
-    out
+    /// Every reason, for metrics that must show zeros too.
+    pub const ALL: &[&str] = &[CLOUD_ONLY, NOT_FOUND, ANCHOR_MISMATCH, NESTED_NOT_WRITTEN, DOMAIN_LOCAL, UNSUPPORTED];
 }
 
 /// The groups in scope: which cloud groups are to be written, by id, with their decision.
@@ -335,8 +256,10 @@ fn managed_by(cloud: &CloudSnapshot, ad: &AdSnapshot, id: &str, existing: Option
     let resolved: Vec<&str> = owners
         .iter()
         .filter(|o| o.kind() == ObjectKind::User)
-        .filter_map(|o| anchors_of(o).into_iter().find_map(|a| ad.directory.get(&a)))
-        .map(|obj| &*obj.guid)
+        .filter_map(|o| match anchor::ad_object(o, &ad.directory) {
+            Resolved::Found(obj) => Some(&*obj.guid),
+            _ => None,
+        })
         .collect();
     let current = existing
         .and_then(|e| e.attrs.get("managedby"))
@@ -670,29 +593,39 @@ fn resolve_member(
             reason: None,
         })
     };
-    let lookup = || anchors_of(m).into_iter().find_map(|a| ad.directory.get(&a));
-    match m.kind() {
-        ObjectKind::User => match lookup() {
-            Some(obj) => (written(m), Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() })),
-            None if m.is_synced() => (skipped(m, reason::NOT_FOUND), None),
-            None => (skipped(m, reason::CLOUD_ONLY), None),
-        },
-        ObjectKind::Group if m.is_synced() => match lookup() {
-            Some(obj) if obj.group_type.is_some_and(group_type::is_domain_local) => {
-                p.errors.push(ObjectError {
-                    cloud_id: group_id.to_string(),
-                    member_id: Some(m.id.to_ascii_lowercase()),
-                    message: format!(
-                        "{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped",
-                        obj.dn
-                    ),
-                });
-                (skipped(m, reason::DOMAIN_LOCAL), None)
-            }
-            Some(obj) => (written(m), Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() })),
-            None => (skipped(m, reason::NOT_FOUND), None),
-        },
-        ObjectKind::Group => {
+    let existing = |obj: &AdObject| Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() });
+    let mut mismatch = |why: String| {
+        p.errors.push(ObjectError {
+            cloud_id: group_id.to_string(),
+            member_id: Some(m.id.to_ascii_lowercase()),
+            message: format!(
+                "{} {}: {why}; it is not written ({})",
+                m.kind().as_str(),
+                naming::printable(m.name()),
+                reason::ANCHOR_MISMATCH
+            ),
+        });
+        (skipped(m, reason::ANCHOR_MISMATCH), None)
+    };
+    match (m.kind(), anchor::ad_object(m, &ad.directory)) {
+        (ObjectKind::User | ObjectKind::Group, Resolved::Mismatch(why)) => mismatch(why),
+        (ObjectKind::User, Resolved::Found(obj)) => (written(m), existing(obj)),
+        (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, reason::CLOUD_ONLY), None),
+        (ObjectKind::User, Resolved::NotFound) => (skipped(m, reason::NOT_FOUND), None),
+        (ObjectKind::Group, Resolved::Found(obj)) if obj.group_type.is_some_and(group_type::is_domain_local) => {
+            p.errors.push(ObjectError {
+                cloud_id: group_id.to_string(),
+                member_id: Some(m.id.to_ascii_lowercase()),
+                message: format!(
+                    "{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped",
+                    obj.dn
+                ),
+            });
+            (skipped(m, reason::DOMAIN_LOCAL), None)
+        }
+        (ObjectKind::Group, Resolved::Found(obj)) => (written(m), existing(obj)),
+        (ObjectKind::Group, Resolved::NotFound) => (skipped(m, reason::NOT_FOUND), None),
+        (ObjectKind::Group, Resolved::CloudOnly) => {
             let id = m.id.to_ascii_lowercase();
             // A nested group not planned in this run (a delta cycle) is found by its link.
             let linked = || {

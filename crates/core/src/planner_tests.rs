@@ -1,9 +1,9 @@
 //! Planner tests: plain data in, plan out. `apply` plays a plan onto an AD snapshot in memory
 //! so that idempotence (plan → apply → plan is empty) can be checked on every scenario.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::model::{group_type as gt, AdObject, AdRef, Link, WritebackConfiguration};
+use crate::model::{group_type as gt, AdClass, AdObject, AdRef, Link, WritebackConfiguration};
 use crate::planner::{reason, UNIVERSAL_CANT_HAVE_LOCAL};
 use crate::*;
 
@@ -81,6 +81,8 @@ impl World {
                     sid: Some(sid),
                     dn: format!("CN=user{n},CN=Users,DC=corp,DC=test").into(),
                     group_type: None,
+                    class: AdClass::User,
+                    source_anchor: None,
                 },
             );
         }
@@ -257,6 +259,8 @@ fn domain_local_member_is_skipped_with_the_windows_error() {
             sid: Some(sid.clone()),
             dn: "CN=DL,DC=corp,DC=test".into(),
             group_type: Some(-2147483644),
+            class: AdClass::Group,
+            source_anchor: None,
         },
     );
     let dl = CloudObject {
@@ -274,6 +278,40 @@ fn domain_local_member_is_skipped_with_the_windows_error() {
     assert_eq!(p.errors[0].member_id.as_deref(), Some(id(900).as_str()));
     let r = &p.report(&id(1))[0].members;
     assert!(r.iter().any(|m| m.reason == Some(reason::DOMAIN_LOCAL)));
+}
+
+#[test]
+fn members_whose_anchors_name_the_wrong_object_are_skipped_and_reported() {
+    let mut w = World::new();
+    // A computer account, found by the SID a synced user claims.
+    let sid = "S-1-5-21-1-2-3-7000".to_string();
+    w.ad.directory.insert(
+        Anchor::Sid(sid.clone()),
+        AdObject {
+            guid: "eeeeeeee-0000-0000-0000-000000000001".into(),
+            sid: Some(sid.clone()),
+            dn: "CN=PC01,CN=Computers,DC=corp,DC=test".into(),
+            group_type: None,
+            class: AdClass::Computer,
+            source_anchor: None,
+        },
+    );
+    let mut claims_pc = synced_user(50);
+    claims_pc.on_premises_security_identifier = Some(sid);
+    claims_pc.display_name = Some("Eve\u{1b}[2J".into());
+    // A cloud-only user whose immutable id names a user AD knows: not looked up at all.
+    let mut forged = cloud_user(1);
+    forged.on_premises_immutable_id = Some("4XGK8eR2sE6CsNjEUCz/Qg==".into());
+    w.group(security(1, "SG", Some(true)), vec![claims_pc, forged, synced_user(1)]);
+    let p = w.converge();
+    assert_eq!(p.summary.member_adds, 1, "only the real user is written");
+    assert_eq!(p.summary.skipped_members, 2);
+    let reasons: Vec<Option<&str>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, vec![None, Some(reason::ANCHOR_MISMATCH), Some(reason::CLOUD_ONLY)]);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    let msg = &p.errors[0].message;
+    assert!(msg.contains("CN=PC01") && msg.contains("a computer account") && msg.contains("anchor-mismatch"), "{msg}");
+    assert!(!msg.contains('\u{1b}'), "no control characters from the cloud in the message: {msg}");
 }
 
 #[test]
@@ -424,7 +462,7 @@ fn display_name_format_and_hostile_names() {
 fn member_anchors_cover_users_and_synced_groups_only() {
     let mut w = sample_rollout();
     w.group(security(9, "X", Some(true)), vec![as_member(&security(10, "Y", Some(true)))]);
-    let anchors = member_anchors(&w.cloud, &HashMap::new());
+    let anchors = member_anchors(&w.cloud, &OwnedMembers::new(&[]));
     assert_eq!(anchors.len(), 9, "users 0..=8 once each; cloud users and cloud groups need no lookup");
 }
 
@@ -450,7 +488,8 @@ fn members_already_in_an_owned_group_need_no_lookup() {
         ]),
         ..Default::default()
     });
-    let known = members_known(&w.cloud, &w.ad.groups);
+    let owned = OwnedMembers::new(&w.ad.groups);
+    let known = members_known(&w.cloud, &owned);
     assert_eq!(
         known.keys().collect::<Vec<_>>(),
         vec![&Anchor::Sid(sid1.clone())],
@@ -458,10 +497,9 @@ fn members_already_in_an_owned_group_need_no_lookup() {
     );
     let found = &known[&Anchor::Sid(sid1.clone())];
     assert_eq!((&*found.guid, &*found.dn, found.group_type), ("aaaaaaaa-0000-0000-0000-000000000001", "CN=u1", None));
-    let anchors = member_anchors(&w.cloud, &known);
-    let firsts: Vec<&Anchor> = anchors.iter().filter_map(|a| a.first()).collect();
-    assert!(!firsts.contains(&&Anchor::Sid(sid1)), "a known member is not looked up again");
-    assert!(firsts.contains(&&Anchor::Sid("S-1-5-21-1-2-3-1002".into())), "the new member is");
+    let anchors = member_anchors(&w.cloud, &owned);
+    assert!(!anchors.contains(&Anchor::Sid(sid1)), "a known member is not looked up again");
+    assert!(anchors.contains(&Anchor::Sid("S-1-5-21-1-2-3-1002".into())), "the new member is");
 }
 
 #[test]

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use crate::delta::{Coll, Journal};
 use crate::tenant::{bad, encode_skiptoken, matches, project, ODataError, Query, Tenant};
 
+/// User properties a PATCH may set here (a subset of Graph's "Update user").
+const USER_WRITABLE: &[&str] = &["displayName", "onPremisesImmutableId", "department", "jobTitle"];
+
 /// Graph's default page size for directory collections.
 const DEFAULT_PAGE: usize = 100;
 
@@ -326,6 +329,34 @@ impl Sim {
                 self.journal.touch_group(id);
                 Ok(Reply::empty(204))
             }
+            // Graph "Update user" (api-reference/v1.0/api/user-update.md): onPremisesImmutableId
+            // is updatable with User.ReadWrite.All, without `$` or `_`; a user synced from AD
+            // refuses changes to what AD masters; the other onPremises* properties are read-only.
+            // This is how a cloud administrator can point a cloud-only user at any AD object.
+            ("PATCH", ["users", id]) => {
+                let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
+                let fields = patch.as_object().ok_or_else(|| bad("A PATCH body is a JSON object".into()))?;
+                let user = self.tenant.user_mut(id).ok_or_else(|| not_found("user", id))?;
+                for key in fields.keys() {
+                    if key.starts_with("onPremises") && key != "onPremisesImmutableId" || key == "id" {
+                        return Err(bad(format!("Property '{key}' is read-only and cannot be set.")));
+                    }
+                    if !USER_WRITABLE.contains(&key.as_str()) {
+                        return Err(bad(format!("Property '{key}' is not part of the simulated surface.")));
+                    }
+                }
+                if user["onPremisesSyncEnabled"] == true {
+                    return Err(bad("Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.".into()));
+                }
+                if fields.get("onPremisesImmutableId").and_then(Value::as_str).is_some_and(|v| v.contains(['$', '_'])) {
+                    return Err(bad(
+                        "Invalid value specified for property 'onPremisesImmutableId' of resource 'User'.".into(),
+                    ));
+                }
+                merge(user, &patch);
+                self.journal.touch_user(id);
+                Ok(Reply::empty(204))
+            }
             ("GET", [coll @ ("users" | "groups"), id, "memberOf"]) => {
                 let want = if *coll == "users" { "user" } else { "group" };
                 if self.tenant.find(id).is_none_or(|(k, _)| k != want) {
@@ -570,6 +601,37 @@ mod tests {
         assert!(v1.get("writebackConfiguration").is_none() && v1.get("members").is_none());
         let beta = get(&mut s, true, &format!("/groups/{G}"), "").body.expect("body");
         assert_eq!(beta["writebackConfiguration"]["isEnabled"], true);
+    }
+
+    #[test]
+    fn a_cloud_only_users_immutable_id_can_be_set_a_synced_users_cannot() {
+        let mut s = sim();
+        let cloud_only = "00000000-0000-0000-0000-000000000004";
+        s.tenant.users.push(json!({"id": cloud_only, "displayName": "C", "onPremisesSyncEnabled": null}));
+        s.tenant.reindex();
+        let patch = |s: &mut Sim, id: &str, body: Value| {
+            let path = format!("/users/{id}");
+            s.graph(Request {
+                method: "PATCH",
+                beta: false,
+                path: &path,
+                query: "",
+                body: Some(body),
+                base: "http://sim",
+                batch: false,
+            })
+        };
+        assert_eq!(patch(&mut s, cloud_only, json!({"onPremisesImmutableId": "4XGK8eR2sE6CsNjEUCz/Qg=="})).status, 204);
+        let u =
+            get(&mut s, false, &format!("/users/{cloud_only}"), "$select=onPremisesImmutableId").body.expect("body");
+        assert_eq!(u["onPremisesImmutableId"], "4XGK8eR2sE6CsNjEUCz/Qg==");
+        let r = patch(&mut s, U, json!({"onPremisesImmutableId": "4XGK8eR2sE6CsNjEUCz/Qg=="}));
+        assert_eq!(r.status, 400, "a synced user's on-premises properties are mastered in AD");
+        for ro in [json!({"onPremisesSecurityIdentifier": "S-1-5-21-1-2-3-4"}), json!({"onPremisesSyncEnabled": true})]
+        {
+            assert_eq!(patch(&mut s, cloud_only, ro).status, 400, "read-only");
+        }
+        assert_eq!(patch(&mut s, cloud_only, json!({"onPremisesImmutableId": "a_b"})).status, 400);
     }
 
     #[test]

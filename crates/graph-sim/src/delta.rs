@@ -122,10 +122,19 @@ impl Journal {
 
     /// A group's properties changed through the API (PATCH).
     pub fn touch_group(&mut self, id: &str) {
+        self.touch(Coll::Groups, id);
+    }
+
+    /// A user's properties changed (a PATCH): it appears in the next users delta round.
+    pub fn touch_user(&mut self, id: &str) {
+        self.touch(Coll::Users, id);
+    }
+
+    fn touch(&mut self, coll: Coll, id: &str) {
         self.version += 1;
         self.changes.push(Change {
             version: self.version,
-            coll: Coll::Groups,
+            coll,
             id: id.to_ascii_lowercase(),
             removed: None,
             added: vec![],

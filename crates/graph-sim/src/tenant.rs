@@ -110,6 +110,11 @@ impl Tenant {
         self.groups.get_mut(i)
     }
 
+    pub fn user_mut(&mut self, id: &str) -> Option<&mut Value> {
+        let &(_, i) = self.index.get(&id.to_ascii_lowercase()).filter(|(set, _)| *set == 0)?;
+        self.users.get_mut(i)
+    }
+
     /// The objects a group's navigation property (`members`/`owners`) points at, with their kind.
     pub fn linked<'a>(&'a self, group: &'a Value, nav: &str) -> Vec<(&'static str, &'a Value)> {
         let ids = group.get(nav).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();

@@ -279,14 +279,7 @@ fn record(s: &mut Status, r: &RunResult, took: Duration) {
     {
         *by_reason.entry(m.reason.unwrap_or("unknown")).or_default() += 1;
     }
-    let reasons: BTreeSet<&str> = [
-        "cloud-only",
-        "not-found-in-ad",
-        "nested-group-not-written-back",
-        "domain-local-group",
-        "unsupported-member-type",
-    ]
-    .into();
+    let reasons: BTreeSet<&str> = writeback_core::planner::reason::ALL.iter().copied().collect();
     for reason in reasons.iter().copied().chain(by_reason.keys().copied()).collect::<BTreeSet<_>>() {
         gauge!("writeback_skipped_members", "reason" => reason.to_string())
             .set(*by_reason.get(reason).unwrap_or(&0) as f64);

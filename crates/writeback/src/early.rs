@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::{
-    member_anchors, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectError, Plan,
-    PlannerConfig, SchemaFeatures, State,
+    member_anchors, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectError, OwnedMembers,
+    Plan, PlannerConfig, SchemaFeatures, State,
 };
 
 /// The writer of early adds, and what it was sent.
@@ -83,9 +83,8 @@ impl Early {
                 cloud.members.insert(id, MemberRead::Complete(Vec::new()));
             }
         }
-        let directory = member_anchors(&cloud, &HashMap::new())
+        let directory = member_anchors(&cloud, &OwnedMembers::new(&[]))
             .into_iter()
-            .flatten()
             .filter_map(|a| found.get(&a).map(|o| (a, o.clone())))
             .collect();
         let ad = AdSnapshot { schema: self.schema, directory, ..Default::default() };

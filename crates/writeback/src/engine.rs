@@ -15,7 +15,7 @@ use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot,
-    GroupReport, MemberRead, ObjectError, Plan, PlannerConfig, Rule, State, Summary,
+    GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
 use writeback_store::{Store, Watermarks};
@@ -161,11 +161,10 @@ async fn members_and_lookups(
 ) -> Result<(HashMap<String, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), Fatal> {
     let (mut members, mut shared) = (HashMap::new(), HashMap::new());
     let (mut found, mut tried): Lookups = Default::default();
-    let mut pending: Vec<Vec<Anchor>> = Vec::new();
+    let mut pending: Vec<Anchor> = Vec::new();
     let mut looking_up: &[String] = &[];
-    // Members of owned groups are known from their member values (`members_known`).
-    let owned_sids: HashSet<&str> =
-        owned.iter().filter_map(|g| g.members.as_ref()).flatten().filter_map(|r| r.sid.as_deref()).collect();
+    // Members of owned groups are known from their member values.
+    let owned_members = OwnedMembers::new(owned);
     for part in ids.chunks(READ_PART) {
         let lookup = std::mem::take(&mut pending);
         let (sink, pages) = tokio::sync::mpsc::unbounded_channel();
@@ -175,15 +174,14 @@ async fn members_and_lookups(
             drop(sink); // ends `pages`
             read
         };
-        let (read, looked) = tokio::join!(read, lookup_while_read(ad, &lookup, pages, &owned_sids, &mut tried));
+        let (read, looked) = tokio::join!(read, lookup_while_read(ad, &lookup, pages, &owned_members, &mut tried));
         found.extend(looked?);
         if let Some((e, groups)) = early.as_mut() {
             e.part(groups, looking_up, &members, &found);
         }
         let part_read = CloudSnapshot { members: read, ..Default::default() };
-        let known = members_known(&part_read, owned);
-        pending = member_anchors(&part_read, &known).into_iter().filter(|m| untried(m, &mut tried)).collect();
-        found.extend(known);
+        pending = untried(member_anchors(&part_read, &owned_members), &mut tried);
+        found.extend(members_known(&part_read, &owned_members));
         members.extend(part_read.members);
         looking_up = part;
     }
@@ -194,18 +192,18 @@ async fn members_and_lookups(
     Ok((members, found, tried))
 }
 
-/// Marks a member's anchors as asked for; true if any was not yet.
-fn untried(anchors: &[Anchor], tried: &mut HashSet<Anchor>) -> bool {
-    anchors.iter().fold(false, |new, a| tried.insert(a.clone()) | new)
+/// The anchors not asked for yet, marked as asked.
+fn untried(anchors: impl IntoIterator<Item = Anchor>, tried: &mut HashSet<Anchor>) -> Vec<Anchor> {
+    anchors.into_iter().filter(|a| tried.insert(a.clone())).collect()
 }
 
 /// Looks up `first`, then the members of each page Graph hands over while it reads (the later
 /// pages of large groups), until the read ends: the DC answers while Graph does.
 async fn lookup_while_read(
     ad: &mut AdConn,
-    first: &[Vec<Anchor>],
+    first: &[Anchor],
     mut pages: tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<CloudObject>>>,
-    owned_sids: &HashSet<&str>,
+    owned: &OwnedMembers<'_>,
     tried: &mut HashSet<Anchor>,
 ) -> Result<HashMap<Anchor, AdObject>, writeback_ad::AdError> {
     let mut found = ad.resolve_members(first).await?;
@@ -214,11 +212,7 @@ async fn lookup_while_read(
         while let Ok(more) = pages.try_recv() {
             got.push(more);
         }
-        // The same rule as `member_anchors` with `members_known`: a SID among the owned
-        // groups' member values needs no lookup.
-        let known = |a: &Anchor| matches!(a, Anchor::Sid(s) if owned_sids.contains(s.as_str()));
-        let anchors: Vec<Vec<Anchor>> =
-            members_to_look_up(got.iter().flatten().map(|m| &**m), known).filter(|m| untried(m, tried)).collect();
+        let anchors = untried(members_to_look_up(got.iter().flatten().map(|m| &**m), owned), tried);
         found.extend(ad.resolve_members(&anchors).await?);
     }
     Ok(found)
@@ -231,13 +225,15 @@ async fn resolve(
     owned: Vec<writeback_core::AdGroup>,
     (found, tried): Lookups,
 ) -> Result<AdSnapshot, Fatal> {
-    let known = members_known(cloud, &owned);
-    let members: Vec<_> =
-        member_anchors(cloud, &known).into_iter().filter(|m| m.iter().any(|a| !tried.contains(a))).collect();
+    let owned_members = OwnedMembers::new(&owned);
+    let known = members_known(cloud, &owned_members);
+    let members: Vec<Anchor> =
+        member_anchors(cloud, &owned_members).into_iter().filter(|a| !tried.contains(a)).collect();
+    drop(owned_members);
     progress::phase(&format!("finding {} members in AD", members.len()));
     let mut directory = ad.resolve_members(&members).await?;
     tracing::info!(
-        anchors = members.iter().map(Vec::len).sum::<usize>() + tried.len(),
+        anchors = members.len() + tried.len(),
         resolved = directory.len() + found.len(),
         already_members = known.len(),
         "resolved members in AD"

@@ -411,8 +411,8 @@ fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
     let mut u = synced_user(&gid, &guid_only);
     u["onPremisesSecurityIdentifier"] = json!(null);
     cloud.push(u);
-    // One whose SID names nothing in this domain (a user migrated from another forest keeps
-    // its old SID in Entra): looked up by SID first, then found by its objectGUID.
+    // One whose SID names nothing in this domain: not found. Its immutable id names a user of
+    // this domain, but the SID comes first and is the anchor only the sync writes (issue #15).
     let migrated = fx.create_user("migrated");
     let mid = fx.id(3001);
     let mut u = synced_user(&mid, &migrated);
@@ -433,10 +433,14 @@ fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
     let (code, out) = fx.sync_json(&[]);
     assert_eq!(code, 0, "{out}");
     let members: HashSet<String> = fx.group(&g).expect("written").members.into_iter().collect();
-    assert_eq!(
-        members,
-        HashSet::from([users[0].guid.clone(), users[1].guid.clone(), guid_only.guid.clone(), migrated.guid.clone()])
-    );
+    assert_eq!(members, HashSet::from([users[0].guid.clone(), users[1].guid.clone(), guid_only.guid.clone()]));
+    assert!(!members.contains(&migrated.guid));
+    let show = fx.writeback(&["--json", "show", &g]).json();
+    let reason = show["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["cloud_id"] == mid.as_str()))
+        .map(|m| m["reason"].clone());
+    assert_eq!(reason, Some(json!("not-found-in-ad")), "{show}");
 
     // Without the CA the DC's certificate is not trusted: no connection, exit status 4.
     let no_ca: String = starttls.lines().filter(|l| !l.starts_with("ca_file")).collect::<Vec<_>>().join("\n");

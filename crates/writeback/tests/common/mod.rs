@@ -240,6 +240,26 @@ impl Fixture {
         self.read_obj(&dn)
     }
 
+    /// A computer account (a domain-joined machine), in the fixture's users OU.
+    pub fn create_computer(&mut self, name: &str) -> AdObj {
+        self.n += 1;
+        let sam = format!("c{}{}$", &self.token[..6], self.n);
+        let dn = format!("CN={name},{}", self.users_ou);
+        self.ldap
+            .add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["computer"])),
+                    ("sAMAccountName", HashSet::from([sam.as_str()])),
+                    ("userAccountControl", HashSet::from(["4096"])),
+                ],
+            )
+            .expect("add computer")
+            .success()
+            .expect("computer added");
+        self.read_obj(&dn)
+    }
+
     /// Many users over one connection (for large groups).
     pub fn create_users(&mut self, prefix: &str, count: usize) -> Vec<AdObj> {
         (0..count).map(|i| self.create_user(&format!("{prefix}{i}"))).collect()
@@ -430,6 +450,25 @@ impl Fixture {
         http(self.sim_url(), method, path, body)
     }
 
+    /// A Graph call as another app of the tenant (an administrator's tool, say): its own
+    /// token, then the request. (status, body).
+    pub fn graph_as(&self, client_id: &str, secret: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let form = format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={secret}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+        );
+        let host = self.sim_url().trim_start_matches("http://").to_string();
+        let form_headers = [("Host", host.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
+        let (_, token) = http_with(self.sim_url(), "POST", "/tenant/oauth2/v2.0/token", &form_headers, form.as_bytes())
+            .expect("token endpoint");
+        let token: Value = serde_json::from_str(&token).expect("token JSON");
+        let bearer = format!("Bearer {}", token["access_token"].as_str().expect("a token"));
+        let headers =
+            [("Host", host.as_str()), ("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+        let payload = serde_json::to_vec(body).expect("json");
+        let (status, text) = http_with(self.sim_url(), method, path, &headers, &payload).expect("Graph answers");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub fn set_tenant(&self, tenant: &Value) {
         self.sim_call("PUT", "/_control/tenant", Some(tenant));
     }
@@ -587,10 +626,28 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 /// A minimal HTTP/1.1 client: (status, body text). `None` when nothing listens.
 pub fn http_raw(base: &str, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, String)> {
     let host = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).ok()?;
     let payload = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len()).ok()?;
-    s.write_all(&payload).ok()?;
+    let headers = [("Host", host), ("Content-Type", "application/json")];
+    http_with(base, method, path, &headers, &payload)
+}
+
+/// One HTTP/1.1 request with exactly these headers (a browser's, a forged Host…).
+pub fn http_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> Option<(u16, String)> {
+    let host = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).ok()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", payload.len()));
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(payload).ok()?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).ok()?;
     let text = String::from_utf8_lossy(&resp).to_string();
