@@ -411,20 +411,24 @@ impl Sim {
                 self.tenant.group_settings.push(created.clone());
                 Ok(Reply::json(201, created))
             }
+            // Graph "Update groupSetting" (api-reference/v1.0/api/groupsetting-update.md): `values`
+            // is "the updated set of values. You must include the entire collection set. You
+            // cannot update a single set of values." The strictest reading: the list given
+            // replaces the list held, so values left out are gone.
             ("PATCH", ["groupSettings", id]) => {
-                let patch = body.unwrap_or_default();
+                let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
                 let s = self
                     .tenant
                     .group_settings
                     .iter_mut()
                     .find(|s| s["id"].as_str() == Some(*id))
                     .ok_or_else(|| not_found("groupSetting", id))?;
-                for v in patch["values"].as_array().into_iter().flatten() {
-                    let Some(values) = s["values"].as_array_mut() else { continue };
-                    match values.iter_mut().find(|x| x["name"] == v["name"]) {
-                        Some(x) => x["value"] = v["value"].clone(),
-                        None => values.push(v.clone()),
+                if let Some(values) = patch.get("values") {
+                    let list = values.as_array().ok_or_else(|| bad("values must be a collection".into()))?;
+                    if list.iter().any(|v| !v["name"].is_string() || !v["value"].is_string()) {
+                        return Err(bad("Each settingValue needs a name and a string value".into()));
                     }
+                    s["values"] = values.clone();
                 }
                 Ok(Reply::empty(204))
             }

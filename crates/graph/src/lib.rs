@@ -11,7 +11,7 @@ mod read;
 
 pub use assertion::Certificate;
 pub use client::{GraphClient, Stats};
-pub use cloud::{NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
+pub use cloud::{DefaultChange, NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
 pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
 pub use read::{PageSink, GROUP_SELECT, MEMBER_SELECT};
 

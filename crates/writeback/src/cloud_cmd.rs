@@ -4,7 +4,7 @@
 use serde_json::json;
 use writeback_core::scope::{group_kind, GroupKind};
 use writeback_core::settings::{setting_changes, Setting, GROUP_TYPES};
-use writeback_graph::GraphClient;
+use writeback_graph::{DefaultChange, GraphClient};
 
 use crate::config::Config;
 use crate::engine::Fatal;
@@ -121,19 +121,21 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
 
 pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -> Result<u8, Fatal> {
     let graph = GraphClient::new(cfg.graph()?)?;
-    let what = match set {
+    let change = match set {
         Some(v) => Some(graph.set_new_group_default(v).await?),
         None => None,
     };
     let now = graph.new_group_default().await?;
+    let said = change.as_ref().map(describe);
     if as_json {
         println!(
             "{}",
-            json!({"new_unified_group_writeback_default": now.enabled, "setting_id": now.setting_id, "action": what})
+            json!({"new_unified_group_writeback_default": now.enabled, "setting_id": now.setting_id, "action": said,
+                   "other_values_kept": match &change { Some(DefaultChange::Updated { kept, .. }) => Some(*kept), _ => None }})
         );
     } else {
-        if let Some(w) = what {
-            println!("{w}");
+        if let Some(s) = said {
+            println!("{s}");
         }
         let source = if now.setting_id.is_some() {
             "Group.Unified setting"
@@ -143,4 +145,17 @@ pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -
         println!("NewUnifiedGroupWritebackDefault = {} ({source})", now.enabled);
     }
     Ok(exit::OK)
+}
+
+fn describe(c: &DefaultChange) -> String {
+    match c {
+        DefaultChange::Unchanged { .. } => "already so: nothing was changed".into(),
+        DefaultChange::Created { values, .. } => {
+            format!("created the tenant's Group.Unified setting from its template ({values} values, the others at their defaults)")
+        }
+        DefaultChange::Updated { from, kept, .. } => format!(
+            "updated the tenant's Group.Unified setting (was {}); read back: the other {kept} values are unchanged",
+            from.as_deref().unwrap_or("not set")
+        ),
+    }
 }

@@ -171,3 +171,68 @@ fn certificate_authentication_works_and_a_wrong_key_is_refused_clearly() {
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("holds no private key"), "{}", r.stderr);
 }
+
+#[test]
+fn new_group_default_changes_one_value_and_keeps_every_other_tenant_setting() {
+    let mut fx = Fixture::new("cloudsettings");
+    // A tenant whose Microsoft 365 group settings are not the defaults.
+    let custom = [
+        ("CustomBlockedWordsList", "contoso,fabrikam"),
+        ("EnableMSStandardBlockedWords", "true"),
+        ("ClassificationDescriptions", "Low:public,High:secret"),
+        ("DefaultClassification", "Low"),
+        ("PrefixSuffixNamingRequirement", "GRP_[GroupName]"),
+        ("AllowGuestsToBeGroupOwner", "false"),
+        ("AllowGuestsToAccessGroups", "false"),
+        ("GuestUsageGuidelinesUrl", "https://contoso.example/guests"),
+        ("GroupCreationAllowedGroupId", "62e90394-69f5-4237-9190-012177145e10"),
+        ("AllowToAddGuests", "false"),
+        ("UsageGuidelinesUrl", "https://contoso.example/groups"),
+        ("ClassificationList", "Low,High"),
+        ("EnableGroupCreation", "false"),
+        ("NewUnifiedGroupWritebackDefault", "true"),
+        ("EnableMIPLabels", "true"),
+    ];
+    let values: Vec<Value> = custom.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect();
+    let mut t = tenant(vec![], vec![]);
+    t["groupSettings"] = serde_json::json!([{"id": "5e7a0000-0000-0000-0000-000000000001", "displayName": "Group.Unified",
+        "templateId": writeback_graph::GROUP_UNIFIED_TEMPLATE, "values": values}]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    let held = |fx: &Fixture| -> Vec<(String, String)> {
+        let s = fx.sim_call("GET", "/_control/tenant", None)["groupSettings"][0]["values"].clone();
+        let mut v: Vec<(String, String)> = s
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| (x["name"].as_str().unwrap_or("").to_string(), x["value"].as_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let expect = |writeback_default: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = custom
+            .iter()
+            .map(|(n, v)| {
+                let v = if *n == "NewUnifiedGroupWritebackDefault" { writeback_default } else { v };
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+
+    let r = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("the other 14 values are unchanged"), "{}", r.stdout);
+    assert_eq!(held(&fx), expect("false"), "only the writeback default changed");
+
+    let r = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    assert!(r.stdout.contains("already so"), "{}", r.stdout);
+    let out = fx.writeback(&["--json", "cloud", "new-group-default", "--enable"]).json();
+    assert_eq!(
+        (out["new_unified_group_writeback_default"].as_bool(), out["other_values_kept"].as_u64()),
+        (Some(true), Some(14))
+    );
+    assert_eq!(held(&fx), expect("true"));
+}
