@@ -253,6 +253,10 @@ pub struct Link {
 pub struct State {
     /// cloud id → the AD group last written for it.
     pub links: HashMap<String, Link>,
+    /// OUs the configuration named in earlier cycles that still held owned groups: read (and
+    /// emptied by moves) after the configuration changes. Only ever OUs an administrator
+    /// configured, never ones derived from where groups happen to be.
+    pub former_ous: Vec<String>,
 }
 
 /// AD `groupType` values.

@@ -58,6 +58,9 @@ pub struct Sim {
     pub tokens: HashMap<String, Instant>,
     pub log: Vec<LogEntry>,
     pub journal: Journal,
+    /// Where `@odata.nextLink` and `@odata.deltaLink` point instead of this server (a control
+    /// switch): a hostile or broken answer, to prove the client keeps its token to itself.
+    pub link_base: Option<String>,
     next_id: u64,
     rng: u64,
 }
@@ -100,6 +103,7 @@ impl Sim {
             tokens: HashMap::new(),
             log: vec![],
             journal: Journal::new(),
+            link_base: None,
             next_id: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -236,7 +240,14 @@ impl Sim {
                 r.headers.push(("Retry-After".into(), f.retry_after.to_string()));
                 r
             }
-            None => match self.route(method, beta, path, raw_query, body, base) {
+            None => match self.route(
+                method,
+                beta,
+                path,
+                raw_query,
+                body,
+                &self.link_base.clone().unwrap_or(base.to_string()),
+            ) {
                 Ok(r) => r,
                 Err(e) => self.error(e),
             },

@@ -194,6 +194,11 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
                 if let Some(n) = v["delta_member_chunk"].as_u64() {
                     sim.journal.member_chunk = (n as usize).max(1);
                 }
+                match &v["link_base"] {
+                    Value::String(b) => sim.link_base = Some(b.trim_end_matches('/').to_string()),
+                    Value::Null if v.get("link_base").is_some() => sim.link_base = None,
+                    _ => {}
+                }
                 ok(json!({"page_size": sim.page_size, "token_lifetime": sim.token_lifetime}))
             }
             Err(e) => bad(format!("not JSON: {e}")),

@@ -117,6 +117,7 @@ impl GraphClient {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, GraphError> {
+        self.check_origin(url)?;
         let mut renewed = false;
         let mut attempt = 0u32;
         loop {
@@ -165,6 +166,23 @@ impl GraphClient {
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
             return Ok(Some(v));
+        }
+    }
+
+    /// The bearer token goes only where `graph_url` points: a URL Graph (or the state) hands
+    /// over — `@odata.nextLink`, a stored delta link — is followed only when its scheme, host
+    /// and port are `graph_url`'s, so a crafted link cannot send the token elsewhere, or over
+    /// plain http.
+    fn check_origin(&self, url: &str) -> Result<(), GraphError> {
+        let origin = |u: &str| url::Url::parse(u).map(|p| p.origin());
+        match (origin(url), origin(&self.cfg.graph_url)) {
+            (Ok(link), Ok(graph)) if link == graph && link.is_tuple() => Ok(()),
+            (Ok(link), _) => Err(GraphError::Invalid(format!(
+                "a link to {} is not at [cloud] graph_url ({}): not followed, the access token is never sent elsewhere",
+                link.ascii_serialization(),
+                self.cfg.graph_url
+            ))),
+            (Err(e), _) => Err(GraphError::Invalid(format!("a link Graph sent is not a URL ({e}): not followed"))),
         }
     }
 
@@ -250,5 +268,43 @@ pub(crate) fn api_error(status: u16, body: &str, url: &str) -> GraphError {
         code: v["error"]["code"].as_str().unwrap_or("unknown").to_string(),
         message: v["error"]["message"].as_str().unwrap_or(body).chars().take(500).collect(),
         path: path_of(url),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credential, Secret};
+
+    fn client(graph: &str) -> GraphClient {
+        GraphClient::new(GraphConfig {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            credential: Credential::Secret(Secret::new("x")),
+            login_url: "https://login.microsoftonline.com".into(),
+            graph_url: graph.into(),
+            max_retries: 0,
+        })
+        .expect("client")
+    }
+
+    #[test]
+    fn links_are_followed_only_to_graph_url() {
+        let c = client("https://graph.microsoft.com");
+        assert!(c.check_origin("https://graph.microsoft.com/v1.0/groups?$skiptoken=x").is_ok());
+        assert!(c.check_origin("https://GRAPH.microsoft.com:443/beta/groups/delta?$deltatoken=y").is_ok());
+        for bad in [
+            "https://evil.example/v1.0/groups",
+            "http://graph.microsoft.com/v1.0/groups",
+            "https://graph.microsoft.com:8443/v1.0/groups",
+            "https://graph.microsoft.com.evil.example/v1.0/groups",
+            "https://graph.microsoft.com@evil.example/v1.0/groups",
+            "not a url",
+        ] {
+            assert!(c.check_origin(bad).is_err(), "{bad}");
+        }
+        let sim = client("http://127.0.0.1:8080");
+        assert!(sim.check_origin("http://127.0.0.1:8080/v1.0/groups").is_ok());
+        assert!(sim.check_origin("http://localhost:8080/v1.0/groups").is_err(), "another host name, even for loopback");
     }
 }

@@ -80,6 +80,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let open_err =
             |e: rusqlite::Error| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
+        private_file(path)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
         let mut store = Store { conn };
@@ -211,7 +213,22 @@ impl Store {
         let links = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, Link { guid: r.get(1)?, dn: r.get(2)? })))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(State { links })
+        let former_ous = match self.meta("managed_ous")? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(State { links, former_ous })
+    }
+
+    /// The OUs a cycle managed that must stay managed (see `State::former_ous`).
+    pub fn save_managed_ous(&self, ous: &[String]) -> Result<()> {
+        let text = serde_json::to_string(ous)
+            .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('managed_ous', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![text],
+        )?;
+        Ok(())
     }
 
     pub fn start_run(&self, kind: &str) -> Result<i64> {
@@ -345,6 +362,22 @@ impl Store {
     }
 }
 
+/// Creates `path` readable and writable by its owner only (mode 0600), or makes an existing
+/// file so: the state names every group and member. SQLite creates its journal and WAL files
+/// with the database file's mode, so they are private too.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// Records errors as seen in `run_id`; an error seen before keeps its `since`.
 fn upsert_errors(tx: &rusqlite::Transaction, run_id: i64, errors: &[ObjectError]) -> Result<()> {
     let mut up = tx.prepare(&format!(
@@ -413,6 +446,25 @@ mod tests {
         assert_eq!(s.error_ids().expect("ids"), vec!["b".to_string()]);
         drop(s);
         assert!(Store::open_read_only(&path).expect("ro").is_some());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp("mode");
+        std::fs::write(&path, b"").expect("create");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut s = Store::open(&path).expect("open");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "an existing database is made private");
+        let tx = s.conn.transaction().expect("tx");
+        tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')", []).expect("write");
+        let journal =
+            path.with_file_name(format!("{}-journal", path.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+        assert_eq!(mode(&journal), 0o600, "the journal SQLite creates takes the database's mode");
+        tx.commit().expect("commit");
         let _ = std::fs::remove_file(&path);
     }
 

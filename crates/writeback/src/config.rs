@@ -242,18 +242,20 @@ impl Config {
         }
     }
 
-    /// The OUs writeback reads and writes in: the target OU, the adoption OUs, and the OUs
-    /// where groups it linked earlier are now (so a changed target OU moves them).
-    pub fn managed_ous(&self, state: &writeback_core::State) -> Vec<String> {
+    /// The OUs this configuration names: the target OU, the rules' OUs and the adoption OUs.
+    pub fn configured_ous(&self) -> Vec<String> {
         let mut ous: Vec<String> = vec![self.ad.target_ou.clone()];
         ous.extend(self.rules.iter().filter_map(|r| r.target_ou.clone()));
         ous.extend(self.ad.adopt_from.iter().cloned());
-        for link in state.links.values() {
-            let (_, parent) = writeback_core::naming::split_dn(&link.dn);
-            if !parent.is_empty() {
-                ous.push(parent.to_string());
-            }
-        }
+        ous
+    }
+
+    /// The OUs writeback reads and writes in: the configured ones, and the ones an earlier
+    /// configuration named that still hold owned groups (so a changed target OU moves them).
+    /// Never an OU taken from where a group happens to be: that is data, not configuration.
+    pub fn managed_ous(&self, state: &writeback_core::State) -> Vec<String> {
+        let mut ous = self.configured_ous();
+        ous.extend(state.former_ous.iter().cloned());
         // One OU once; an OU inside another is covered by the outer one's subtree search.
         let mut out: Vec<String> = Vec::new();
         for ou in ous {
@@ -263,6 +265,24 @@ impl Config {
             }
         }
         out
+    }
+
+    /// What to remember as managed after a cycle: the configured OUs, and the earlier ones in
+    /// which an owned group still is. `dns`: where every owned group is after a full cycle;
+    /// `None` after a delta cycle, which did not see them all (every earlier OU is kept).
+    pub fn ous_to_keep(&self, state: &writeback_core::State, dns: Option<Vec<&str>>) -> Vec<String> {
+        let mut keep = self.configured_ous();
+        for ou in &state.former_ous {
+            let configured = keep
+                .iter()
+                .any(|k| writeback_core::naming::normalize_dn(k) == writeback_core::naming::normalize_dn(ou));
+            let holds =
+                dns.as_ref().is_none_or(|dns| dns.iter().any(|dn| writeback_core::naming::dn_is_within(dn, ou)));
+            if !configured && holds {
+                keep.push(ou.clone());
+            }
+        }
+        keep
     }
 
     /// What a delta cycle must run with to be valid: every setting that shapes the plan.

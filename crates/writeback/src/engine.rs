@@ -608,6 +608,9 @@ async fn apply_and_record(
         links.remove(id);
     }
     store.save_links(links.iter().map(|(id, (g, dn))| (id.as_str(), g.as_str(), dn.as_str())), &deleted)?;
+    // A full cycle saw every owned group: an earlier OU left empty is no longer managed.
+    let dns = looked_at.is_none().then(|| links.values().map(|(_, dn)| dn.as_str()).collect());
+    store.save_managed_ous(&cfg.ous_to_keep(&state, dns))?;
     if report.ldap_writes > 0 {
         past_own_writes(ad, store, &ous, &report, &links, &mut marks).await?;
     }

@@ -18,7 +18,8 @@ pub fn lock_path(state: &Path) -> PathBuf {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    writeback_store::private_file(path)?;
+    OpenOptions::new().read(true).write(true).truncate(false).open(path)
 }
 
 impl StateLock {

@@ -92,3 +92,122 @@ fn cloud_data_cannot_choose_which_ad_objects_become_members() {
     assert!(messages.iter().any(|m| m.contains(&computer.dn) && m.contains("a computer account")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("onPremisesImmutableId names another object")), "{messages:?}");
 }
+
+/// A listener that takes requests and answers each with an empty Graph page, keeping what it
+/// was sent: where a leaked token would go.
+struct Thief {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Thief {
+    fn start() -> Thief {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 8192];
+                let n = s.read(&mut buf).unwrap_or(0);
+                log.lock().expect("log").push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let body = r#"{"value": []}"#;
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        Thief { url, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+#[test]
+fn the_graph_token_goes_only_to_graph_url() {
+    let mut fx = Fixture::new("links");
+    let groups: Vec<Value> =
+        (1..=3).map(|i| security_group(&fx.id(i), &format!("SG-Link-{i}"), Some(true), &[])).collect();
+    fx.start_sim(&tenant(vec![], groups));
+    fx.write_config("");
+    let thief = Thief::start();
+
+    // Graph's pages point at another host: the read fails, the token stays home.
+    fx.sim_call("POST", "/_control/settings", Some(&json!({"page_size": 1, "link_base": thief.url})));
+    let r = fx.writeback(&["sync", "--full"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("is not at [cloud] graph_url") && r.stderr.contains(&thief.url), "{}", r.stderr);
+    assert!(thief.requests().is_empty(), "nothing was sent to the other host: {:?}", thief.requests());
+    assert!(fx.group(&fx.id(1)).is_none(), "a partial listing wrote nothing");
+
+    // Honest links again: the sync goes through.
+    fx.sim_call("POST", "/_control/settings", Some(&json!({"link_base": null})));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64()), (0, Some(3)), "{out}");
+
+    // A delta link in the state that names another host is not followed either.
+    let db = rusqlite::Connection::open(fx.dir.join("state.db")).expect("state");
+    let marks: String =
+        db.query_row("SELECT value FROM meta WHERE key = 'watermarks'", [], |r| r.get(0)).expect("marks");
+    let mut marks: Value = serde_json::from_str(&marks).expect("json");
+    marks["groups_link"] = json!(format!("{}/beta/groups/delta?$deltatoken=stolen", thief.url));
+    db.execute("UPDATE meta SET value = ?1 WHERE key = 'watermarks'", [marks.to_string()]).expect("tamper");
+    drop(db);
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("is not at [cloud] graph_url"), "{}", r.stderr);
+    assert!(thief.requests().is_empty(), "{:?}", thief.requests());
+
+    // What writeback keeps on disk is its owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["state.db", "state.db.lock"] {
+            let mode = std::fs::metadata(fx.dir.join(f)).expect(f).permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
+}
+
+#[test]
+fn a_dn_in_the_state_never_widens_the_managed_ous() {
+    let mut fx = Fixture::new("stateous");
+    let (g, h) = (fx.id(1), fx.id(2));
+    fx.start_sim(&tenant(vec![], vec![security_group(&g, "SG-G", Some(true), &[])]));
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    // An OU writeback was never configured for, holding a group with the marker of a cloud
+    // group about to come into scope.
+    let outside = format!("OU=Outside,{}", fx.ou);
+    fx.add_ou(&outside);
+    let planted = fx.create_group("planted", UNIVERSAL_SECURITY, Some(&outside));
+    let marker = format!("Group_{h}");
+    fx.modify(
+        &planted.dn,
+        vec![ldap3::Mod::Replace("adminDescription", std::collections::HashSet::from([marker.as_str()]))],
+    );
+    let before = fx.groups(&outside);
+    // The state says an owned group lives there (a damaged or altered state file).
+    let db = rusqlite::Connection::open(fx.dir.join("state.db")).expect("state");
+    let n = db
+        .execute("UPDATE links SET dn = ?1 WHERE cloud_id = ?2", [format!("CN=Group_{g},{outside}"), g.clone()])
+        .expect("tamper");
+    assert_eq!(n, 1);
+    drop(db);
+
+    fx.set_tenant(&tenant(
+        vec![],
+        vec![security_group(&g, "SG-G", Some(true), &[]), security_group(&h, "SG-H", Some(true), &[])],
+    ));
+    let (code, out) = fx.sync_json(&["--full"]);
+    assert_eq!((code, out["adds"].as_u64(), out["moves"].as_u64()), (0, Some(1), Some(0)), "{out}");
+    let after = fx.groups(&outside);
+    assert_eq!(
+        after.iter().map(|x| (&x.dn, x.one("uSNChanged"))).collect::<Vec<_>>(),
+        before.iter().map(|x| (&x.dn, x.one("uSNChanged"))).collect::<Vec<_>>(),
+        "the planted group is neither moved nor changed"
+    );
+    let written = fx.group(&h).expect("H is written in the target OU");
+    assert!(written.dn.ends_with(&fx.groups_ou) && written.guid != planted.guid, "{}", written.dn);
+}
