@@ -140,13 +140,28 @@ pub struct DaemonSection {
     pub interval: String,
     pub full_interval: String,
     pub listen: String,
+    /// Host names (beyond the listen address, localhost, 127.0.0.1 and ::1) that requests to
+    /// the listener may be addressed to: the names Prometheus or a browser use for this host.
+    pub allowed_hosts: Vec<String>,
+    /// A file whose first line is the token every request but `/healthz` must carry; required
+    /// when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for DaemonSection {
     fn default() -> Self {
-        DaemonSection { interval: "60s".into(), full_interval: "24h".into(), listen: "127.0.0.1:9464".into() }
+        DaemonSection {
+            interval: "60s".into(),
+            full_interval: "24h".into(),
+            listen: "127.0.0.1:9464".into(),
+            allowed_hosts: Vec::new(),
+            token_file: None,
+        }
     }
 }
+
+/// The shortest token the listener accepts: a guessable one protects nothing.
+const MIN_TOKEN: usize = 16;
 
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -221,6 +236,23 @@ impl Config {
             Some(e) => Ok(e.principal.clone()),
             None => bail!("[ad] keytab {} holds no keys: export the service account's keys into it", path.display()),
         }
+    }
+
+    /// The listener's token (`[daemon] token_file`), if one is configured.
+    pub fn daemon_token(&self) -> anyhow::Result<Option<Secret>> {
+        let Some(file) = &self.daemon.token_file else { return Ok(None) };
+        let file = self.resolve(file);
+        warn_if_readable_by_others(&file);
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read [daemon] token_file {}", file.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.chars().count() < MIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!(
+                "[daemon] token_file {} must hold a token of at least {MIN_TOKEN} characters without spaces on its first line (for example: openssl rand -hex 32)",
+                file.display()
+            );
+        }
+        Ok(Some(Secret::new(token)))
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {

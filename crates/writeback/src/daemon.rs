@@ -43,14 +43,20 @@ pub struct Status {
     pub quarantined: Option<String>,
     /// The explanation of every group, as of the last cycle that planned it.
     pub reports: BTreeMap<String, GroupReport>,
+    /// When `POST /sync` last queued a cycle (at most one per interval).
+    pub last_requested: Option<Instant>,
 }
 
 pub struct Daemon {
     pub cfg: Config,
     pub status: Mutex<Status>,
+    /// A cycle now, from a signal (the host's administrators): also ends a back-off.
     pub trigger: Notify,
+    /// A cycle now, from `POST /sync`: never shortens a back-off or a quarantine.
+    pub requested: Notify,
     pub started: Instant,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub access: crate::access::Access,
 }
 
 impl Daemon {
@@ -105,6 +111,13 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
         }
     };
     let listen = listen.unwrap_or_else(|| cfg.daemon.listen.clone());
+    let token = match cfg.daemon_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::CONFIG;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -112,6 +125,21 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
             return exit::CANNOT_RUN;
         }
     };
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot read the address of {listen}: {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    // Beyond loopback anyone on the network could run cycles and read group and member names.
+    if !local.ip().is_loopback() && token.is_none() {
+        eprintln!(
+            "error: [daemon] listen = \"{listen}\" is not a loopback address: set [daemon] token_file to a file holding a token (openssl rand -hex 32 > /etc/writeback/daemon-token; chmod 600 it), or listen on 127.0.0.1"
+        );
+        return exit::CONFIG;
+    }
+    let access = crate::access::Access::new(local, &cfg.daemon.allowed_hosts, token);
     let state_path = cfg.state_path();
     let status = Status {
         role: Role::Standby,
@@ -125,9 +153,17 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
         lock_lost: false,
         quarantined: None,
         reports: BTreeMap::new(),
+        last_requested: None,
     };
-    let daemon =
-        Arc::new(Daemon { cfg, status: Mutex::new(status), trigger: Notify::new(), started: Instant::now(), metrics });
+    let daemon = Arc::new(Daemon {
+        cfg,
+        status: Mutex::new(status),
+        trigger: Notify::new(),
+        requested: Notify::new(),
+        started: Instant::now(),
+        metrics,
+        access,
+    });
     tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
     let app = web::router(daemon.clone());
     tokio::spawn(async move {
@@ -174,10 +210,17 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
     let mut last_full: Option<Instant> = None;
     let mut next = Instant::now();
     loop {
-        daemon.status().next_cycle = Some(next);
+        let backing_off = {
+            let mut s = daemon.status();
+            s.next_cycle = Some(next);
+            s.failures > 0
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
-            _ = daemon.trigger.notified() => tracing::info!("cycle requested"),
+            _ = daemon.trigger.notified() => tracing::info!("cycle requested by a signal"),
+            // A request over HTTP waits out a back-off or a quarantine: a web page must not be
+            // able to make the daemon retry a refused bind (and lock the account out).
+            _ = daemon.requested.notified(), if !backing_off => tracing::info!("cycle requested (POST /sync)"),
             _ = stop.notified() => return exit::OK,
         }
         if !lock.intact() {

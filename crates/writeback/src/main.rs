@@ -1,5 +1,6 @@
 //! The `writeback` command line.
 
+mod access;
 mod cloud_cmd;
 mod config;
 mod daemon;

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +18,11 @@ use writeback_core::{GroupReport, MemberStatus};
 
 use crate::daemon::{Daemon, Role};
 
+/// Member rows and groups the status page renders at most: a search matching thousands must
+/// not hold the shared state (the cycle loop waits for it) or build a page of megabytes.
+const MAX_MEMBER_ROWS: usize = 500;
+const MAX_GROUPS_SHOWN: usize = 20;
+
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/", get(page))
@@ -24,7 +30,34 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/metrics", get(metrics))
         .route("/sync", post(sync_now))
         .route("/api/status", get(status_json))
+        .layer(middleware::from_fn_with_state(d.clone(), guard))
         .with_state(d)
+}
+
+/// Every request: addressed to a host name the listener knows (a rebound DNS name is not), and
+/// with the token when one is set (`/healthz` is open: probes carry no secrets).
+async fn guard(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host());
+    if !d.access.host_allowed(host) {
+        metrics::counter!("writeback_http_refused_total", "reason" => "host").increment(1);
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(
+                json!({"error": "this listener does not answer for that host name; add it to [daemon] allowed_hosts"}),
+            ),
+        )
+            .into_response();
+    }
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    if req.uri().path() != "/healthz" && !d.access.authorized(auth) {
+        metrics::counter!("writeback_http_refused_total", "reason" => "token").increment(1);
+        let mut resp =
+            (StatusCode::UNAUTHORIZED, Json(json!({"error": "the token from [daemon] token_file is needed"})))
+                .into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"writeback\""));
+        return resp;
+    }
+    next.run(req).await
 }
 
 async fn healthz(State(d): State<Arc<Daemon>>) -> Response {
@@ -41,12 +74,58 @@ async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], d.metrics.render()).into_response()
 }
 
-async fn sync_now(State(d): State<Arc<Daemon>>) -> Response {
-    if d.status().role != Role::Active {
-        return (StatusCode::CONFLICT, Json(json!({"queued": false, "reason": "this instance is not the active one"})))
-            .into_response();
+/// A refused `POST /sync`, counted by `label` (`writeback_http_refused_total`).
+fn refused(code: StatusCode, label: &'static str, reason: &str, retry_after: Option<Duration>) -> Response {
+    metrics::counter!("writeback_http_refused_total", "reason" => label).increment(1);
+    let mut resp = (code, Json(json!({"queued": false, "reason": reason}))).into_response();
+    if let Some(wait) = retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
     }
-    d.trigger.notify_one();
+    resp
+}
+
+/// `POST /sync`: a cycle soon. Only a JSON request from no browser or this listener's own page
+/// (a cross-site form or `fetch` can send neither the type nor the origin), never during a
+/// back-off or quarantine, at most one per interval.
+async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    if !d.access.origin_allowed(origin) {
+        return refused(StatusCode::FORBIDDEN, "origin", "requests from other web sites are refused", None);
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type",
+            "send Content-Type: application/json",
+            None,
+        );
+    }
+    let mut s = d.status();
+    if s.role != Role::Active {
+        return refused(StatusCode::CONFLICT, "standby", "this instance is not the active one", None);
+    }
+    let until_next = s.next_cycle.map(|n| n.saturating_duration_since(Instant::now()));
+    if s.failures > 0 {
+        let why = match &s.quarantined {
+            Some(q) => format!("quarantined ({q}): the next attempt is at the end of the back-off"),
+            None => "backing off after failed cycles: the next attempt is at the end of the back-off".to_string(),
+        };
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "back-off", &why, until_next);
+    }
+    if let Some(wait) = s.last_requested.map(|t| s.interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero()) {
+        return refused(StatusCode::TOO_MANY_REQUESTS, "rate", "one requested cycle per interval", Some(wait));
+    }
+    s.last_requested = Some(Instant::now());
+    drop(s);
+    d.requested.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()
 }
 
@@ -117,23 +196,40 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
         esc(&needle)
     );
     if !needle.is_empty() {
-        h.push_str(&show(&d, &needle));
+        h.push_str(&show(&found(&d, &needle), &needle));
     }
-    h.push_str(&history(&d));
+    let state = d.cfg.state_path();
+    // SQLite is read off the async workers: a slow disk must not stall the listener.
+    let runs = tokio::task::spawn_blocking(move || history(&state)).await;
+    h.push_str(&runs.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
     h.push_str("</body></html>");
     Html(h)
 }
 
-fn show(d: &Daemon, needle: &str) -> String {
+/// The groups a search names, copied out of the shared state (which the cycle loop also takes)
+/// before anything is rendered: at most [`MAX_GROUPS_SHOWN`], members shared, not copied.
+fn found(d: &Daemon, needle: &str) -> Vec<GroupReport> {
     let s = d.status();
     let lower = needle.to_lowercase();
-    let exact: Vec<&GroupReport> =
-        s.reports.values().filter(|g| g.cloud_id == lower || g.display_name == needle).collect();
-    let found: Vec<&GroupReport> = if exact.is_empty() {
-        s.reports.values().filter(|g| g.display_name.to_lowercase().contains(&lower)).take(20).collect()
-    } else {
-        exact
-    };
+    let exact: Vec<GroupReport> = s
+        .reports
+        .values()
+        .filter(|g| g.cloud_id == lower || g.display_name == needle)
+        .take(MAX_GROUPS_SHOWN)
+        .cloned()
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    s.reports
+        .values()
+        .filter(|g| g.display_name.to_lowercase().contains(&lower))
+        .take(MAX_GROUPS_SHOWN)
+        .cloned()
+        .collect()
+}
+
+fn show(found: &[GroupReport], needle: &str) -> String {
     let mut h = String::new();
     if found.is_empty() {
         let _ = write!(h, "<p class=bad>No group matches “{}” in the last cycles.</p>", esc(needle));
@@ -153,7 +249,8 @@ fn show(d: &Daemon, needle: &str) -> String {
         );
         if g.in_scope {
             let _ = write!(h, "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th class=l>status</th><th class=l>type</th><th class=l>member</th><th class=l>name</th><th class=l>reason</th></tr>", g.members.len(), written);
-            for m in g.members_by_id() {
+            let members = g.members_by_id();
+            for m in members.iter().take(MAX_MEMBER_ROWS) {
                 let st = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let _ = write!(
                     h,
@@ -165,14 +262,22 @@ fn show(d: &Daemon, needle: &str) -> String {
                 );
             }
             h.push_str("</table>");
+            if members.len() > MAX_MEMBER_ROWS {
+                let _ = write!(
+                    h,
+                    "<p class=muted>… and {} more members: <code>writeback show {}</code> lists them all.</p>",
+                    members.len() - MAX_MEMBER_ROWS,
+                    esc(&g.cloud_id)
+                );
+            }
         }
     }
     h
 }
 
-fn history(d: &Daemon) -> String {
+fn history(state: &std::path::Path) -> String {
     let mut h = String::from("<h2>Run history</h2>");
-    let store = match writeback_store::Store::open_read_only(&d.cfg.state_path()) {
+    let store = match writeback_store::Store::open_read_only(state) {
         Ok(Some(s)) => s,
         Ok(None) => return h + "<p class=muted>No runs yet.</p>",
         Err(e) => return h + &format!("<p class=bad>{}</p>", esc(&e.to_string())),

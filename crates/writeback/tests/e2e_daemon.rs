@@ -10,6 +10,10 @@ use common::*;
 use serde_json::{json, Value};
 
 fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value) {
+    setup_with(name, "[daemon]\ninterval = \"1s\"\nfull_interval = \"1h\"\n")
+}
+
+fn setup_with(name: &str, config: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value) {
     let mut fx = Fixture::new(name);
     let (users, uids, cloud) = fx.synced_users(3);
     let g = fx.id(1);
@@ -22,7 +26,7 @@ fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value) {
         ],
     );
     fx.start_sim(&t);
-    fx.write_config("[daemon]\ninterval = \"1s\"\nfull_interval = \"1h\"\n");
+    fx.write_config(config);
     (fx, users, uids, t)
 }
 
@@ -91,6 +95,18 @@ fn the_daemon_backs_off_and_says_why_when_graph_is_down() {
     );
     let (code, h) = d.health().expect("health");
     assert_eq!(code, 503, "quarantined is unhealthy: {h}");
+    // Asking for a cycle does not cut the back-off short (a web page could lock the account out).
+    wait_until("a back-off of 4 s or more", || status()["failures"].as_u64().unwrap_or(0) >= 3);
+    let failures = status()["failures"].as_u64();
+    for _ in 0..3 {
+        let own = d.url.trim_start_matches("http://").to_string();
+        let headers = [("Host", own.as_str()), ("Content-Type", "application/json")];
+        let (code, head, body) = http_exchange(&d.url, "POST", "/sync", &headers, b"{}").expect("answers");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("quarantined") && head.to_ascii_lowercase().contains("retry-after:"), "{head}{body}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(status()["failures"].as_u64(), failures, "no attempt was made before the back-off ended");
     assert!(d.metric("writeback_quarantined").unwrap_or(0.0) >= 1.0);
     let (_, page) = d.get("/").expect("page");
     assert!(page.contains("Backing off"), "{page}");
@@ -161,4 +177,175 @@ fn the_status_page_shows_history_errors_and_one_group_in_chromium() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.len() > 5_000 && png.starts_with(b"\x89PNG"), "a real PNG: {} bytes", png.len());
     assert_eq!(d.stop(), 0);
+}
+
+const CHROMIUM_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// Serves one HTML page on a port of its own (another origin than the daemon's), for ever.
+fn serve_page(html: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let html = std::sync::Arc::new(html);
+    std::thread::spawn(move || {
+        // A thread per connection: Chromium opens sockets it sends nothing on (preconnects).
+        for mut s in listener.incoming().flatten() {
+            let html = html.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+fn runs(fx: &Fixture) -> usize {
+    fx.writeback(&["--json", "history"]).json()["runs"].as_array().map_or(0, Vec::len)
+}
+
+fn retry_after(head: &str) -> Option<u64> {
+    head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn the_listener_obeys_only_its_own_pages_and_host_names() {
+    let (fx, _, _, mut t) = setup_with("listener", "[daemon]\ninterval = \"60s\"\nfull_interval = \"1h\"\n");
+    // A group of 600 members, for the status page's cap.
+    let big: Vec<String> = (0..600).map(|i| fx.id(20_000 + i)).collect();
+    let users = t["users"].as_array_mut().expect("users");
+    users.extend(big.iter().map(|id| cloud_user(id)));
+    let refs: Vec<&str> = big.iter().map(String::as_str).collect();
+    t["groups"].as_array_mut().expect("groups").push(security_group(&fx.id(3), "SG-Big", Some(true), &refs));
+    fx.set_tenant(&t);
+    let d = Daemon::start(&fx);
+    d.wait_for("the first cycle", |h| h["reason"] == "ok");
+    wait_until("the first run recorded", || runs(&fx) == 1);
+    let port = d.url.rsplit(':').next().expect("port").to_string();
+
+    // A name rebound to 127.0.0.1 reads nothing and runs nothing.
+    let evil_host = format!("evil.example:{port}");
+    for (method, path) in [("GET", "/?group=SG-Daemon"), ("GET", "/api/status"), ("POST", "/sync")] {
+        let headers = [("Host", evil_host.as_str()), ("Content-Type", "application/json")];
+        let (code, body) = http_with(&d.url, method, path, &headers, b"{}").expect("answers");
+        assert_eq!(code, 421, "{method} {path}: {body}");
+        assert!(!body.contains("SG-Daemon"), "{body}");
+    }
+    // Commands need JSON, from no browser or this listener's own page.
+    let own = d.url.trim_start_matches("http://").to_string();
+    let post = |headers: &[(&str, &str)]| http_exchange(&d.url, "POST", "/sync", headers, b"{}").expect("answers");
+    let (code, _, _) =
+        post(&[("Host", &own), ("Content-Type", "application/json"), ("Origin", "https://evil.example")]);
+    assert_eq!(code, 403);
+    let (code, _, _) = post(&[("Host", &own), ("Content-Type", "text/plain")]);
+    assert_eq!(code, 415);
+
+    // A real browser on another site's page tries a form POST and two fetches.
+    let target = format!("{}/sync", d.url);
+    let attack = format!(
+        r#"<html><body><iframe name=sink></iframe>
+<form id=f method=POST action="{target}" enctype="text/plain" target=sink><input name=a value=b></form>
+<script>
+fetch("{target}", {{method: "POST", mode: "no-cors", body: "x"}}).catch(() => {{}});
+fetch("{target}", {{method: "POST", headers: {{"Content-Type": "application/json"}}, body: "{{}}"}}).catch(() => {{}});
+setTimeout(() => document.getElementById("f").submit(), 500);
+</script><p id=done>sent</p></body></html>"#
+    );
+    let page = serve_page(attack);
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Chromium is not installed: scripts/test installs Debian's chromium package");
+    let refused_before = d.metric("writeback_http_refused_total{reason=\"origin\"}").unwrap_or(0.0);
+    let out = Command::new("timeout")
+        .args(["60", chromium])
+        .args(CHROMIUM_FLAGS)
+        .arg(format!("--user-data-dir={}", fx.dir.join("attacker-profile").display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(&page)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("<p id=\"done\">sent</p>"), "the attacker's page ran: {dom}");
+    wait_until("the browser's requests reached the listener and were refused", || {
+        d.metric("writeback_http_refused_total{reason=\"origin\"}").unwrap_or(0.0) > refused_before
+    });
+    assert_eq!(runs(&fx), 1, "no cycle was run for another site");
+
+    // Its own JSON request runs one cycle; the next within the interval waits.
+    let (code, _, _) = post(&[("Host", &own), ("Content-Type", "application/json")]);
+    assert_eq!(code, 202);
+    wait_until("the requested cycle", || runs(&fx) == 2);
+    let (code, head, _) = post(&[("Host", &own), ("Content-Type", "application/json")]);
+    assert_eq!(code, 429, "{head}");
+    assert!(retry_after(&head).is_some_and(|s| s > 0 && s <= 60), "{head}");
+
+    // The status page renders at most 500 members of a group and says how many more there are.
+    let (_, shown) = d.get(&format!("/?group={}", fx.id(3))).expect("page");
+    let rows = shown.matches("<tr><td class=l>skipped</td>").count() + shown.matches("<tr><td class=l>written</td>").count();
+    assert_eq!(rows, 500, "500 member rows");
+    assert!(shown.contains("… and 100 more members"), "{}", &shown[shown.len().saturating_sub(400)..]);
+    assert_eq!(runs(&fx), 2);
+}
+
+#[test]
+fn a_listener_beyond_loopback_needs_a_token() {
+    let (fx, _, _, _) = setup("token");
+    let port = free_port().to_string();
+    let r = fx.writeback(&["run", "--listen", &format!("0.0.0.0:{port}")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not a loopback address") && r.stderr.contains("token_file"), "{}", r.stderr);
+
+    let token = "6f1c0d3e9a8b7c6d5e4f3a2b1c0d9e8f";
+    std::fs::write(fx.dir.join("daemon-token"), format!("{token}\n")).expect("token");
+    fx.edit_config(|c| {
+        c.replace(
+            "[daemon]\n",
+            "[daemon]\ntoken_file = \"daemon-token\"\nallowed_hosts = [\"writeback.corp.example\"]\n",
+        )
+    });
+    let d = Daemon::start_on(&fx, "0.0.0.0");
+    let own = d.url.trim_start_matches("http://").to_string();
+    let get = |path: &str, auth: Option<String>| {
+        let mut headers = vec![("Host", own.clone())];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http_exchange(&d.url, "GET", path, &headers, b"").expect("answers")
+    };
+    assert_eq!(get("/healthz", None).0, 200, "probes need no token");
+    for path in ["/", "/metrics", "/api/status"] {
+        let (code, head, _) = get(path, None);
+        assert_eq!(code, 401, "{path}");
+        assert!(head.to_ascii_lowercase().contains("www-authenticate: basic"), "{head}");
+        assert_eq!(get(path, Some("Bearer wrong-token-0000000000000".into())).0, 401, "{path}");
+        assert_eq!(get(path, Some(format!("Bearer {token}"))).0, 200, "{path}");
+    }
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{token}"));
+    assert_eq!(get("/", Some(format!("Basic {basic}"))).0, 200, "a browser's login prompt works");
+    // A configured name is answered; the token is still needed.
+    let headers = [("Host", "writeback.corp.example"), ("Authorization", &format!("Bearer {token}") as &str)];
+    assert_eq!(http_with(&d.url, "GET", "/api/status", &headers, b"").expect("answers").0, 200);
+    let log = std::fs::read_to_string(fx.dir.join(format!("daemon-{}.log", d.url.rsplit(':').next().unwrap_or(""))))
+        .unwrap_or_default();
+    assert!(!log.contains(token), "the token is never logged");
 }

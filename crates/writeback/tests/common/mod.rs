@@ -639,6 +639,17 @@ pub fn http_with(
     headers: &[(&str, &str)],
     payload: &[u8],
 ) -> Option<(u16, String)> {
+    http_exchange(base, method, path, headers, payload).map(|(status, _, body)| (status, body))
+}
+
+/// `http_with`, with the response head too: (status, head, body).
+pub fn http_exchange(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> Option<(u16, String, String)> {
     let host = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(host).ok()?;
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
@@ -656,7 +667,7 @@ pub fn http_with(
     // Chunked bodies (axum streams some responses): join the chunks.
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    Some((status, body))
+    Some((status, head.to_string(), body))
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -737,6 +748,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(fx: &Fixture) -> Daemon {
+        Daemon::start_on(fx, "127.0.0.1")
+    }
+
+    /// A daemon listening on `ip` (a free port), probed through 127.0.0.1.
+    pub fn start_on(fx: &Fixture, ip: &str) -> Daemon {
         let port = free_port();
         let bin =
             option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
@@ -744,7 +760,7 @@ impl Daemon {
         let child = Command::new(bin)
             .arg("-c")
             .arg(fx.dir.join("writeback.toml"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["run", "--listen", &format!("{ip}:{port}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
