@@ -1,6 +1,8 @@
 //! The Tier-0 guard: which owned groups sit, directly or through other groups, inside a
-//! protected group (`adminCount=1`, or the domain's well-known privileged groups). Cloud group
-//! owners must not become domain admins through a nesting someone made in AD.
+//! protected group (`adminCount=1`; the domain's privileged groups, Key Admins and DnsAdmins
+//! among them; Schema, Enterprise and Enterprise Key Admins of the forest root domain; the
+//! builtin operators). Cloud group owners must not become domain admins through a nesting
+//! someone made in AD.
 //!
 //! The walk goes up from our groups' `memberOf` (read with the groups), one base read per
 //! ancestor, each read once per cycle. A group nested nowhere costs nothing, and no search
@@ -15,9 +17,16 @@ use writeback_core::{naming, AdGroup, AdRef};
 use crate::read::extended_dn;
 use crate::{parse_extended_dn, AdConn, AdError};
 
-/// Domain-relative RIDs of privileged groups: Domain Admins, Domain Controllers, Schema
-/// Admins, Enterprise Admins, Cert Publishers… (MS-ADTS; facts-performance-security C5).
-const DOMAIN_RIDS: &[u32] = &[498, 512, 516, 517, 518, 519, 520, 521];
+/// Relative ids of the privileged groups of every domain (MS-ADTS 6.1.1.6, MS-DTYP 2.4.2.4):
+/// Domain Admins, Domain Controllers, Cert Publishers, Group Policy Creator Owners, Read-only
+/// Domain Controllers, Key Admins.
+const DOMAIN_RIDS: &[u32] = &[512, 516, 517, 520, 521, 526];
+/// …and of the forest root domain only: Enterprise Read-only Domain Controllers, Schema Admins,
+/// Enterprise Admins, Enterprise Key Admins. Their SIDs carry the root domain's SID, not the
+/// connected domain's.
+const ROOT_RIDS: &[u32] = &[498, 518, 519, 527];
+/// Privileged groups without a fixed RID, by their sAMAccountName in the connected domain.
+const NAMED: &[&str] = &["DnsAdmins"];
 /// Builtin privileged groups: Administrators, Account/Server/Print/Backup Operators, Replicator.
 const BUILTIN_SIDS: &[&str] =
     &["S-1-5-32-544", "S-1-5-32-548", "S-1-5-32-549", "S-1-5-32-550", "S-1-5-32-551", "S-1-5-32-552"];
@@ -32,6 +41,27 @@ struct Ancestor {
     /// Why it is protected, if it is.
     protected: Option<&'static str>,
     parents: Vec<AdRef>,
+}
+
+/// The SIDs the guard protects, and how it tells a protected group.
+struct Protected {
+    sids: HashSet<String>,
+    /// The connected domain's SID: with the forest root's unknown, a group of another domain
+    /// counts as protected (the guard fails closed).
+    domain: String,
+    root_known: bool,
+}
+
+impl Protected {
+    fn why(&self, sid: &str) -> Option<&'static str> {
+        if self.sids.contains(sid) {
+            Some("a privileged group of the domain or forest")
+        } else if !self.root_known && !sid.starts_with(&format!("{}-", self.domain)) && !sid.starts_with("S-1-5-32-") {
+            Some("a group of another domain, and the forest root's privileged groups could not be identified")
+        } else {
+            None
+        }
+    }
 }
 
 impl AdConn {
@@ -51,6 +81,65 @@ impl AdConn {
         object_sid(&e).ok_or_else(|| AdError::Connect("the domain has no readable objectSid".into()))
     }
 
+    /// The forest root domain's SID: the connected domain's when it is the root, else from the
+    /// root's crossRef in the configuration partition (its `nCName` read with the extended DN
+    /// control carries the SID; a DC holds no other domain's partition). `None` if unreadable.
+    async fn root_domain_sid(&mut self, domain: &str) -> Option<String> {
+        let dse = self.root_dse(vec!["rootDomainNamingContext", "configurationNamingContext"]).await.ok()?;
+        let first = |k: &str| dse.attrs.get(k).and_then(|v| v.first()).cloned();
+        let root = first("rootDomainNamingContext")?;
+        if naming::normalize_dn(&root) == naming::normalize_dn(&self.default_nc) {
+            return Some(domain.to_string());
+        }
+        let partitions = format!("CN=Partitions,{}", first("configurationNamingContext")?);
+        let filter = format!("(&(objectClass=crossRef)(nCName={}))", naming::escape_filter(&root));
+        let (entries, _) = self
+            .op()
+            .with_controls(vec![extended_dn()])
+            .search(&partitions, Scope::OneLevel, &filter, vec!["nCName"])
+            .await
+            .and_then(|r| r.success())
+            .ok()?;
+        let e = entries.into_iter().next().map(SearchEntry::construct)?;
+        e.attrs.get("nCName").and_then(|v| v.first()).and_then(|v| parse_extended_dn(v).1)
+    }
+
+    /// The SIDs of the privileged groups without a fixed RID (DnsAdmins), by name.
+    async fn named_sids(&mut self) -> Vec<String> {
+        let base = self.default_nc.clone();
+        let terms: String = NAMED.iter().map(|n| format!("(sAMAccountName={n})")).collect();
+        let filter = format!("(&(objectClass=group)(|{terms}))");
+        let res =
+            self.op().with_controls(vec![extended_dn()]).search(&base, Scope::Subtree, &filter, vec!["1.1"]).await;
+        match res.and_then(|r| r.success()) {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .filter(|e| !e.is_ref())
+                .map(SearchEntry::construct)
+                .filter_map(|e| parse_extended_dn(&e.dn).1)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up DnsAdmins for the Tier-0 guard");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn protected_sids(&mut self) -> Result<Protected, AdError> {
+        let domain = self.domain_sid().await?;
+        let root = self.root_domain_sid(&domain).await;
+        if root.is_none() {
+            tracing::warn!("the forest root domain's SID could not be read: groups of other domains above owned groups are treated as protected");
+        }
+        let mut sids: HashSet<String> = BUILTIN_SIDS.iter().map(|s| s.to_string()).collect();
+        sids.extend(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")));
+        if let Some(root) = &root {
+            sids.extend(ROOT_RIDS.iter().map(|r| format!("{root}-{r}")));
+        }
+        sids.extend(self.named_sids().await);
+        Ok(Protected { sids, domain, root_known: root.is_some() })
+    }
+
     /// Owned groups nested into a protected group: cloud id → the reason, with the path.
     /// A group whose ancestors cannot be read is held back too: the guard fails closed.
     pub async fn protected_nesting(&mut self, owned: &[AdGroup]) -> Result<BTreeMap<String, String>, AdError> {
@@ -64,12 +153,7 @@ impl AdConn {
         if nested.is_empty() {
             return Ok(guarded);
         }
-        let domain = self.domain_sid().await?;
-        let protected_sids: HashSet<String> = BUILTIN_SIDS
-            .iter()
-            .map(|s| s.to_string())
-            .chain(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")))
-            .collect();
+        let protected_sids = self.protected_sids().await?;
         let mut known: HashMap<String, Result<Ancestor, String>> = HashMap::new();
         for g in nested {
             if let Some(reason) = self.walk_up(g, &protected_sids, &mut known).await {
@@ -83,7 +167,7 @@ impl AdConn {
     async fn walk_up(
         &mut self,
         g: &AdGroup,
-        protected_sids: &HashSet<String>,
+        protected_sids: &Protected,
         known: &mut HashMap<String, Result<Ancestor, String>>,
     ) -> Option<String> {
         let mut queue: VecDeque<(AdRef, Vec<String>)> =
@@ -120,7 +204,7 @@ impl AdConn {
         None
     }
 
-    async fn read_ancestor(&mut self, node: &AdRef, protected_sids: &HashSet<String>) -> Result<Ancestor, String> {
+    async fn read_ancestor(&mut self, node: &AdRef, protected_sids: &Protected) -> Result<Ancestor, String> {
         let base = format!("<GUID={}>", node.guid);
         let (entries, _) = self
             .op()
@@ -132,8 +216,8 @@ impl AdConn {
         let e = entries.into_iter().next().map(SearchEntry::construct).ok_or("not found")?;
         let sid = parse_extended_dn(&e.dn).1.or_else(|| object_sid(&e));
         let admin_count = e.attrs.get("adminCount").and_then(|v| v.first()).is_some_and(|v| v.trim() == "1");
-        let protected = if sid.as_ref().is_some_and(|s| protected_sids.contains(s)) {
-            Some("a privileged group of the domain")
+        let protected = if let Some(why) = sid.as_deref().and_then(|s| protected_sids.why(s)) {
+            Some(why)
         } else if admin_count {
             Some("adminCount = 1")
         } else {
@@ -168,4 +252,21 @@ fn object_sid(e: &SearchEntry) -> Option<String> {
 /// "A → B → C" by the groups' common names.
 fn chain(path: &[String]) -> String {
     path.iter().map(|dn| naming::split_dn(dn).0).collect::<Vec<_>>().join(" → ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_domains_count_as_protected_until_the_root_is_known() {
+        let domain = "S-1-5-21-1-2-3".to_string();
+        let mut p = Protected { sids: HashSet::from([format!("{domain}-512")]), domain, root_known: false };
+        assert!(p.why("S-1-5-21-1-2-3-512").is_some());
+        assert!(p.why("S-1-5-21-1-2-3-1105").is_none(), "an ordinary group of the domain");
+        assert!(p.why("S-1-5-32-555").is_none(), "builtin groups not in the list");
+        assert!(p.why("S-1-5-21-7-8-9-519").is_some(), "maybe Enterprise Admins of an unknown root");
+        p.root_known = true;
+        assert!(p.why("S-1-5-21-7-8-9-1200").is_none());
+    }
 }

@@ -463,23 +463,25 @@ fn plan_group(
         .into_iter()
         .map(|(guid, r)| GroupTarget::Existing { guid: (*guid).into(), dn: r.dn.as_str().into() })
         .collect();
+    // The Tier-0 guard holds back additions only: a removal lowers privilege (a PIM expiry
+    // must leave AD even when the group is nested somewhere sensitive).
     let guard =
         ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a.eq_ignore_ascii_case(id)));
-    if let (Some(path), false) = (guard, adds.is_empty() && removes.is_empty()) {
-        p.errors.push(ObjectError {
-            cloud_id: id.to_string(),
-            member_id: None,
-            message: format!(
-                "Tier-0 guard: {path}. writeback does not change the members of a group nested into a protected group ({} to add, {} to remove are held back): remove the nesting, or list this id in [writeback] allow_protected_nesting",
-                adds.len(),
-                removes.len()
-            ),
-        });
-        actions.push("members held back by the Tier-0 guard");
-        let action = actions.join(", ");
-        p.groups.push(report(d.group, id, d.decision, Some(want_dn), &action, reports));
-        return;
-    }
+    let adds = match guard {
+        Some(path) if !adds.is_empty() => {
+            p.errors.push(ObjectError {
+                cloud_id: id.to_string(),
+                member_id: None,
+                message: format!(
+                    "Tier-0 guard: {path}. writeback adds no members to a group nested into a protected group ({} held back; removals still apply): remove the nesting, or list this id in [writeback] allow_protected_nesting",
+                    adds.len()
+                ),
+            });
+            actions.push("new members held back by the Tier-0 guard");
+            Vec::new()
+        }
+        _ => adds,
+    };
     if !adds.is_empty() {
         p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group: target.clone(), members: adds });
         actions.push("add members");

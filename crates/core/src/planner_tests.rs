@@ -315,6 +315,25 @@ fn members_whose_anchors_name_the_wrong_object_are_skipped_and_reported() {
 }
 
 #[test]
+fn the_tier0_guard_holds_back_additions_but_lets_removals_through() {
+    let mut w = World::new();
+    w.group(security(1, "SG-Helpdesk", Some(true)), vec![synced_user(1)]);
+    w.converge();
+    // Nested into a protected group by someone in AD; the cloud swaps the member.
+    w.ad.protected.insert(id(1), "nested into the protected group CN=Domain Admins".into());
+    w.cloud.members.insert(id(1), MemberRead::complete(vec![synced_user(2)]));
+    let p = w.plan();
+    assert_eq!((p.summary.member_adds, p.summary.member_removes), (0, 1), "{:#?}", p.operations);
+    assert_eq!(p.errors.len(), 1);
+    assert!(p.errors[0].message.contains("1 held back; removals still apply"), "{}", p.errors[0].message);
+    assert!(p.report(&id(1))[0].action.contains("held back"));
+    // Listed in allow_protected_nesting: both go through.
+    w.cfg.allow_protected_nesting = vec![id(1).to_uppercase()];
+    let p = w.plan();
+    assert_eq!((p.summary.member_adds, p.summary.member_removes, p.errors.len()), (1, 1, 0));
+}
+
+#[test]
 fn nested_cloud_groups_follow_scope() {
     let mut w = World::new();
     let inner = security(2, "Inner", Some(true));

@@ -299,7 +299,8 @@ setTimeout(() => document.getElementById("f").submit(), 500);
 
     // The status page renders at most 500 members of a group and says how many more there are.
     let (_, shown) = d.get(&format!("/?group={}", fx.id(3))).expect("page");
-    let rows = shown.matches("<tr><td class=l>skipped</td>").count() + shown.matches("<tr><td class=l>written</td>").count();
+    let rows =
+        shown.matches("<tr><td class=l>skipped</td>").count() + shown.matches("<tr><td class=l>written</td>").count();
     assert_eq!(rows, 500, "500 member rows");
     assert!(shown.contains("… and 100 more members"), "{}", &shown[shown.len().saturating_sub(400)..]);
     assert_eq!(runs(&fx), 2);

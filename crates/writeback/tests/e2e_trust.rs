@@ -157,40 +157,106 @@ fn decoys_inside_and_outside_the_managed_ous_are_never_modified() {
 }
 
 #[test]
-fn tier0_guard_holds_back_members_of_groups_nested_into_protected_groups() {
+fn tier0_guard_holds_back_new_members_of_groups_nested_into_protected_groups() {
     let mut fx = Fixture::new("tier0");
     let (users, uids, cloud) = fx.synced_users(2);
-    let g = fx.id(1);
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Helpdesk", Some(true), &[&uids[0]])]);
+    let (g, dns, schema) = (fx.id(1), fx.id(2), fx.id(3));
+    let mut t = tenant(
+        cloud,
+        vec![
+            security_group(&g, "SG-Helpdesk", Some(true), &[&uids[0]]),
+            security_group(&dns, "SG-Dns", Some(true), &[]),
+            security_group(&schema, "SG-Schema", Some(true), &[]),
+        ],
+    );
     fx.start_sim(&t);
     fx.write_config("");
     assert_eq!(fx.sync_json(&[]).0, 0);
     let ours = fx.group(&g).expect("written");
 
-    // Someone nests our group into BUILTIN\Administrators through another group.
+    // Someone nests our group into BUILTIN\Administrators through another group, one into
+    // DnsAdmins (no fixed RID: found by name; Samba's provisioning has none, so one is made),
+    // and one into Schema Admins (a group of the forest root domain).
     let middle = fx.create_group("Server-Admins", UNIVERSAL_SECURITY, None);
     fx.modify(&middle.dn, vec![Mod::Add("member", HashSet::from([ours.dn.as_str()]))]);
-    let admins = format!("CN=Administrators,CN=Builtin,{}", fx.dc.base_dn);
+    let base = fx.dc.base_dn.clone();
+    let admins = format!("CN=Administrators,CN=Builtin,{base}");
     fx.modify(&admins, vec![Mod::Add("member", HashSet::from([middle.dn.as_str()]))]);
+    let dns_admins = dns_admins(&mut fx);
+    let dns_dn = fx.group(&dns).expect("written").dn;
+    fx.modify(&dns_admins, vec![Mod::Add("member", HashSet::from([dns_dn.as_str()]))]);
+    let schema_admins = format!("CN=Schema Admins,CN=Users,{base}");
+    let schema_dn = fx.group(&schema).expect("written").dn;
+    fx.modify(&schema_admins, vec![Mod::Add("member", HashSet::from([schema_dn.as_str()]))]);
 
-    // The cloud adds a member: held back, with the path named.
-    t["groups"][0]["members"] = json!([&uids[0], &uids[1]]);
+    // The cloud swaps a member and adds members to the others: the additions are held back,
+    // with the path named; the removal lowers privilege and goes through.
+    t["groups"][0]["members"] = json!([&uids[1]]);
+    t["groups"][1]["members"] = json!([&uids[0]]);
+    t["groups"][2]["members"] = json!([&uids[0]]);
     fx.set_tenant(&t);
     let (code, out) = fx.sync_json(&[]);
-    assert_eq!((code, out["member_adds"].as_u64()), (1, Some(0)), "{out}");
-    assert_eq!(fx.group(&g).expect("g").members, vec![users[0].guid.clone()], "nothing written");
+    assert_eq!((code, out["member_adds"].as_u64(), out["member_removes"].as_u64()), (1, Some(0), Some(1)), "{out}");
+    assert_eq!(fx.group(&g).expect("g").members, Vec::<String>::new(), "the removal applied, the addition did not");
+    assert!(fx.group(&dns).expect("dns").members.is_empty() && fx.group(&schema).expect("schema").members.is_empty());
     let errors = fx.writeback(&["--json", "errors"]).json();
-    let msg = errors["errors"][0]["message"].as_str().unwrap_or("").to_string();
+    let message = |id: &str| -> String {
+        errors["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["cloud_id"] == id)
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let msg = message(&g);
     assert!(
-        msg.contains("Tier-0 guard") && msg.contains("CN=Server-Admins") && msg.contains("CN=Administrators"),
+        msg.contains("Tier-0 guard")
+            && msg.contains("CN=Server-Admins")
+            && msg.contains("CN=Administrators")
+            && msg.contains("removals still apply"),
         "{msg}"
     );
+    assert!(message(&dns).contains("CN=DnsAdmins"), "{}", message(&dns));
+    assert!(message(&schema).contains("CN=Schema Admins"), "{}", message(&schema));
 
     // An explicit override for this group lets the change through.
     fx.write_config(&format!("allow_protected_nesting = [\"{g}\"]"));
     let (code, out) = fx.sync_json(&[]);
-    assert_eq!((code, out["member_adds"].as_u64()), (0, Some(1)), "{out}");
+    assert_eq!((code, out["member_adds"].as_u64()), (1, Some(1)), "the other two are still held: {out}");
+    assert_eq!(fx.group(&g).expect("g").members, vec![users[1].guid.clone()]);
     fx.modify(&admins, vec![Mod::Delete("member", HashSet::from([middle.dn.as_str()]))]);
+    fx.modify(&schema_admins, vec![Mod::Delete("member", HashSet::from([schema_dn.as_str()]))]);
+}
+
+/// The domain's DnsAdmins group; made in the fixture's OU (and removed with it) when the
+/// domain has none, as a DC provisioned without DNS.
+fn dns_admins(fx: &mut Fixture) -> String {
+    let base = fx.dc.base_dn.clone();
+    let (found, _) = fx
+        .ldap
+        .search(&base, ldap3::Scope::Subtree, "(&(objectClass=group)(sAMAccountName=DnsAdmins))", vec!["1.1"])
+        .expect("search")
+        .success()
+        .expect("ok");
+    if let Some(e) = found.into_iter().next() {
+        return ldap3::SearchEntry::construct(e).dn;
+    }
+    let dn = format!("CN=DnsAdmins,{}", fx.users_ou);
+    fx.ldap
+        .add(
+            &dn,
+            vec![
+                ("objectClass", HashSet::from(["group"])),
+                ("sAMAccountName", HashSet::from(["DnsAdmins"])),
+                ("groupType", HashSet::from(["-2147483644"])),
+            ],
+        )
+        .expect("add")
+        .success()
+        .expect("DnsAdmins added");
+    dn
 }
 
 #[test]
