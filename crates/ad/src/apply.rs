@@ -122,10 +122,15 @@ impl AdConn {
                     self.add_group(cloud_id, dn, attrs, members, report, &mut outcome).await
                 }
                 Operation::Update { guid, changes, .. } => self.update(guid, changes, report).await,
-                Operation::Rename { cloud_id, guid, dn, new_rdn, new_parent, new_dn } => {
+                Operation::Rename { cloud_id, guid, new_rdn, new_parent, new_dn, .. } => {
                     report.ldap_writes += 1;
-                    let r =
-                        self.op().modifydn(dn, new_rdn, true, new_parent.as_deref()).await.and_then(|r| r.success());
+                    // By objectGUID, as every write to an existing group: the DN read at the start
+                    // of the cycle may name another object by now. The parent is always given:
+                    // Samba cannot rename a `<GUID=…>` entry in place without it (No such
+                    // object), and it is where the planner wants the group anyway.
+                    let entry = format!("<GUID={guid}>");
+                    let parent = new_parent.as_deref().unwrap_or_else(|| naming::split_dn(new_dn).1);
+                    let r = self.op().modifydn(&entry, new_rdn, true, Some(parent)).await.and_then(|r| r.success());
                     match r {
                         Ok(_) => {
                             report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.clone()));

@@ -22,6 +22,18 @@ pub enum OnRemoval {
     Delete,
 }
 
+/// What one run may go past (`sync --allow-deletes`, `--allow-creates`); the daemon never does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// The delete and member removal thresholds (whole run and per group) do not stop it.
+    pub deletes: bool,
+    /// The create threshold does not stop it.
+    pub creates: bool,
+}
+
+/// A group's removals are held when they are more than this many…
+pub const GROUP_REMOVALS_MIN: usize = 100;
+
 /// Everything the planner needs to know beyond the two snapshots and the state.
 #[derive(Clone, Debug)]
 pub struct PlannerConfig {
@@ -29,10 +41,14 @@ pub struct PlannerConfig {
     pub cn_format: CnFormat,
     pub delete_threshold: usize,
     pub member_removal_threshold: usize,
+    /// A run creating more groups than this stops before writing.
+    pub create_threshold: usize,
+    /// …and more than this percentage of the group's members (see [`GROUP_REMOVALS_MIN`]).
+    pub member_removal_percent: usize,
     pub on_out_of_scope: OnRemoval,
     pub on_soft_delete: OnRemoval,
-    /// `--allow-deletes` for this run: thresholds do not stop it.
-    pub allow_deletes: bool,
+    /// What this run may go past.
+    pub allow: Allow,
     /// OUs whose owned groups are managed where they are instead of moved to the target OU.
     pub stay_in: Vec<String>,
     /// `[[rules]]`, in order.
@@ -51,9 +67,11 @@ impl PlannerConfig {
             cn_format: CnFormat::ObjectId,
             delete_threshold: 500,
             member_removal_threshold: 10_000,
+            create_threshold: 500,
+            member_removal_percent: 50,
             on_out_of_scope: OnRemoval::Keep,
             on_soft_delete: OnRemoval::Keep,
-            allow_deletes: false,
+            allow: Allow::default(),
             stay_in: Vec::new(),
             rules: Vec::new(),
             write_owners: false,

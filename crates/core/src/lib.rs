@@ -17,7 +17,7 @@ pub mod secret;
 pub mod settings;
 
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
-pub use config::{CnFormat, OnRemoval, PlannerConfig};
+pub use config::{Allow, CnFormat, OnRemoval, PlannerConfig};
 pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
     SchemaFeatures, State,

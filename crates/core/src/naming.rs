@@ -210,37 +210,115 @@ pub fn split_dn(dn: &str) -> (&str, &str) {
     (dn, "")
 }
 
-/// A DN in a form fit for comparison: case-folded, no spaces around separators.
-pub fn normalize_dn(dn: &str) -> String {
-    let mut out = String::with_capacity(dn.len());
-    let mut chars = dn.chars().peekable();
-    while let Some(c) = chars.next() {
+/// One RDN of a parsed DN: its (attribute type, value) pairs, both case-folded, values
+/// unescaped, sorted (a multi-valued RDN is a set).
+type Rdn = Vec<(String, String)>;
+
+/// A DN parsed per RFC 4514 into its RDNs, most specific first; `None` when it is malformed.
+/// Escapes (`\,`, `\2C`, …) are resolved, so an escaped comma is part of a value and never a
+/// separator, and two spellings of one DN parse the same.
+pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
+    let mut rdns = Vec::new();
+    if dn.trim().is_empty() {
+        return Some(rdns);
+    }
+    let mut rdn: Rdn = Vec::new();
+    let (mut ty, mut value): (String, Vec<u8>) = (String::new(), Vec::new());
+    let mut in_value = false;
+    // Spaces at the end of a value are dropped unless escaped: how many of the value's last
+    // bytes are unescaped spaces.
+    let mut trailing = 0usize;
+    let b = dn.as_bytes();
+    let mut i = 0;
+    let finish = |ty: &mut String, value: &mut Vec<u8>, trailing: &mut usize, rdn: &mut Rdn| -> Option<()> {
+        value.truncate(value.len() - *trailing);
+        let t = ty.trim().to_ascii_lowercase();
+        if t.is_empty() {
+            return None;
+        }
+        rdn.push((t, String::from_utf8_lossy(value).to_lowercase()));
+        ty.clear();
+        value.clear();
+        *trailing = 0;
+        Some(())
+    };
+    while i < b.len() {
+        let c = b[i];
+        if !in_value {
+            match c {
+                b'=' => in_value = true,
+                b',' | b'+' | b'\\' => return None,
+                _ => ty.push(c as char),
+            }
+            i += 1;
+            continue;
+        }
         match c {
-            '\\' => {
-                out.push('\\');
-                if let Some(n) = chars.next() {
-                    out.extend(n.to_lowercase());
+            b'\\' => {
+                let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                match hex.and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        value.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        value.push(*b.get(i + 1)?);
+                        i += 2;
+                    }
                 }
+                trailing = 0;
             }
-            ',' | '=' => {
-                while out.ends_with(' ') && !out.ends_with("\\ ") {
-                    out.pop();
+            b',' | b';' | b'+' => {
+                finish(&mut ty, &mut value, &mut trailing, &mut rdn)?;
+                in_value = false;
+                if c != b'+' {
+                    rdn.sort();
+                    rdns.push(std::mem::take(&mut rdn));
                 }
-                out.push(c);
-                while chars.peek() == Some(&' ') {
-                    chars.next();
-                }
+                i += 1;
             }
-            c => out.extend(c.to_lowercase()),
+            b' ' if value.is_empty() => i += 1, // spaces after '='
+            b' ' => {
+                value.push(c);
+                trailing += 1;
+                i += 1;
+            }
+            _ => {
+                value.push(c);
+                trailing = 0;
+                i += 1;
+            }
         }
     }
-    out.trim().to_string()
+    if !in_value {
+        return None;
+    }
+    finish(&mut ty, &mut value, &mut trailing, &mut rdn)?;
+    rdn.sort();
+    rdns.push(rdn);
+    Some(rdns)
 }
 
-/// True when `dn` is `ou` or lies beneath it.
+/// A DN in a form fit for comparison: parsed and written out again, case-folded, escaped one
+/// way. A DN that does not parse is only case-folded (it then equals nothing well-formed).
+pub fn normalize_dn(dn: &str) -> String {
+    match parse_dn(dn) {
+        Some(rdns) => rdns
+            .iter()
+            .map(|rdn| rdn.iter().map(|(t, v)| format!("{t}={}", escape_rdn_value(v))).collect::<Vec<_>>().join("+"))
+            .collect::<Vec<_>>()
+            .join(","),
+        None => dn.to_lowercase(),
+    }
+}
+
+/// True when `dn` is `ou` or lies beneath it, comparing parsed RDNs (an escaped comma in a
+/// value cannot fake a parent). A DN that does not parse is within nothing.
 pub fn dn_is_within(dn: &str, ou: &str) -> bool {
-    let (d, o) = (normalize_dn(dn), normalize_dn(ou));
-    d == o || d.ends_with(&format!(",{o}"))
+    match (parse_dn(dn), parse_dn(ou)) {
+        (Some(d), Some(o)) => !o.is_empty() && d.len() >= o.len() && d[d.len() - o.len()..] == o[..],
+        _ => false,
+    }
 }
 
 /// The objectGUID in an extended-DN value (`<GUID=…>;<SID=…>;DN`), lower-case.
@@ -385,6 +463,34 @@ mod tests {
         assert_eq!(sid_from_bytes(&sid).as_deref(), Some("S-1-5-32-544"));
         assert!(is_sid("S-1-5-21-1-2-3-1104"));
         assert!(!is_sid("S-1-5-x"));
+    }
+
+    #[test]
+    fn dns_compare_by_parsed_rdns() {
+        let ou = "OU=Groups,DC=corp,DC=test";
+        assert!(dn_is_within("CN=g,OU=Groups, DC=corp,DC=test", "ou=groups,dc=corp,dc=test"));
+        assert!(dn_is_within(ou, ou));
+        // An escaped comma is part of a value: this object sits in DC=corp,DC=test, not in the OU.
+        for fake in [
+            "CN=evil\\,OU=Groups,DC=corp,DC=test",
+            "CN=evil\\2cOU=Groups,DC=corp,DC=test",
+            "CN=evil\\2C OU=Groups,DC=corp,DC=test",
+        ] {
+            assert_eq!(parse_dn(fake).map(|r| r.len()), Some(3), "{fake}");
+            assert!(!dn_is_within(fake, ou), "{fake}");
+        }
+        assert!(!dn_is_within("CN=g,OU=NotGroups,DC=corp,DC=test", ou));
+        assert!(!dn_is_within("CN=g,OU=Groups2,DC=corp,DC=test", ou));
+        assert!(dn_is_within("CN=a\\,b,OU=Groups,DC=corp,DC=test", ou), "an escaped comma in the leaf");
+        // Spellings of one DN: hex escapes, case, spaces around separators, RDN order of a multi-valued RDN.
+        assert_eq!(normalize_dn("CN=A\\2Cb , OU=Groups"), normalize_dn("cn=a\\,B,ou=groups"));
+        assert_eq!(normalize_dn("CN=x+UID=y,DC=t"), normalize_dn("uid=y+cn=x,dc=t"));
+        assert_ne!(normalize_dn("CN=x\\ ,DC=t"), normalize_dn("CN=x,DC=t"), "an escaped trailing space counts");
+        for bad in ["CN", "=x", "CN=x,", "CN=x\\"] {
+            assert!(parse_dn(bad).is_none(), "{bad}");
+            assert!(!dn_is_within(bad, ou));
+        }
+        assert!(!dn_is_within(ou, ""), "within no OU");
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub struct Plan {
     pub summary: Summary,
     /// Set when a threshold stops the run; nothing may be applied then.
     pub blocked: Option<String>,
+    /// Groups whose member removals are held back by `member_removal_percent` (each also an
+    /// error): the rest of the run is applied, and it ends stopped by a threshold.
+    pub held: Vec<String>,
 }
 
 impl Plan {

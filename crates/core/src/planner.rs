@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::anchor::{self, Resolved};
-use crate::config::{OnRemoval, PlannerConfig};
+use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
 use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
@@ -387,7 +387,7 @@ fn plan_group(
             Some(old) => {
                 p.notices.push(format!(
                     "{} ({id}): the AD group written before (objectGUID {old}) is gone from AD; it is created again with a new SID, so ACLs that named the old group must be updated",
-                    d.group.name()
+                    naming::printable(d.group.name())
                 ));
                 format!(
                     "add (the AD group written before, objectGUID {old}, is gone: it is created again with a new SID)"
@@ -486,7 +486,17 @@ fn plan_group(
         p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group: target.clone(), members: adds });
         actions.push("add members");
     }
-    if !removes.is_empty() {
+    let in_ad = existing.members.as_ref().map_or(0, Vec::len);
+    if removals_held(removes.len(), in_ad, cfg) {
+        let message = format!(
+            "{} of its {in_ad} members would be removed in one run, more than [writeback] member_removal_percent = {}% (and more than {GROUP_REMOVALS_MIN}): the removals are held back, the rest of the run is applied. Check the group (writeback show {id}), then run `writeback sync --allow-deletes`",
+            removes.len(),
+            cfg.member_removal_percent
+        );
+        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+        p.held.push(message);
+        actions.push("removals held back (member_removal_percent)");
+    } else if !removes.is_empty() {
         p.operations.push(Operation::RemoveMembers { cloud_id: id.to_string(), group: target, members: removes });
         actions.push("remove members");
     }
@@ -686,19 +696,30 @@ fn plan_orphan(
 }
 
 fn check_thresholds(p: &mut Plan, cfg: &PlannerConfig) {
-    if cfg.allow_deletes {
-        return;
-    }
     let s = &p.summary;
-    if s.deletes > cfg.delete_threshold {
-        p.blocked = Some(format!(
-            "this run would delete {} AD groups, more than [writeback] delete_threshold = {}; nothing was changed. Check the plan (writeback plan), then run `writeback sync --allow-deletes` to proceed",
+    let next = "Check the plan (writeback plan), then run";
+    p.blocked = if !cfg.allow.deletes && s.deletes > cfg.delete_threshold {
+        Some(format!(
+            "this run would delete {} AD groups, more than [writeback] delete_threshold = {}; nothing was changed. {next} `writeback sync --allow-deletes` to proceed",
             s.deletes, cfg.delete_threshold
-        ));
-    } else if s.member_removes > cfg.member_removal_threshold {
-        p.blocked = Some(format!(
-            "this run would remove {} members, more than [writeback] member_removal_threshold = {}; nothing was changed. Check the plan (writeback plan), then run `writeback sync --allow-deletes` to proceed",
+        ))
+    } else if !cfg.allow.deletes && s.member_removes > cfg.member_removal_threshold {
+        Some(format!(
+            "this run would remove {} members, more than [writeback] member_removal_threshold = {}; nothing was changed. {next} `writeback sync --allow-deletes` to proceed",
             s.member_removes, cfg.member_removal_threshold
-        ));
-    }
+        ))
+    } else if !cfg.allow.creates && s.adds > cfg.create_threshold {
+        Some(format!(
+            "this run would create {} AD groups, more than [writeback] create_threshold = {}; nothing was changed. {next} `writeback sync --allow-creates` to proceed",
+            s.adds, cfg.create_threshold
+        ))
+    } else {
+        None
+    };
+}
+
+/// Whether a group's removals are held (`member_removal_percent`): more than
+/// [`GROUP_REMOVALS_MIN`] and more than that share of the members it has in AD.
+pub(crate) fn removals_held(removes: usize, members: usize, cfg: &PlannerConfig) -> bool {
+    !cfg.allow.deletes && removes > GROUP_REMOVALS_MIN && removes * 100 > cfg.member_removal_percent * members
 }

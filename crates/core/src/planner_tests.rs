@@ -334,6 +334,34 @@ fn the_tier0_guard_holds_back_additions_but_lets_removals_through() {
 }
 
 #[test]
+fn the_create_threshold_stops_a_run_before_anything_is_written() {
+    let mut w = World::new();
+    for n in 1..=3 {
+        w.group(security(n, &format!("SG-{n}"), Some(true)), vec![]);
+    }
+    w.cfg.create_threshold = 2;
+    let p = w.plan();
+    let why = p.blocked.as_deref().unwrap_or("");
+    assert!(why.contains("create 3 AD groups") && why.contains("--allow-creates"), "{why}");
+    w.cfg.allow.creates = true;
+    assert!(w.converge().blocked.is_none());
+}
+
+#[test]
+fn a_groups_removals_are_held_past_the_percentage_and_the_minimum() {
+    use crate::planner::removals_held;
+    let cfg = PlannerConfig::with_target_ou(OU);
+    assert!(removals_held(101, 150, &cfg), "over 100 and over half");
+    assert!(!removals_held(100, 150, &cfg), "not over 100");
+    assert!(!removals_held(101, 300, &cfg), "not over half");
+    assert!(removals_held(5000, 5000, &cfg), "emptied");
+    let allowed = PlannerConfig { allow: Allow { deletes: true, creates: false }, ..cfg.clone() };
+    assert!(!removals_held(5000, 5000, &allowed));
+    let strict = PlannerConfig { member_removal_percent: 0, ..cfg };
+    assert!(removals_held(101, 1_000_000, &strict));
+}
+
+#[test]
 fn nested_cloud_groups_follow_scope() {
     let mut w = World::new();
     let inner = security(2, "Inner", Some(true));
@@ -384,7 +412,7 @@ fn lifecycle_defaults_and_delete_threshold() {
     let p = w.plan();
     assert_eq!(p.summary.deletes, 3);
     assert!(p.blocked.as_deref().is_some_and(|b| b.contains("--allow-deletes")));
-    w.cfg.allow_deletes = true;
+    w.cfg.allow.deletes = true;
     assert!(w.plan().blocked.is_none());
 }
 

@@ -348,7 +348,8 @@ impl Bench {
                 let _ = std::fs::remove_file(fx.dir.join(f));
             }
             fx.sim_call("DELETE", "/_control/requests", None);
-            let s = writeback(&fx, &["sync", "--full"]);
+            // A first sync of thousands of groups: past create_threshold on purpose.
+            let s = writeback(&fx, &["sync", "--full", "--allow-creates"]);
             assert_eq!(census(&self.dc, self.admin(), &fx.groups_ou), want, "writeback wrote every group and member");
             println!(
                 "  {label}: writeback {:.1} s, {:.0} MB, {} Graph requests, {} LDAP ops",

@@ -2,6 +2,7 @@
 //! Without `--yes`, `set-writeback` only shows what it would change.
 
 use serde_json::json;
+use writeback_core::naming::printable;
 use writeback_core::scope::{group_kind, GroupKind};
 use writeback_core::settings::{setting_changes, Setting, GROUP_TYPES};
 use writeback_graph::{DefaultChange, GraphClient};
@@ -94,13 +95,13 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
         );
     } else {
         for c in changes.iter().filter(|c| c.patch.is_some()).take(if args.yes { 0 } else { 50 }) {
-            println!("~ {} ({}): {}", c.display_name, c.id, c.note);
+            println!("~ {} ({}): {}", printable(&c.display_name), c.id, printable(&c.note));
         }
         if !args.yes && to_patch.len() > 50 {
             println!("  … and {} more", to_patch.len() - 50);
         }
         for (id, e) in &errors {
-            println!("! {id}: {e}");
+            println!("! {id}: {}", printable(e));
         }
         if args.yes {
             println!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use writeback_core::{CnFormat, OnRemoval, PlannerConfig};
+use writeback_core::{Allow, CnFormat, OnRemoval, PlannerConfig};
 use writeback_graph::{Certificate, Credential, Environment, GraphConfig, Secret};
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +97,11 @@ pub struct WritebackSection {
     pub cn_format: CnFormat,
     pub delete_threshold: usize,
     pub member_removal_threshold: usize,
+    /// A run creating more groups stops before writing (`sync --allow-creates` goes past it).
+    pub create_threshold: usize,
+    /// A group losing more than this percentage (and more than 100) of its members in one run
+    /// keeps them; the rest of the run is applied.
+    pub member_removal_percent: usize,
     pub on_out_of_scope: OnRemoval,
     pub on_soft_delete: OnRemoval,
     pub write_owners: bool,
@@ -113,6 +118,8 @@ impl Default for WritebackSection {
             cn_format: d.cn_format,
             delete_threshold: d.delete_threshold,
             member_removal_threshold: d.member_removal_threshold,
+            create_threshold: d.create_threshold,
+            member_removal_percent: d.member_removal_percent,
             on_out_of_scope: d.on_out_of_scope,
             on_soft_delete: d.on_soft_delete,
             write_owners: false,
@@ -195,6 +202,9 @@ impl Config {
                 bail!("[ad] auth = \"kerberos\" needs keytab = \"/path/to/writeback.keytab\" (samba-tool domain exportkeytab or ktpass)")
             }
             _ => {}
+        }
+        if self.writeback.member_removal_percent > 100 {
+            bail!("[writeback] member_removal_percent must be between 0 and 100");
         }
         if self.ad.member_chunk == 0 || self.ad.member_chunk > 5000 {
             bail!("[ad] member_chunk must be between 1 and 5000");
@@ -335,15 +345,17 @@ impl Config {
         )
     }
 
-    pub fn planner(&self, allow_deletes: bool) -> PlannerConfig {
+    pub fn planner(&self, allow: Allow) -> PlannerConfig {
         PlannerConfig {
             target_ou: self.ad.target_ou.clone(),
             cn_format: self.writeback.cn_format,
             delete_threshold: self.writeback.delete_threshold,
             member_removal_threshold: self.writeback.member_removal_threshold,
+            create_threshold: self.writeback.create_threshold,
+            member_removal_percent: self.writeback.member_removal_percent,
             on_out_of_scope: self.writeback.on_out_of_scope,
             on_soft_delete: self.writeback.on_soft_delete,
-            allow_deletes,
+            allow,
             stay_in: if self.writeback.move_adopted { Vec::new() } else { self.ad.adopt_from.clone() },
             rules: self.rules.clone(),
             write_owners: self.writeback.write_owners,

@@ -41,6 +41,9 @@ pub struct Status {
     /// Set while writing is stopped because most operations failed or the credentials or
     /// TLS trust are wrong; cleared by the next good cycle.
     pub quarantined: Option<String>,
+    /// Set when the last cycle was stopped (or its removals held) by a threshold: what it
+    /// said, with the command that goes past it.
+    pub threshold: Option<String>,
     /// The explanation of every group, as of the last cycle that planned it.
     pub reports: BTreeMap<String, GroupReport>,
     /// When `POST /sync` last queued a cycle (at most one per interval).
@@ -73,11 +76,18 @@ impl Daemon {
             Role::Standby => (true, "standby: another instance is active".into()),
             Role::Stopping => (false, "stopping".into()),
             Role::Active if s.lock_lost => {
-                (false, "the state lock file was removed: this instance stopped writing".into())
+                (false, "the state lock file was removed or replaced: this instance stopped writing".into())
             }
             Role::Active if s.quarantined.is_some() => {
                 (false, format!("quarantined: {}", s.quarantined.clone().unwrap_or_default()))
             }
+            Role::Active if s.threshold.is_some() => (
+                false,
+                format!(
+                    "stopped by a threshold: {} (the daemon never goes past a threshold: stop it, run that command once, then start it again)",
+                    s.threshold.clone().unwrap_or_default()
+                ),
+            ),
             Role::Active => match s.last_success {
                 Some((t, _)) if t.elapsed() <= limit => (true, "ok".into()),
                 None if self.started.elapsed() <= limit => (true, "starting".into()),
@@ -152,6 +162,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
         next_cycle: None,
         lock_lost: false,
         quarantined: None,
+        threshold: None,
         reports: BTreeMap::new(),
         last_requested: None,
     };
@@ -224,7 +235,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
             _ = stop.notified() => return exit::OK,
         }
         if !lock.intact() {
-            tracing::error!(lock = %lock.path.display(), "the state lock file was removed: stopping writes");
+            tracing::error!(lock = %lock.path.display(), "the state lock file was removed or replaced: stopping writes");
             daemon.status().lock_lost = true;
             return exit::CANNOT_RUN;
         }
@@ -232,7 +243,8 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
         let full = last_full.is_none_or(|t| t.elapsed() >= full_interval);
         daemon.status().running = Some(if full { "full" } else { "delta" });
         let started = Instant::now();
-        let result = engine::sync(&daemon.cfg, false, full).await;
+        // The daemon never goes past a threshold: an administrator decides that.
+        let result = engine::sync(&daemon.cfg, writeback_core::Allow::default(), full, lock).await;
         let mut s = daemon.status();
         s.running = None;
         match result {
@@ -252,6 +264,10 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                     last_full = Some(Instant::now());
                 }
                 record(&mut s, &r, started.elapsed());
+                s.threshold = (r.status == "stopped-delete-threshold").then(|| r.message.clone().unwrap_or_default());
+                if let Some(why) = &s.threshold {
+                    tracing::warn!(%why, "stopped by a threshold; the daemon never goes past one");
+                }
                 s.failures = 0;
                 s.backoff_reason = None;
                 s.quarantined = None;
@@ -272,6 +288,11 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                 s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
                 next = Instant::now() + wait;
             }
+        }
+        if !lock.intact() {
+            tracing::error!(lock = %lock.path.display(), "the state lock file was removed or replaced: stopping writes");
+            s.lock_lost = true;
+            return exit::CANNOT_RUN;
         }
     }
 }

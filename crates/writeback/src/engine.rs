@@ -14,7 +14,7 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot,
+    member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudObject, CloudSnapshot,
     GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient, Removed};
@@ -22,6 +22,7 @@ use writeback_store::{Store, Watermarks};
 
 use crate::config::Config;
 use crate::early::{Early, Finished};
+use crate::lock::StateLock;
 use crate::progress;
 
 /// Graph forgets delta tokens for directory objects after 7 days.
@@ -70,6 +71,7 @@ struct EarlySetup<'a> {
     cfg: &'a Config,
     state: State,
     planner: PlannerConfig,
+    lock: &'a StateLock,
 }
 
 /// `read`, and with `early`, adds start as soon as their part is read when the managed OUs
@@ -96,8 +98,16 @@ async fn read_with(
         "read the group lists"
     );
     // Owners are read after all members (managedBy is in the add): no early adds with them.
+    // Every group in scope is an add here: more than create_threshold of them and the whole
+    // plan must be seen first (it stops before writing).
     let mut early = match early {
-        Some(e) if owned.is_empty() && !write_owners && in_scope.len() > READ_PART => {
+        Some(e)
+            if owned.is_empty()
+                && !write_owners
+                && in_scope.len() > READ_PART
+                && (e.planner.allow.creates || in_scope.len() <= e.planner.create_threshold) =>
+        {
+            e.lock.check().map_err(Fatal)?;
             tracing::info!("no owned group in the managed OUs yet: groups are added while the rest is read");
             let conn = AdConn::connect(&e.cfg.ad()?).await?;
             Some(Early::start(conn, ous.to_vec(), e.state, e.planner))
@@ -267,14 +277,14 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 }
 
 /// A plan of a full cycle against the current cloud and AD; writes nothing anywhere.
-pub async fn plan(cfg: &Config, allow_deletes: bool) -> Result<(Plan, Snapshot), Fatal> {
+pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
     let snap = read(&graph, &mut ad, &cfg.managed_ous(&state), &cfg.rules, cfg.writeback.write_owners).await;
     progress::done();
     let snap = snap?;
     ad.close().await;
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow_deletes));
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
     Ok((plan, snap))
 }
 
@@ -305,9 +315,17 @@ struct Outcome {
     reports: Vec<GroupReport>,
 }
 
+/// What every step of one cycle runs with.
+struct Cx<'a> {
+    cfg: &'a Config,
+    allow: Allow,
+    lock: &'a StateLock,
+}
+
 /// One sync cycle, recorded in the state database whatever happens. Delta when the state has
 /// fresh watermarks and `full` is not asked for; full otherwise.
-pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunResult, Fatal> {
+/// `lock` is the state lock this process holds: checked before anything is written.
+pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> Result<RunResult, Fatal> {
     let started = Instant::now();
     let mut store = Store::open(&cfg.state_path())?;
     let marks = if full { None } else { store.watermarks()? };
@@ -327,19 +345,20 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
         true
     });
     let run_id = store.start_run(if fresh.is_some() { "delta" } else { "full" })?;
+    let cx = Cx { cfg, allow, lock };
     let result = async {
         let (graph, mut ad) = connect(cfg).await?;
         let outcome = match &fresh {
-            Some(w) => match delta_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad, w).await? {
+            Some(w) => match delta_cycle(&cx, &mut store, run_id, &graph, &mut ad, w).await? {
                 Some(o) => o,
                 None => {
                     note = Some(
                         "the delta links had expired (or AD answered from another DC): a full sync ran instead".into(),
                     );
-                    full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?
+                    full_cycle(&cx, &mut store, run_id, &graph, &mut ad).await?
                 }
             },
-            None => full_cycle(cfg, allow_deletes, &mut store, run_id, &graph, &mut ad).await?,
+            None => full_cycle(&cx, &mut store, run_id, &graph, &mut ad).await?,
         };
         let ldap_operations = ad.operations();
         ad.close().await;
@@ -386,20 +405,20 @@ pub async fn sync(cfg: &Config, allow_deletes: bool, full: bool) -> Result<RunRe
 }
 
 async fn full_cycle(
-    cfg: &Config,
-    allow: bool,
+    cx: &Cx<'_>,
     store: &mut Store,
     run_id: i64,
     graph: &GraphClient,
     ad: &mut AdConn,
 ) -> Result<Outcome, Fatal> {
+    let cfg = cx.cfg;
     // Watermarks first: what changes while we read is seen again by the next delta cycle.
     let (usn, dc) = ad.highest_usn().await?;
     let groups_link = graph.latest_delta_link(Collection::Groups).await?;
     let users_link = graph.latest_delta_link(Collection::Users).await?;
     let state = store.state()?;
     let ous = cfg.managed_ous(&state);
-    let setup = EarlySetup { cfg, state, planner: cfg.planner(allow) };
+    let setup = EarlySetup { cfg, state, planner: cfg.planner(cx.allow), lock: cx.lock };
     let (snap, early) = read_with(graph, ad, &ous, &cfg.rules, cfg.writeback.write_owners, Some(setup)).await?;
     let marks = Watermarks {
         groups_link,
@@ -410,19 +429,19 @@ async fn full_cycle(
         settings: cfg.settings_fingerprint(),
         recheck: Vec::new(),
     };
-    apply_and_record(cfg, allow, store, run_id, ad, &snap, None, marks, "full", early).await
+    apply_and_record(cx, store, run_id, ad, &snap, None, marks, "full", early).await
 }
 
 /// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
 async fn delta_cycle(
-    cfg: &Config,
-    allow: bool,
+    cx: &Cx<'_>,
     store: &mut Store,
     run_id: i64,
     graph: &GraphClient,
     ad: &mut AdConn,
     w: &Watermarks,
 ) -> Result<Option<Outcome>, Fatal> {
+    let cfg = cx.cfg;
     let (usn, dc) = ad.highest_usn().await?;
     if dc != w.dc {
         // USNs are per DC: changes cannot be followed across a failover.
@@ -510,14 +529,13 @@ async fn delta_cycle(
         recheck: Vec::new(),
     };
     let looked_at: Vec<String> = dirty.into_iter().collect();
-    apply_and_record(cfg, allow, store, run_id, ad, &snap, Some(looked_at), marks, "delta", None).await.map(Some)
+    apply_and_record(cx, store, run_id, ad, &snap, Some(looked_at), marks, "delta", None).await.map(Some)
 }
 
 /// Plans the snapshot, applies it, records links, errors and watermarks.
 #[allow(clippy::too_many_arguments)]
 async fn apply_and_record(
-    cfg: &Config,
-    allow: bool,
+    cx: &Cx<'_>,
     store: &mut Store,
     run_id: i64,
     ad: &mut AdConn,
@@ -527,9 +545,10 @@ async fn apply_and_record(
     kind: &'static str,
     early: Option<Early>,
 ) -> Result<Outcome, Fatal> {
+    let cfg = cx.cfg;
     let state = store.state()?;
     let ous = cfg.managed_ous(&state);
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(cx.allow));
     // The adds already written, and the connection that wrote them, carry on with the rest.
     let (plan, early) = match early {
         Some(e) => {
@@ -556,6 +575,7 @@ async fn apply_and_record(
     for n in &plan.notices {
         tracing::warn!("{n}");
     }
+    cx.lock.check().map_err(Fatal)?;
     tracing::info!(operations = plan.operations.len(), already_written = written, "applying the plan");
     let mut progress = progress::counter("applying operations");
     let (report, early_errors) = match early {
@@ -620,6 +640,23 @@ async fn apply_and_record(
     }
     store.save_watermarks(&marks)?;
     tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
+    if !plan.held.is_empty() {
+        // Applied but for the held removals: a threshold stopped part of the run (exit 3).
+        let message = format!(
+            "the member removals of {} groups were held back by [writeback] member_removal_percent; everything else was applied. {}",
+            plan.held.len(),
+            plan.held.join(" | ")
+        );
+        tracing::warn!("{message}");
+        return Ok(Outcome {
+            kind,
+            status: "stopped-delete-threshold",
+            summary,
+            errors,
+            message: Some(message),
+            reports: plan.groups,
+        });
+    }
     let status = if errors.is_empty() { "success" } else { "completed-with-errors" };
     Ok(Outcome { kind, status, summary, errors, message: None, reports: plan.groups })
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use config::Config;
 use engine::Fatal;
+use writeback_core::Allow;
 
 // A planner of a million memberships spent a quarter of its time in glibc malloc's
 // consolidation; mimalloc cut a plan's CPU time by ~25% (BENCHMARKS.md, planner rows).
@@ -89,9 +90,12 @@ enum Command {
         /// the last cycle (a delta cycle is the default once a full one has run).
         #[arg(long)]
         full: bool,
-        /// Let this run go past the delete and member removal thresholds.
+        /// Let this run go past the delete and member removal thresholds (also per group).
         #[arg(long)]
         allow_deletes: bool,
+        /// Let this run create more groups than [writeback] create_threshold.
+        #[arg(long)]
+        allow_creates: bool,
     },
     /// One group: why it is (not) written back, its AD DN, and every member with the reason.
     Show {
@@ -201,11 +205,14 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Run { listen } => return daemon::run(cfg, listen).await,
-        Command::Plan { .. } => engine::plan(&cfg, false).await.map(|(p, _)| output::plan(&p, cli.json)),
-        Command::Sync { allow_deletes, full } => {
-            sync_locked(&cfg, allow_deletes, full).await.map(|r| output::sync(&r, cli.json))
+        Command::Plan { .. } => engine::plan(&cfg, Allow::default()).await.map(|(p, _)| output::plan(&p, cli.json)),
+        Command::Sync { allow_deletes, allow_creates, full } => {
+            let allow = Allow { deletes: allow_deletes, creates: allow_creates };
+            sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
         }
-        Command::Show { group } => engine::plan(&cfg, false).await.map(|(p, _)| output::show(&p, &group, cli.json)),
+        Command::Show { group } => {
+            engine::plan(&cfg, Allow::default()).await.map(|(p, _)| output::show(&p, &group, cli.json))
+        }
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),
         Command::Cloud { command: CloudCommand::SetWriteback { group, kind, enable, disable: _, ty, yes } } => {
@@ -236,7 +243,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
 }
 
 /// One cycle, holding the state lock so that it never races a daemon or another sync.
-async fn sync_locked(cfg: &Config, allow_deletes: bool, full: bool) -> Result<engine::RunResult, Fatal> {
+async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::RunResult, Fatal> {
     let state = cfg.state_path();
     let lock = match lock::StateLock::try_acquire(&state) {
         Ok(Ok(l)) => l,
@@ -248,7 +255,7 @@ async fn sync_locked(cfg: &Config, allow_deletes: bool, full: bool) -> Result<en
         }
         Err(e) => return Err(Fatal(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
     };
-    let r = engine::sync(cfg, allow_deletes, full).await;
+    let r = engine::sync(cfg, allow, full, &lock).await;
     drop(lock);
     r
 }

@@ -8,6 +8,12 @@ use crate::config::Config;
 use crate::engine::RunResult;
 use crate::exit;
 
+/// Cloud text (names, and messages and DNs that quote them) on a terminal: control characters
+/// and bidirectional overrides replaced, so a display name cannot rewrite the screen.
+fn t(s: &str) -> std::borrow::Cow<'_, str> {
+    writeback_core::naming::printable(s)
+}
+
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
@@ -41,25 +47,25 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
         );
         for e in &r.errors {
             match &e.member_id {
-                Some(m) => println!("  error  group {}  member {}: {}", e.cloud_id, m, e.message),
-                None => println!("  error  group {}: {}", e.cloud_id, e.message),
+                Some(m) => println!("  error  group {}  member {}: {}", t(&e.cloud_id), t(m), t(&e.message)),
+                None => println!("  error  group {}: {}", t(&e.cloud_id), t(&e.message)),
             }
         }
         if let Some(m) = &r.message {
-            println!("{m}");
+            println!("{}", t(m));
         }
     }
     match r.status {
         "success" => exit::OK,
         "stopped-delete-threshold" => {
             if let Some(m) = &r.message {
-                eprintln!("stopped: {m}");
+                eprintln!("stopped: {}", t(m));
             }
             exit::THRESHOLD
         }
         "quarantined" => {
             if let Some(m) = &r.message {
-                eprintln!("quarantined: {m}");
+                eprintln!("quarantined: {}", t(m));
             }
             exit::CANNOT_RUN
         }
@@ -67,8 +73,8 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     }
 }
 
-fn target(t: &GroupTarget) -> &str {
-    t.dn()
+fn target(g: &GroupTarget) -> std::borrow::Cow<'_, str> {
+    t(g.dn())
 }
 
 pub fn plan(p: &Plan, as_json: bool) -> u8 {
@@ -80,14 +86,14 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
         for op in &p.operations {
             match op {
                 Operation::Add { dn, members, .. } => {
-                    println!("+ add      {dn} ({} members)", members.len())
+                    println!("+ add      {} ({} members)", t(dn), members.len())
                 }
                 Operation::Update { dn, changes, .. } => {
                     for c in changes {
-                        println!("~ update   {dn}: {} {:?} -> {:?}", c.attr, c.old, c.values);
+                        println!("~ update   {}: {} {:?} -> {:?}", t(dn), c.attr, c.old, c.values);
                     }
                 }
-                Operation::Rename { dn, new_dn, .. } => println!("> rename   {dn} -> {new_dn}"),
+                Operation::Rename { dn, new_dn, .. } => println!("> rename   {} -> {}", t(dn), t(new_dn)),
                 Operation::AddMembers { group, members, .. } => {
                     println!("+ members  {}: +{}", target(group), members.len());
                     for m in members {
@@ -100,23 +106,23 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
                         println!("             - {}", target(m));
                     }
                 }
-                Operation::Delete { dn, reason, .. } => println!("- delete   {dn} ({reason})"),
+                Operation::Delete { dn, reason, .. } => println!("- delete   {} ({})", t(dn), t(reason)),
             }
         }
         for n in &p.notices {
-            println!("* notice   {n}");
+            println!("* notice   {}", t(n));
         }
         for e in &p.errors {
             println!(
                 "! error    {}{}: {}",
-                e.cloud_id,
-                e.member_id.as_deref().map(|m| format!(" member {m}")).unwrap_or_default(),
-                e.message
+                t(&e.cloud_id),
+                e.member_id.as_deref().map(|m| format!(" member {}", t(m))).unwrap_or_default(),
+                t(&e.message)
             );
         }
         println!("plan: {}", counts_line(&p.summary));
         if let Some(b) = &p.blocked {
-            println!("a sync would stop: {b}");
+            println!("a sync would stop: {}", t(b));
         }
     }
     exit::OK
@@ -125,7 +131,7 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
 pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
     let found = p.report(needle);
     if found.is_empty() {
-        eprintln!("error: no group with the id or display name '{needle}' (in the cloud or owned in AD)");
+        eprintln!("error: no group with the id or display name '{}' (in the cloud or owned in AD)", t(needle));
         return exit::OBJECT_ERRORS;
     }
     for g in found {
@@ -137,19 +143,19 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
             continue;
         }
         let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
-        println!("{} ({})", g.display_name, g.cloud_id);
-        println!("  in scope:   {} — {}", if g.in_scope { "yes" } else { "no" }, g.reason);
-        println!("  AD:         {}", g.dn.as_deref().unwrap_or("(none)"));
+        println!("{} ({})", t(&g.display_name), t(&g.cloud_id));
+        println!("  in scope:   {} — {}", if g.in_scope { "yes" } else { "no" }, t(&g.reason));
+        println!("  AD:         {}", t(g.dn.as_deref().unwrap_or("(none)")));
         if let Some(t) = g.group_type {
             println!("  groupType:  {t}");
         }
-        println!("  this run:   {}", g.action);
+        println!("  this run:   {}", t(&g.action));
         if g.in_scope {
             println!("  members:    {} in the cloud, {} written to AD", g.members.len(), written);
             for m in g.members_by_id() {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
-                let name = m.display_name.as_deref().unwrap_or("");
-                println!("    {status:<8} {:<6} {}  {name:<24} {}", m.kind, m.cloud_id, m.reason.unwrap_or(""));
+                let name = t(m.display_name.as_deref().unwrap_or(""));
+                println!("    {status:<8} {:<6} {}  {name:<24} {}", m.kind, t(&m.cloud_id), m.reason.unwrap_or(""));
             }
         }
     }
@@ -199,8 +205,14 @@ pub fn errors(errors: &[ErrorRecord], as_json: bool) {
         println!("no current errors");
     }
     for e in errors {
-        let member = e.member_id.as_deref().map(|m| format!("  member {m}")).unwrap_or_default();
-        println!("group {}{member}\n  {}\n  since {} (last seen {})", e.cloud_id, e.message, e.since, e.last_seen);
+        let member = e.member_id.as_deref().map(|m| format!("  member {}", t(m))).unwrap_or_default();
+        println!(
+            "group {}{member}\n  {}\n  since {} (last seen {})",
+            t(&e.cloud_id),
+            t(&e.message),
+            e.since,
+            e.last_seen
+        );
     }
 }
 

@@ -211,3 +211,76 @@ fn a_dn_in_the_state_never_widens_the_managed_ous() {
     let written = fx.group(&h).expect("H is written in the target OU");
     assert!(written.dn.ends_with(&fx.groups_ou) && written.guid != planted.guid, "{}", written.dn);
 }
+
+#[test]
+fn a_group_about_to_lose_most_of_its_members_keeps_them_until_allowed() {
+    let mut fx = Fixture::new("percent");
+    let (users, uids, cloud) = fx.synced_users(150);
+    let (a, b, c) = (fx.id(1), fx.id(2), fx.id(3));
+    let all: Vec<&str> = uids.iter().map(String::as_str).collect();
+    let mut t = tenant(
+        cloud,
+        vec![
+            security_group(&a, "SG-A", Some(true), &all),
+            security_group(&b, "SG-B", Some(true), &all),
+            security_group(&c, "SG-C", Some(true), &all[..1]),
+        ],
+    );
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+
+    // The cloud takes 120 of A's 150 members (80%), 60 of B's (fewer than 100), adds one to C.
+    t["groups"][0]["members"] = json!(all[120..]);
+    t["groups"][1]["members"] = json!(all[60..]);
+    t["groups"][2]["members"] = json!(all[..2]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(
+        (code, out["status"].as_str(), out["member_removes"].as_u64(), out["member_adds"].as_u64()),
+        (3, Some("stopped-delete-threshold"), Some(60), Some(1)),
+        "A's removals held, the rest applied: {out}"
+    );
+    assert_eq!(fx.group(&a).expect("a").members.len(), 150);
+    assert_eq!(fx.group(&b).expect("b").members.len(), 90);
+    assert_eq!(fx.group(&c).expect("c").members.len(), 2);
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    let held = errors["errors"].as_array().into_iter().flatten().find(|e| e["cloud_id"] == a.as_str()).cloned();
+    let msg = held.as_ref().and_then(|e| e["message"].as_str()).unwrap_or("").to_string();
+    assert!(
+        msg.contains("120 of its 150 members")
+            && msg.contains("member_removal_percent")
+            && msg.contains("--allow-deletes"),
+        "{errors}"
+    );
+    // Asked again without the override: still held (the group stays dirty through its error).
+    assert_eq!(fx.sync_json(&[]).0, 3);
+    assert_eq!(fx.group(&a).expect("a").members.len(), 150);
+
+    let (code, out) = fx.sync_json(&["--allow-deletes"]);
+    assert_eq!((code, out["member_removes"].as_u64()), (0, Some(120)), "{out}");
+    let mut left = fx.group(&a).expect("a").members;
+    left.sort();
+    let mut want: Vec<String> = users[120..].iter().map(|u| u.guid.clone()).collect();
+    want.sort();
+    assert_eq!(left, want);
+}
+
+#[test]
+fn a_daemon_whose_lock_file_is_replaced_stops_writing() {
+    let mut fx = Fixture::new("lockid");
+    fx.start_sim(&tenant(vec![], vec![security_group(&fx.id(1), "SG-Lock", Some(true), &[])]));
+    fx.write_config("[daemon]\ninterval = \"1s\"\nfull_interval = \"1h\"\n");
+    let mut d = Daemon::start(&fx);
+    d.wait_for("a cycle", |h| h["reason"] == "ok");
+    // Another file under the lock's name: a second instance could lock it.
+    let lock = fx.dir.join("state.db.lock");
+    std::fs::remove_file(&lock).expect("rm");
+    std::fs::write(&lock, b"").expect("new lock file");
+    assert_eq!(d.wait_exit(), Some(4), "the daemon stops writing and exits");
+    let port = d.url.rsplit(':').next().unwrap_or("").to_string();
+    let log = std::fs::read_to_string(fx.dir.join(format!("daemon-{port}.log"))).unwrap_or_default();
+    assert!(log.contains("removed or replaced"), "{log}");
+    // The new file is a lock like any other: a sync takes it.
+    assert_eq!(fx.sync_json(&[]).0, 0);
+}

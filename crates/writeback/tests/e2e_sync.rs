@@ -180,7 +180,23 @@ fn a_first_sync_of_many_groups_adds_while_it_reads_and_nests_across_parts() {
     fx.start_sim(&tenant(cloud_users, groups));
     fx.write_config("");
 
+    // 520 new groups are more than create_threshold (500): the run stops before writing, and
+    // starts no early add.
     let run = fx.writeback(&["--json", "-v", "sync"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(!run.stderr.contains("groups are added while the rest is read"), "{}", run.stderr);
+    let out = run.json();
+    assert_eq!(
+        (out["status"].as_str(), out["adds"].as_u64()),
+        (Some("stopped-delete-threshold"), Some(n as u64)),
+        "{out}"
+    );
+    assert!(fx.groups(&fx.groups_ou.clone()).is_empty(), "nothing was written");
+    let history = fx.writeback(&["--json", "history"]).json();
+    let message = history["runs"][0]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("create_threshold = 500") && message.contains("--allow-creates"), "{message}");
+
+    let run = fx.writeback(&["--json", "-v", "sync", "--allow-creates"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("groups are added while the rest is read"), "the early adds ran: {}", run.stderr);
     let out = run.json();

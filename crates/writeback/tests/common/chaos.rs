@@ -100,7 +100,7 @@ pub fn kill_loop(trials: usize, groups: u32, seed: u64) -> Figures {
         let mut fx = Fixture::new("chaoskill");
         let (t, want) = tenant_for(&mut fx, groups, 12);
         fx.start_sim(&t);
-        fx.write_config("delete_threshold = 100000\nmember_removal_threshold = 1000000");
+        fx.write_config("delete_threshold = 100000\nmember_removal_threshold = 1000000\ncreate_threshold = 100000");
         // Somewhere in the run: reading, applying, recording (about 4 ms a group on this DC).
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -125,7 +125,7 @@ pub fn dc_outage(groups: u32, outage: Duration) -> Figures {
     let mut fx = Fixture::new("chaosdc");
     let (t, want) = tenant_for(&mut fx, groups, 12);
     fx.start_sim(&t);
-    fx.write_config("delete_threshold = 100000");
+    fx.write_config("delete_threshold = 100000\ncreate_threshold = 100000");
     let mut child = fx.spawn_sync();
     std::thread::sleep(Duration::from_millis(300));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/samba-dc");
@@ -181,7 +181,7 @@ pub fn throttled(groups: u32, share: f64) -> Figures {
             Some(&json!({"status": status, "retry_after": 1, "count": 1_000_000, "probability": share / 2.0})),
         );
     }
-    fx.write_config("");
+    fx.write_config("create_threshold = 100000");
     let (code, out) = fx.sync_json(&[]);
     let log = fx.sim_call("GET", "/_control/requests", None);
     let statuses: Vec<u64> =
@@ -205,7 +205,7 @@ pub fn lost_state(groups: u32) -> Figures {
     let mut fx = Fixture::new("chaosstate");
     let (t, want) = tenant_for(&mut fx, groups, 12);
     fx.start_sim(&t);
-    fx.write_config("");
+    fx.write_config("create_threshold = 100000");
     let _ = fx.sync_json(&[]);
     std::fs::remove_file(fx.dir.join("state.db")).expect("remove the state");
     let mut problems = recover(&mut fx, &want);

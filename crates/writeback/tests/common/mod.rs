@@ -797,6 +797,20 @@ impl Daemon {
         text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     }
 
+    /// The exit status once the daemon ends on its own (20 s at most).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     pub fn stop(&mut self) -> i32 {
         let Some(mut child) = self.child.take() else { return -1 };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
