@@ -368,17 +368,37 @@ impl Sim {
                 self.journal.touch_user(id);
                 Ok(Reply::empty(204))
             }
-            ("GET", [coll @ ("users" | "groups"), id, "memberOf"]) => {
+            // Graph "List memberOf" (api-reference/v1.0/api/user-list-memberof.md): "groups,
+            // directory roles, and administrative units that the user is a direct member of",
+            // each with its @odata.type; an OData cast (`/memberOf/microsoft.graph.group`) keeps
+            // one type.
+            ("GET", [coll @ ("users" | "groups"), id, "memberOf", rest @ ..]) => {
                 let want = if *coll == "users" { "user" } else { "group" };
                 if self.tenant.find(id).is_none_or(|(k, _)| k != want) {
                     return Err(not_found(coll, id));
                 }
+                let cast = match rest {
+                    [] => None,
+                    [c] => Some(
+                        c.strip_prefix("microsoft.graph.").ok_or_else(|| bad(format!("Unsupported segment {c}")))?,
+                    ),
+                    _ => return Err(bad("Unsupported path".into())),
+                };
                 let contains = |g: &Value| {
                     g.get("members")
                         .and_then(Value::as_array)
                         .is_some_and(|m| m.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(id))))
                 };
-                let parents = self.tenant.groups.iter().filter(|g| contains(g)).map(|g| (Some("group"), g)).collect();
+                let t = &self.tenant;
+                let parents = t
+                    .groups
+                    .iter()
+                    .map(|g| ("group", g))
+                    .chain(t.directory_roles.iter().map(|r| ("directoryRole", r)))
+                    .chain(t.administrative_units.iter().map(|a| ("administrativeUnit", a)))
+                    .filter(|(k, o)| cast.is_none_or(|c| c == *k) && contains(o))
+                    .map(|(k, o)| (Some(k), o))
+                    .collect();
                 page(parents, "directoryObjects")
             }
             ("GET", ["groupSettings"]) => Ok(Reply::json(
@@ -647,6 +667,23 @@ mod tests {
             assert_eq!(patch(&mut s, cloud_only, ro).status, 400, "read-only");
         }
         assert_eq!(patch(&mut s, cloud_only, json!({"onPremisesImmutableId": "a_b"})).status, 400);
+    }
+
+    #[test]
+    fn member_of_lists_roles_and_administrative_units_beside_groups() {
+        let mut s = sim();
+        let (role, unit) = ("00000000-0000-0000-0000-0000000000a1", "00000000-0000-0000-0000-0000000000a2");
+        s.tenant.directory_roles.push(json!({"id": role, "displayName": "User Administrator", "members": [U]}));
+        s.tenant.administrative_units.push(json!({"id": unit, "displayName": "Paris", "members": [U]}));
+        let all = get(&mut s, false, &format!("/users/{U}/memberOf"), "$select=id").body.expect("body");
+        let types: Vec<&str> =
+            all["value"].as_array().into_iter().flatten().filter_map(|v| v["@odata.type"].as_str()).collect();
+        assert_eq!(
+            types,
+            vec!["#microsoft.graph.group", "#microsoft.graph.directoryRole", "#microsoft.graph.administrativeUnit"]
+        );
+        let groups = get(&mut s, false, &format!("/users/{U}/memberOf/microsoft.graph.group"), "").body.expect("body");
+        assert_eq!(groups["value"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Tenant {
     pub deleted_groups: Vec<Value>,
     /// Directory settings objects (`groupSettings`), e.g. Group.Unified.
     pub group_settings: Vec<Value>,
+    /// Directory roles and administrative units, with `members` (ids): `memberOf` lists them
+    /// beside groups, as Graph does.
+    pub directory_roles: Vec<Value>,
+    pub administrative_units: Vec<Value>,
     /// Lower-case id → (collection, position): member lookups in large generated tenants
     /// must not scan every object. Rebuilt by `reindex` whenever objects come or go.
     #[serde(skip)]

@@ -127,7 +127,8 @@ impl GraphClient {
         (found, missing, failed)
     }
 
-    /// The groups that directly contain any of these objects (`memberOf`).
+    /// The groups that directly contain any of these objects (`memberOf`, roles and
+    /// administrative units left out).
     pub async fn parents_of(&self, coll: Collection, ids: &[String]) -> Result<BTreeSet<String>, GraphError> {
         let kind = match coll {
             Collection::Groups => "groups",
@@ -153,7 +154,11 @@ impl GraphClient {
             if let Some(next) = body["@odata.nextLink"].as_str() {
                 items.extend(self.get_all(next).await?);
             }
-            parents.extend(items.iter().filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase));
+            // memberOf lists directory roles and administrative units beside groups (Graph
+            // "List memberOf", user-list-memberof.md): only groups can be written back.
+            let groups =
+                items.iter().filter(|v| v["@odata.type"].as_str().is_none_or(|t| t == "#microsoft.graph.group"));
+            parents.extend(groups.filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase));
         }
         Ok(parents)
     }

@@ -11,6 +11,22 @@ use serde_json::{json, Value};
 const ADMIN_APP: &str = "99999999-2222-3333-4444-555555555555";
 const ADMIN_SECRET: &str = "admin-tool-secret";
 
+/// objectGUID bytes (Data1..3 little-endian) of a GUID string.
+fn guid_bytes(g: &str) -> Vec<u8> {
+    let h: Vec<u8> = g
+        .replace('-', "")
+        .as_bytes()
+        .chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("hex"), 16).expect("hex"))
+        .collect();
+    vec![h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 fn member_reasons(show: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = show["members"]
         .as_array()
@@ -44,18 +60,34 @@ fn cloud_data_cannot_choose_which_ad_objects_become_members() {
     let mut v = synced_user(&two_users, &users[1]);
     v["onPremisesImmutableId"] = json!(unsynced.immutable_id());
     cloud.extend([u, v]);
+    // A user moved from another forest: its immutable id is its mS-DS-ConsistencyGuid (Entra
+    // Connect's source anchor), not its objectGUID. Written.
+    let moved = fx.create_user("moved");
+    let consistency = guid_bytes("0badc0de-1234-4abc-8def-00000000a001");
+    let value = std::collections::HashSet::from([&consistency[..]]);
+    let set = ldap3::Mod::Replace(&b"mS-DS-ConsistencyGuid"[..], value);
+    fx.ldap.modify(&moved.dn, vec![set]).expect("modify").success().expect("consistency GUID set");
+    let moved_id = fx.id(602);
+    let mut m = synced_user(&moved_id, &moved);
+    m["onPremisesImmutableId"] = json!(base64_of(&consistency));
+    cloud.push(m);
     let g = fx.id(1);
     let members: Vec<&str> = [uids[0].as_str()]
         .into_iter()
         .chain(forged.iter().map(String::as_str))
-        .chain([claims_pc.as_str(), two_users.as_str()])
+        .chain([claims_pc.as_str(), two_users.as_str(), moved_id.as_str()])
         .collect();
     let mut t = tenant(cloud, vec![security_group(&g, "SG-Anchors", Some(true), &members)]);
     t["apps"].as_array_mut().expect("apps").push(json!({"client_id": ADMIN_APP, "client_secret": ADMIN_SECRET}));
+    // The forged users hold a directory role and sit in an administrative unit: Graph lists both
+    // in their memberOf, beside groups.
+    let (role, unit) = (fx.id(700), fx.id(701));
+    t["directoryRoles"] = json!([{"id": role, "displayName": "User Administrator", "members": [&forged[0]]}]);
+    t["administrativeUnits"] = json!([{"id": unit, "displayName": "Paris", "members": [&forged[1]]}]);
     fx.start_sim(&t);
     fx.write_config("");
     let (code, out) = fx.sync_json(&[]);
-    assert_eq!((code, out["member_adds"].as_u64()), (1, Some(1)), "{out}");
+    assert_eq!((code, out["member_adds"].as_u64()), (1, Some(2)), "{out}");
 
     // A User Administrator points the cloud-only users at the three AD objects, through Graph.
     for (id, target) in forged.iter().zip([&unsynced, &computer, &group]) {
@@ -67,7 +99,10 @@ fn cloud_data_cannot_choose_which_ad_objects_become_members() {
     let (status, _) = fx.graph_as(ADMIN_APP, ADMIN_SECRET, "PATCH", &format!("/v1.0/users/{}", uids[0]), &body);
     assert_eq!(status, 400, "but not on a user synced from AD");
 
-    // A delta cycle (the users delta names them) and a full one: only the real member is written.
+    // A delta cycle (the users delta names them) and a full one: only the real members are written.
+    fx.sim_call("DELETE", "/_control/requests", None);
+    let mut real = vec![users[0].guid.clone(), moved.guid.clone()];
+    real.sort();
     for args in [&[][..], &["--full"][..]] {
         let (code, out) = fx.sync_json(args);
         assert_eq!(
@@ -75,12 +110,23 @@ fn cloud_data_cannot_choose_which_ad_objects_become_members() {
             (1, Some(0), Some(5)),
             "{out}"
         );
-        assert_eq!(fx.group(&g).expect("written").members, vec![users[0].guid.clone()], "{args:?}");
+        let mut members = fx.group(&g).expect("written").members;
+        members.sort();
+        assert_eq!(members, real, "{args:?}");
+    }
+    let log = fx.sim_call("GET", "/_control/requests", None).to_string();
+    assert!(log.contains("/memberOf"), "the delta cycle asked for the changed users' groups: {log}");
+    for not_a_group in [&role, &unit] {
+        assert!(
+            !log.contains(&format!("/groups/{not_a_group}")),
+            "a role or administrative unit is not read as a group"
+        );
     }
     let show = fx.writeback(&["--json", "show", &g]).json();
     let mut want: Vec<(String, String)> = forged.iter().map(|id| (id.clone(), "cloud-only".to_string())).collect();
     want.extend([
         (uids[0].clone(), "written".to_string()),
+        (moved_id.clone(), "written".to_string()),
         (claims_pc.clone(), "anchor-mismatch".to_string()),
         (two_users.clone(), "anchor-mismatch".to_string()),
     ]);
