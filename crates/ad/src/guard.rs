@@ -50,12 +50,30 @@ struct Protected {
     /// counts as protected (the guard fails closed).
     domain: String,
     root_known: bool,
+    /// False when the groups without a fixed RID (DnsAdmins) could not be looked up: then any
+    /// group above ours might be one of them, and counts as protected.
+    named_known: bool,
 }
 
 impl Protected {
+    /// The SIDs of the privileged groups, from the domain's SID, the forest root's (if read)
+    /// and those of the groups found by name (if looked up).
+    fn new(domain: String, root: Option<&str>, named: Option<Vec<String>>) -> Protected {
+        let mut sids: HashSet<String> = BUILTIN_SIDS.iter().map(|s| s.to_string()).collect();
+        sids.extend(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")));
+        if let Some(root) = root {
+            sids.extend(ROOT_RIDS.iter().map(|r| format!("{root}-{r}")));
+        }
+        let named_known = named.is_some();
+        sids.extend(named.into_iter().flatten());
+        Protected { sids, domain, root_known: root.is_some(), named_known }
+    }
+
     fn why(&self, sid: &str) -> Option<&'static str> {
         if self.sids.contains(sid) {
             Some("a privileged group of the domain or forest")
+        } else if !self.named_known {
+            Some("a group above it, and the domain's DnsAdmins group could not be looked up")
         } else if !self.root_known && !sid.starts_with(&format!("{}-", self.domain)) && !sid.starts_with("S-1-5-32-") {
             Some("a group of another domain, and the forest root's privileged groups could not be identified")
         } else {
@@ -104,23 +122,26 @@ impl AdConn {
         e.attrs.get("nCName").and_then(|v| v.first()).and_then(|v| parse_extended_dn(v).1)
     }
 
-    /// The SIDs of the privileged groups without a fixed RID (DnsAdmins), by name.
-    async fn named_sids(&mut self) -> Vec<String> {
+    /// The SIDs of the privileged groups without a fixed RID (DnsAdmins), by name; `None` when
+    /// the search failed (the guard then fails closed).
+    async fn named_sids(&mut self) -> Option<Vec<String>> {
         let base = self.default_nc.clone();
         let terms: String = NAMED.iter().map(|n| format!("(sAMAccountName={n})")).collect();
         let filter = format!("(&(objectClass=group)(|{terms}))");
         let res =
             self.op().with_controls(vec![extended_dn()]).search(&base, Scope::Subtree, &filter, vec!["1.1"]).await;
         match res.and_then(|r| r.success()) {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .filter(|e| !e.is_ref())
-                .map(SearchEntry::construct)
-                .filter_map(|e| parse_extended_dn(&e.dn).1)
-                .collect(),
+            Ok((entries, _)) => Some(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.is_ref())
+                    .map(SearchEntry::construct)
+                    .filter_map(|e| parse_extended_dn(&e.dn).1)
+                    .collect(),
+            ),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot look up DnsAdmins for the Tier-0 guard");
-                Vec::new()
+                tracing::warn!(error = %e, "cannot look up DnsAdmins: every group above an owned group counts as protected this cycle");
+                None
             }
         }
     }
@@ -131,13 +152,8 @@ impl AdConn {
         if root.is_none() {
             tracing::warn!("the forest root domain's SID could not be read: groups of other domains above owned groups are treated as protected");
         }
-        let mut sids: HashSet<String> = BUILTIN_SIDS.iter().map(|s| s.to_string()).collect();
-        sids.extend(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")));
-        if let Some(root) = &root {
-            sids.extend(ROOT_RIDS.iter().map(|r| format!("{root}-{r}")));
-        }
-        sids.extend(self.named_sids().await);
-        Ok(Protected { sids, domain, root_known: root.is_some() })
+        let named = self.named_sids().await;
+        Ok(Protected::new(domain, root.as_deref(), named))
     }
 
     /// Owned groups nested into a protected group: cloud id → the reason, with the path.
@@ -258,15 +274,38 @@ fn chain(path: &[String]) -> String {
 mod tests {
     use super::*;
 
+    const DOMAIN: &str = "S-1-5-21-1-2-3";
+    const ROOT: &str = "S-1-5-21-7-8-9";
+
     #[test]
-    fn other_domains_count_as_protected_until_the_root_is_known() {
-        let domain = "S-1-5-21-1-2-3".to_string();
-        let mut p = Protected { sids: HashSet::from([format!("{domain}-512")]), domain, root_known: false };
-        assert!(p.why("S-1-5-21-1-2-3-512").is_some());
-        assert!(p.why("S-1-5-21-1-2-3-1105").is_none(), "an ordinary group of the domain");
-        assert!(p.why("S-1-5-32-555").is_none(), "builtin groups not in the list");
-        assert!(p.why("S-1-5-21-7-8-9-519").is_some(), "maybe Enterprise Admins of an unknown root");
-        p.root_known = true;
-        assert!(p.why("S-1-5-21-7-8-9-1200").is_none());
+    fn the_forest_roots_groups_carry_the_roots_sid() {
+        let dns_admins = format!("{DOMAIN}-1101");
+        let p = Protected::new(DOMAIN.into(), Some(ROOT), Some(vec![dns_admins.clone()]));
+        for protected in [
+            format!("{DOMAIN}-512"),
+            format!("{DOMAIN}-526"),
+            format!("{ROOT}-519"),
+            format!("{ROOT}-518"),
+            format!("{ROOT}-527"),
+            dns_admins,
+            "S-1-5-32-544".into(),
+        ] {
+            assert!(p.why(&protected).is_some(), "{protected}");
+        }
+        // Schema and Enterprise Admins exist only in the root domain: a child domain's RID 519 is nothing.
+        for ordinary in
+            [format!("{DOMAIN}-519"), format!("{DOMAIN}-1105"), format!("{ROOT}-512"), "S-1-5-32-555".into()]
+        {
+            assert!(p.why(&ordinary).is_none(), "{ordinary}");
+        }
+    }
+
+    #[test]
+    fn the_guard_fails_closed_when_it_cannot_tell() {
+        let no_root = Protected::new(DOMAIN.into(), None, Some(vec![]));
+        assert!(no_root.why(&format!("{DOMAIN}-1105")).is_none(), "an ordinary group of the domain");
+        assert!(no_root.why(&format!("{ROOT}-519")).is_some(), "maybe Enterprise Admins of an unknown root");
+        let no_names = Protected::new(DOMAIN.into(), Some(DOMAIN), None);
+        assert!(no_names.why(&format!("{DOMAIN}-1105")).is_some(), "maybe DnsAdmins");
     }
 }

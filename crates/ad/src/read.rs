@@ -343,6 +343,31 @@ impl AdConn {
         })
     }
 
+    /// Checks `links` (cloud id, objectGUID, from the state) against AD, one base read each:
+    /// (the groups that exist and carry the marker of their cloud id, with where they are; the
+    /// ids whose object exists but is not that group). Ids of objects that are gone are in
+    /// neither. What the state says is checked here, never trusted.
+    pub async fn check_links(
+        &mut self,
+        links: &[(String, String)],
+    ) -> Result<(Vec<(String, String, String)>, Vec<String>), AdError> {
+        let (mut ours, mut not_ours) = (Vec::new(), Vec::new());
+        for (id, guid) in links {
+            if !naming::is_guid(guid) {
+                not_ours.push(id.clone());
+                continue;
+            }
+            match self.marker_of(guid).await? {
+                Some((marker, dn)) if naming::parse_marker(&marker).as_deref() == Some(id.as_str()) => {
+                    ours.push((id.clone(), guid.clone(), dn))
+                }
+                Some(_) => not_ours.push(id.clone()),
+                None => {}
+            }
+        }
+        Ok((ours, not_ours))
+    }
+
     /// The marker and DN of an object by objectGUID, to check ownership right before a delete.
     pub async fn marker_of(&mut self, guid: &str) -> Result<Option<(String, String)>, AdError> {
         let res = self

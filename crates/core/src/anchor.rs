@@ -131,13 +131,28 @@ impl<'a> OwnedMembers<'a> {
         if !m.is_synced() || immutable_guid(m).is_some_and(|g| !r.guid.eq_ignore_ascii_case(&g)) {
             return None;
         }
+        // A foreign security principal stands for a user of another forest: never a user here
+        // (and Windows keeps them out of universal groups anyway).
+        let in_fsp_container =
+            naming::parse_dn(&r.dn).is_some_and(|rdns| rdns.get(1).is_some_and(|p| is_fsp_container(p)));
+        if in_fsp_container {
+            return None;
+        }
         Some((sid, r))
     }
 }
 
+/// The well-known container of foreign security principals, as a parsed RDN.
+fn is_fsp_container(rdn: &[(String, Vec<u8>)]) -> bool {
+    matches!(rdn, [(t, v)] if t == "cn" && v.as_slice() == b"foreignsecurityprincipals")
+}
+
 /// The AD object of a member value found by [`OwnedMembers::known`]. Its class is not read
-/// back: it is the object with the SID the sync wrote for a user (SIDs are unique in a
-/// forest, and the sync writes user SIDs only for user accounts).
+/// back (that would cost the lookup the shortcut saves): it is the object with the SID the
+/// sync wrote for a user, and SIDs are unique in a forest, so it is that user's account unless
+/// the sync itself wrote another object's SID (a compromised sync is a compromised Tier 0).
+/// Lookups made in the same cycle win over it (see the engine), and any member looked up is
+/// class-checked.
 fn known_object(sid: &str, r: &AdRef) -> AdObject {
     AdObject {
         guid: r.guid.to_ascii_lowercase().into(),
@@ -332,5 +347,19 @@ mod tests {
         let (k, look) = member(user(true, Some(SID), Some(OTHER)));
         assert!(k.is_empty());
         assert_eq!(look, BTreeSet::from([Anchor::Sid(SID.into())]));
+        // A foreign security principal with the SID: looked up, where its class shows.
+        let fsp = vec![AdGroup {
+            members: Some(vec![AdRef {
+                guid: GUID.into(),
+                dn: format!("CN={SID},CN=ForeignSecurityPrincipals,DC=corp"),
+                sid: Some(SID.into()),
+            }]),
+            ..Default::default()
+        }];
+        let known = OwnedMembers::new(&fsp);
+        let mut cloud = CloudSnapshot::default();
+        cloud.members.insert("g".into(), MemberRead::complete(vec![user(true, Some(SID), Some(GUID))]));
+        assert!(members_known(&cloud, &known).is_empty());
+        assert_eq!(member_anchors(&cloud, &known), BTreeSet::from([Anchor::Sid(SID.into())]));
     }
 }

@@ -239,6 +239,10 @@ pub struct AdSnapshot {
     pub directory: HashMap<Anchor, AdObject>,
     /// Owned groups nested into a protected group: cloud id → the nesting path.
     pub protected: BTreeMap<String, String>,
+    /// Groups this cycle did not find in the managed OUs although the state links them, found
+    /// by objectGUID elsewhere, still carrying their marker: cloud id → where they are. Not
+    /// created again (that would leave a duplicate), not written to: reported.
+    pub outside: BTreeMap<String, String>,
 }
 
 /// The AD group last written for a cloud group.

@@ -211,8 +211,8 @@ pub fn split_dn(dn: &str) -> (&str, &str) {
 }
 
 /// One RDN of a parsed DN: its (attribute type, value) pairs, both case-folded, values
-/// unescaped, sorted (a multi-valued RDN is a set).
-type Rdn = Vec<(String, String)>;
+/// unescaped (bytes: an escape may name any), sorted (a multi-valued RDN is a set).
+type Rdn = Vec<(String, Vec<u8>)>;
 
 /// A DN parsed per RFC 4514 into its RDNs, most specific first; `None` when it is malformed.
 /// Escapes (`\,`, `\2C`, …) are resolved, so an escaped comma is part of a value and never a
@@ -236,7 +236,13 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
         if t.is_empty() {
             return None;
         }
-        rdn.push((t, String::from_utf8_lossy(value).to_lowercase()));
+        // Case-folded when it is text; bytes that are not UTF-8 are kept as they are (they can
+        // equal no text, and stay apart from each other).
+        let v = match std::str::from_utf8(value) {
+            Ok(text) => text.to_lowercase().into_bytes(),
+            Err(_) => value.clone(),
+        };
+        rdn.push((t, v));
         ty.clear();
         value.clear();
         *trailing = 0;
@@ -305,10 +311,18 @@ pub fn normalize_dn(dn: &str) -> String {
     match parse_dn(dn) {
         Some(rdns) => rdns
             .iter()
-            .map(|rdn| rdn.iter().map(|(t, v)| format!("{t}={}", escape_rdn_value(v))).collect::<Vec<_>>().join("+"))
+            .map(|rdn| rdn.iter().map(|(t, v)| format!("{t}={}", rdn_text(v))).collect::<Vec<_>>().join("+"))
             .collect::<Vec<_>>()
             .join(","),
         None => dn.to_lowercase(),
+    }
+}
+
+/// A parsed RDN value written out: escaped text, or every byte as `\hh` when it is not UTF-8.
+fn rdn_text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(text) => escape_rdn_value(text),
+        Err(_) => v.iter().map(|b| format!("\\{b:02x}")).collect(),
     }
 }
 
@@ -491,6 +505,7 @@ mod tests {
             assert!(!dn_is_within(bad, ou));
         }
         assert!(!dn_is_within(ou, ""), "within no OU");
+        assert_ne!(normalize_dn("OU=\\FE,DC=t"), normalize_dn("OU=\\FF,DC=t"), "bytes that are not UTF-8 stay apart");
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
                 &d.id,
                 GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() },
             );
-        } else if complete {
+        } else if complete && !ad.outside.contains_key(&*d.id) {
             targets.insert(&d.id, GroupTarget::New { cloud_id: d.id.to_string(), dn: d.dn.clone() });
         }
     }
@@ -241,7 +241,7 @@ fn desired_attrs(
         }
     }
     if cfg.write_owners {
-        if let Some(owner) = managed_by(cloud, ad, id, existing) {
+        if let Some(owner) = managed_by(cloud, ad, id, existing, &mut problems) {
             attrs.push(("managedBy", owner));
         }
     }
@@ -250,17 +250,29 @@ fn desired_attrs(
 
 /// `managedBy`: the first owner that resolves to an AD user (the current one while it still
 /// qualifies, so a reordering never flaps it); empty when none does; `None` (leave it alone)
-/// when the owners were not read completely.
-fn managed_by(cloud: &CloudSnapshot, ad: &AdSnapshot, id: &str, existing: Option<&AdGroup>) -> Option<Vec<String>> {
+/// when the owners were not read completely. An owner whose anchors name the wrong object is
+/// reported in `problems` (`anchor-mismatch`) and passed over.
+fn managed_by(
+    cloud: &CloudSnapshot,
+    ad: &AdSnapshot,
+    id: &str,
+    existing: Option<&AdGroup>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<String>> {
     let Some(MemberRead::Complete(owners)) = cloud.owners.get(id) else { return None };
-    let resolved: Vec<&str> = owners
-        .iter()
-        .filter(|o| o.kind() == ObjectKind::User)
-        .filter_map(|o| match anchor::ad_object(o, &ad.directory) {
-            Resolved::Found(obj) => Some(&*obj.guid),
-            _ => None,
-        })
-        .collect();
+    let mut resolved: Vec<&str> = Vec::new();
+    for o in owners.iter().filter(|o| o.kind() == ObjectKind::User) {
+        match anchor::ad_object(o, &ad.directory) {
+            Resolved::Found(obj) => resolved.push(&obj.guid),
+            Resolved::Mismatch(why) => problems.push(format!(
+                "owner {} ({}): {why}; not written as managedBy ({})",
+                naming::printable(o.name()),
+                o.id,
+                reason::ANCHOR_MISMATCH
+            )),
+            Resolved::CloudOnly | Resolved::NotFound => {}
+        }
+    }
     let current = existing
         .and_then(|e| e.attrs.get("managedby"))
         .and_then(|v| v.first())
@@ -309,6 +321,15 @@ fn plan_group(
     cfg: &PlannerConfig,
 ) {
     let id: &str = &d.id;
+    if let (None, Some(dn)) = (existing, ad.outside.get(id)) {
+        let why = format!(
+            "the AD group written for it, {dn}, is outside the managed OUs (moved by hand?): move it back into {}, or remove its marker to have a new group created; nothing is written",
+            d.decision.target_ou.as_deref().unwrap_or(&cfg.target_ou)
+        );
+        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
+        p.groups.push(report(d.group, id, d.decision, Some(dn.clone()), &format!("not written: {why}"), vec![]));
+        return;
+    }
     let (attrs, problems) = desired_attrs(d, (cloud, ad, existing), cfg);
     for message in problems {
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message });
@@ -641,7 +662,8 @@ fn resolve_member(
             let id = m.id.to_ascii_lowercase();
             // A nested group not planned in this run (a delta cycle) is found by its link.
             let linked = || {
-                let link = state.links.get(&id).filter(|_| decide_with(m, rules).in_scope)?;
+                let link =
+                    state.links.get(&id).filter(|_| decide_with(m, rules).in_scope && !ad.outside.contains_key(&id))?;
                 Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
             };
             match targets.get(id.as_str()).cloned().or_else(linked) {

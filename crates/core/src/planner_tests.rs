@@ -302,6 +302,18 @@ fn members_whose_anchors_name_the_wrong_object_are_skipped_and_reported() {
     // A cloud-only user whose immutable id names a user AD knows: not looked up at all.
     let mut forged = cloud_user(1);
     forged.on_premises_immutable_id = Some("4XGK8eR2sE6CsNjEUCz/Qg==".into());
+    let named = naming::guid_from_immutable_id("4XGK8eR2sE6CsNjEUCz/Qg==").expect("a GUID");
+    w.ad.directory.insert(
+        Anchor::Guid(named.clone()),
+        AdObject {
+            guid: named.as_str().into(),
+            sid: None,
+            dn: "CN=unsynced,CN=Users,DC=corp,DC=test".into(),
+            group_type: None,
+            class: AdClass::User,
+            source_anchor: None,
+        },
+    );
     w.group(security(1, "SG", Some(true)), vec![claims_pc, forged, synced_user(1)]);
     let p = w.converge();
     assert_eq!(p.summary.member_adds, 1, "only the real user is written");

@@ -47,6 +47,9 @@ impl GraphClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("writeback/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(100))
+            // Graph does not redirect; a redirect would take the request (and the token) to a
+            // URL `check_origin` never saw.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| GraphError::Connect(format!("could not set up HTTP: {e}")))?;

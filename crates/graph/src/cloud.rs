@@ -97,7 +97,8 @@ impl GraphClient {
                 lost.join("; ")
             )));
         }
-        Ok(DefaultChange::Updated { setting_id: id.to_string(), from: current, kept: old.len().saturating_sub(1) })
+        let kept = old.iter().filter(|(n, _)| n != SETTING).count();
+        Ok(DefaultChange::Updated { setting_id: id.to_string(), from: current, kept })
     }
 
     async fn create_group_unified(&self, value: &str) -> Result<DefaultChange, GraphError> {

@@ -313,14 +313,16 @@ impl Config {
     /// which an owned group still is. `dns`: where every owned group is after a full cycle;
     /// `None` after a delta cycle, which did not see them all (every earlier OU is kept).
     pub fn ous_to_keep(&self, state: &writeback_core::State, dns: Option<Vec<&str>>) -> Vec<String> {
-        let mut keep = self.configured_ous();
+        use writeback_core::naming::{dn_is_within, normalize_dn};
+        let configured = self.configured_ous();
+        let in_configured = |dn: &str| configured.iter().any(|c| dn_is_within(dn, c));
+        let mut keep = configured.clone();
         for ou in &state.former_ous {
-            let configured = keep
-                .iter()
-                .any(|k| writeback_core::naming::normalize_dn(k) == writeback_core::naming::normalize_dn(ou));
-            let holds =
-                dns.as_ref().is_none_or(|dns| dns.iter().any(|dn| writeback_core::naming::dn_is_within(dn, ou)));
-            if !configured && holds {
+            let known = keep.iter().any(|k| normalize_dn(k) == normalize_dn(ou));
+            // A group inside a configured OU keeps nothing else managed (a target moved into a
+            // child OU of the old one must not keep the old one for ever).
+            let holds = dns.as_ref().is_none_or(|dns| dns.iter().any(|dn| dn_is_within(dn, ou) && !in_configured(dn)));
+            if !known && holds {
                 keep.push(ou.clone());
             }
         }
@@ -497,6 +499,25 @@ target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
         assert!(err.contains("delete_treshold"), "{err}");
         let err = parse(&MIN.replace("[cloud]", "[cloud]\nsecret = \"x\"")).expect_err("must fail").to_string();
         assert!(err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn earlier_ous_stay_managed_only_while_they_hold_groups_outside_the_configured_ones() {
+        let c = parse(&MIN.replace("OU=Groups,DC=corp", "OU=New,OU=Groups,DC=corp")).expect("valid");
+        let state = writeback_core::State {
+            former_ous: vec!["OU=Groups,DC=corp,DC=example,DC=com".into(), "OU=Old,DC=corp,DC=example,DC=com".into()],
+            ..Default::default()
+        };
+        let managed = c.managed_ous(&state);
+        assert_eq!(managed.len(), 2, "the new target lies in an earlier OU: {managed:?}");
+        // Every group is in the new target OU (inside the old one): only the configuration stays.
+        let moved = vec!["CN=g,OU=New,OU=Groups,DC=corp,DC=example,DC=com"];
+        assert_eq!(c.ous_to_keep(&state, Some(moved)), c.configured_ous());
+        // A group still in the old OU keeps it.
+        let left = vec!["CN=g,OU=Old,DC=corp,DC=example,DC=com"];
+        assert_eq!(c.ous_to_keep(&state, Some(left)).len(), 2);
+        // A delta cycle, which did not see every group, keeps them all.
+        assert_eq!(c.ous_to_keep(&state, None).len(), 3);
     }
 
     #[test]

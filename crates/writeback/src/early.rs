@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::lock::LockWatch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use writeback_ad::{AdConn, ApplyReport};
@@ -33,14 +34,19 @@ pub struct Early {
 }
 
 impl Early {
-    /// Starts the writer on `conn` (a connection of its own).
-    pub fn start(conn: AdConn, ous: Vec<String>, state: State, planner: PlannerConfig) -> Early {
+    /// Starts the writer on `conn` (a connection of its own). It checks before every part that
+    /// `lock` is still the lock file this process holds, and stops writing when it is not.
+    pub fn start(conn: AdConn, ous: Vec<String>, state: State, planner: PlannerConfig, lock: LockWatch) -> Early {
         let schema = conn.schema;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Operation>>();
         let task = tokio::spawn(async move {
             let mut conn = conn;
             let mut report = ApplyReport::default();
             while let Some(ops) = rx.recv().await {
+                if !lock.intact() {
+                    tracing::error!(lock = %lock.path().display(), "the state lock file was removed or replaced: the first adds stop");
+                    break;
+                }
                 conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;
             }
             (conn, report)

@@ -103,6 +103,7 @@ async fn read_with(
     let mut early = match early {
         Some(e)
             if owned.is_empty()
+                && e.state.links.is_empty()
                 && !write_owners
                 && in_scope.len() > READ_PART
                 && (e.planner.allow.creates || in_scope.len() <= e.planner.create_threshold) =>
@@ -110,7 +111,7 @@ async fn read_with(
             e.lock.check().map_err(Fatal)?;
             tracing::info!("no owned group in the managed OUs yet: groups are added while the rest is read");
             let conn = AdConn::connect(&e.cfg.ad()?).await?;
-            Some(Early::start(conn, ous.to_vec(), e.state, e.planner))
+            Some(Early::start(conn, ous.to_vec(), e.state, e.planner, e.lock.watch()))
         }
         _ => None,
     };
@@ -191,7 +192,9 @@ async fn members_and_lookups(
         }
         let part_read = CloudSnapshot { members: read, ..Default::default() };
         pending = untried(member_anchors(&part_read, &owned_members), &mut tried);
-        found.extend(members_known(&part_read, &owned_members));
+        for (anchor, obj) in members_known(&part_read, &owned_members) {
+            found.entry(anchor).or_insert(obj);
+        }
         members.extend(part_read.members);
         looking_up = part;
     }
@@ -249,7 +252,10 @@ async fn resolve(
         "resolved members in AD"
     );
     directory.extend(found);
-    directory.extend(known);
+    // What AD answered for a lookup (with the object's class) wins over the shortcut.
+    for (anchor, obj) in known {
+        directory.entry(anchor).or_insert(obj);
+    }
     // Nestings into protected groups change the protected group, not ours: looked up every
     // cycle, from the groups this cycle plans (read with their memberOf) upwards.
     let protected = ad.protected_nesting(&owned).await?;
@@ -259,7 +265,7 @@ async fn resolve(
             "owned groups nested into protected groups: their members are held back"
         );
     }
-    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected })
+    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside: BTreeMap::new() })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), Fatal> {
@@ -280,11 +286,13 @@ pub fn state_read_only(cfg: &Config) -> Result<State, Fatal> {
 pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), Fatal> {
     let state = state_read_only(cfg)?;
     let (graph, mut ad) = connect(cfg).await?;
-    let snap = read(&graph, &mut ad, &cfg.managed_ous(&state), &cfg.rules, cfg.writeback.write_owners).await;
+    let ous = cfg.managed_ous(&state);
+    let snap = read(&graph, &mut ad, &ous, &cfg.rules, cfg.writeback.write_owners).await;
     progress::done();
-    let snap = snap?;
+    let mut snap = snap?;
+    let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
     ad.close().await;
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(allow));
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(allow));
     Ok((plan, snap))
 }
 
@@ -429,7 +437,7 @@ async fn full_cycle(
         settings: cfg.settings_fingerprint(),
         recheck: Vec::new(),
     };
-    apply_and_record(cx, store, run_id, ad, &snap, None, marks, "full", early).await
+    apply_and_record(cx, store, run_id, ad, snap, None, marks, "full", early).await
 }
 
 /// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
@@ -529,7 +537,65 @@ async fn delta_cycle(
         recheck: Vec::new(),
     };
     let looked_at: Vec<String> = dirty.into_iter().collect();
-    apply_and_record(cx, store, run_id, ad, &snap, Some(looked_at), marks, "delta", None).await.map(Some)
+    apply_and_record(cx, store, run_id, ad, snap, Some(looked_at), marks, "delta", None).await.map(Some)
+}
+
+/// What the planner may take from the state's links, checked against AD. A link the read did
+/// not confirm (the planner uses it for a group in scope it did not find, or for a nested
+/// group it does not plan) is read by objectGUID: an owned group in a managed OU keeps its link
+/// (with where it is now); one outside them is reported, never recreated beside itself
+/// (`ad.outside`) nor nested; an object that is not that group loses the link; a link to an
+/// object that is gone stays (the planner says the group is created again). Returns the state
+/// to plan with.
+async fn check_links(
+    ad: &mut AdConn,
+    snap: &mut Snapshot,
+    state: &State,
+    cfg: &Config,
+    ous: &[String],
+) -> Result<State, Fatal> {
+    let read: HashSet<&str> = snap.ad.groups.iter().map(|g| g.cloud_id.as_str()).collect();
+    let in_scope: BTreeSet<String> =
+        decisions(&snap.cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    let nested = snap
+        .cloud
+        .members
+        .values()
+        .filter_map(|m| match m {
+            MemberRead::Complete(m) => Some(m),
+            MemberRead::Incomplete(_) => None,
+        })
+        .flatten()
+        .filter(|m| m.kind() == writeback_core::model::ObjectKind::Group && !m.is_synced())
+        .map(|m| m.id.to_ascii_lowercase());
+    let unseen: BTreeMap<String, String> = in_scope
+        .iter()
+        .cloned()
+        .chain(nested)
+        .filter(|id| !read.contains(id.as_str()))
+        .filter_map(|id| state.links.get(&id).map(|l| (id, l.guid.clone())))
+        .collect();
+    let mut checked = state.clone();
+    if unseen.is_empty() {
+        return Ok(checked);
+    }
+    let unseen: Vec<(String, String)> = unseen.into_iter().collect();
+    let (ours, not_ours) = ad.check_links(&unseen).await?;
+    for id in not_ours {
+        checked.links.remove(&id);
+    }
+    for (id, guid, dn) in ours {
+        if ous.iter().any(|ou| writeback_core::naming::dn_is_within(&dn, ou)) {
+            checked.links.insert(id, writeback_core::Link { guid, dn });
+        } else {
+            checked.links.remove(&id);
+            if in_scope.contains(&id) {
+                tracing::warn!(cloud_id = %id, %dn, "a group writeback wrote is outside the managed OUs: reported, not recreated");
+                snap.ad.outside.insert(id, dn);
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// Plans the snapshot, applies it, records links, errors and watermarks.
@@ -539,7 +605,7 @@ async fn apply_and_record(
     store: &mut Store,
     run_id: i64,
     ad: &mut AdConn,
-    snap: &Snapshot,
+    mut snap: Snapshot,
     looked_at: Option<Vec<String>>,
     mut marks: Watermarks,
     kind: &'static str,
@@ -548,7 +614,8 @@ async fn apply_and_record(
     let cfg = cx.cfg;
     let state = store.state()?;
     let ous = cfg.managed_ous(&state);
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &state, &cfg.planner(cx.allow));
+    let checked = check_links(ad, &mut snap, &state, cfg, &ous).await?;
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(cx.allow));
     // The adds already written, and the connection that wrote them, carry on with the rest.
     let (plan, early) = match early {
         Some(e) => {

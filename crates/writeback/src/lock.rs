@@ -52,31 +52,48 @@ impl StateLock {
     /// The lock, or `Ok(Err)` with the holder's pid when another process has it.
     pub fn try_acquire(state: &Path) -> std::io::Result<Result<StateLock, String>> {
         let path = lock_path(state);
-        let mut file = open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Ok(StateLock::held(file, path)?)),
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                Ok(Err(holder.trim().to_string()))
+        loop {
+            let mut file = open(&path)?;
+            match file.try_lock() {
+                Ok(()) => match StateLock::held(file, path.clone())? {
+                    lock if lock.intact() => return Ok(Ok(lock)),
+                    _ => continue, // the file was replaced while we locked it: lock the new one
+                },
+                Err(TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    return Ok(Err(holder.trim().to_string()));
+                }
+                Err(TryLockError::Error(e)) => return Err(e),
             }
-            Err(TryLockError::Error(e)) => Err(e),
         }
     }
 
     /// Waits until the lock is free (the standby's wait), then takes it.
     pub async fn acquire_waiting(state: &Path) -> std::io::Result<StateLock> {
         let path = lock_path(state);
-        let file = open(&path)?;
-        let file =
-            tokio::task::spawn_blocking(move || file.lock().map(|_| file)).await.map_err(std::io::Error::other)??;
-        StateLock::held(file, path)
+        loop {
+            let file = open(&path)?;
+            let file = tokio::task::spawn_blocking(move || file.lock().map(|_| file))
+                .await
+                .map_err(std::io::Error::other)??;
+            let lock = StateLock::held(file, path.clone())?;
+            // Someone replaced the file while we waited on the old one: wait on the new one.
+            if lock.intact() {
+                return Ok(lock);
+            }
+        }
     }
 
     /// True while the lock file's name still leads to the file this process locked: false
     /// once it is removed or replaced (another instance could then lock the new one).
     pub fn intact(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == self.id)
+        self.watch().intact()
+    }
+
+    /// What a task writing for this holder checks before each write (see `intact`).
+    pub fn watch(&self) -> LockWatch {
+        LockWatch { path: self.path.clone(), id: self.id }
     }
 
     /// `intact`, as the reason to stop writing when it is not.
@@ -89,6 +106,23 @@ impl StateLock {
                 self.path.display()
             ))
         }
+    }
+}
+
+/// The lock file's name and the file locked, for a task that writes while its holder reads.
+#[derive(Clone, Debug)]
+pub struct LockWatch {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl LockWatch {
+    pub fn intact(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == self.id)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

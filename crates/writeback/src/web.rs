@@ -37,7 +37,11 @@ pub fn router(d: Arc<Daemon>) -> Router {
 /// Every request: addressed to a host name the listener knows (a rebound DNS name is not), and
 /// with the token when one is set (`/healthz` is open: probes carry no secrets).
 async fn guard(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host());
+    // A Host header that is not text is refused, not replaced by the URI's authority.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().host(),
+    };
     if !d.access.host_allowed(host) {
         metrics::counter!("writeback_http_refused_total", "reason" => "host").increment(1);
         return (
@@ -60,11 +64,17 @@ async fn guard(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
-async fn healthz(State(d): State<Arc<Daemon>>) -> Response {
+/// Open to probes without the token; the reason (it can name groups and DNs) only with it.
+async fn healthz(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     let (ok, reason) = d.health();
     let role = d.status().role;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"healthy": ok, "role": role, "reason": reason}))).into_response()
+    let auth = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    if d.access.authorized(auth) {
+        (code, Json(json!({"healthy": ok, "role": role, "reason": reason}))).into_response()
+    } else {
+        (code, Json(json!({"healthy": ok, "role": role}))).into_response()
+    }
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {

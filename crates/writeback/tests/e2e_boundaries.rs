@@ -330,3 +330,49 @@ fn a_daemon_whose_lock_file_is_replaced_stops_writing() {
     // The new file is a lock like any other: a sync takes it.
     assert_eq!(fx.sync_json(&[]).0, 0);
 }
+
+#[test]
+fn a_group_moved_out_of_the_managed_ous_is_reported_not_duplicated() {
+    let mut fx = Fixture::new("outside");
+    let (users, uids, cloud) = fx.synced_users(2);
+    let (g, h) = (fx.id(1), fx.id(2));
+    fx.start_sim(&tenant(
+        cloud,
+        vec![
+            security_group(&g, "SG-Moved", Some(true), &[&uids[0]]),
+            security_group(&h, "SG-Nests", Some(true), &[&uids[1]]),
+        ],
+    ));
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let before = fx.group(&g).expect("written");
+    // Someone moves it out of the managed OU.
+    let elsewhere = format!("OU=Elsewhere,{}", fx.ou);
+    fx.add_ou(&elsewhere);
+    let rdn = before.dn.split(",OU=").next().expect("rdn").to_string();
+    fx.ldap.modifydn(&before.dn, &rdn, true, Some(&elsewhere)).expect("move").success().expect("moved");
+
+    for args in [&["--full"][..], &[][..]] {
+        let (code, out) = fx.sync_json(args);
+        assert_eq!((code, out["adds"].as_u64()), (1, Some(0)), "no second group beside the moved one: {out}");
+    }
+    let copies: Vec<_> = fx
+        .groups(&fx.ou.clone())
+        .into_iter()
+        .filter(|x| x.one("adminDescription") == Some(format!("Group_{g}").as_str()))
+        .collect();
+    assert_eq!(copies.len(), 1, "one group carries the marker");
+    assert_eq!(
+        (copies[0].guid.as_str(), copies[0].members.clone()),
+        (before.guid.as_str(), vec![users[0].guid.clone()])
+    );
+    let errors = fx.writeback(&["--json", "errors"]).json().to_string();
+    assert!(errors.contains("outside the managed OUs") && errors.contains("OU=Elsewhere"), "{errors}");
+
+    // Moved back: managed again, nothing else to do.
+    let moved = copies[0].dn.clone();
+    let groups_ou = fx.groups_ou.clone();
+    fx.ldap.modifydn(&moved, &rdn, true, Some(&groups_ou)).expect("move").success().expect("moved back");
+    let (code, out) = fx.sync_json(&["--full"]);
+    assert_eq!((code, out["adds"].as_u64()), (0, Some(0)), "{out}");
+}

@@ -332,7 +332,10 @@ fn a_listener_beyond_loopback_needs_a_token() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         http_exchange(&d.url, "GET", path, &headers, b"").expect("answers")
     };
-    assert_eq!(get("/healthz", None).0, 200, "probes need no token");
+    let (code, _, health) = get("/healthz", None);
+    assert_eq!(code, 200, "probes need no token");
+    assert!(health.contains("\"healthy\"") && !health.contains("reason"), "the reason only with the token: {health}");
+    assert!(get("/healthz", Some(format!("Bearer {token}"))).2.contains("reason"));
     for path in ["/", "/metrics", "/api/status"] {
         let (code, head, _) = get(path, None);
         assert_eq!(code, 401, "{path}");
