@@ -59,7 +59,9 @@ fn ad_ref(m: &GroupTarget) -> AdRef {
 fn main() {
     let (groups, memberships, users) = (arg(1, 100_000), arg(2, 1_000_000), arg(3, 200_000));
     let ou = "OU=Groups,DC=corp,DC=example,DC=com";
-    let cfg = PlannerConfig::with_target_ou(ou);
+    // A first run of 100,000 groups is far past create_threshold: allowed, as `--allow-creates`.
+    let mut cfg = PlannerConfig::with_target_ou(ou);
+    cfg.allow.creates = true;
     let mut cloud = CloudSnapshot::default();
     let mut ad = AdSnapshot::default();
     // Shared, as the Graph reader shares them: one object per user, however many groups.
