@@ -93,6 +93,9 @@ fn timed_ldap(dc: &Dc, tool: &str, who: (&str, &Path), file: &Path) -> f64 {
 
 /// The baseline's two ways to reach the objects of `plan` (moved to `ou`, sAMAccountNames
 /// made distinct by their first letter): members inline; groups empty, then 1,000-value modifies.
+/// Member values are `<GUID=…>`, as writeback writes them: a DN found a minute before can name
+/// someone else after a rename, so writeback keeps GUID values (the maintainers' decision on
+/// issue #6), and the floor it is measured against pays for them too.
 fn baseline_ldif(plan: &Value, from_ou: &str, ou: &str, tag: char) -> (String, String, String) {
     let (mut inline, mut empty, mut fill) = (String::new(), String::new(), String::new());
     for op in plan["operations"].as_array().into_iter().flatten().filter(|o| o["op"] == "add") {
@@ -108,8 +111,13 @@ fn baseline_ldif(plan: &Value, from_ou: &str, ou: &str, tag: char) -> (String, S
                 let _ = writeln!(head, "{name}: {v}");
             }
         }
-        let members: Vec<&str> =
-            op["members"].as_array().into_iter().flatten().filter_map(|m| m["dn"].as_str()).collect();
+        let members: Vec<String> = op["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["guid"].as_str())
+            .map(|g| format!("<GUID={g}>"))
+            .collect();
         inline.push_str(&head);
         for m in &members {
             let _ = writeln!(inline, "member: {m}");
