@@ -132,28 +132,16 @@ fn the_status_page_shows_history_errors_and_one_group_in_chromium() {
     assert!(!shown.contains("http://") && !shown.contains("https://"), "no external assets");
 
     // The same page as a person sees it: headless Chromium, DOM and a screenshot.
-    let chromium =
-        ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let chromium = chromium.expect("Chromium is not installed: scripts/test installs Debian's chromium package");
+    let chromium = chromium();
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let shot = artifacts.join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     let profile = fx.dir.join("chromium-profile");
     let url = format!("{}/?group={g}", d.url);
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-    ];
+    let flags: Vec<&str> = CHROMIUM_FLAGS.into_iter().chain(["--hide-scrollbars"]).collect();
     let dom = Command::new(chromium)
-        .args(flags)
+        .args(&flags)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(&url)
@@ -165,7 +153,7 @@ fn the_status_page_shows_history_errors_and_one_group_in_chromium() {
         "rendered DOM: {dom}"
     );
     let status = Command::new(chromium)
-        .args(flags)
+        .args(&flags)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--window-size=1280,900")
         .arg(format!("--screenshot={}", shot.display()))
@@ -189,6 +177,14 @@ const CHROMIUM_FLAGS: [&str; 8] = [
     "--disable-component-update",
     "--disable-sync",
 ];
+
+/// Debian's Chromium (headless: the status page as a person sees it, and an attacker's page).
+fn chromium() -> &'static str {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Chromium is not installed: scripts/test installs Debian's chromium package")
+}
 
 /// Serves one HTML page on a port of its own (another origin than the daemon's), for ever.
 fn serve_page(html: String) -> String {
@@ -268,10 +264,7 @@ setTimeout(() => document.getElementById("f").submit(), 500);
 </script><p id=done>sent</p></body></html>"#
     );
     let page = serve_page(attack);
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Chromium is not installed: scripts/test installs Debian's chromium package");
+    let chromium = chromium();
     let refused_before = d.metric("writeback_http_refused_total{reason=\"origin\"}").unwrap_or(0.0);
     let out = Command::new("timeout")
         .args(["60", chromium])
