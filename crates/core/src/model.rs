@@ -99,6 +99,18 @@ impl CloudObject {
         self.on_premises_sync_enabled == Some(true)
     }
 
+    /// A user or group that came back with its type and id only: Graph's "limited information"
+    /// for objects the app may not read (permissions-overview.md). Every user and group has a
+    /// display name, so one without it (and without any on-premises property) was not read: it
+    /// is unknown whether it is synced, not cloud-only.
+    pub fn unreadable(&self) -> bool {
+        matches!(self.kind(), ObjectKind::User | ObjectKind::Group)
+            && self.display_name.is_none()
+            && self.on_premises_sync_enabled.is_none()
+            && self.on_premises_security_identifier.is_none()
+            && self.on_premises_immutable_id.is_none()
+    }
+
     pub fn name(&self) -> &str {
         self.display_name.as_deref().unwrap_or("")
     }

@@ -32,8 +32,11 @@ pub mod reason {
     pub const NESTED_NOT_WRITTEN: &str = "nested-group-not-written-back";
     pub const DOMAIN_LOCAL: &str = "domain-local-group";
     pub const UNSUPPORTED: &str = "unsupported-member-type";
+    /// Graph returned only its type and id (the app may not read it): not known to be cloud-only.
+    pub const UNREADABLE: &str = "unreadable";
     /// Every reason, for metrics that must show zeros too.
-    pub const ALL: &[&str] = &[CLOUD_ONLY, NOT_FOUND, ANCHOR_MISMATCH, NESTED_NOT_WRITTEN, DOMAIN_LOCAL, UNSUPPORTED];
+    pub const ALL: &[&str] =
+        &[CLOUD_ONLY, NOT_FOUND, ANCHOR_MISMATCH, NESTED_NOT_WRITTEN, DOMAIN_LOCAL, UNSUPPORTED, UNREADABLE];
 }
 
 /// The groups in scope: which cloud groups are to be written, by id, with their decision.
@@ -508,7 +511,20 @@ fn plan_group(
         actions.push("add members");
     }
     let in_ad = existing.members.as_ref().map_or(0, Vec::len);
-    if removals_held(removes.len(), in_ad, cfg) {
+    let unreadable = reports.iter().filter(|r| r.reason == Some(reason::UNREADABLE)).count();
+    if unreadable > 0 && !removes.is_empty() {
+        // Any value AD has might be one of the members Graph would not show: removing would be
+        // guessing. Additions of the members it could read still go through.
+        p.errors.push(ObjectError {
+            cloud_id: id.to_string(),
+            member_id: None,
+            message: format!(
+                "{unreadable} of its cloud members came back from Graph with only their type and id (the app may not read them: grant User.Read.All, and Group.Read.All for nested groups); its {} member removals are held back until they can be read",
+                removes.len()
+            ),
+        });
+        actions.push("removals held back (unreadable members)");
+    } else if removals_held(removes.len(), in_ad, cfg) {
         let message = format!(
             "{} of its {in_ad} members would be removed in one run, more than [writeback] member_removal_percent = {}% (and more than {GROUP_REMOVALS_MIN}): the removals are held back, the rest of the run is applied. Check the group (writeback show {id}), then run `writeback sync --allow-deletes`",
             removes.len(),
@@ -640,6 +656,9 @@ fn resolve_member(
         });
         (skipped(m, reason::ANCHOR_MISMATCH), None)
     };
+    if m.unreadable() {
+        return (skipped(m, reason::UNREADABLE), None);
+    }
     match (m.kind(), anchor::ad_object(m, &ad.directory)) {
         (ObjectKind::User | ObjectKind::Group, Resolved::Mismatch(why)) => mismatch(why),
         (ObjectKind::User, Resolved::Found(obj)) => (written(m), existing(obj)),

@@ -54,7 +54,12 @@ fn synced_user(n: u32) -> CloudObject {
 }
 
 fn cloud_user(n: u32) -> CloudObject {
-    CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: id(2000 + n), ..Default::default() }
+    CloudObject {
+        odata_type: Some("#microsoft.graph.user".into()),
+        id: id(2000 + n),
+        display_name: Some(format!("Guest {n}")),
+        ..Default::default()
+    }
 }
 
 fn as_member(g: &CloudObject) -> CloudObject {
@@ -371,6 +376,28 @@ fn a_groups_removals_are_held_past_the_percentage_and_the_minimum() {
     assert!(!removals_held(5000, 5000, &allowed));
     let strict = PlannerConfig { member_removal_percent: 0, ..cfg };
     assert!(removals_held(101, 1_000_000, &strict));
+}
+
+#[test]
+fn members_graph_would_not_show_hold_the_groups_removals() {
+    let mut w = World::new();
+    w.group(security(1, "SG", Some(true)), vec![synced_user(1), synced_user(2)]);
+    w.converge();
+    // The app lost User.Read.All: users come back with type and id only. One member really left.
+    let limited = |n: u32| CloudObject {
+        odata_type: Some("#microsoft.graph.user".into()),
+        id: id(1000 + n),
+        ..Default::default()
+    };
+    w.cloud.members.insert(id(1), MemberRead::complete(vec![limited(1), synced_user(3)]));
+    let p = w.plan();
+    assert_eq!((p.summary.member_adds, p.summary.member_removes), (1, 0), "{:#?}", p.operations);
+    assert!(p
+        .errors
+        .iter()
+        .any(|e| e.message.contains("only their type and id") && e.message.contains("User.Read.All")));
+    let reasons: Vec<Option<&str>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, vec![Some(reason::UNREADABLE), None]);
 }
 
 #[test]

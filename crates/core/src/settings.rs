@@ -64,10 +64,11 @@ pub fn setting_changes(groups: &[CloudObject], setting: &Setting) -> Vec<Result<
                     note: "already so".into(),
                 }
             } else {
-                let mut wb = serde_json::json!({ "isEnabled": enabled });
-                if let Some(t) = &ty {
-                    wb["onPremisesGroupType"] = serde_json::json!(t);
-                }
+                // The whole complex value, both fields: whether Graph merges a partial one or
+                // replaces the whole is not documented, so the type read from the group is sent
+                // back unchanged rather than left out (and perhaps cleared).
+                let keep = ty.clone().or_else(|| current.on_premises_group_type.clone());
+                let wb = serde_json::json!({ "isEnabled": enabled, "onPremisesGroupType": keep });
                 let note = format!(
                     "isEnabled {} -> {enabled}{}",
                     current.is_enabled.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
@@ -109,6 +110,20 @@ mod tests {
         let patched: Vec<&str> =
             off.iter().filter_map(|r| r.as_ref().ok()).filter(|c| c.patch.is_some()).map(|c| c.id.as_str()).collect();
         assert_eq!(patched, vec!["m1", "s1"], "m2 is already disabled");
+        let m1 = off[0].as_ref().expect("ok").patch.clone().expect("patch");
+        assert_eq!(
+            m1,
+            serde_json::json!({"writebackConfiguration": {"isEnabled": false, "onPremisesGroupType": null}})
+        );
+        let mut typed = g("t", true, Some(true));
+        typed.writeback_configuration.as_mut().expect("wb").on_premises_group_type =
+            Some("universalSecurityGroup".into());
+        let kept = setting_changes(&[typed], &Setting::Disable)[0].as_ref().expect("ok").patch.clone().expect("patch");
+        assert_eq!(
+            kept,
+            serde_json::json!({"writebackConfiguration": {"isEnabled": false, "onPremisesGroupType": "universalSecurityGroup"}}),
+            "the whole complex value is sent, the type as read"
+        );
         let dist = setting_changes(&groups, &Setting::Enable(Some("universalDistributionGroup".into())));
         assert!(dist[2].is_err(), "a security group cannot be a distribution group");
         let sec = setting_changes(&groups[2..], &Setting::Enable(Some("universalSecurityGroup".into())));

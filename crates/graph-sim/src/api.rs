@@ -16,12 +16,27 @@ const USER_WRITABLE: &[&str] = &["displayName", "onPremisesImmutableId", "depart
 /// Graph's default page size for directory collections.
 const DEFAULT_PAGE: usize = 100;
 
+/// Where a fault strikes: a Graph request (also each request inside a `$batch`), the outer
+/// `$batch` POST as a whole, or the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Request,
+    Batch,
+    Token,
+}
+
 /// An injected failure: after `skip` matching requests, the next `count` get `status`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Fault {
     pub status: u16,
-    #[serde(default = "one")]
-    pub retry_after: u64,
+    /// The `Retry-After` header: seconds as a number or a string ("2.128": throttling.md shows
+    /// decimals), or `null` for none (the client must back off by itself).
+    #[serde(default = "one_second")]
+    pub retry_after: Value,
+    #[serde(default)]
+    pub scope: Scope,
     #[serde(default = "one_usize")]
     pub count: usize,
     #[serde(default)]
@@ -34,8 +49,19 @@ pub struct Fault {
     pub probability: Option<f64>,
 }
 
-fn one() -> u64 {
-    1
+fn one_second() -> Value {
+    json!(1)
+}
+
+impl Fault {
+    /// The `Retry-After` header value, if the fault gives one.
+    pub fn retry_after_header(&self) -> Option<String> {
+        match &self.retry_after {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
 }
 fn one_usize() -> usize {
     1
@@ -61,6 +87,8 @@ pub struct Sim {
     /// Where `@odata.nextLink` and `@odata.deltaLink` point instead of this server (a control
     /// switch): a hostile or broken answer, to prove the client keeps its token to itself.
     pub link_base: Option<String>,
+    /// Object types the app "may not read": they come back with only type and id.
+    pub limited_info: Vec<String>,
     next_id: u64,
     rng: u64,
 }
@@ -104,6 +132,7 @@ impl Sim {
             log: vec![],
             journal: Journal::new(),
             link_base: None,
+            limited_info: Vec::new(),
             next_id: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -186,8 +215,9 @@ impl Sim {
         self.tokens.get(token).is_some_and(|exp| *exp > Instant::now())
     }
 
-    fn take_fault(&mut self, url: &str) -> Option<Fault> {
+    pub fn take_fault(&mut self, scope: Scope, url: &str) -> Option<Fault> {
         let matching: Vec<usize> = (0..self.faults.len())
+            .filter(|i| self.faults[*i].scope == scope)
             .filter(|i| self.faults[*i].path_contains.as_deref().is_none_or(|p| url.contains(p)))
             .collect();
         // Probabilistic faults each get their roll, in order; otherwise the first matching fault.
@@ -224,22 +254,44 @@ impl Sim {
         Some(out)
     }
 
+    /// An object as an app that may not read objects of its type sees it (a control switch):
+    /// "limited information", only `@odata.type` and `id`, every other property null
+    /// (permissions-overview.md).
+    fn limited(&self, mut obj: Value, kind: &str) -> Value {
+        if !self.limited_info.iter().any(|k| k == kind) {
+            return obj;
+        }
+        if let Some(map) = obj.as_object_mut() {
+            for (k, v) in map.iter_mut() {
+                if k != "id" && k != "@odata.type" {
+                    *v = Value::Null;
+                }
+            }
+        }
+        obj
+    }
+
+    /// The answer to an injected fault: Graph's error body, `Retry-After` if the fault has one.
+    pub fn fault_reply(&mut self, f: &Fault) -> Reply {
+        let code = match f.status {
+            429 => "TooManyRequests",
+            401 => "InvalidAuthenticationToken",
+            424 => "FailedDependency",
+            _ => "ServiceUnavailable",
+        };
+        let mut r = self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
+        if let Some(v) = f.retry_after_header() {
+            r.headers.push(("Retry-After".into(), v));
+        }
+        r
+    }
+
     /// One Graph request (also each request of a `$batch`).
     pub fn graph(&mut self, req: Request) -> Reply {
         let Request { method, beta, path, query: raw_query, body, base, batch } = req;
         let url = if raw_query.is_empty() { path.to_string() } else { format!("{path}?{raw_query}") };
-        let reply = match self.take_fault(&url) {
-            Some(f) => {
-                let code = match f.status {
-                    429 => "TooManyRequests",
-                    401 => "InvalidAuthenticationToken",
-                    _ => "ServiceUnavailable",
-                };
-                let mut r =
-                    self.error(ODataError(f.status, code, "Please retry after the time given in Retry-After.".into()));
-                r.headers.push(("Retry-After".into(), f.retry_after.to_string()));
-                r
-            }
+        let reply = match self.take_fault(Scope::Request, &url) {
+            Some(f) => self.fault_reply(&f),
             None => match self.route(
                 method,
                 beta,
@@ -313,7 +365,7 @@ impl Sim {
             }
             ("GET", ["users", id]) => {
                 let (_, u) = self.tenant.find(id).filter(|(k, _)| *k == "user").ok_or_else(|| not_found("user", id))?;
-                Ok(Reply::json(200, project(u, None, q.select.as_deref(), beta)?))
+                Ok(Reply::json(200, self.limited(project(u, None, q.select.as_deref(), beta)?, "user")))
             }
             ("GET", ["groups", id, nav @ ("members" | "owners"), rest @ ..]) => {
                 let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
@@ -333,10 +385,13 @@ impl Sim {
                     .collect();
                 page(items, "directoryObjects")
             }
+            // Graph "Update group" (api-reference/beta/api/group-update.md) does not say whether a
+            // partial complex value (writebackConfiguration) is merged into the current one or
+            // replaces it: the strictest reading, it replaces it (fields left out become null).
             ("PATCH", ["groups", id]) => {
                 let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
                 let g = self.tenant.group_mut(id).ok_or_else(|| not_found("group", id))?;
-                merge(g, &patch);
+                replace_properties(g, &patch);
                 self.journal.touch_group(id);
                 Ok(Reply::empty(204))
             }
@@ -364,7 +419,7 @@ impl Sim {
                         "Invalid value specified for property 'onPremisesImmutableId' of resource 'User'.".into(),
                     ));
                 }
-                merge(user, &patch);
+                replace_properties(user, &patch);
                 self.journal.touch_user(id);
                 Ok(Reply::empty(204))
             }
@@ -480,7 +535,7 @@ impl Sim {
                     .iter()
                     .filter_map(|id| self.tenant.find(id))
                     .filter(|(k, _)| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(k)))
-                    .map(|(k, v)| project(v, Some(k), q.select.as_deref(), beta))
+                    .map(|(k, v)| project(v, Some(k), q.select.as_deref(), beta).map(|o| self.limited(o, k)))
                     .collect::<Result<_, _>>()?;
                 Ok(Reply::json(
                     200,
@@ -521,7 +576,12 @@ impl Sim {
         let end = (q.skip + size).min(kept.len());
         let value: Vec<Value> = kept[q.skip.min(end)..end]
             .iter()
-            .map(|(k, v)| project(v, *k, q.select.as_deref(), beta))
+            .map(|(k, v)| {
+                project(v, *k, q.select.as_deref(), beta).map(|o| match k {
+                    Some(k) => self.limited(o, k),
+                    None => o,
+                })
+            })
             .collect::<Result<_, _>>()?;
         let mut body = json!({"@odata.context": context, "value": value});
         if end < kept.len() {
@@ -570,20 +630,13 @@ impl Sim {
     }
 }
 
-/// A JSON merge: objects merge key by key, everything else replaces.
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
-                    _ => {
-                        t.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+/// A PATCH: each property given replaces the current value whole, a complex value included
+/// (a complex value's fields left out become null, not kept).
+fn replace_properties(target: &mut Value, patch: &Value) {
+    if let (Value::Object(t), Value::Object(p)) = (target, patch) {
+        for (k, v) in p {
+            t.insert(k.clone(), v.clone());
         }
-        (t, p) => *t = p.clone(),
     }
 }
 
@@ -698,7 +751,15 @@ mod tests {
         let too_many: Vec<Value> =
             (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/groups"})).collect();
         assert_eq!(s.batch(false, json!({"requests": too_many}), "http://sim").status, 400);
-        s.faults.push(Fault { status: 429, retry_after: 7, count: 1, skip: 0, path_contains: None, probability: None });
+        s.faults.push(Fault {
+            status: 429,
+            retry_after: json!(7),
+            scope: Scope::Request,
+            count: 1,
+            skip: 0,
+            path_contains: None,
+            probability: None,
+        });
         let r = get(&mut s, false, "/groups", "");
         assert_eq!(r.status, 429);
         assert!(r.headers.contains(&("Retry-After".to_string(), "7".to_string())));

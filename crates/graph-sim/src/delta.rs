@@ -118,6 +118,39 @@ impl Journal {
                 });
             }
         }
+        // A user or group that is gone is no longer a member of anything: every group it was in
+        // reports the removal in its members@delta (delta-query-groups.md), whether or not the
+        // new tenant still lists the id among the group's members.
+        let now: BTreeSet<String> = new.users.iter().chain(&new.groups).map(id_of).collect();
+        let gone: BTreeSet<String> =
+            old.users.iter().chain(&old.groups).map(id_of).filter(|id| !now.contains(id)).collect();
+        if gone.is_empty() {
+            return;
+        }
+        for g in &old.groups {
+            let gid = id_of(g);
+            let lost: Vec<String> = members(g).intersection(&gone).cloned().collect();
+            if lost.is_empty() || gone.contains(&gid) {
+                continue;
+            }
+            match self.changes.iter_mut().find(|c| c.version == v && c.coll == Coll::Groups && c.id == gid) {
+                Some(c) => {
+                    for l in lost {
+                        if !c.dropped.contains(&l) {
+                            c.dropped.push(l);
+                        }
+                    }
+                }
+                None => self.changes.push(Change {
+                    version: v,
+                    coll: Coll::Groups,
+                    id: gid,
+                    removed: None,
+                    added: vec![],
+                    dropped: lost,
+                }),
+            }
+        }
     }
 
     /// A group's properties changed through the API (PATCH).
@@ -358,6 +391,22 @@ mod tests {
         let latest = round(&j, &t1, &[("$deltatoken", "latest")]);
         assert_eq!(latest["value"], json!([]));
         assert_eq!(round(&j, &t1, &[("$deltatoken", &link_token(&latest))])["value"], json!([]));
+
+        // A user deleted: every group it was in reports the removal, though the tenant file
+        // still lists it among g1's members.
+        let mut t2: Tenant =
+            serde_json::from_value(json!({"groups": [{"id": "g1", "displayName": "A2", "members": ["u2", "u3"]}],
+            "deletedGroups": [{"id": "g2"}], "users": [{"id": "u1"}, {"id": "u3"}]}))
+            .expect("tenant");
+        t2.reindex();
+        let tok2 = link_token(&changes);
+        j.record(&t1, &t2);
+        let after_delete = round(&j, &t2, &[("$deltatoken", &tok2), ("$select", "id,displayName,members")]);
+        assert_eq!(
+            after_delete["value"][0]["members@delta"],
+            json!([{"@odata.type": "#microsoft.graph.user", "id": "u2", "@removed": {"reason": "deleted"}}]),
+            "{after_delete}"
+        );
 
         j.expire_all();
         let q: BTreeMap<String, String> = [("$deltatoken".to_string(), link_token(&changes))].into();

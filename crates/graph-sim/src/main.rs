@@ -110,7 +110,11 @@ async fn handle(
         control(&mut sim, &method, ctl, &body)
     } else if path.ends_with("/oauth2/v2.0/token") && method == Method::POST {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-        let reply = sim.token(&form);
+        // The token endpoint throttles and fails transiently too (a fault of scope "token").
+        let reply = match sim.take_fault(api::Scope::Token, &path) {
+            Some(f) => sim.fault_reply(&f),
+            None => sim.token(&form),
+        };
         sim.log.push(api::LogEntry { method: "POST".into(), url: path.clone(), status: reply.status, batch: false });
         reply
     } else {
@@ -131,7 +135,12 @@ async fn handle(
         } else {
             let json_body: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
             if rest == "/$batch" && method == Method::POST {
-                let reply = sim.batch(beta, json_body.unwrap_or_default(), &base);
+                // A throttled batch can fail as a whole (a fault of scope "batch"), besides its
+                // requests one by one.
+                let reply = match sim.take_fault(api::Scope::Batch, &path) {
+                    Some(f) => sim.fault_reply(&f),
+                    None => sim.batch(beta, json_body.unwrap_or_default(), &base),
+                };
                 sim.log.push(api::LogEntry {
                     method: "POST".into(),
                     url: path.clone(),
@@ -193,6 +202,9 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
                 }
                 if let Some(n) = v["delta_member_chunk"].as_u64() {
                     sim.journal.member_chunk = (n as usize).max(1);
+                }
+                if let Some(kinds) = v["limited_info"].as_array() {
+                    sim.limited_info = kinds.iter().filter_map(|k| k.as_str().map(String::from)).collect();
                 }
                 match &v["link_base"] {
                     Value::String(b) => sim.link_base = Some(b.trim_end_matches('/').to_string()),

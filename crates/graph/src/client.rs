@@ -86,12 +86,48 @@ impl GraphClient {
                 "check [cloud] tenant_id, client_id, and that the certificate in client_certificate_file is registered on the app with its private key"
             }
         };
-        self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self.http.post(&url).form(&form).send().await.map_err(|e| {
-            GraphError::Connect(format!("could not reach the token endpoint {url}: {}", without_url(&e)))
-        })?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or_default();
+        // The token endpoint throttles and fails transiently too (429, 5xx, a lost connection):
+        // retried with back-off like any Graph request; a refusal (4xx) is final.
+        let mut attempt = 0u32;
+        let (status, body) = loop {
+            self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self.http.post(&url).form(&form).send().await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) if attempt < self.cfg.max_retries && (e.is_timeout() || e.is_connect()) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GraphError::Connect(format!(
+                        "could not reach the token endpoint {url}: {}",
+                        without_url(&e)
+                    )))
+                }
+            };
+            let status = resp.status();
+            if (status.as_u16() == 429 || status.is_server_error()) && attempt < self.cfg.max_retries {
+                attempt += 1;
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()))
+                    .unwrap_or_else(|| backoff(attempt));
+                tracing::info!(
+                    status = status.as_u16(),
+                    wait_s = wait.as_secs_f64(),
+                    "the token endpoint asked to retry later"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let body: Value = resp.json().await.unwrap_or_default();
+            break (status, body);
+        };
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(GraphError::Connect(format!(
+                "the token endpoint {url} kept failing (HTTP {status}) after {attempt} retries"
+            )));
+        }
         if !status.is_success() {
             let desc = body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no error description");
             let first_line = desc.lines().next().unwrap_or(desc);
@@ -240,13 +276,24 @@ fn check_transport(url: &str) -> Result<(), GraphError> {
     }
 }
 
+/// `Retry-After` in seconds, which Graph may give as a decimal ("2.128", throttling.md); `None`
+/// when absent or unreadable (the caller backs off instead).
 pub(crate) fn retry_after(header: Option<&str>) -> Option<Duration> {
-    let secs: u64 = header?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    let secs: f64 = header?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
 }
 
+/// Exponential back-off with jitter (throttling.md: without Retry-After, back off
+/// exponentially): 0.5 s × 2^attempt, ±25%, at most [`MAX_RETRY_AFTER`]. The jitter keeps
+/// concurrent requests that were throttled together from coming back together.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64 << attempt.min(7)).min(MAX_RETRY_AFTER)
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(500u64 << attempt.min(7)).min(MAX_RETRY_AFTER);
+    // A random number from the standard library: a fresh RandomState is seeded per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let spread = (h.finish() % 501) as f64 / 1000.0; // 0.0..=0.5
+    base.mul_f64(0.75 + spread).min(MAX_RETRY_AFTER)
 }
 
 /// The path of a URL, for messages (query strings can be long; tokens are never in URLs).
@@ -289,6 +336,19 @@ mod tests {
             max_retries: 0,
         })
         .expect("client")
+    }
+
+    #[test]
+    fn retry_after_takes_decimal_seconds_and_backoff_has_jitter() {
+        assert_eq!(retry_after(Some("2.128")), Some(Duration::from_millis(2128)));
+        assert_eq!(retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(Some("9999")), Some(MAX_RETRY_AFTER));
+        for bad in [None, Some(""), Some("soon"), Some("-1"), Some("NaN")] {
+            assert_eq!(retry_after(bad), None, "{bad:?}");
+        }
+        let waits: Vec<Duration> = (0..20).map(|_| backoff(3)).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(3) && *w <= Duration::from_secs(5)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "jitter: {waits:?}");
     }
 
     #[test]

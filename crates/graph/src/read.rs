@@ -179,6 +179,15 @@ impl GraphClient {
             .await
         {
             Ok(r) => r,
+            // A throttled batch can fail as a whole: with 424 (throttling.md up to 2024: "The batch
+            // itself fails with a status code of 424"), or 429/5xx past the request's own retries.
+            // All of it is sent again in the next round, as throttled requests are.
+            Err(GraphError::Api { status: 424 | 429 | 500 | 502 | 503 | 504, .. }) if round < BATCH_ROUNDS => {
+                self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                answer.retry = chunk.to_vec();
+                answer.wait = crate::client::backoff(round);
+                return answer;
+            }
             Err(e) => {
                 answer.done = chunk.iter().map(|(key, _)| (key.clone(), Err((0, e.to_string())))).collect();
                 return answer;
@@ -199,7 +208,8 @@ impl GraphClient {
             if matches!(status, 429 | 503 | 504) && round < BATCH_ROUNDS {
                 self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let header = r["headers"]["Retry-After"].as_str().or(r["headers"]["retry-after"].as_str());
-                answer.wait = answer.wait.max(retry_after(header).unwrap_or(Duration::from_secs(2)));
+                // No Retry-After: back off (throttling.md), with jitter.
+                answer.wait = answer.wait.max(retry_after(header).unwrap_or_else(|| crate::client::backoff(round)));
                 answer.retry.push(chunk[i].clone());
             } else if (200..300).contains(&status) {
                 answer.done.push((chunk[i].0.clone(), Ok(r.get_mut("body").map(Value::take).unwrap_or_default())));
@@ -301,7 +311,31 @@ impl GraphClient {
             };
             out.push((name.to_string(), res));
         }
+        out.push(("Graph members' on-premises properties".to_string(), self.check_members_readable().await));
         out
+    }
+
+    /// Reads one user member of the first groups that have one: an app that may list members
+    /// but not read users gets them with their type and id only (permissions-overview.md,
+    /// "limited information"), and writeback would not know who is synced.
+    async fn check_members_readable(&self) -> Result<String, String> {
+        let groups = self.get(&self.beta("/groups?$select=id&$top=20")).await.map_err(|e| e.to_string())?;
+        for id in groups["value"].as_array().into_iter().flatten().filter_map(|g| g["id"].as_str()) {
+            // No OData cast: Graph wants ConsistencyLevel and $count with one (advanced queries).
+            let url = self.beta(&format!("/groups/{id}/members?$select={MEMBER_SELECT}&$top=10"));
+            let Ok(page) = self.get(&url).await else { continue };
+            let users = page["value"].as_array().into_iter().flatten();
+            let Some(user) = users.into_iter().find(|m| m["@odata.type"] == "#microsoft.graph.user") else { continue };
+            return match parse_object(user) {
+                Ok(u) if u.unreadable() => Err(format!(
+                    "user {} comes back with its id only (limited information): grant User.Read.All, or members cannot be told synced from cloud-only and their removals are held back",
+                    u.id
+                )),
+                Ok(_) => Ok("readable (checked on one user member)".to_string()),
+                Err((_, why)) => Err(why),
+            };
+        }
+        Ok("no group with a user member to check yet".to_string())
     }
 }
 

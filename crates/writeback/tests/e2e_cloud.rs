@@ -43,7 +43,11 @@ fn set_writeback_for_all_microsoft_365_groups_and_for_a_list() {
     );
     let now = fx.sim_call("GET", "/_control/tenant", None);
     assert_eq!(wb(&now, &m1).0, Value::Bool(false));
-    assert_eq!(wb(&now, &m2).0, Value::Bool(false));
+    assert_eq!(
+        wb(&now, &m2),
+        (Value::Bool(false), Value::String("universalMailEnabledSecurityGroup".into())),
+        "the group type read before is sent back with the whole writebackConfiguration"
+    );
     assert_eq!(wb(&now, &s1).0, Value::Null, "security groups are not touched");
     assert_eq!(wb(&now, &s2).0, Value::Null);
 

@@ -1,0 +1,115 @@
+//! Graph as Microsoft documents it (issue #16): what the simulator does because the Graph
+//! reference allows it — throttled batches and token requests, decimal or missing Retry-After,
+//! objects the app may not read, deletions seen in every group — and that writeback survives it.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn fault(fx: &Fixture, f: Value) {
+    fx.sim_call("POST", "/_control/faults", Some(&f));
+}
+
+fn settings(fx: &Fixture, s: Value) {
+    fx.sim_call("POST", "/_control/settings", Some(&s));
+}
+
+#[test]
+fn members_the_app_may_not_read_are_never_removed() {
+    let mut fx = Fixture::new("limited");
+    let (users, uids, cloud) = fx.synced_users(3);
+    let g = fx.id(1);
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Limited", Some(true), &[&uids[0], &uids[1]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let r = fx.writeback(&["check"]);
+    assert!(r.stdout.contains("ok    Graph members' on-premises properties: readable"), "{}", r.stdout);
+
+    // The app loses User.Read.All: users come back with type and id only. Meanwhile one member
+    // leaves and one joins.
+    settings(&fx, json!({"limited_info": ["user"]}));
+    t["groups"][0]["members"] = json!([&uids[0], &uids[2]]);
+    fx.set_tenant(&t);
+    for args in [&[][..], &["--full"][..]] {
+        let (code, out) = fx.sync_json(args);
+        assert_eq!((code, out["member_removes"].as_u64()), (1, Some(0)), "nothing is removed on a guess: {out}");
+    }
+    let mut now = fx.group(&g).expect("g").members;
+    now.sort();
+    let mut was = vec![users[0].guid.clone(), users[1].guid.clone()];
+    was.sort();
+    assert_eq!(now, was);
+    let show = fx.writeback(&["--json", "show", &g]).json();
+    assert!(show["members"].as_array().into_iter().flatten().all(|m| m["reason"] == "unreadable"), "{show}");
+    let errors = fx.writeback(&["--json", "errors"]).json().to_string();
+    assert!(errors.contains("User.Read.All"), "{errors}");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 4, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL  Graph members' on-premises properties") && r.stdout.contains("User.Read.All"),
+        "{}",
+        r.stdout
+    );
+
+    // Readable again: the change goes through.
+    settings(&fx, json!({"limited_info": []}));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["member_adds"].as_u64(), out["member_removes"].as_u64()), (0, Some(1), Some(1)), "{out}");
+}
+
+#[test]
+fn throttled_batches_tokens_and_odd_retry_after_values_are_survived() {
+    let mut fx = Fixture::new("throttle");
+    let (users, uids, cloud) = fx.synced_users(2);
+    let groups: Vec<Value> = (1..=45)
+        .map(|i| security_group(&fx.id(i), &format!("SG-T{i}"), Some(true), &[&uids[(i % 2) as usize]]))
+        .collect();
+    fx.start_sim(&tenant(cloud, groups));
+    fx.write_config("");
+    // The token endpoint throttles, then fails once; whole $batch requests are throttled (429
+    // with a decimal Retry-After) and fail (424 without one); single requests throttle without
+    // a Retry-After.
+    fault(&fx, json!({"scope": "token", "status": 429, "retry_after": "1.5", "count": 1}));
+    fault(&fx, json!({"scope": "token", "status": 503, "retry_after": null, "count": 1, "skip": 0}));
+    fault(&fx, json!({"scope": "batch", "status": 429, "retry_after": "0.25", "count": 2}));
+    fault(&fx, json!({"scope": "batch", "status": 424, "retry_after": null, "count": 1}));
+    fault(&fx, json!({"status": 429, "retry_after": null, "count": 2, "path_contains": "/members"}));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64(), out["errors"].as_u64()), (0, Some(45), Some(0)), "{out}");
+    for i in 1..=45u32 {
+        let want = users[(i % 2) as usize].guid.clone();
+        assert_eq!(fx.group(&fx.id(i)).expect("written").members, vec![want], "group {i}");
+    }
+    let log = fx.sim_call("GET", "/_control/requests", None);
+    let statuses: Vec<u64> = log.as_array().into_iter().flatten().filter_map(|e| e["status"].as_u64()).collect();
+    for s in [429, 503, 424] {
+        assert!(statuses.contains(&s), "the simulator answered {s} at least once: {statuses:?}");
+    }
+}
+
+#[test]
+fn a_user_deleted_in_the_cloud_leaves_every_group_it_was_in() {
+    let mut fx = Fixture::new("userdel");
+    let (users, uids, cloud) = fx.synced_users(2);
+    let (a, b) = (fx.id(1), fx.id(2));
+    let mut t = tenant(
+        cloud,
+        vec![
+            security_group(&a, "SG-A", Some(true), &[&uids[0], &uids[1]]),
+            security_group(&b, "SG-B", Some(true), &[&uids[1]]),
+        ],
+    );
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    // The user is deleted; the tenant file still lists it in both groups, as a stale copy might:
+    // Graph drops it from every group and says so in each group's members@delta.
+    t["users"].as_array_mut().expect("users").retain(|u| u["id"] != uids[1].as_str());
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["kind"].as_str(), out["member_removes"].as_u64()), (0, Some("delta"), Some(2)), "{out}");
+    assert_eq!(fx.group(&a).expect("a").members, vec![users[0].guid.clone()]);
+    assert!(fx.group(&b).expect("b").members.is_empty());
+}
