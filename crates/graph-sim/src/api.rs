@@ -16,6 +16,23 @@ const USER_WRITABLE: &[&str] = &["displayName", "onPremisesImmutableId", "depart
 /// Graph's default page size for directory collections.
 const DEFAULT_PAGE: usize = 100;
 
+/// The answer to an expired delta token (see `Sim::expired_reply`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Expiry {
+    pub status: u16,
+    pub code: String,
+    #[serde(default)]
+    pub inner: Option<String>,
+    #[serde(default)]
+    pub location: bool,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Expiry { status: 410, code: "syncStateNotFound".into(), inner: None, location: true }
+    }
+}
+
 /// Where a fault strikes: a Graph request (also each request inside a `$batch`), the outer
 /// `$batch` POST as a whole, or the token endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -89,6 +106,8 @@ pub struct Sim {
     pub link_base: Option<String>,
     /// Object types the app "may not read": they come back with only type and id.
     pub limited_info: Vec<String>,
+    /// How an expired delta token is answered.
+    pub expiry: Expiry,
     next_id: u64,
     rng: u64,
 }
@@ -133,6 +152,7 @@ impl Sim {
             journal: Journal::new(),
             link_base: None,
             limited_info: Vec::new(),
+            expiry: Expiry::default(),
             next_id: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -271,6 +291,27 @@ impl Sim {
         obj
     }
 
+    /// How an expired delta token is answered (a control switch): Graph documents 410 Gone with
+    /// a `Location` of the initial query, and "a 40X-series error with error codes such as
+    /// syncStateNotFound" (delta-query-overview.md), resyncRequired among them (errors.md), the
+    /// code sometimes nested as an inner error.
+    fn expired_reply(&mut self, initial: &str) -> Reply {
+        let Expiry { status, code, inner, location } = self.expiry.clone();
+        self.next_id += 1;
+        let mut inner_error = json!({"date": "2026-11-24T00:00:00", "request-id": format!("00000000-0000-0000-0000-{:012}", self.next_id)});
+        if let Some(c) = inner {
+            inner_error["code"] = json!(c);
+        }
+        let mut r = Reply::json(
+            status,
+            json!({"error": {"code": code, "message": "The delta token is expired or invalid: start a new round of delta queries without a token.", "innerError": inner_error}}),
+        );
+        if location {
+            r.headers.push(("Location".into(), format!("{initial}?$deltatoken=")));
+        }
+        r
+    }
+
     /// The answer to an injected fault: Graph's error body, `Retry-After` if the fault has one.
     pub fn fault_reply(&mut self, f: &Fault) -> Reply {
         let code = match f.status {
@@ -344,8 +385,12 @@ impl Sim {
                 &sorted,
                 self.page_size,
                 &format!("{base}/{ver}"),
-            )?;
-            return Ok(Reply::json(200, body));
+            );
+            return match body {
+                Ok(body) => Ok(Reply::json(200, body)),
+                Err(ODataError(410, ..)) => Ok(self.expired_reply(&format!("{base}/{ver}/{}/delta", segs[0]))),
+                Err(e) => Err(e),
+            };
         }
         let q = Query::parse(&pairs)?;
         let not_found = |what: &str, id: &str| {

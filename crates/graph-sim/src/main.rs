@@ -203,6 +203,12 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
                 if let Some(n) = v["delta_member_chunk"].as_u64() {
                     sim.journal.member_chunk = (n as usize).max(1);
                 }
+                if let Some(e) = v.get("delta_expiry") {
+                    match serde_json::from_value::<api::Expiry>(e.clone()) {
+                        Ok(e) => sim.expiry = e,
+                        Err(e) => return bad(format!("delta_expiry: {e}")),
+                    }
+                }
                 if let Some(kinds) = v["limited_info"].as_array() {
                     sim.limited_info = kinds.iter().filter_map(|k| k.as_str().map(String::from)).collect();
                 }

@@ -313,11 +313,23 @@ fn without_url(e: &reqwest::Error) -> String {
 
 pub(crate) fn api_error(status: u16, body: &str, url: &str) -> GraphError {
     let v: Value = serde_json::from_str(body).unwrap_or_default();
+    let mut inner = Vec::new();
+    let mut e = &v["error"];
+    for _ in 0..8 {
+        e = match (e.get("innerError"), e.get("innererror")) {
+            (Some(i), _) | (None, Some(i)) => i,
+            _ => break,
+        };
+        if let Some(c) = e["code"].as_str() {
+            inner.push(c.to_string());
+        }
+    }
     GraphError::Api {
         status,
         code: v["error"]["code"].as_str().unwrap_or("unknown").to_string(),
         message: v["error"]["message"].as_str().unwrap_or(body).chars().take(500).collect(),
         path: path_of(url),
+        inner,
     }
 }
 

@@ -40,12 +40,19 @@ pub struct DeltaRound {
     pub delta_link: String,
 }
 
-/// A delta token Graph no longer knows: start over with a full sync.
+/// Codes that mean "start over" (delta-query-overview.md: an expired token gets "a 40X-series
+/// error with error codes such as syncStateNotFound"; errors.md: resyncRequired and its inner
+/// codes; syncStateInvalid is seen in practice, though undocumented).
+const RESYNC_CODES: &[&str] =
+    &["syncStateNotFound", "syncStateInvalid", "resyncRequired", "resyncApplyDifferences", "resyncUploadDifferences"];
+
+/// A delta token Graph no longer knows: start over with a full sync. 410 Gone (with a Location
+/// of the initial query) always; another 4xx when any of its codes, outer or inner, says so.
 pub fn is_expired(e: &GraphError) -> bool {
     match e {
         GraphError::Api { status: 410, .. } => true,
-        GraphError::Api { code, .. } => {
-            code.eq_ignore_ascii_case("syncStateNotFound") || code.eq_ignore_ascii_case("resyncRequired")
+        GraphError::Api { status: 400..=499, code, inner, .. } => {
+            std::iter::once(code).chain(inner).any(|c| RESYNC_CODES.iter().any(|r| c.eq_ignore_ascii_case(r)))
         }
         _ => false,
     }
@@ -147,6 +154,7 @@ impl GraphClient {
                         code: "batch".into(),
                         message: msg,
                         path: format!("/{kind}/{id}/memberOf"),
+                        inner: Vec::new(),
                     })
                 }
             };
@@ -161,5 +169,30 @@ impl GraphClient {
             parents.extend(groups.filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase));
         }
         Ok(parents)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::api_error;
+
+    #[test]
+    fn every_documented_way_of_saying_start_over_is_recognised() {
+        let body = |code: &str, inner: &str| {
+            serde_json::json!({"error": {"code": code, "message": "m", "innerError": {"code": inner}}}).to_string()
+        };
+        for (status, code, inner) in [
+            (410, "gone", ""),
+            (400, "syncStateNotFound", ""),
+            (400, "syncStateInvalid", ""),
+            (400, "badRequest", "resyncRequired"),
+            (409, "resyncRequired", ""),
+            (404, "itemNotFound", "resyncApplyDifferences"),
+        ] {
+            assert!(is_expired(&api_error(status, &body(code, inner), "https://g/x")), "{status} {code} {inner}");
+        }
+        assert!(!is_expired(&api_error(400, &body("badRequest", "invalidRequest"), "https://g/x")));
+        assert!(!is_expired(&api_error(503, &body("syncStateNotFound", ""), "https://g/x")), "not a 4xx");
     }
 }

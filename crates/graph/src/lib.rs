@@ -74,7 +74,15 @@ pub enum GraphError {
     #[error("could not reach Graph: {0}")]
     Connect(String),
     #[error("Graph answered {status} {code} for {path}: {message}")]
-    Api { status: u16, code: String, message: String, path: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        path: String,
+        /// The nested `innerError` codes, outer to inner (errors.md: use the most detailed one
+        /// understood).
+        inner: Vec<String>,
+    },
     #[error("Graph sent something writeback cannot use: {0}")]
     Invalid(String),
     #[error("Graph configuration: {0}")]

@@ -113,3 +113,30 @@ fn a_user_deleted_in_the_cloud_leaves_every_group_it_was_in() {
     assert_eq!(fx.group(&a).expect("a").members, vec![users[0].guid.clone()]);
     assert!(fx.group(&b).expect("b").members.is_empty());
 }
+
+#[test]
+fn every_documented_form_of_an_expired_delta_token_leads_to_a_full_cycle() {
+    let mut fx = Fixture::new("expiry");
+    let (users, uids, cloud) = fx.synced_users(4);
+    let g = fx.id(1);
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Expiry", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let variants = [
+        json!({"status": 410, "code": "syncStateNotFound", "location": true}),
+        json!({"status": 400, "code": "syncStateInvalid"}),
+        json!({"status": 400, "code": "badRequest", "inner": "resyncRequired"}),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        settings(&fx, json!({"delta_expiry": v}));
+        fx.sim_call("POST", "/_control/expire-delta-tokens", None);
+        t["groups"][0]["members"] = json!([&uids[i + 1]]);
+        fx.set_tenant(&t);
+        let (code, out) = fx.sync_json(&[]);
+        assert_eq!((code, out["kind"].as_str()), (0, Some("full")), "{v}: {out}");
+        assert_eq!(fx.group(&g).expect("g").members, vec![users[i + 1].guid.clone()], "{v}");
+        let history = fx.writeback(&["--json", "history"]).json();
+        assert!(history["runs"][0]["message"].as_str().unwrap_or("").contains("expired"), "{history}");
+    }
+}
