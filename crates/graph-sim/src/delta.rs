@@ -35,10 +35,44 @@ struct Change {
     /// Member ids added / removed (groups only).
     added: Vec<String>,
     dropped: Vec<String>,
+    /// Owner ids added / removed (groups only).
+    owners_added: Vec<String>,
+    owners_dropped: Vec<String>,
 }
 
-/// What changed for one object since a token: removed (and why), members added, members dropped.
-type Net = (Option<&'static str>, BTreeSet<String>, BTreeSet<String>);
+/// What changed for one object since a token.
+#[derive(Default)]
+struct Net {
+    removed: Option<&'static str>,
+    added: BTreeSet<String>,
+    dropped: BTreeSet<String>,
+    owners_added: BTreeSet<String>,
+    owners_dropped: BTreeSet<String>,
+    /// A property or relationship that is tracked changed (with `$select`, only those selected).
+    props: bool,
+}
+
+impl Change {
+    /// A change of nothing yet (fields filled by the caller).
+    fn none() -> Change {
+        Change {
+            version: 0,
+            coll: Coll::Groups,
+            id: String::new(),
+            removed: None,
+            added: vec![],
+            dropped: vec![],
+            owners_added: vec![],
+            owners_dropped: vec![],
+        }
+    }
+
+    /// Only a relationship changed (members or owners), no property.
+    fn relationships_only(&self) -> bool {
+        self.removed.is_none()
+            && (!self.added.is_empty() || !self.dropped.is_empty() || !self.owners_added.is_empty() || !self.owners_dropped.is_empty())
+    }
+}
 
 /// The change journal behind delta tokens.
 #[derive(Default)]
@@ -65,7 +99,15 @@ fn props(v: &Value) -> Value {
 }
 
 fn members(v: &Value) -> BTreeSet<String> {
-    v.get("members")
+    linked(v, "members")
+}
+
+fn owners(v: &Value) -> BTreeSet<String> {
+    linked(v, "owners")
+}
+
+fn linked(v: &Value, nav: &str) -> BTreeSet<String> {
+    v.get(nav)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -91,31 +133,22 @@ impl Journal {
             (Coll::Users, index(&old.users), index(&new.users)),
         ] {
             for (id, now) in &after {
-                let (added, dropped, changed) = match before.get(id) {
-                    None => (members(now).into_iter().collect::<Vec<_>>(), vec![], true),
-                    Some(was) => {
-                        let (m0, m1) = (members(was), members(now));
-                        (
-                            m1.difference(&m0).cloned().collect(),
-                            m0.difference(&m1).cloned().collect::<Vec<_>>(),
-                            props(was) != props(now),
-                        )
-                    }
+                let empty = json!({});
+                let was = before.get(id).unwrap_or(&empty);
+                let diff = |a: BTreeSet<String>, b: BTreeSet<String>| -> (Vec<String>, Vec<String>) {
+                    (b.difference(&a).cloned().collect(), a.difference(&b).cloned().collect())
                 };
-                if changed || !added.is_empty() || !dropped.is_empty() {
-                    self.changes.push(Change { version: v, coll, id: id.clone(), removed: None, added, dropped });
+                let (added, dropped) = diff(members(was), members(now));
+                let (owners_added, owners_dropped) = diff(owners(was), owners(now));
+                let changed = before.get(id).is_none_or(|was| props(was) != props(now));
+                if changed || !added.is_empty() || !dropped.is_empty() || !owners_added.is_empty() || !owners_dropped.is_empty() {
+                    let removed = None;
+                    self.changes.push(Change { version: v, coll, id: id.clone(), removed, added, dropped, owners_added, owners_dropped });
                 }
             }
             for id in before.keys().filter(|id| !after.contains_key(*id)) {
                 let reason = if coll == Coll::Groups && soft.contains(id) { "changed" } else { "deleted" };
-                self.changes.push(Change {
-                    version: v,
-                    coll,
-                    id: id.clone(),
-                    removed: Some(reason),
-                    added: vec![],
-                    dropped: vec![],
-                });
+                self.changes.push(Change { version: v, coll, id: id.clone(), removed: Some(reason), ..Change::none() });
             }
         }
         // A user or group that is gone is no longer a member of anything: every group it was in
@@ -141,14 +174,7 @@ impl Journal {
                         }
                     }
                 }
-                None => self.changes.push(Change {
-                    version: v,
-                    coll: Coll::Groups,
-                    id: gid,
-                    removed: None,
-                    added: vec![],
-                    dropped: lost,
-                }),
+                None => self.changes.push(Change { version: v, coll: Coll::Groups, id: gid, dropped: lost, ..Change::none() }),
             }
         }
     }
@@ -165,14 +191,7 @@ impl Journal {
 
     fn touch(&mut self, coll: Coll, id: &str) {
         self.version += 1;
-        self.changes.push(Change {
-            version: self.version,
-            coll,
-            id: id.to_ascii_lowercase(),
-            removed: None,
-            added: vec![],
-            dropped: vec![],
-        });
+        self.changes.push(Change { version: self.version, coll, id: id.to_ascii_lowercase(), ..Change::none() });
     }
 
     /// Every token issued so far stops working (as after 7 days).
@@ -202,13 +221,20 @@ impl Journal {
             }
             m
         };
+        // members@delta comes by default or when selected (delta-query-groups.md); whether
+        // owners@delta comes unselected is not documented: only when selected here.
         let wants_members = select.is_none_or(|s| s.iter().any(|p| p == "members"));
-        let select: Option<Vec<String>> = select.map(|s| s.iter().filter(|p| *p != "members").cloned().collect());
+        let wants_owners = select.is_some_and(|s| s.iter().any(|p| p == "owners"));
+        let select: Option<Vec<String>> =
+            select.map(|s| s.iter().filter(|p| *p != "members" && *p != "owners").cloned().collect());
         let mut out = Vec::new();
         let Some(since) = since else {
             // Initial round: every object; a group's members spread over several entries.
             for obj in list {
-                let base = project(obj, None, select.as_deref(), true)?;
+                let mut base = project(obj, None, select.as_deref(), true)?;
+                if coll == Coll::Groups && wants_owners {
+                    base["owners@delta"] = Value::Array(owners(obj).iter().map(|o| member_entry(o, false)).collect());
+                }
                 let all: Vec<String> = members(obj).into_iter().collect();
                 if coll == Coll::Users || !wants_members || all.is_empty() {
                     out.push(base);
@@ -235,34 +261,51 @@ impl Journal {
         for c in self.changes.iter().filter(|c| c.coll == coll && c.version > since) {
             let e = per.entry(c.id.clone()).or_insert_with(|| {
                 order.push(c.id.clone());
-                (None, BTreeSet::new(), BTreeSet::new())
+                Net::default()
             });
-            e.0 = c.removed;
-            for a in &c.added {
-                e.2.remove(a);
-                e.1.insert(a.clone());
-            }
-            for d in &c.dropped {
-                e.1.remove(d);
-                e.2.insert(d.clone());
+            e.removed = c.removed;
+            e.props |= !c.relationships_only();
+            for (adds, drops, added, dropped) in [
+                (&c.added, &c.dropped, &mut e.added, &mut e.dropped),
+                (&c.owners_added, &c.owners_dropped, &mut e.owners_added, &mut e.owners_dropped),
+            ] {
+                for a in adds {
+                    dropped.remove(a);
+                    added.insert(a.clone());
+                }
+                for d in drops {
+                    added.remove(d);
+                    dropped.insert(d.clone());
+                }
             }
         }
         for id in order {
-            let (removed, added, dropped) = &per[&id];
+            let net = &per[&id];
             let kind = if coll == Coll::Groups { "group" } else { "user" };
             let current = tenant.find(&id).filter(|(k, _)| *k == kind).map(|(_, v)| v);
-            match (removed, current) {
+            // Only what is selected is tracked (delta-query-overview.md): a change of members or
+            // owners alone shows only when that relationship is selected.
+            let members_changed = wants_members && (!net.added.is_empty() || !net.dropped.is_empty());
+            let owners_changed = wants_owners && (!net.owners_added.is_empty() || !net.owners_dropped.is_empty());
+            match (net.removed, current) {
                 (Some(reason), None) => out.push(json!({"id": id, "@removed": {"reason": reason}})),
-                (_, Some(obj)) => {
+                (_, Some(obj)) if net.props || members_changed || owners_changed => {
                     let mut e = project(obj, None, select.as_deref(), true)?;
-                    if coll == Coll::Groups && wants_members && (!added.is_empty() || !dropped.is_empty()) {
-                        let mut m: Vec<Value> = added.iter().map(|a| member_entry(a, false)).collect();
-                        m.extend(dropped.iter().map(|d| member_entry(d, true)));
+                    if coll == Coll::Groups && members_changed {
+                        let mut m: Vec<Value> = net.added.iter().map(|a| member_entry(a, false)).collect();
+                        m.extend(net.dropped.iter().map(|d| member_entry(d, true)));
                         e["members@delta"] = Value::Array(m);
+                    }
+                    // Relationships are annotations named propertyName@delta, the related objects
+                    // by id only (group-delta.md).
+                    if coll == Coll::Groups && owners_changed {
+                        let mut o: Vec<Value> = net.owners_added.iter().map(|a| member_entry(a, false)).collect();
+                        o.extend(net.owners_dropped.iter().map(|d| member_entry(d, true)));
+                        e["owners@delta"] = Value::Array(o);
                     }
                     out.push(e);
                 }
-                (None, None) => {}
+                _ => {}
             }
         }
         Ok(out)

@@ -59,11 +59,18 @@ pub fn is_expired(e: &GraphError) -> bool {
 }
 
 impl GraphClient {
-    /// A delta link that starts now (`$deltatoken=latest`), without reading anything.
-    pub async fn latest_delta_link(&self, coll: Collection) -> Result<String, GraphError> {
+    /// A delta link that starts now (`$deltatoken=latest`), without reading anything. With
+    /// `owners`, the groups' owners are tracked too: delta tracks only what is selected
+    /// (delta-query-overview.md), and owners is a directoryObject collection a group delta may
+    /// select (group-delta.md).
+    pub async fn latest_delta_link(&self, coll: Collection, owners: bool) -> Result<String, GraphError> {
         let url = match coll {
             Collection::Groups => {
-                format!("{}/beta/groups/delta?$select={GROUP_SELECT},members&$deltatoken=latest", self.cfg.graph_url)
+                let owners = if owners { ",owners" } else { "" };
+                format!(
+                    "{}/beta/groups/delta?$select={GROUP_SELECT},members{owners}&$deltatoken=latest",
+                    self.cfg.graph_url
+                )
             }
             Collection::Users => {
                 format!("{}/v1.0/users/delta?$select={USER_DELTA_SELECT}&$deltatoken=latest", self.cfg.graph_url)

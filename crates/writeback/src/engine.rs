@@ -422,8 +422,8 @@ async fn full_cycle(
     let cfg = cx.cfg;
     // Watermarks first: what changes while we read is seen again by the next delta cycle.
     let (usn, dc) = ad.highest_usn().await?;
-    let groups_link = graph.latest_delta_link(Collection::Groups).await?;
-    let users_link = graph.latest_delta_link(Collection::Users).await?;
+    let groups_link = graph.latest_delta_link(Collection::Groups, cfg.writeback.write_owners).await?;
+    let users_link = graph.latest_delta_link(Collection::Users, false).await?;
     let state = store.state()?;
     let ous = cfg.managed_ous(&state);
     let setup = EarlySetup { cfg, state, planner: cfg.planner(cx.allow), lock: cx.lock };
