@@ -332,8 +332,10 @@ impl Config {
     /// What a delta cycle must run with to be valid: every setting that shapes the plan.
     pub fn settings_fingerprint(&self) -> String {
         let w = &self.writeback;
+        // `links=2`: delta links select owners with write_owners (issue #16); links of an older
+        // version are replaced by one full cycle.
         format!(
-            "ou={};rules={:?};adopt={:?};move={};owners={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
+            "links=2;ou={};rules={:?};adopt={:?};move={};owners={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
             self.ad.target_ou.to_ascii_lowercase(),
             self.rules,
             self.ad.adopt_from,
