@@ -16,6 +16,14 @@ const USER_WRITABLE: &[&str] = &["displayName", "onPremisesImmutableId", "depart
 /// Graph's default page size for directory collections.
 const DEFAULT_PAGE: usize = 100;
 
+/// Reads that lag the last change (see `Sim::view`).
+struct Lag {
+    until: Instant,
+    previous: Tenant,
+    /// Groups the change touched (lower-case ids).
+    changed: std::collections::HashSet<String>,
+}
+
 /// The answer to an expired delta token (see `Sim::expired_reply`).
 #[derive(Clone, Debug, Deserialize)]
 pub struct Expiry {
@@ -108,6 +116,9 @@ pub struct Sim {
     pub limited_info: Vec<String>,
     /// How an expired delta token is answered.
     pub expiry: Expiry,
+    /// Reads lag changes by this many seconds (0: off).
+    pub lag_seconds: u64,
+    lag: Option<Lag>,
     next_id: u64,
     rng: u64,
 }
@@ -153,6 +164,8 @@ impl Sim {
             link_base: None,
             limited_info: Vec::new(),
             expiry: Expiry::default(),
+            lag_seconds: 0,
+            lag: None,
             next_id: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -162,7 +175,29 @@ impl Sim {
     pub fn replace_tenant(&mut self, mut tenant: Tenant) {
         tenant.reindex();
         self.journal.record(&self.tenant, &tenant);
+        if self.lag_seconds > 0 {
+            let before: std::collections::HashMap<&str, &Value> =
+                self.tenant.groups.iter().filter_map(|g| Some((g.get("id")?.as_str()?, g))).collect();
+            let changed = tenant
+                .groups
+                .iter()
+                .filter(|g| g.get("id").and_then(Value::as_str).is_none_or(|id| before.get(id) != Some(g)))
+                .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase))
+                .collect();
+            let until = Instant::now() + Duration::from_secs(self.lag_seconds);
+            self.lag = Some(Lag { until, previous: std::mem::take(&mut self.tenant), changed });
+        }
         self.tenant = tenant;
+    }
+
+    /// The tenant a read of group `id` sees: the one before the last change while a lag is on
+    /// and that change touched the group (a read right after a change "might have replication
+    /// delays for groups that were recently created, updated, or deleted": group-get.md).
+    fn view(&self, id: &str) -> &Tenant {
+        match &self.lag {
+            Some(l) if Instant::now() < l.until && l.changed.contains(&id.to_ascii_lowercase()) => &l.previous,
+            _ => &self.tenant,
+        }
     }
 
     fn error(&mut self, e: ODataError) -> Reply {
@@ -403,7 +438,7 @@ impl Sim {
             ("GET", ["groups"]) => page(self.tenant.groups.iter().map(|g| (None, g)).collect(), "groups"),
             ("GET", ["users"]) => page(self.tenant.users.iter().map(|u| (None, u)).collect(), "users"),
             ("GET", ["groups", id]) => {
-                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
+                let g = self.view(id).group(id).ok_or_else(|| not_found("group", id))?;
                 let mut v = project(g, None, q.select.as_deref(), beta)?;
                 v["@odata.context"] = json!(format!("{base}/{ver}/$metadata#groups/$entity"));
                 Ok(Reply::json(200, v))
@@ -413,7 +448,8 @@ impl Sim {
                 Ok(Reply::json(200, self.limited(project(u, None, q.select.as_deref(), beta)?, "user")))
             }
             ("GET", ["groups", id, nav @ ("members" | "owners"), rest @ ..]) => {
-                let g = self.tenant.group(id).ok_or_else(|| not_found("group", id))?;
+                let view = self.view(id);
+                let g = view.group(id).ok_or_else(|| not_found("group", id))?;
                 let cast = match rest {
                     [] => None,
                     [c] => Some(
@@ -421,8 +457,7 @@ impl Sim {
                     ),
                     _ => return Err(bad("Unsupported path".into())),
                 };
-                let items = self
-                    .tenant
+                let items = view
                     .linked(g, nav)
                     .into_iter()
                     .filter(|(k, _)| cast.is_none_or(|c| c == *k))
@@ -589,6 +624,16 @@ impl Sim {
             }
             ("GET", ["directory", "deletedItems", "microsoft.graph.group"]) => {
                 page(self.tenant.deleted_groups.iter().map(|g| (Some("group"), g)).collect(), "directoryObjects")
+            }
+            // Graph "Get deleted item" (directory-deleteditems-get.md): one item of the recycle bin.
+            ("GET", ["directory", "deletedItems", id]) => {
+                let g = self
+                    .tenant
+                    .deleted_groups
+                    .iter()
+                    .find(|g| g.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(id)))
+                    .ok_or_else(|| not_found("deletedItem", id))?;
+                Ok(Reply::json(200, project(g, Some("group"), q.select.as_deref(), beta)?))
             }
             _ => Err(ODataError(
                 400,

@@ -50,6 +50,8 @@ struct Net {
     owners_dropped: BTreeSet<String>,
     /// A property or relationship that is tracked changed (with `$select`, only those selected).
     props: bool,
+    /// A removal somewhere in the range, even if the object is back (restored) by its end.
+    ever_removed: Option<&'static str>,
 }
 
 impl Change {
@@ -70,7 +72,10 @@ impl Change {
     /// Only a relationship changed (members or owners), no property.
     fn relationships_only(&self) -> bool {
         self.removed.is_none()
-            && (!self.added.is_empty() || !self.dropped.is_empty() || !self.owners_added.is_empty() || !self.owners_dropped.is_empty())
+            && (!self.added.is_empty()
+                || !self.dropped.is_empty()
+                || !self.owners_added.is_empty()
+                || !self.owners_dropped.is_empty())
     }
 }
 
@@ -83,6 +88,13 @@ pub struct Journal {
     expired_below: u64,
     /// Members per `members@delta` entry in an initial round (a large group spans entries).
     pub member_chunk: usize,
+    /// Rounds come out of order, with replays: "the same item can show up anywhere in the
+    /// @odata.nextLink sequence", "a single entity can be contained multiple times", replays
+    /// "are still possible" (delta-query-overview.md). Each changed object twice, a removal
+    /// undone within the round also as its `@removed` entry, after the live one, all reversed.
+    pub shuffle: bool,
+    /// `@removed` without a reason: it "might include" one (delta-query-overview.md).
+    pub no_reason: bool,
 }
 
 fn id_of(v: &Value) -> String {
@@ -141,15 +153,35 @@ impl Journal {
                 let (added, dropped) = diff(members(was), members(now));
                 let (owners_added, owners_dropped) = diff(owners(was), owners(now));
                 let changed = before.get(id).is_none_or(|was| props(was) != props(now));
-                if changed || !added.is_empty() || !dropped.is_empty() || !owners_added.is_empty() || !owners_dropped.is_empty() {
+                if changed
+                    || !added.is_empty()
+                    || !dropped.is_empty()
+                    || !owners_added.is_empty()
+                    || !owners_dropped.is_empty()
+                {
                     let removed = None;
-                    self.changes.push(Change { version: v, coll, id: id.clone(), removed, added, dropped, owners_added, owners_dropped });
+                    self.changes.push(Change {
+                        version: v,
+                        coll,
+                        id: id.clone(),
+                        removed,
+                        added,
+                        dropped,
+                        owners_added,
+                        owners_dropped,
+                    });
                 }
             }
             for id in before.keys().filter(|id| !after.contains_key(*id)) {
                 let reason = if coll == Coll::Groups && soft.contains(id) { "changed" } else { "deleted" };
                 self.changes.push(Change { version: v, coll, id: id.clone(), removed: Some(reason), ..Change::none() });
             }
+        }
+        // "Items deleted from the deletedItems store also show as deleted"
+        // (delta-query-overview.md): a group purged from the recycle bin.
+        let now_anywhere: BTreeSet<String> = new.groups.iter().chain(&new.deleted_groups).map(id_of).collect();
+        for id in old.deleted_groups.iter().map(id_of).filter(|id| !now_anywhere.contains(id)) {
+            self.changes.push(Change { version: v, coll: Coll::Groups, id, removed: Some("deleted"), ..Change::none() });
         }
         // A user or group that is gone is no longer a member of anything: every group it was in
         // reports the removal in its members@delta (delta-query-groups.md), whether or not the
@@ -174,7 +206,13 @@ impl Journal {
                         }
                     }
                 }
-                None => self.changes.push(Change { version: v, coll: Coll::Groups, id: gid, dropped: lost, ..Change::none() }),
+                None => self.changes.push(Change {
+                    version: v,
+                    coll: Coll::Groups,
+                    id: gid,
+                    dropped: lost,
+                    ..Change::none()
+                }),
             }
         }
     }
@@ -264,6 +302,7 @@ impl Journal {
                 Net::default()
             });
             e.removed = c.removed;
+            e.ever_removed = c.removed.or(e.ever_removed);
             e.props |= !c.relationships_only();
             for (adds, drops, added, dropped) in [
                 (&c.added, &c.dropped, &mut e.added, &mut e.dropped),
@@ -287,8 +326,12 @@ impl Journal {
             // owners alone shows only when that relationship is selected.
             let members_changed = wants_members && (!net.added.is_empty() || !net.dropped.is_empty());
             let owners_changed = wants_owners && (!net.owners_added.is_empty() || !net.owners_dropped.is_empty());
+            let removal = |reason: &str| {
+                let why = if self.no_reason { json!({}) } else { json!({"reason": reason}) };
+                json!({"id": id, "@removed": why})
+            };
             match (net.removed, current) {
-                (Some(reason), None) => out.push(json!({"id": id, "@removed": {"reason": reason}})),
+                (Some(reason), None) => out.push(removal(reason)),
                 (_, Some(obj)) if net.props || members_changed || owners_changed => {
                     let mut e = project(obj, None, select.as_deref(), true)?;
                     if coll == Coll::Groups && members_changed {
@@ -303,10 +346,20 @@ impl Journal {
                         o.extend(net.owners_dropped.iter().map(|d| member_entry(d, true)));
                         e["owners@delta"] = Value::Array(o);
                     }
+                    if self.shuffle {
+                        // Reversed below: the stale removal ends up after the live entries.
+                        if let Some(reason) = net.ever_removed {
+                            out.push(removal(reason));
+                        }
+                        out.push(e.clone());
+                    }
                     out.push(e);
                 }
                 _ => {}
             }
+        }
+        if self.shuffle {
+            out.reverse();
         }
         Ok(out)
     }

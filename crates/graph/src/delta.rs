@@ -19,25 +19,78 @@ pub enum Collection {
     Users,
 }
 
-/// How Graph reported an object gone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How Graph reported an object gone (`@removed`'s reason), as a hint only: the same object can
+/// come more than once, in any order (delta-query-overview.md), so a removal is confirmed by
+/// reading the object before anything is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Removed {
     /// Reason `changed`: soft-deleted (recycle bin).
     Soft,
     /// Reason `deleted`: gone for good.
     Permanent,
+    /// No reason given ("the @removed object might include" one: it may not).
+    Unknown,
 }
 
-/// The changes of one delta round, every page merged.
+/// The changes of one delta round, every page merged. Nothing here depends on the order the
+/// entries came in.
 #[derive(Debug, Default)]
 pub struct DeltaRound {
-    /// Objects that changed (properties or members).
-    pub changed: BTreeSet<String>,
-    pub removed: BTreeMap<String, Removed>,
+    /// Every object the round named, changed or removed.
+    pub named: BTreeSet<String>,
+    /// Objects with at least one `@removed` entry, and every reason given.
+    pub removed: BTreeMap<String, BTreeSet<Removed>>,
+    /// Objects with at least one entry that is not a removal (so live at some point).
+    pub live: BTreeSet<String>,
+    /// Per group, the members the round said were added and removed; a member said both (the
+    /// entries' order is not reliable) is in neither. Hints to tell a stale read, not the truth.
+    pub member_hints: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
     /// Member values added or removed across all entries (groups only), for the logs.
     pub member_changes: usize,
     /// Where the next round starts.
     pub delta_link: String,
+}
+
+impl DeltaRound {
+    fn take(&mut self, item: &Value) {
+        let Some(id) = item["id"].as_str().map(str::to_ascii_lowercase) else { return };
+        self.named.insert(id.clone());
+        if let Some(removed) = item.get("@removed") {
+            let how = match removed["reason"].as_str() {
+                Some("changed") => Removed::Soft,
+                Some("deleted") => Removed::Permanent,
+                _ => Removed::Unknown,
+            };
+            self.removed.entry(id).or_default().insert(how);
+            return;
+        }
+        self.live.insert(id.clone());
+        let members = item["members@delta"].as_array().map(Vec::as_slice).unwrap_or_default();
+        self.member_changes += members.len();
+        if members.is_empty() {
+            return;
+        }
+        let (added, gone) = self.member_hints.entry(id).or_default();
+        for m in members {
+            let Some(mid) = m["id"].as_str().map(str::to_ascii_lowercase) else { continue };
+            if m.get("@removed").is_some() {
+                gone.insert(mid);
+            } else {
+                added.insert(mid);
+            }
+        }
+    }
+
+    /// Drops the member hints that contradict each other.
+    fn settle(&mut self) {
+        for (added, gone) in self.member_hints.values_mut() {
+            let both: Vec<String> = added.intersection(gone).cloned().collect();
+            for m in both {
+                added.remove(&m);
+                gone.remove(&m);
+            }
+        }
+    }
 }
 
 /// Codes that mean "start over" (delta-query-overview.md: an expired token gets "a 40X-series
@@ -84,7 +137,8 @@ impl GraphClient {
     }
 
     /// Follows a delta link through every page. Entries for one object (a group's members
-    /// spread over several entries and pages) are merged.
+    /// spread over several entries and pages, replays, a removal and a restore) are merged
+    /// without regard to their order.
     pub async fn delta_round(&self, link: &str) -> Result<DeltaRound, GraphError> {
         let mut round = DeltaRound::default();
         let mut next = link.to_string();
@@ -94,22 +148,13 @@ impl GraphClient {
                 .as_array()
                 .ok_or_else(|| GraphError::Invalid("a delta page had no value array".into()))?;
             for item in items {
-                let Some(id) = item["id"].as_str().map(str::to_ascii_lowercase) else { continue };
-                if let Some(removed) = item.get("@removed") {
-                    let how =
-                        if removed["reason"].as_str() == Some("changed") { Removed::Soft } else { Removed::Permanent };
-                    round.changed.remove(&id);
-                    round.removed.insert(id, how);
-                    continue;
-                }
-                round.member_changes += item["members@delta"].as_array().map(Vec::len).unwrap_or(0);
-                round.removed.remove(&id);
-                round.changed.insert(id);
+                round.take(item);
             }
             if let Some(n) = page["@odata.nextLink"].as_str() {
                 next = n.to_string();
             } else if let Some(d) = page["@odata.deltaLink"].as_str() {
                 round.delta_link = d.to_string();
+                round.settle();
                 return Ok(round);
             } else {
                 return Err(GraphError::Invalid(
@@ -139,6 +184,26 @@ impl GraphClient {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         (found, missing, failed)
+    }
+
+    /// Which of these (groups Graph no longer finds) are in the recycle bin: (in it, not in it,
+    /// per-id failures). GET /directory/deletedItems/{id} (directory-deleteditems-get.md).
+    pub async fn in_recycle_bin(&self, ids: &[String]) -> (BTreeSet<String>, BTreeSet<String>, Vec<(String, String)>) {
+        let reqs: Vec<(String, String)> =
+            ids.iter().map(|id| (id.clone(), format!("/directory/deletedItems/{id}?$select=id"))).collect();
+        let (mut bin, mut gone, mut failed) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+        for (id, res) in self.batch_get(&reqs).await {
+            match res {
+                Ok(_) => {
+                    bin.insert(id);
+                }
+                Err((404, _)) => {
+                    gone.insert(id);
+                }
+                Err((status, msg)) => failed.push((id, format!("Graph answered {status}: {msg}"))),
+            }
+        }
+        (bin, gone, failed)
     }
 
     /// The groups that directly contain any of these objects (`memberOf`, roles and
@@ -201,5 +266,42 @@ mod tests {
         }
         assert!(!is_expired(&api_error(400, &body("badRequest", "invalidRequest"), "https://g/x")));
         assert!(!is_expired(&api_error(503, &body("syncStateNotFound", ""), "https://g/x")), "not a 4xx");
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round(items: &[Value]) -> DeltaRound {
+        let mut r = DeltaRound::default();
+        for i in items {
+            r.take(i);
+        }
+        r.settle();
+        r
+    }
+
+    #[test]
+    fn a_round_does_not_depend_on_the_order_of_its_entries() {
+        let restored = json!({"id": "G1", "displayName": "back"});
+        let removal = json!({"id": "g1", "@removed": {"reason": "changed"}});
+        let no_reason = json!({"id": "g2", "@removed": {}});
+        let add = json!({"id": "g3", "members@delta": [{"id": "u1"}, {"id": "u2"}]});
+        let drop = json!({"id": "g3", "members@delta": [{"id": "u2", "@removed": {"reason": "deleted"}}, {"id": "u3", "@removed": {"reason": "deleted"}}]});
+        let a = round(&[restored.clone(), removal.clone(), no_reason.clone(), add.clone(), drop.clone(), add.clone()]);
+        let b = round(&[drop, add, removal, no_reason, restored]);
+        for r in [&a, &b] {
+            assert!(
+                r.live.contains("g1") && r.removed["g1"] == BTreeSet::from([Removed::Soft]),
+                "both seen: confirmed later"
+            );
+            assert_eq!(r.removed["g2"], BTreeSet::from([Removed::Unknown]));
+            let (added, gone) = &r.member_hints["g3"];
+            assert_eq!((added.len(), gone.len()), (1, 1), "u2 was said both: no hint for it");
+            assert!(added.contains("u1") && gone.contains("u3"));
+            assert_eq!(r.named.len(), 3);
+        }
     }
 }

@@ -71,6 +71,26 @@ pub struct Watermarks {
     /// `ad_usn`: the next delta cycle looks at them.
     #[serde(default)]
     pub recheck: Vec<String>,
+    /// Groups a delta cycle could not settle (Graph's reads lag its delta: not found yet, a
+    /// removal not confirmed yet, members older than the delta said): looked at again by the
+    /// next delta cycles, a bounded number of times. A full cycle starts with none.
+    #[serde(default)]
+    pub pending: std::collections::BTreeMap<String, Pending>,
+}
+
+/// A group a delta cycle looks at again (see `Watermarks::pending`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    /// Cycles it has been put off so far.
+    pub attempts: u32,
+    /// Graph's delta reported it removed (with any reason, or none).
+    #[serde(default)]
+    pub removal_reported: bool,
+    /// Members the delta said were added / removed, to tell a stale read on the next look.
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub gone: Vec<String>,
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -431,6 +451,7 @@ mod tests {
             dc: "dc1".into(),
             settings: String::new(),
             recheck: vec!["a".into()],
+            pending: Default::default(),
         };
         s.save_watermarks(&w).expect("save");
         assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));

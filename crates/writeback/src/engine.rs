@@ -17,10 +17,11 @@ use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudObject, CloudSnapshot,
     GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, State, Summary,
 };
-use writeback_graph::{is_expired, Collection, GraphClient, Removed};
+use writeback_graph::{is_expired, Collection, GraphClient};
 use writeback_store::{Store, Watermarks};
 
 use crate::config::Config;
+use crate::confirm;
 use crate::early::{Early, Finished};
 use crate::lock::StateLock;
 use crate::progress;
@@ -436,6 +437,7 @@ async fn full_cycle(
         dc,
         settings: cfg.settings_fingerprint(),
         recheck: Vec::new(),
+        pending: Default::default(),
     };
     apply_and_record(cx, store, run_id, ad, snap, None, marks, "full", early).await
 }
@@ -467,8 +469,9 @@ async fn delta_cycle(
     let ous = cfg.managed_ous(&state);
     let our_usns = store.usns()?;
 
-    // Dirty: changed in the cloud, changed in AD by someone else, or with an open error.
-    let mut dirty: BTreeSet<String> = groups.changed.iter().chain(groups.removed.keys()).cloned().collect();
+    // Dirty: named by the cloud's delta, changed in AD by someone else, with an open error, or
+    // put off by an earlier cycle.
+    let mut dirty: BTreeSet<String> = groups.named.clone();
     let changed = ad.owned_changed_since(&ous, w.ad_usn + 1).await?;
     let deleted = ad.deleted_groups_since(w.ad_usn + 1).await?;
     let links = state.links.iter().map(|(id, l)| (id, l.guid.as_str()));
@@ -477,53 +480,64 @@ async fn delta_cycle(
     // Changed by someone else while the last cycle ran (its watermark is past them).
     dirty.extend(w.recheck.iter().cloned());
     dirty.extend(store.error_ids()?);
-    let changed_users: Vec<String> = users.changed.iter().chain(users.removed.keys()).cloned().collect();
+    dirty.extend(w.pending.keys().cloned());
+    let changed_users: Vec<String> = users.named.iter().cloned().collect();
     if !changed_users.is_empty() {
         dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
     }
-    let to_read: Vec<String> = dirty.iter().filter(|id| !groups.removed.contains_key(*id)).cloned().collect();
-    let (mut found, mut missing, mut failed) = graph.groups_by_id(&to_read).await;
+    // Every group named is read, removals too: what the round said is confirmed, not trusted.
+    let to_read: Vec<String> = dirty.iter().cloned().collect();
+    let mut settled = confirm::settle(graph, &to_read, &groups, &w.pending).await;
 
     // A group entering or leaving scope changes the members of the groups that contain it.
-    let flipped: Vec<String> = found
+    let flipped: Vec<String> = settled
+        .found
         .iter()
         .filter(|g| decide_with(g, &cfg.rules).in_scope != state.links.contains_key(&g.id))
         .map(|g| g.id.clone())
-        .chain(groups.removed.keys().filter(|id| state.links.contains_key(*id)).cloned())
+        .chain(settled.soft.iter().chain(&settled.gone).filter(|id| state.links.contains_key(*id)).cloned())
         .collect();
     if !flipped.is_empty() {
         let parents: Vec<String> =
             graph.parents_of(Collection::Groups, &flipped).await?.into_iter().filter(|p| !dirty.contains(p)).collect();
-        let (f, m, x) = graph.groups_by_id(&parents).await;
-        found.extend(f);
-        missing.extend(m);
-        failed.extend(x);
+        let more = confirm::settle(graph, &parents, &groups, &w.pending).await;
+        settled.found.extend(more.found);
+        settled.failed.extend(more.failed);
+        settled.soft.extend(more.soft);
+        settled.gone.extend(more.gone);
+        settled.pending.extend(more.pending);
         dirty.extend(parents);
     }
-    if !missing.is_empty() {
-        tracing::info!(groups = ?missing, "not found in Graph and not reported deleted: left for the next full sync");
+    let mut cloud = CloudSnapshot { groups: std::mem::take(&mut settled.found), ..Default::default() };
+    cloud.rejected = settled.failed.clone();
+    cloud.soft_deleted = settled.soft.clone();
+    let in_scope: Vec<String> =
+        decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    cloud.members = graph.members_of(&in_scope).await;
+    // A member read older than the round: planned next cycle, not from old data now.
+    let stale = confirm::put_off_stale(&mut cloud.members, &groups, &w.pending, &mut settled);
+    cloud.groups.retain(|g| !stale.contains(&g.id));
+    if cfg.writeback.write_owners {
+        let read: Vec<String> = in_scope.into_iter().filter(|id| !stale.contains(id)).collect();
+        cloud.owners = graph.owners_of(&read).await;
     }
     tracing::info!(
-        cloud_changes = groups.changed.len() + groups.removed.len(),
+        cloud_changes = groups.named.len(),
         member_changes = groups.member_changes,
         user_changes = changed_users.len(),
         ad_drift = drifted.len() + w.recheck.len(),
         dirty = dirty.len(),
+        put_off = settled.pending.len(),
         "delta cycle"
     );
-
-    let mut cloud = CloudSnapshot { groups: found, rejected: failed, ..Default::default() };
-    cloud.soft_deleted =
-        groups.removed.iter().filter(|(_, r)| **r == Removed::Soft).map(|(id, _)| id.clone()).collect();
-    let in_scope: Vec<String> =
-        decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
-    cloud.members = graph.members_of(&in_scope).await;
-    if cfg.writeback.write_owners {
-        cloud.owners = graph.owners_of(&in_scope).await;
-    }
-    // Only groups Graph described (or reported removed) are planned; nothing else can be an orphan.
-    let considered: Vec<String> =
-        cloud.groups.iter().map(|g| g.id.clone()).chain(groups.removed.keys().cloned()).collect();
+    // Only groups Graph described, or confirmed removed, are planned: nothing else can be an orphan.
+    let considered: Vec<String> = cloud
+        .groups
+        .iter()
+        .map(|g| g.id.clone())
+        .chain(settled.soft.iter().cloned())
+        .chain(settled.gone.iter().cloned())
+        .collect();
     let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
     let ad_snap = resolve(ad, &cloud, owned, Lookups::default()).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
@@ -535,6 +549,7 @@ async fn delta_cycle(
         dc,
         settings: cfg.settings_fingerprint(),
         recheck: Vec::new(),
+        pending: settled.pending,
     };
     let looked_at: Vec<String> = dirty.into_iter().collect();
     apply_and_record(cx, store, run_id, ad, snap, Some(looked_at), marks, "delta", None).await.map(Some)

@@ -3,6 +3,7 @@
 mod access;
 mod cloud_cmd;
 mod config;
+mod confirm;
 mod daemon;
 mod early;
 mod engine;

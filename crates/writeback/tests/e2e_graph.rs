@@ -140,3 +140,106 @@ fn every_documented_form_of_an_expired_delta_token_leads_to_a_full_cycle() {
         assert!(history["runs"][0]["message"].as_str().unwrap_or("").contains("expired"), "{history}");
     }
 }
+
+/// The cloud's groups with one of them moved to the recycle bin (or back).
+fn to_bin(t: &mut Value, id: &str) {
+    let groups = t["groups"].as_array_mut().expect("groups");
+    let i = groups.iter().position(|g| g["id"] == id).expect("group");
+    let g = groups.remove(i);
+    t["deletedGroups"] = json!([g]);
+}
+
+fn from_bin(t: &mut Value) {
+    let g = t["deletedGroups"][0].clone();
+    t["deletedGroups"] = json!([]);
+    t["groups"].as_array_mut().expect("groups").push(g);
+}
+
+#[test]
+fn a_restore_seen_before_its_delete_keeps_the_group() {
+    let mut fx = Fixture::new("shuffle");
+    let (users, uids, cloud) = fx.synced_users(1);
+    let g = fx.id(1);
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Restored", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config("on_soft_delete = \"delete\"");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let before = fx.group(&g).expect("written");
+    // Out of order and replayed: the group's removal comes after its restore in the round.
+    settings(&fx, json!({"delta_shuffle": true}));
+    to_bin(&mut t, &g);
+    fx.set_tenant(&t);
+    from_bin(&mut t);
+    fx.set_tenant(&t);
+    for _ in 0..2 {
+        let (code, out) = fx.sync_json(&[]);
+        assert_eq!((code, out["kind"].as_str(), out["deletes"].as_u64()), (0, Some("delta"), Some(0)), "{out}");
+        let now = fx.group(&g).expect("a live group keeps its AD group");
+        assert_eq!((now.guid.as_str(), now.members.clone()), (before.guid.as_str(), vec![users[0].guid.clone()]));
+    }
+}
+
+#[test]
+fn a_removal_is_confirmed_before_a_group_is_deleted() {
+    let mut fx = Fixture::new("noreason");
+    let (_, uids, cloud) = fx.synced_users(1);
+    let g = fx.id(1);
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Removed", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    // @removed without a reason, for a group in the recycle bin: kept (on_soft_delete = keep).
+    settings(&fx, json!({"delta_removed_without_reason": true}));
+    to_bin(&mut t, &g);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["deletes"].as_u64()), (0, Some(0)), "{out}");
+    assert!(fx.group(&g).is_some(), "a soft-deleted group is kept");
+    // Purged from the recycle bin, reported without a reason again: not deleted on one entry…
+    t["deletedGroups"] = json!([]);
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["deletes"].as_u64()), (0, Some(0)), "{out}");
+    assert!(fx.group(&g).is_some());
+    // …but once Graph still knows nothing of it a cycle later.
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["kind"].as_str(), out["deletes"].as_u64()), (0, Some("delta"), Some(1)), "{out}");
+    assert!(fx.group(&g).is_none());
+}
+
+#[test]
+fn reads_that_lag_the_delta_are_looked_at_again() {
+    let mut fx = Fixture::new("lag");
+    let (users, uids, cloud) = fx.synced_users(2);
+    let (g, h) = (fx.id(1), fx.id(2));
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Lag", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    // For 3 s after the next change, reads of the groups it touched show them as before.
+    settings(&fx, json!({"lag_seconds": 3}));
+    t["groups"][0]["members"] = json!([&uids[0], &uids[1]]);
+    t["groups"].as_array_mut().expect("groups").push(security_group(&h, "SG-New", Some(true), &[&uids[0]]));
+    fx.set_tenant(&t);
+    let started = std::time::Instant::now();
+    let (code, out) = fx.sync_json(&[]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "the first cycle ran inside the lag");
+    assert_eq!(
+        (code, out["adds"].as_u64(), out["member_adds"].as_u64()),
+        (0, Some(0), Some(0)),
+        "nothing from old data: {out}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(
+        (code, out["kind"].as_str(), out["adds"].as_u64(), out["member_adds"].as_u64()),
+        (0, Some("delta"), Some(1), Some(2)),
+        "{out}"
+    );
+    let mut members = fx.group(&g).expect("g").members;
+    members.sort();
+    let mut want = vec![users[0].guid.clone(), users[1].guid.clone()];
+    want.sort();
+    assert_eq!(members, want);
+    assert_eq!(fx.group(&h).expect("h is written").members, vec![users[0].guid.clone()]);
+}
