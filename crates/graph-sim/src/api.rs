@@ -212,13 +212,25 @@ impl Sim {
     }
 
     /// The token endpoint: client credentials with a client secret.
-    pub fn token(&mut self, form: &HashMap<String, String>) -> Reply {
+    /// The token endpoint, `endpoint` being the URL it was asked at: the tenant in its path must
+    /// be this tenant's, and a client assertion's `aud` must be exactly it (the identity
+    /// platform's certificate credentials page: aud is https://login.microsoftonline.com/{tenant}
+    /// /oauth2/v2.0/token).
+    pub fn token(&mut self, form: &HashMap<String, String>, endpoint: &str) -> Reply {
         let aad_error = |status: u16, error: &str, desc: &str| {
             Reply::json(
                 status,
                 json!({"error": error, "error_description": desc, "error_codes": [7000215], "timestamp": "2026-11-24 00:00:00Z"}),
             )
         };
+        let tenant = endpoint.rsplit("/oauth2/").nth(1).and_then(|p| p.rsplit('/').next()).unwrap_or("");
+        if !self.tenant.tenant_ids().iter().any(|t| t.eq_ignore_ascii_case(tenant)) {
+            return aad_error(
+                400,
+                "invalid_request",
+                &format!("AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            );
+        }
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
             return aad_error(
                 400,
@@ -246,7 +258,7 @@ impl Sim {
             let Some(pem) = &app.certificate_pem else {
                 return aad_error(401, "invalid_client", "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.");
             };
-            if let Err(why) = crate::assertion::verify(assertion, pem, &client_id) {
+            if let Err(why) = crate::assertion::verify(assertion, pem, &client_id, endpoint) {
                 return aad_error(
                     401,
                     "invalid_client",
@@ -402,6 +414,17 @@ impl Sim {
             serde_urlencoded::from_str(raw_query).map_err(|e| bad(format!("Invalid query: {e}")))?;
         let ver = if beta { "beta" } else { "v1.0" };
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(select) = pairs.get("$select") {
+            use crate::schema::On;
+            let on = match segs.as_slice() {
+                ["groups", "delta"] => On::GroupsDelta,
+                ["users", "delta"] => On::UsersDelta,
+                ["groups"] | ["groups", _] => On::Groups,
+                ["users"] | ["users", _] => On::Users,
+                _ => On::DirectoryObjects,
+            };
+            crate::schema::check(on, beta, select)?;
+        }
         // Delta has its own tokens in `$skiptoken`: handled before the usual query options.
         if let ("GET", [coll @ ("groups" | "users"), "delta"]) = (method, segs.as_slice()) {
             let coll = if *coll == "groups" { Coll::Groups } else { Coll::Users };
@@ -695,6 +718,15 @@ impl Sim {
         let mut responses = Vec::new();
         for r in requests {
             let id = r["id"].clone();
+            // json-batching.md: "If a body is included with the request, the headers object must
+            // contain a value for Content-Type."
+            let typed =
+                r["headers"].as_object().is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
+            if r.get("body").is_some() && !typed {
+                let e = self.error(bad("A request with a body needs a Content-Type header.".into()));
+                responses.push(json!({"id": id, "status": e.status, "headers": {}, "body": e.body}));
+                continue;
+            }
             let method = r["method"].as_str().unwrap_or("GET").to_uppercase();
             let url = r["url"].as_str().unwrap_or("").to_string();
             let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -870,11 +902,13 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
         };
-        let bad = s.token(&form("wrong"));
+        let endpoint = "http://sim/contoso.onmicrosoft.com/oauth2/v2.0/token";
+        assert_eq!(s.token(&form("s"), "http://sim/fabrikam.example/oauth2/v2.0/token").status, 400, "another tenant");
+        let bad = s.token(&form("wrong"), endpoint);
         assert_eq!(bad.status, 401);
         assert!(bad.body.expect("body")["error_description"].as_str().unwrap_or("").starts_with("AADSTS7000215"));
         s.token_lifetime = 0;
-        let ok = s.token(&form("s")).body.expect("body");
+        let ok = s.token(&form("s"), endpoint).body.expect("body");
         let token = ok["access_token"].as_str().unwrap_or("").to_string();
         assert!(!s.authorized(Some(&format!("Bearer {token}"))), "a token with no lifetime left is refused");
     }

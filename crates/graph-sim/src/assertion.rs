@@ -7,7 +7,7 @@ use base64::Engine;
 use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
 use serde_json::Value;
 
-pub fn verify(jwt: &str, cert_pem: &str, client_id: &str) -> Result<(), String> {
+pub fn verify(jwt: &str, cert_pem: &str, client_id: &str, endpoint: &str) -> Result<(), String> {
     let parts: Vec<&str> = jwt.split('.').collect();
     let [h, c, s] = parts.as_slice() else { return Err("not a JWT".into()) };
     let json = |p: &str| -> Result<Value, String> {
@@ -38,10 +38,15 @@ pub fn verify(jwt: &str, cert_pem: &str, client_id: &str) -> Result<(), String> 
     if claims["iss"] != client_id || claims["sub"] != client_id {
         return Err("iss and sub must be the client id".into());
     }
-    if !claims["aud"].as_str().is_some_and(|a| a.ends_with("/oauth2/v2.0/token")) {
-        return Err("aud must be the token endpoint".into());
+    if claims["aud"].as_str() != Some(endpoint) {
+        return Err(format!("aud must be the token endpoint {endpoint}"));
     }
-    if claims["exp"].as_u64().is_none_or(|e| e <= now) || claims["jti"].as_str().is_none_or(str::is_empty) {
+    // nbf is "now" and exp 5-10 minutes after it; five minutes of clock skew are tolerated.
+    let nbf = claims["nbf"].as_u64().ok_or("the assertion has no nbf")?;
+    if nbf > now + 300 {
+        return Err("the assertion is not valid yet (nbf)".into());
+    }
+    if claims["exp"].as_u64().is_none_or(|e| e <= now || e <= nbf) || claims["jti"].as_str().is_none_or(str::is_empty) {
         return Err("the assertion is expired or has no jti".into());
     }
     Ok(())

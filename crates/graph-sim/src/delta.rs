@@ -181,7 +181,13 @@ impl Journal {
         // (delta-query-overview.md): a group purged from the recycle bin.
         let now_anywhere: BTreeSet<String> = new.groups.iter().chain(&new.deleted_groups).map(id_of).collect();
         for id in old.deleted_groups.iter().map(id_of).filter(|id| !now_anywhere.contains(id)) {
-            self.changes.push(Change { version: v, coll: Coll::Groups, id, removed: Some("deleted"), ..Change::none() });
+            self.changes.push(Change {
+                version: v,
+                coll: Coll::Groups,
+                id,
+                removed: Some("deleted"),
+                ..Change::none()
+            });
         }
         // A user or group that is gone is no longer a member of anything: every group it was in
         // reports the removal in its members@delta (delta-query-groups.md), whether or not the

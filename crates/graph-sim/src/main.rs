@@ -7,6 +7,7 @@ mod api;
 mod assertion;
 mod delta;
 mod generate;
+mod schema;
 mod tenant;
 
 use std::collections::HashMap;
@@ -113,7 +114,7 @@ async fn handle(
         // The token endpoint throttles and fails transiently too (a fault of scope "token").
         let reply = match sim.take_fault(api::Scope::Token, &path) {
             Some(f) => sim.fault_reply(&f),
-            None => sim.token(&form),
+            None => sim.token(&form, &format!("{base}{path}")),
         };
         sim.log.push(api::LogEntry { method: "POST".into(), url: path.clone(), status: reply.status, batch: false });
         reply

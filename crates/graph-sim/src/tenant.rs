@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
+    /// The tenant's ids (its GUID, its domains) the token endpoint answers for; by default
+    /// `contoso.onmicrosoft.com`, as the tests and the demo configure it.
+    pub tenant_ids: Vec<String>,
     pub apps: Vec<App>,
     pub users: Vec<Value>,
     pub groups: Vec<Value>,
@@ -82,6 +85,14 @@ const NAVIGATION: &[&str] = &["members", "owners"];
 const KINDS: [&str; 5] = ["user", "group", "device", "orgContact", "servicePrincipal"];
 
 impl Tenant {
+    pub fn tenant_ids(&self) -> Vec<String> {
+        if self.tenant_ids.is_empty() {
+            vec!["contoso.onmicrosoft.com".into()]
+        } else {
+            self.tenant_ids.clone()
+        }
+    }
+
     fn sets(&self) -> [&Vec<Value>; 5] {
         [&self.users, &self.groups, &self.devices, &self.contacts, &self.service_principals]
     }

@@ -458,8 +458,14 @@ impl Fixture {
         );
         let host = self.sim_url().trim_start_matches("http://").to_string();
         let form_headers = [("Host", host.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
-        let (_, token) = http_with(self.sim_url(), "POST", "/tenant/oauth2/v2.0/token", &form_headers, form.as_bytes())
-            .expect("token endpoint");
+        let (_, token) = http_with(
+            self.sim_url(),
+            "POST",
+            "/contoso.onmicrosoft.com/oauth2/v2.0/token",
+            &form_headers,
+            form.as_bytes(),
+        )
+        .expect("token endpoint");
         let token: Value = serde_json::from_str(&token).expect("token JSON");
         let bearer = format!("Bearer {}", token["access_token"].as_str().expect("a token"));
         let headers =
