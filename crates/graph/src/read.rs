@@ -312,6 +312,16 @@ impl GraphClient {
             out.push((name.to_string(), res));
         }
         out.push(("Graph members' on-premises properties".to_string(), self.check_members_readable().await));
+        // delta-query-overview.md: delta queries are available on the public cloud, the US
+        // Government clouds and the one operated by 21Vianet (group-delta.md: all four national
+        // deployments): every environment writeback knows.
+        out.push((
+            "Graph delta queries".to_string(),
+            Ok(format!(
+                "available at {} (groups and users): a change reaches AD within one [daemon] interval",
+                self.cfg.graph_url
+            )),
+        ));
         out
     }
 
