@@ -263,6 +263,14 @@ fn managed_by(
     problems: &mut Vec<String>,
 ) -> Option<Vec<String>> {
     let Some(MemberRead::Complete(owners)) = cloud.owners.get(id) else { return None };
+    // An owner Graph would not show (type and id only) might be the one: leave managedBy alone.
+    if owners.iter().any(|o| o.unreadable()) {
+        problems.push(
+            "an owner came back from Graph with only its type and id (grant User.Read.All): managedBy is left as it is"
+                .into(),
+        );
+        return None;
+    }
     let mut resolved: Vec<&str> = Vec::new();
     for o in owners.iter().filter(|o| o.kind() == ObjectKind::User) {
         match anchor::ad_object(o, &ad.directory) {

@@ -16,12 +16,15 @@ const USER_WRITABLE: &[&str] = &["displayName", "onPremisesImmutableId", "depart
 /// Graph's default page size for directory collections.
 const DEFAULT_PAGE: usize = 100;
 
-/// Reads that lag the last change (see `Sim::view`).
+/// Reads that lag the changes (see `Sim::view`).
 struct Lag {
-    until: Instant,
     previous: Tenant,
-    /// Groups the change touched (lower-case ids).
+    /// Groups the changes touched (lower-case ids).
     changed: std::collections::HashSet<String>,
+}
+
+fn id_lower(v: &Value) -> String {
+    v.get("id").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase()
 }
 
 /// The answer to an expired delta token (see `Sim::expired_reply`).
@@ -116,9 +119,9 @@ pub struct Sim {
     pub limited_info: Vec<String>,
     /// How an expired delta token is answered.
     pub expiry: Expiry,
-    /// Reads lag changes by this many seconds (0: off).
-    pub lag_seconds: u64,
-    lag: Option<Lag>,
+    /// Reads lag the changes made while this is on (a control switch).
+    lag: bool,
+    lagged: Option<Lag>,
     next_id: u64,
     rng: u64,
 }
@@ -164,8 +167,8 @@ impl Sim {
             link_base: None,
             limited_info: Vec::new(),
             expiry: Expiry::default(),
-            lag_seconds: 0,
-            lag: None,
+            lag: false,
+            lagged: None,
             next_id: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -175,28 +178,49 @@ impl Sim {
     pub fn replace_tenant(&mut self, mut tenant: Tenant) {
         tenant.reindex();
         self.journal.record(&self.tenant, &tenant);
-        if self.lag_seconds > 0 {
-            let before: std::collections::HashMap<&str, &Value> =
-                self.tenant.groups.iter().filter_map(|g| Some((g.get("id")?.as_str()?, g))).collect();
-            let changed = tenant
-                .groups
-                .iter()
-                .filter(|g| g.get("id").and_then(Value::as_str).is_none_or(|id| before.get(id) != Some(g)))
-                .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase))
-                .collect();
-            let until = Instant::now() + Duration::from_secs(self.lag_seconds);
-            self.lag = Some(Lag { until, previous: std::mem::take(&mut self.tenant), changed });
+        if self.lag {
+            // Every group the change touched: created, changed, deleted, moved to or out of the
+            // recycle bin.
+            let index = |t: &Tenant| -> std::collections::HashMap<String, Value> {
+                t.groups.iter().chain(&t.deleted_groups).map(|g| (id_lower(g), g.clone())).collect()
+            };
+            let (old, new) = (index(&self.tenant), index(&tenant));
+            let in_bin =
+                |t: &Tenant| -> std::collections::HashSet<String> { t.deleted_groups.iter().map(id_lower).collect() };
+            let (old_bin, new_bin) = (in_bin(&self.tenant), in_bin(&tenant));
+            let mut changed: std::collections::HashSet<String> =
+                new.iter().filter(|(id, g)| old.get(*id) != Some(g)).map(|(id, _)| id.clone()).collect();
+            changed.extend(old.keys().filter(|id| !new.contains_key(*id)).cloned());
+            changed.extend(old_bin.symmetric_difference(&new_bin).cloned());
+            // Reads keep showing the tenant from before the first change of the lag.
+            let previous = match self.lagged.take() {
+                Some(mut l) => {
+                    l.changed.extend(changed);
+                    l
+                }
+                None => Lag { previous: std::mem::take(&mut self.tenant), changed },
+            };
+            self.lagged = Some(previous);
         }
         self.tenant = tenant;
     }
 
-    /// The tenant a read of group `id` sees: the one before the last change while a lag is on
-    /// and that change touched the group (a read right after a change "might have replication
-    /// delays for groups that were recently created, updated, or deleted": group-get.md).
+    /// The tenant a read of group `id` sees: the one before the changes made while the lag
+    /// switch is on, for the groups they touched (a read right after a change "might have
+    /// replication delays for groups that were recently created, updated, or deleted":
+    /// group-get.md).
     fn view(&self, id: &str) -> &Tenant {
-        match &self.lag {
-            Some(l) if Instant::now() < l.until && l.changed.contains(&id.to_ascii_lowercase()) => &l.previous,
+        match &self.lagged {
+            Some(l) if l.changed.contains(&id.to_ascii_lowercase()) => &l.previous,
             _ => &self.tenant,
+        }
+    }
+
+    /// Turns the lag on or off (off: reads catch up at once).
+    pub fn set_lag(&mut self, on: bool) {
+        self.lag = on;
+        if !on {
+            self.lagged = None;
         }
     }
 
@@ -651,7 +675,7 @@ impl Sim {
             // Graph "Get deleted item" (directory-deleteditems-get.md): one item of the recycle bin.
             ("GET", ["directory", "deletedItems", id]) => {
                 let g = self
-                    .tenant
+                    .view(id)
                     .deleted_groups
                     .iter()
                     .find(|g| g.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(id)))
@@ -722,7 +746,7 @@ impl Sim {
             // contain a value for Content-Type."
             let typed =
                 r["headers"].as_object().is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
-            if r.get("body").is_some() && !typed {
+            if r.get("body").is_some_and(|b| !b.is_null()) && !typed {
                 let e = self.error(bad("A request with a body needs a Content-Type header.".into()));
                 responses.push(json!({"id": id, "status": e.status, "headers": {}, "body": e.body}));
                 continue;

@@ -192,19 +192,36 @@ impl Journal {
         // A user or group that is gone is no longer a member of anything: every group it was in
         // reports the removal in its members@delta (delta-query-groups.md), whether or not the
         // new tenant still lists the id among the group's members.
-        let now: BTreeSet<String> = new.users.iter().chain(&new.groups).map(id_of).collect();
+        // Soft-deleted objects keep their memberships until they are purged (group-delta.md, 2022).
+        let now: BTreeSet<String> = new.users.iter().chain(&new.groups).chain(&new.deleted_groups).map(id_of).collect();
         let gone: BTreeSet<String> =
             old.users.iter().chain(&old.groups).map(id_of).filter(|id| !now.contains(id)).collect();
         if gone.is_empty() {
             return;
         }
+        // This version's group changes by id: found once each, not by a scan per group.
+        let mut mine: BTreeMap<String, usize> = self
+            .changes
+            .iter()
+            .enumerate()
+            .rev()
+            .take_while(|(_, c)| c.version == v)
+            .filter(|(_, c)| c.coll == Coll::Groups)
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
         for g in &old.groups {
             let gid = id_of(g);
-            let lost: Vec<String> = members(g).intersection(&gone).cloned().collect();
+            let ids = g.get("members").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let lost: Vec<String> = ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .filter(|m| gone.contains(m))
+                .collect();
             if lost.is_empty() || gone.contains(&gid) {
                 continue;
             }
-            match self.changes.iter_mut().find(|c| c.version == v && c.coll == Coll::Groups && c.id == gid) {
+            match mine.get(&gid).and_then(|i| self.changes.get_mut(*i)) {
                 Some(c) => {
                     for l in lost {
                         if !c.dropped.contains(&l) {
@@ -212,13 +229,16 @@ impl Journal {
                         }
                     }
                 }
-                None => self.changes.push(Change {
-                    version: v,
-                    coll: Coll::Groups,
-                    id: gid,
-                    dropped: lost,
-                    ..Change::none()
-                }),
+                None => {
+                    mine.insert(gid.clone(), self.changes.len());
+                    self.changes.push(Change {
+                        version: v,
+                        coll: Coll::Groups,
+                        id: gid,
+                        dropped: lost,
+                        ..Change::none()
+                    });
+                }
             }
         }
     }

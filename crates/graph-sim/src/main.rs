@@ -216,8 +216,8 @@ fn control(sim: &mut Sim, method: &Method, what: &str, body: &[u8]) -> Reply {
                 if let Some(b) = v["delta_removed_without_reason"].as_bool() {
                     sim.journal.no_reason = b;
                 }
-                if let Some(n) = v["lag_seconds"].as_u64() {
-                    sim.lag_seconds = n;
+                if let Some(on) = v["lag"].as_bool() {
+                    sim.set_lag(on);
                 }
                 if let Some(kinds) = v["limited_info"].as_array() {
                     sim.limited_info = kinds.iter().filter_map(|k| k.as_str().map(String::from)).collect();

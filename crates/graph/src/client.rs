@@ -193,6 +193,7 @@ impl GraphClient {
             if status == 204 {
                 return Ok(None);
             }
+            let wait = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
             // Bytes, not text: serde_json checks the UTF-8 itself, and a lossy copy of every
             // page cost a tenth of a large read's CPU.
             let body = resp
@@ -200,7 +201,11 @@ impl GraphClient {
                 .await
                 .map_err(|e| GraphError::Connect(format!("reading {}: {}", path_of(url), without_url(&e))))?;
             if !(200..300).contains(&status) {
-                return Err(api_error(status, &String::from_utf8_lossy(&body), url));
+                let mut e = api_error(status, &String::from_utf8_lossy(&body), url);
+                if let GraphError::Api { retry_after, .. } = &mut e {
+                    *retry_after = wait;
+                }
+                return Err(e);
             }
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| GraphError::Invalid(format!("{} answered with invalid JSON: {e}", path_of(url))))?;
@@ -330,6 +335,7 @@ pub(crate) fn api_error(status: u16, body: &str, url: &str) -> GraphError {
         message: v["error"]["message"].as_str().unwrap_or(body).chars().take(500).collect(),
         path: path_of(url),
         inner,
+        retry_after: None,
     }
 }
 

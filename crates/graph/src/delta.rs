@@ -227,6 +227,7 @@ impl GraphClient {
                         message: msg,
                         path: format!("/{kind}/{id}/memberOf"),
                         inner: Vec::new(),
+                        retry_after: None,
                     })
                 }
             };

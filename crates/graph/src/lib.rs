@@ -82,6 +82,8 @@ pub enum GraphError {
         /// The nested `innerError` codes, outer to inner (errors.md: use the most detailed one
         /// understood).
         inner: Vec<String>,
+        /// The answer's `Retry-After`, if it gave one.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("Graph sent something writeback cannot use: {0}")]
     Invalid(String),

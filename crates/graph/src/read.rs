@@ -179,13 +179,14 @@ impl GraphClient {
             .await
         {
             Ok(r) => r,
-            // A throttled batch can fail as a whole: with 424 (throttling.md up to 2024: "The batch
-            // itself fails with a status code of 424"), or 429/5xx past the request's own retries.
-            // All of it is sent again in the next round, as throttled requests are.
-            Err(GraphError::Api { status: 424 | 429 | 500 | 502 | 503 | 504, .. }) if round < BATCH_ROUNDS => {
+            // A throttled batch can fail as a whole with 424 (throttling.md up to 2024: "The batch
+            // itself fails with a status code of 424"): all of it is sent again in the next round,
+            // after its Retry-After, as throttled requests are. (429, 503 and 504 were already
+            // retried by `request`; this adds no second layer of waits to those.)
+            Err(GraphError::Api { status: 424 | 500 | 502, retry_after, .. }) if round < BATCH_ROUNDS => {
                 self.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 answer.retry = chunk.to_vec();
-                answer.wait = crate::client::backoff(round);
+                answer.wait = retry_after.unwrap_or_else(|| crate::client::backoff(round));
                 return answer;
             }
             Err(e) => {

@@ -78,14 +78,27 @@ pub struct Watermarks {
     pub pending: std::collections::BTreeMap<String, Pending>,
 }
 
-/// A group a delta cycle looks at again (see `Watermarks::pending`).
+/// A group a delta cycle looks at again (see `Watermarks::pending`). Each reason to look again
+/// counts on its own: one kind of evidence never stands in for another.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
-    /// Cycles it has been put off so far.
+    /// Cycles it has been put off so far, for any reason (bounded).
     pub attempts: u32,
     /// Graph's delta reported it removed (with any reason, or none).
     #[serde(default)]
     pub removal_reported: bool,
+    /// Cycles on which Graph did not find it and neither did the recycle bin.
+    #[serde(default)]
+    pub missing_seen: u32,
+    /// Cycles on which Graph did not find it but the recycle bin did.
+    #[serde(default)]
+    pub soft_seen: u32,
+    /// Cycles on which it was found although the round reported it removed.
+    #[serde(default)]
+    pub unsure_seen: u32,
+    /// Cycles on which its members read older than the round said.
+    #[serde(default)]
+    pub stale_seen: u32,
     /// Members the delta said were added / removed, to tell a stale read on the next look.
     #[serde(default)]
     pub added: Vec<String>,

@@ -13,11 +13,14 @@ use writeback_core::{CloudObject, MemberRead};
 use writeback_graph::{DeltaRound, GraphClient, Removed};
 use writeback_store::Pending;
 
-/// Cycles a group is put off at most; after that it waits for the next full cycle.
+/// Cycles a group is put off at most; after that it waits for the next full cycle (and says so).
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Cycles a read whose members disagree with the delta is put off at most; then it is taken
 /// as it is (a replayed entry can say something no read will ever show).
 const MAX_STALE: u32 = 3;
+/// Cycles a group reported removed yet found is put off at most; then it is taken as live
+/// (found every time: a restore, and the removal replayed).
+const MAX_UNSURE: u32 = 3;
 
 /// What became of a group Graph no longer finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,19 +33,49 @@ pub enum Verdict {
     Later,
 }
 
+/// Why a group is looked at again (each counts on its own in [`Pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Again {
+    /// Not found, nor in the recycle bin.
+    Missing,
+    /// Not found, in the recycle bin, not yet confirmed.
+    InBin,
+    /// Found, although the round reported it removed.
+    Unsure,
+    /// Found, with members older than the round said.
+    Stale,
+    /// The read failed.
+    Failed,
+}
+
 /// The verdict on a group `GET` did not find. `in_bin`: whether the recycle bin has it (`None`:
-/// that read failed). `reasons`: what this round's delta said of it; `before`: what earlier
-/// cycles noted. Permanent deletion needs Graph's word: a "deleted" reason and nothing else,
-/// or a removal reported and the group missing on two cycles.
-pub fn verdict(in_bin: Option<bool>, reasons: Option<&BTreeSet<Removed>>, before: Option<&Pending>) -> Verdict {
+/// that read failed). `reasons`: what this round's delta said of it (`None`: nothing);
+/// `seen_live`: the round also had a live entry for it; `before`: what earlier cycles noted.
+///
+/// A soft delete needs the round to report a removal and no live entry, or the recycle bin to
+/// hold the group on two cycles. A permanent delete needs Graph's word: a `deleted` reason and
+/// nothing else, or a removal reported and the group missing from Graph and its recycle bin on
+/// an earlier cycle as well (a found group resets that count).
+pub fn verdict(
+    in_bin: Option<bool>,
+    reasons: Option<&BTreeSet<Removed>>,
+    seen_live: bool,
+    before: Option<&Pending>,
+) -> Verdict {
+    let reported = reasons.is_some() || before.is_some_and(|p| p.removal_reported);
     match in_bin {
-        Some(true) => Verdict::Soft,
         None => Verdict::Later,
+        Some(true) => {
+            let clean_report = reasons.is_some() && !seen_live;
+            if clean_report || before.is_some_and(|p| p.soft_seen > 0) {
+                Verdict::Soft
+            } else {
+                Verdict::Later
+            }
+        }
         Some(false) => {
-            let only_deleted = reasons.is_some_and(|r| r.iter().all(|x| *x == Removed::Permanent));
-            let reported = reasons.is_some() || before.is_some_and(|p| p.removal_reported);
-            let seen_missing_before = before.is_some_and(|p| p.attempts > 0);
-            if only_deleted || (reported && seen_missing_before) {
+            let only_deleted = !seen_live && reasons.is_some_and(|r| r.iter().all(|x| *x == Removed::Permanent));
+            if only_deleted || (reported && before.is_some_and(|p| p.missing_seen > 0)) {
                 Verdict::Gone
             } else {
                 Verdict::Later
@@ -70,23 +103,39 @@ pub struct Settled {
     /// Confirmed in the recycle bin, and confirmed deleted for good.
     pub soft: BTreeSet<String>,
     pub gone: BTreeSet<String>,
-    /// Reads that failed (per-object errors).
+    /// Per-object errors: reads that failed, groups put off too long.
     pub failed: Vec<(String, String)>,
     /// To look at again next cycle.
     pub pending: BTreeMap<String, Pending>,
 }
 
 impl Settled {
-    fn later(&mut self, id: &str, round: &DeltaRound, before: Option<&Pending>) {
+    fn again(&mut self, id: &str, why: Again, round: &DeltaRound, before: Option<&Pending>) {
         let mut p = before.cloned().unwrap_or_default();
         p.attempts += 1;
         p.removal_reported |= round.removed.contains_key(id);
+        match why {
+            Again::Missing => p.missing_seen += 1,
+            Again::InBin => p.soft_seen += 1,
+            Again::Unsure => p.unsure_seen += 1,
+            Again::Stale => p.stale_seen += 1,
+            Again::Failed => {}
+        }
+        if matches!(why, Again::Unsure | Again::Stale) {
+            // Found: whatever was missing before is not gone.
+            p.missing_seen = 0;
+            p.soft_seen = 0;
+        }
         if let Some((added, gone)) = round.member_hints.get(id) {
             p.added = added.iter().cloned().collect();
             p.gone = gone.iter().cloned().collect();
         }
         if p.attempts > MAX_ATTEMPTS {
-            tracing::warn!(group = %id, attempts = MAX_ATTEMPTS, "Graph's reads still disagree with its delta: left for the next full cycle");
+            let why = format!(
+                "Graph's reads of this group disagreed with its delta queries on {MAX_ATTEMPTS} cycles in a row; it waits for the next full cycle"
+            );
+            tracing::warn!(group = %id, "{why}");
+            self.failed.push((id.to_string(), why));
         } else {
             self.pending.insert(id.to_string(), p);
         }
@@ -104,17 +153,19 @@ pub async fn settle(
     let mut out = Settled::default();
     let (found, missing, failed) = graph.groups_by_id(ids).await;
     // Reported removed yet found: restored after the removal, or a read that lags it. Looked
-    // at once more before it is taken as live.
-    let (found, unsure): (Vec<CloudObject>, Vec<CloudObject>) = found
-        .into_iter()
-        .partition(|g| !round.removed.contains_key(&g.id) || before.get(&g.id).is_some_and(|p| p.removal_reported));
+    // at again (a few times) before it is taken as live.
+    let (found, unsure): (Vec<CloudObject>, Vec<CloudObject>) = found.into_iter().partition(|g| {
+        let earlier = before.get(&g.id);
+        let reported = round.removed.contains_key(&g.id) || earlier.is_some_and(|p| p.removal_reported);
+        !reported || earlier.is_some_and(|p| p.unsure_seen >= MAX_UNSURE)
+    });
     out.found = found;
     for g in unsure {
         tracing::info!(group = %g.id, "reported removed but found: looked at again next cycle");
-        out.later(&g.id, round, before.get(&g.id));
+        out.again(&g.id, Again::Unsure, round, before.get(&g.id));
     }
     for (id, why) in failed {
-        out.later(&id, round, before.get(&id));
+        out.again(&id, Again::Failed, round, before.get(&id));
         out.failed.push((id, why));
     }
     let missing: Vec<String> = missing.into_iter().collect();
@@ -128,7 +179,7 @@ pub async fn settle(
         } else {
             None
         };
-        match verdict(in_bin, round.removed.get(&id), before.get(&id)) {
+        match verdict(in_bin, round.removed.get(&id), round.live.contains(&id), before.get(&id)) {
             Verdict::Soft => {
                 out.soft.insert(id);
             }
@@ -137,7 +188,12 @@ pub async fn settle(
             }
             Verdict::Later => {
                 tracing::info!(group = %id, "Graph does not find it yet, or its removal is not confirmed: looked at again next cycle");
-                out.later(&id, round, before.get(&id));
+                let why = match in_bin {
+                    Some(true) => Again::InBin,
+                    Some(false) => Again::Missing,
+                    None => Again::Failed,
+                };
+                out.again(&id, why, round, before.get(&id));
             }
         }
     }
@@ -159,15 +215,15 @@ pub fn put_off_stale(
             (None, Some(p)) => (p.added.iter().cloned().collect(), p.gone.iter().cloned().collect()),
             (None, None) => continue,
         };
-        let attempts = before.get(id).map_or(0, |p| p.attempts);
-        if attempts < MAX_STALE && stale(read, &added, &gone) {
+        let seen = before.get(id).map_or(0, |p| p.stale_seen);
+        if seen < MAX_STALE && stale(read, &added, &gone) {
             stale_ids.insert(id.clone());
         }
     }
     for id in &stale_ids {
         tracing::info!(group = %id, "Graph's member read is older than its delta: looked at again next cycle");
         members.remove(id);
-        settled.later(id, round, before.get(id));
+        settled.again(id, Again::Stale, round, before.get(id));
     }
     stale_ids
 }
@@ -176,8 +232,14 @@ pub fn put_off_stale(
 mod tests {
     use super::*;
 
-    fn pending(attempts: u32, reported: bool) -> Pending {
-        Pending { attempts, removal_reported: reported, ..Default::default() }
+    fn seen(missing: u32, soft: u32, reported: bool) -> Pending {
+        Pending {
+            attempts: missing + soft,
+            removal_reported: reported,
+            missing_seen: missing,
+            soft_seen: soft,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -186,20 +248,58 @@ mod tests {
         let soft = BTreeSet::from([Removed::Soft]);
         let unknown = BTreeSet::from([Removed::Unknown]);
         let both = BTreeSet::from([Removed::Soft, Removed::Permanent]);
-        assert_eq!(verdict(Some(true), Some(&deleted), None), Verdict::Soft, "the recycle bin wins");
-        assert_eq!(verdict(None, Some(&deleted), None), Verdict::Later, "the bin could not be read");
-        assert_eq!(verdict(Some(false), Some(&deleted), None), Verdict::Gone);
+        // In the recycle bin, reported removed and not also live in the round: soft-deleted.
+        assert_eq!(verdict(Some(true), Some(&deleted), false, None), Verdict::Soft);
+        assert_eq!(verdict(Some(true), Some(&soft), true, None), Verdict::Later, "also live in the round: once more");
+        assert_eq!(verdict(Some(true), None, false, None), Verdict::Later, "not reported: once more");
+        assert_eq!(verdict(Some(true), None, false, Some(&seen(0, 1, false))), Verdict::Soft, "in the bin twice");
+        assert_eq!(verdict(None, Some(&deleted), false, None), Verdict::Later, "the bin could not be read");
+        assert_eq!(verdict(Some(false), Some(&deleted), false, None), Verdict::Gone);
+        assert_eq!(verdict(Some(false), Some(&deleted), true, None), Verdict::Later, "also live in the round");
         for unsure in [&soft, &unknown, &both] {
-            assert_eq!(verdict(Some(false), Some(unsure), None), Verdict::Later, "{unsure:?}: looked at again");
-            assert_eq!(verdict(Some(false), Some(unsure), Some(&pending(1, true))), Verdict::Gone, "missing twice");
+            assert_eq!(verdict(Some(false), Some(unsure), false, None), Verdict::Later, "{unsure:?}: looked at again");
+            assert_eq!(
+                verdict(Some(false), Some(unsure), false, Some(&seen(1, 0, true))),
+                Verdict::Gone,
+                "missing twice"
+            );
         }
         assert_eq!(
-            verdict(Some(false), None, None),
+            verdict(Some(false), None, false, None),
             Verdict::Later,
             "not reported removed: never deleted from a delta"
         );
-        assert_eq!(verdict(Some(false), None, Some(&pending(3, false))), Verdict::Later);
-        assert_eq!(verdict(Some(false), None, Some(&pending(1, true))), Verdict::Gone, "reported in an earlier round");
+        assert_eq!(verdict(Some(false), None, false, Some(&seen(3, 0, false))), Verdict::Later);
+        assert_eq!(
+            verdict(Some(false), None, false, Some(&seen(1, 0, true))),
+            Verdict::Gone,
+            "reported in an earlier round"
+        );
+        // Put off for another reason (found although reported removed): that is no missing.
+        let found_once = Pending { attempts: 1, removal_reported: true, unsure_seen: 1, ..Default::default() };
+        assert_eq!(
+            verdict(Some(false), None, false, Some(&found_once)),
+            Verdict::Later,
+            "one 404 after a read that found it"
+        );
+    }
+
+    #[test]
+    fn each_reason_to_look_again_counts_on_its_own() {
+        let round = DeltaRound::default();
+        let mut s = Settled::default();
+        s.again("g", Again::Missing, &round, None);
+        let missing = s.pending["g"].clone();
+        assert_eq!((missing.attempts, missing.missing_seen), (1, 1));
+        // Found next time (stale): what was missing before is not gone.
+        s.again("g", Again::Stale, &round, Some(&missing));
+        let p = &s.pending["g"];
+        assert_eq!((p.attempts, p.missing_seen, p.stale_seen), (2, 0, 1));
+        // Bounded, and said so.
+        let worn = Pending { attempts: MAX_ATTEMPTS, ..Default::default() };
+        let mut s = Settled::default();
+        s.again("h", Again::Missing, &round, Some(&worn));
+        assert!(!s.pending.contains_key("h") && s.failed[0].1.contains("full cycle"));
     }
 
     #[test]
