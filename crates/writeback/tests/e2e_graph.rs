@@ -116,13 +116,7 @@ fn a_user_deleted_in_the_cloud_leaves_every_group_it_was_in() {
 
 #[test]
 fn every_documented_form_of_an_expired_delta_token_leads_to_a_full_cycle() {
-    let mut fx = Fixture::new("expiry");
-    let (users, uids, cloud) = fx.synced_users(4);
-    let g = fx.id(1);
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Expiry", Some(true), &[&uids[0]])]);
-    fx.start_sim(&t);
-    fx.write_config("");
-    assert_eq!(fx.sync_json(&[]).0, 0);
+    let (mut fx, users, uids, mut t, g) = one_group("expiry", 4, "");
     let variants = [
         json!({"status": 410, "code": "syncStateNotFound", "location": true}),
         json!({"status": 400, "code": "syncStateInvalid"}),
@@ -141,6 +135,19 @@ fn every_documented_form_of_an_expired_delta_token_leads_to_a_full_cycle() {
     }
 }
 
+/// A fixture with `users` synced users and one security group in scope holding the first,
+/// written by a first sync: (fixture, AD users, their cloud ids, the tenant, the group's id).
+fn one_group(name: &str, users: usize, config: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value, String) {
+    let mut fx = Fixture::new(name);
+    let (ad_users, uids, cloud) = fx.synced_users(users);
+    let g = fx.id(1);
+    let t = tenant(cloud, vec![security_group(&g, &format!("SG-{name}"), Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    fx.write_config(config);
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    (fx, ad_users, uids, t, g)
+}
+
 /// The cloud's groups with one of them moved to the recycle bin (or back).
 fn to_bin(t: &mut Value, id: &str) {
     let groups = t["groups"].as_array_mut().expect("groups");
@@ -157,13 +164,7 @@ fn from_bin(t: &mut Value) {
 
 #[test]
 fn a_restore_seen_before_its_delete_keeps_the_group() {
-    let mut fx = Fixture::new("shuffle");
-    let (users, uids, cloud) = fx.synced_users(1);
-    let g = fx.id(1);
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Restored", Some(true), &[&uids[0]])]);
-    fx.start_sim(&t);
-    fx.write_config("on_soft_delete = \"delete\"");
-    assert_eq!(fx.sync_json(&[]).0, 0);
+    let (mut fx, users, _, mut t, g) = one_group("shuffle", 1, "on_soft_delete = \"delete\"");
     let before = fx.group(&g).expect("written");
     // Out of order and replayed: the group's removal comes after its restore in the round.
     settings(&fx, json!({"delta_shuffle": true}));
@@ -181,13 +182,7 @@ fn a_restore_seen_before_its_delete_keeps_the_group() {
 
 #[test]
 fn a_removal_is_confirmed_before_a_group_is_deleted() {
-    let mut fx = Fixture::new("noreason");
-    let (_, uids, cloud) = fx.synced_users(1);
-    let g = fx.id(1);
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Removed", Some(true), &[&uids[0]])]);
-    fx.start_sim(&t);
-    fx.write_config("");
-    assert_eq!(fx.sync_json(&[]).0, 0);
+    let (mut fx, _, _, mut t, g) = one_group("noreason", 1, "");
     // @removed without a reason, for a group in the recycle bin: kept (on_soft_delete = keep).
     settings(&fx, json!({"delta_removed_without_reason": true}));
     to_bin(&mut t, &g);
@@ -209,13 +204,8 @@ fn a_removal_is_confirmed_before_a_group_is_deleted() {
 
 #[test]
 fn reads_that_lag_the_delta_are_looked_at_again() {
-    let mut fx = Fixture::new("lag");
-    let (users, uids, cloud) = fx.synced_users(2);
-    let (g, h) = (fx.id(1), fx.id(2));
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Lag", Some(true), &[&uids[0]])]);
-    fx.start_sim(&t);
-    fx.write_config("");
-    assert_eq!(fx.sync_json(&[]).0, 0);
+    let (mut fx, users, uids, mut t, g) = one_group("lag", 2, "");
+    let h = fx.id(2);
     // From now on reads of the groups a change touches show them as before it, until the
     // lag ends (a control switch, not a clock: the test must not race the cycle).
     settings(&fx, json!({"lag": true}));
@@ -247,13 +237,7 @@ fn reads_that_lag_the_delta_are_looked_at_again() {
 
 #[test]
 fn a_soft_delete_seen_through_lagging_reads_is_acted_on_only_once_graph_agrees() {
-    let mut fx = Fixture::new("lagbin");
-    let (_, uids, cloud) = fx.synced_users(1);
-    let g = fx.id(1);
-    let mut t = tenant(cloud, vec![security_group(&g, "SG-Binned", Some(true), &[&uids[0]])]);
-    fx.start_sim(&t);
-    fx.write_config("on_soft_delete = \"delete\"");
-    assert_eq!(fx.sync_json(&[]).0, 0);
+    let (mut fx, _, _, mut t, g) = one_group("lagbin", 1, "on_soft_delete = \"delete\"");
     // The group goes to the recycle bin; reads still show it live, and the bin without it.
     settings(&fx, json!({"lag": true}));
     to_bin(&mut t, &g);
