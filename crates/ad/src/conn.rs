@@ -89,12 +89,19 @@ fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
     Ok(Arc::new(cfg))
 }
 
-/// Connection errors, with what to do about certificate problems.
-fn tls_hint(url: &str, e: &str) -> String {
-    if e.contains("certificate") || e.contains("UnknownIssuer") || e.contains("NotValidForName") {
-        format!("{url}: {e} — the DC's certificate is not trusted for this name: set [ad] ca_file to the CA that issued it, and use a host name the certificate names")
-    } else {
-        format!("{url}: {e}")
+/// A connection error as the kind it is: a certificate rustls would not accept (told by its
+/// type, not its wording) is a TLS trust problem, with what to do about it.
+fn connect_error(url: &str, e: &ldap3::LdapError) -> AdError {
+    let rustls_error = match e {
+        ldap3::LdapError::Rustls { source } => Some(source),
+        ldap3::LdapError::Io { source } => source.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(_)) => AdError::Tls(format!(
+            "{url}: {e} — set [ad] ca_file to the CA that issued the DC's certificate, and use a host name the certificate names"
+        )),
+        _ => AdError::Connect(format!("{url}: {e}")),
     }
 }
 
@@ -107,7 +114,7 @@ async fn bind(ldap: &mut ldap3::Ldap, auth: &Auth, url: &str) -> Result<(), AdEr
                         "{} as {bind_dn} — check [ad] bind_dn and the password",
                         crate::describe(result.rc, &result.text),
                     )),
-                    other => AdError::Connect(tls_hint(url, &other.to_string())),
+                    other => connect_error(url, &other),
                 },
             )
         }
@@ -179,21 +186,24 @@ impl AdConn {
             return Err(AdError::Config("[ad] url is empty".into()));
         }
         let tls = cfg.ca_file.as_ref().map(tls_config).transpose()?;
-        let mut failures = Vec::new();
+        let (mut failures, mut untrusted) = (Vec::new(), false);
         for url in &cfg.urls {
             match Self::connect_one(cfg, url, tls.clone()).await {
                 Ok(conn) => return Ok(conn),
                 Err(e @ (AdError::Bind(_) | AdError::Config(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%url, error = %e, "DC not reachable, trying the next");
+                    untrusted |= matches!(e, AdError::Tls(_));
                     failures.push(match e {
-                        AdError::Connect(m) => m,
+                        AdError::Connect(m) | AdError::Tls(m) => m,
                         other => other.to_string(),
                     });
                 }
             }
         }
-        Err(AdError::Connect(failures.join("; ")))
+        // No DC answered; if one was refused for its certificate, that is what must be fixed.
+        let all = failures.join("; ");
+        Err(if untrusted { AdError::Tls(all) } else { AdError::Connect(all) })
     }
 
     async fn connect_one(cfg: &AdConfig, url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<AdConn, AdError> {
@@ -210,9 +220,7 @@ impl AdConn {
         if let Some(tls) = tls {
             settings = settings.set_config(tls);
         }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
-            .await
-            .map_err(|e| AdError::Connect(tls_hint(url, &e.to_string())))?;
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await.map_err(|e| connect_error(url, &e))?;
         ldap3::drive!(conn);
         ldap.with_timeout(cfg.timeout);
         bind(&mut ldap, &cfg.auth, url).await?;

@@ -24,6 +24,9 @@ pub enum AdError {
     Connect(String),
     #[error("AD refused the bind: {0}")]
     Bind(String),
+    /// The DC's certificate is not trusted (or names another host): retrying will not help.
+    #[error("the DC's certificate is not trusted: {0}")]
+    Tls(String),
     #[error("AD {op} failed: {message}")]
     Ldap { op: String, rc: u32, message: String },
 }
@@ -36,11 +39,6 @@ impl AdError {
             }
             other => AdError::Connect(format!("{}: {other}", op.into())),
         }
-    }
-
-    /// Errors that mean "could not run" (exit status 4), not a problem with one object.
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, AdError::Config(_) | AdError::Connect(_) | AdError::Bind(_))
     }
 }
 

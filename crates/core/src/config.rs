@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[writeback] cn_format`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CnFormat {
     /// `Group_<objectId>`, as Azure AD Connect writes it.
@@ -14,7 +14,7 @@ pub enum CnFormat {
 }
 
 /// What happens to an AD group when its cloud group leaves scope or is soft-deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnRemoval {
     #[default]
@@ -23,7 +23,7 @@ pub enum OnRemoval {
 }
 
 /// What one run may go past (`sync --allow-deletes`, `--allow-creates`); the daemon never does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Allow {
     /// The delete and member removal thresholds (whole run and per group) do not stop it.
     pub deletes: bool,
@@ -35,7 +35,7 @@ pub struct Allow {
 pub const GROUP_REMOVALS_MIN: usize = 100;
 
 /// Everything the planner needs to know beyond the two snapshots and the state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PlannerConfig {
     pub target_ou: String,
     pub cn_format: CnFormat,
@@ -60,6 +60,18 @@ pub struct PlannerConfig {
 }
 
 impl PlannerConfig {
+    /// A fingerprint of every setting that shapes a plan, but for what one run may go past
+    /// (`allow`): a delta cycle is valid only under the settings the last cycle ran with. Every
+    /// field is in it by construction (the hash of the whole value), so a setting cannot shape
+    /// the plan without being compared. `DefaultHasher::new()` has fixed keys; a new Rust could
+    /// hash differently, which only costs one full cycle.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        PlannerConfig { allow: Allow::default(), ..self.clone() }.hash(&mut h);
+        h.finish()
+    }
+
     /// The spec's defaults for a target OU.
     pub fn with_target_ou(target_ou: impl Into<String>) -> Self {
         PlannerConfig {

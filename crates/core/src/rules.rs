@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::CloudObject;
 use crate::scope::{group_kind, GroupKind};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleKind {
     Microsoft365,
@@ -16,7 +16,7 @@ pub enum RuleKind {
     Dynamic,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleAction {
     Include,
@@ -24,7 +24,7 @@ pub enum RuleAction {
 }
 
 /// One `[[rules]]` entry. Every condition given must hold; a rule with none matches all.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default)]

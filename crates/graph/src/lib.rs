@@ -91,14 +91,6 @@ pub enum GraphError {
     Config(String),
 }
 
-impl GraphError {
-    /// Errors that mean "could not run at all" (exit status 4) rather than a bad object.
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, GraphError::Auth(_) | GraphError::Connect(_) | GraphError::Config(_))
-            || matches!(self, GraphError::Api { status: 401 | 403, .. })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

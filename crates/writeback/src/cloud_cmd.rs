@@ -8,7 +8,7 @@ use writeback_core::settings::{setting_changes, Setting, GROUP_TYPES};
 use writeback_graph::{DefaultChange, GraphClient};
 
 use crate::config::Config;
-use crate::engine::Fatal;
+use crate::error::CycleError;
 use crate::{exit, progress};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -25,7 +25,7 @@ pub struct SetWriteback {
     pub yes: bool,
 }
 
-pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> Result<u8, Fatal> {
+pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> Result<u8, CycleError> {
     if let Some(t) = &args.ty {
         if !GROUP_TYPES.contains(&t.as_str()) {
             eprintln!("error: --type {t} is not one of {}", GROUP_TYPES.join(", "));
@@ -120,7 +120,7 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
     Ok(if errors.is_empty() { exit::OK } else { exit::OBJECT_ERRORS })
 }
 
-pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -> Result<u8, Fatal> {
+pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -> Result<u8, CycleError> {
     let graph = GraphClient::new(cfg.graph()?)?;
     let change = match set {
         Some(v) => Some(graph.set_new_group_default(v).await?),

@@ -329,23 +329,19 @@ impl Config {
         keep
     }
 
-    /// What a delta cycle must run with to be valid: every setting that shapes the plan.
+    /// What a delta cycle must run with to be valid: the planner's settings (all of them: the
+    /// hash of the `PlannerConfig` it takes), and what decides where the cycle reads (the OUs,
+    /// Graph's endpoint, the DCs). `links=2`: delta links select owners with write_owners (issue
+    /// #16); links of an older version are replaced by one full cycle.
     pub fn settings_fingerprint(&self) -> String {
-        let w = &self.writeback;
-        // `links=2`: delta links select owners with write_owners (issue #16); links of an older
-        // version are replaced by one full cycle.
+        let mut ous = self.configured_ous();
+        ous.sort();
         format!(
-            "links=2;ou={};rules={:?};adopt={:?};move={};owners={};cn={:?};oos={:?};soft={:?};graph={};ad_urls={:?}",
-            self.ad.target_ou.to_ascii_lowercase(),
-            self.rules,
-            self.ad.adopt_from,
-            w.move_adopted,
-            w.write_owners,
-            w.cn_format,
-            w.on_out_of_scope,
-            w.on_soft_delete,
+            "links=2;planner={:016x};ous={};graph={};ad_urls={}",
+            self.planner(Allow::default()).fingerprint(),
+            ous.join("|").to_ascii_lowercase(),
             self.cloud.graph_url.clone().unwrap_or_else(|| self.cloud.environment.clone()),
-            self.ad_urls()
+            self.ad_urls().join("|")
         )
     }
 
@@ -520,6 +516,27 @@ target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
         assert_eq!(c.ous_to_keep(&state, Some(left)).len(), 2);
         // A delta cycle, which did not see every group, keeps them all.
         assert_eq!(c.ous_to_keep(&state, None).len(), 3);
+    }
+
+    #[test]
+    fn every_planning_setting_is_in_the_fingerprint() {
+        let base = parse(MIN).expect("valid").settings_fingerprint();
+        for extra in [
+            "[writeback]\nallow_protected_nesting = [\"3a5c3221-c465-48c0-95b8-e9305786a271\"]",
+            "[writeback]\ncreate_threshold = 7",
+            "[writeback]\nmember_removal_percent = 10",
+            "[writeback]\ndelete_threshold = 7",
+            "[writeback]\nwrite_owners = true",
+            "[writeback]\ncn_format = \"display-name\"",
+            "[ad]\nadopt_from = [\"OU=Old,DC=corp,DC=example,DC=com\"]",
+        ] {
+            let (section, key) = extra.split_once('\n').expect("section");
+            let text = MIN.replace(&format!("{section}\n"), &format!("{section}\n{key}\n"));
+            let text = if text == MIN { format!("{MIN}\n{extra}\n") } else { text };
+            let other = parse(&text).expect("valid").settings_fingerprint();
+            assert_ne!(other, base, "{extra} must force a full cycle");
+        }
+        assert_eq!(parse(MIN).expect("valid").settings_fingerprint(), base, "stable");
     }
 
     #[test]

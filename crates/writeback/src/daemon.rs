@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 use writeback_core::{GroupReport, MemberStatus};
 
 use crate::config::Config;
-use crate::engine::{self, Fatal, RunResult};
+use crate::engine::{self, RunResult};
+use crate::error::Action;
 use crate::lock::StateLock;
 use crate::{exit, web};
 
@@ -274,10 +275,11 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                 gauge!("writeback_quarantined").set(0.0);
                 next = Instant::now() + interval;
             }
-            Err(Fatal(reason)) => {
+            Err(e) => {
+                let reason = e.to_string();
                 s.failures += 1;
                 let wait = backoff(interval, s.failures);
-                if engine::is_quarantine(&reason) {
+                if e.action() == Action::Quarantine {
                     s.quarantined = Some(reason.clone());
                     gauge!("writeback_quarantined").set(1.0);
                 }

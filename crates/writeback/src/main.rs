@@ -7,6 +7,7 @@ mod confirm;
 mod daemon;
 mod early;
 mod engine;
+mod error;
 mod lock;
 mod output;
 mod progress;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use config::Config;
-use engine::Fatal;
+use error::CycleError;
 use writeback_core::Allow;
 
 // A planner of a million memberships spent a quarter of its time in glibc malloc's
@@ -233,39 +234,40 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
     };
     match result {
         Ok(code) => code,
-        Err(Fatal(message)) => {
+        Err(e) => {
+            let message = e.to_string();
             if cli.json {
                 println!("{}", json!({"status": "failed", "error": message}));
             }
             eprintln!("error: {message}");
-            exit::CANNOT_RUN
+            e.exit_code()
         }
     }
 }
 
 /// One cycle, holding the state lock so that it never races a daemon or another sync.
-async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::RunResult, Fatal> {
+async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::RunResult, CycleError> {
     let state = cfg.state_path();
     let lock = match lock::StateLock::try_acquire(&state) {
         Ok(Ok(l)) => l,
         Ok(Err(holder)) => {
-            return Err(Fatal(format!(
+            return Err(CycleError::Lock(format!(
             "another writeback (pid {holder}) holds {}: a daemon or a sync is already running on this state database",
             lock::lock_path(&state).display()
         )))
         }
-        Err(e) => return Err(Fatal(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
+        Err(e) => return Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
     };
     let r = engine::sync(cfg, allow, full, &lock).await;
     drop(lock);
     r
 }
 
-fn open_store(cfg: &Config) -> Result<Option<writeback_store::Store>, Fatal> {
+fn open_store(cfg: &Config) -> Result<Option<writeback_store::Store>, CycleError> {
     Ok(writeback_store::Store::open_read_only(&cfg.state_path())?)
 }
 
-fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, Fatal> {
+fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleError> {
     let runs = match open_store(cfg)? {
         Some(s) => s.runs(limit)?,
         None => vec![],
@@ -274,7 +276,7 @@ fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, Fatal> {
     Ok(exit::OK)
 }
 
-fn errors(cfg: &Config, as_json: bool) -> Result<u8, Fatal> {
+fn errors(cfg: &Config, as_json: bool) -> Result<u8, CycleError> {
     let errors = match open_store(cfg)? {
         Some(s) => s.errors()?,
         None => vec![],

@@ -247,13 +247,24 @@ fn hand_edits_made_while_a_cycle_runs_are_put_back_by_the_next_delta_cycle() {
     w.push();
     let fault = json!({"status": 429, "retry_after": 3, "count": 1, "path_contains": "/members"});
     w.fx.sim_call("POST", "/_control/faults", Some(&fault));
+    w.fx.sim_call("DELETE", "/_control/requests", None);
     let running = w.fx.spawn_writeback(&["--json", "sync", "--full"]);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The cycle has read AD (with the group lists, before any member) once Graph throttled its
+    // first member read: then, not after a guessed sleep, the administrator's edit lands.
+    wait_until("the cycle is held up in its member reads", || {
+        let log = w.fx.sim_call("GET", "/_control/requests", None);
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["status"] == 429 && e["url"].as_str().is_some_and(|u| u.contains("/members")))
+    });
     let dn = w.fx.group(&g2).expect("g2").dn;
     let intruder = w.users[2].dn.clone();
     w.fx.modify(&dn, vec![Mod::Add("member", HashSet::from([intruder.as_str()]))]);
     let done = running.wait_with_output().expect("full cycle");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let raced: Value = serde_json::from_slice(&done.stdout).expect("sync --json");
+    assert_eq!(raced["member_removes"], 0, "the race happened: that cycle did not see the edit: {raced}");
 
     // That cycle moved its AD watermark past its own writes, and named the group it saw
     // someone else change: the next delta cycle puts it back.
