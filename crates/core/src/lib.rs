@@ -12,6 +12,7 @@ pub mod naming;
 pub mod plan;
 pub mod planner;
 pub mod rules;
+pub mod run;
 pub mod scope;
 pub mod secret;
 pub mod settings;
@@ -22,9 +23,10 @@ pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
     SchemaFeatures, State,
 };
-pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, Summary};
+pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, SkipReason, Summary};
 pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};
+pub use run::{RunKind, RunStatus};
 pub use secret::Secret;
 
 #[cfg(test)]

@@ -115,6 +115,33 @@ pub struct Summary {
     pub errors: usize,
 }
 
+impl Summary {
+    /// Short headings for tables, in the order of [`Summary::columns`].
+    pub const HEADINGS: [&'static str; 9] = ["adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors"];
+
+    /// The counts under their names in `sync --json` and in the state's run history, in order:
+    /// the one list every table, document and query takes them from.
+    pub fn columns(&self) -> [(&'static str, usize); 9] {
+        [
+            ("adds", self.adds),
+            ("updates", self.updates),
+            ("renames", self.renames),
+            ("moves", self.moves),
+            ("deletes", self.deletes),
+            ("member_adds", self.member_adds),
+            ("member_removes", self.member_removes),
+            ("skipped_members", self.skipped_members),
+            ("errors", self.errors),
+        ]
+    }
+
+    /// A summary from its counts in the order of [`Summary::columns`].
+    pub fn from_columns(v: [usize; 9]) -> Summary {
+        let [adds, updates, renames, moves, deletes, member_adds, member_removes, skipped_members, errors] = v;
+        Summary { adds, updates, renames, moves, deletes, member_adds, member_removes, skipped_members, errors }
+    }
+}
+
 /// A problem with one object; the rest of the run goes on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectError {
@@ -131,6 +158,57 @@ pub enum MemberStatus {
     Skipped,
 }
 
+/// Why a cloud member is not written to its AD group: a closed vocabulary, shown by `show`,
+/// counted by the metrics, in the spec's words (`cloud-only`, `not-found-in-ad`…).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// Not synced from AD.
+    CloudOnly,
+    /// Synced, but AD has no object with its anchor.
+    NotFoundInAd,
+    /// Its anchor names an object that is not what it claims to be.
+    AnchorMismatch,
+    /// A cloud group that is not itself written back.
+    NestedGroupNotWrittenBack,
+    /// "A universal group cannot have a local group as a member".
+    DomainLocalGroup,
+    /// A device, contact or service principal.
+    UnsupportedMemberType,
+    /// Graph returned only its type and id (the app may not read it).
+    Unreadable,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 7] = [
+        SkipReason::CloudOnly,
+        SkipReason::NotFoundInAd,
+        SkipReason::AnchorMismatch,
+        SkipReason::NestedGroupNotWrittenBack,
+        SkipReason::DomainLocalGroup,
+        SkipReason::UnsupportedMemberType,
+        SkipReason::Unreadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::CloudOnly => "cloud-only",
+            SkipReason::NotFoundInAd => "not-found-in-ad",
+            SkipReason::AnchorMismatch => "anchor-mismatch",
+            SkipReason::NestedGroupNotWrittenBack => "nested-group-not-written-back",
+            SkipReason::DomainLocalGroup => "domain-local-group",
+            SkipReason::UnsupportedMemberType => "unsupported-member-type",
+            SkipReason::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a member is (not) in the AD group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberReport {
@@ -141,9 +219,8 @@ pub struct MemberReport {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub status: MemberStatus,
-    /// One of `planner::reason` (a fixed vocabulary: metrics count by it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub reason: Option<SkipReason>,
 }
 
 /// The explanation for one group (what `writeback show` prints).
@@ -231,5 +308,27 @@ impl Plan {
             .filter(|m| m.status == MemberStatus::Skipped)
             .count();
         self.summary = s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SkipReason, Summary};
+
+    #[test]
+    fn the_columns_are_the_summary_and_its_json() {
+        let s = Summary::from_columns([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let json = serde_json::to_value(&s).expect("json");
+        for (name, n) in s.columns() {
+            assert_eq!(json[name], n, "{name}");
+        }
+        assert_eq!(json.as_object().map(|o| o.len()), Some(9), "every field is a column");
+    }
+
+    #[test]
+    fn skip_reasons_serialize_as_the_spec_names_them() {
+        for r in SkipReason::ALL {
+            assert_eq!(serde_json::to_value(r).expect("json"), serde_json::json!(r.as_str()));
+        }
     }
 }

@@ -12,7 +12,9 @@ use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
 use crate::naming;
-use crate::plan::{AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan};
+use crate::plan::{
+    AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan, SkipReason,
+};
 use crate::rules::Rule;
 use crate::scope::{decide_with, Decision};
 
@@ -23,21 +25,6 @@ type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// The message Windows gives for error 8518 (0x2146); Samba does not enforce it, we do.
 pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
-
-/// Member reasons, as the spec names them (a closed vocabulary: metrics count by it).
-pub mod reason {
-    pub const CLOUD_ONLY: &str = "cloud-only";
-    pub const NOT_FOUND: &str = "not-found-in-ad";
-    pub const ANCHOR_MISMATCH: &str = "anchor-mismatch";
-    pub const NESTED_NOT_WRITTEN: &str = "nested-group-not-written-back";
-    pub const DOMAIN_LOCAL: &str = "domain-local-group";
-    pub const UNSUPPORTED: &str = "unsupported-member-type";
-    /// Graph returned only its type and id (the app may not read it): not known to be cloud-only.
-    pub const UNREADABLE: &str = "unreadable";
-    /// Every reason, for metrics that must show zeros too.
-    pub const ALL: &[&str] =
-        &[CLOUD_ONLY, NOT_FOUND, ANCHOR_MISMATCH, NESTED_NOT_WRITTEN, DOMAIN_LOCAL, UNSUPPORTED, UNREADABLE];
-}
 
 /// The groups in scope: which cloud groups are to be written, by id, with their decision.
 pub fn decisions(cloud: &CloudSnapshot, rules: &[Rule]) -> BTreeMap<String, Decision> {
@@ -279,7 +266,7 @@ fn managed_by(
                 "owner {} ({}): {why}; not written as managedBy ({})",
                 naming::printable(o.name()),
                 o.id,
-                reason::ANCHOR_MISMATCH
+                SkipReason::AnchorMismatch
             )),
             Resolved::CloudOnly | Resolved::NotFound => {}
         }
@@ -519,7 +506,7 @@ fn plan_group(
         actions.push("add members");
     }
     let in_ad = existing.members.as_ref().map_or(0, Vec::len);
-    let unreadable = reports.iter().filter(|r| r.reason == Some(reason::UNREADABLE)).count();
+    let unreadable = reports.iter().filter(|r| r.reason == Some(SkipReason::Unreadable)).count();
     if unreadable > 0 && !removes.is_empty() {
         // Any value AD has might be one of the members Graph would not show: removing would be
         // guessing. Additions of the members it could read still go through.
@@ -622,7 +609,7 @@ fn attr_key(attr: &str) -> Cow<'_, str> {
     })
 }
 
-fn skipped(m: &CloudObject, reason: &'static str) -> Arc<MemberReport> {
+fn skipped(m: &CloudObject, reason: SkipReason) -> Arc<MemberReport> {
     Arc::new(MemberReport {
         cloud_id: m.id.to_ascii_lowercase().into(),
         display_name: m.display_name.as_deref().map(Arc::from),
@@ -659,19 +646,19 @@ fn resolve_member(
                 "{} {}: {why}; it is not written ({})",
                 m.kind().as_str(),
                 naming::printable(m.name()),
-                reason::ANCHOR_MISMATCH
+                SkipReason::AnchorMismatch
             ),
         });
-        (skipped(m, reason::ANCHOR_MISMATCH), None)
+        (skipped(m, SkipReason::AnchorMismatch), None)
     };
     if m.unreadable() {
-        return (skipped(m, reason::UNREADABLE), None);
+        return (skipped(m, SkipReason::Unreadable), None);
     }
     match (m.kind(), anchor::ad_object(m, &ad.directory)) {
         (ObjectKind::User | ObjectKind::Group, Resolved::Mismatch(why)) => mismatch(why),
         (ObjectKind::User, Resolved::Found(obj)) => (written(m), existing(obj)),
-        (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, reason::CLOUD_ONLY), None),
-        (ObjectKind::User, Resolved::NotFound) => (skipped(m, reason::NOT_FOUND), None),
+        (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnly), None),
+        (ObjectKind::User, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::Found(obj)) if obj.group_type.is_some_and(group_type::is_domain_local) => {
             p.errors.push(ObjectError {
                 cloud_id: group_id.to_string(),
@@ -681,10 +668,10 @@ fn resolve_member(
                     obj.dn
                 ),
             });
-            (skipped(m, reason::DOMAIN_LOCAL), None)
+            (skipped(m, SkipReason::DomainLocalGroup), None)
         }
         (ObjectKind::Group, Resolved::Found(obj)) => (written(m), existing(obj)),
-        (ObjectKind::Group, Resolved::NotFound) => (skipped(m, reason::NOT_FOUND), None),
+        (ObjectKind::Group, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::CloudOnly) => {
             let id = m.id.to_ascii_lowercase();
             // A nested group not planned in this run (a delta cycle) is found by its link.
@@ -695,10 +682,10 @@ fn resolve_member(
             };
             match targets.get(id.as_str()).cloned().or_else(linked) {
                 Some(t) if id != group_id => (written(m), Some(t)),
-                _ => (skipped(m, reason::NESTED_NOT_WRITTEN), None),
+                _ => (skipped(m, SkipReason::NestedGroupNotWrittenBack), None),
             }
         }
-        _ => (skipped(m, reason::UNSUPPORTED), None),
+        _ => (skipped(m, SkipReason::UnsupportedMemberType), None),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{group_type as gt, AdClass, AdObject, AdRef, Link, WritebackConfiguration};
-use crate::planner::{reason, UNIVERSAL_CANT_HAVE_LOCAL};
+use crate::plan::SkipReason;
+use crate::planner::UNIVERSAL_CANT_HAVE_LOCAL;
 use crate::*;
 
 const OU: &str = "OU=Groups,DC=corp,DC=test";
@@ -221,7 +222,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
     let dynamic = p.report(&id(2))[0];
     let skipped: Vec<_> =
         dynamic.members.iter().filter(|m| m.status == MemberStatus::Skipped).map(|m| m.reason).collect();
-    assert_eq!(skipped, vec![Some(reason::CLOUD_ONLY); 2]);
+    assert_eq!(skipped, vec![Some(SkipReason::CloudOnly); 2]);
     assert!(!p.report("Team-Off")[0].in_scope);
     assert!(p.report("SG-NoWriteback")[0].reason.contains("isEnabled = null"));
     // The mail-enabled types carry mail; the security group does not.
@@ -282,7 +283,7 @@ fn domain_local_member_is_skipped_with_the_windows_error() {
     assert!(p.errors[0].message.starts_with(UNIVERSAL_CANT_HAVE_LOCAL));
     assert_eq!(p.errors[0].member_id.as_deref(), Some(id(900).as_str()));
     let r = &p.report(&id(1))[0].members;
-    assert!(r.iter().any(|m| m.reason == Some(reason::DOMAIN_LOCAL)));
+    assert!(r.iter().any(|m| m.reason == Some(SkipReason::DomainLocalGroup)));
 }
 
 #[test]
@@ -323,8 +324,8 @@ fn members_whose_anchors_name_the_wrong_object_are_skipped_and_reported() {
     let p = w.converge();
     assert_eq!(p.summary.member_adds, 1, "only the real user is written");
     assert_eq!(p.summary.skipped_members, 2);
-    let reasons: Vec<Option<&str>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
-    assert_eq!(reasons, vec![None, Some(reason::ANCHOR_MISMATCH), Some(reason::CLOUD_ONLY)]);
+    let reasons: Vec<Option<SkipReason>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, vec![None, Some(SkipReason::AnchorMismatch), Some(SkipReason::CloudOnly)]);
     assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
     let msg = &p.errors[0].message;
     assert!(msg.contains("CN=PC01") && msg.contains("a computer account") && msg.contains("anchor-mismatch"), "{msg}");
@@ -396,8 +397,8 @@ fn members_graph_would_not_show_hold_the_groups_removals() {
         .errors
         .iter()
         .any(|e| e.message.contains("only their type and id") && e.message.contains("User.Read.All")));
-    let reasons: Vec<Option<&str>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
-    assert_eq!(reasons, vec![Some(reason::UNREADABLE), None]);
+    let reasons: Vec<Option<SkipReason>> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, vec![Some(SkipReason::Unreadable), None]);
 }
 
 #[test]
@@ -414,7 +415,7 @@ fn nested_cloud_groups_follow_scope() {
     assert_eq!(later.len(), 1);
     let r = &p.report(&id(1))[0].members;
     assert_eq!(r.iter().filter(|m| m.status == MemberStatus::Written).count(), 1);
-    assert!(r.iter().any(|m| m.reason == Some(reason::NESTED_NOT_WRITTEN)));
+    assert!(r.iter().any(|m| m.reason == Some(SkipReason::NestedGroupNotWrittenBack)));
 }
 
 #[test]
@@ -425,8 +426,8 @@ fn unsupported_and_unresolved_members_have_reasons() {
     lost.on_premises_security_identifier = Some("S-1-5-21-9-9-9-9".into());
     w.group(security(1, "SG", Some(true)), vec![device, lost]);
     let p = w.converge();
-    let reasons: Vec<_> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason.unwrap_or_default()).collect();
-    assert_eq!(reasons, vec![reason::NOT_FOUND.to_string(), reason::UNSUPPORTED.to_string()]);
+    let reasons: Vec<_> = p.report(&id(1))[0].members_by_id().iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, vec![Some(SkipReason::NotFoundInAd), Some(SkipReason::UnsupportedMemberType)]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use writeback_core::{Link, ObjectError, State, Summary};
+use writeback_core::{Link, ObjectError, RunKind, RunStatus, State, Summary};
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 2;
@@ -26,11 +26,11 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// One run, as `status`/`history` and `sync --json` show it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
     pub run_id: i64,
-    pub kind: String,
-    pub status: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
     #[serde(flatten)]
@@ -51,6 +51,22 @@ pub struct ErrorRecord {
 
 pub struct Store {
     conn: Connection,
+}
+
+/// What the state records of past runs, as the CLI and the status page show it.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub runs: Vec<RunRecord>,
+    pub errors: Vec<ErrorRecord>,
+}
+
+/// The last `limit` runs and the current errors of the state at `path`, read without writing
+/// anything; nothing recorded yet when there is no state.
+pub fn recorded(path: &Path, limit: usize) -> Result<Recorded> {
+    match Store::open_read_only(path)? {
+        Some(s) => Ok(Recorded { runs: s.runs(limit)?, errors: s.errors()? }),
+        None => Ok(Recorded::default()),
+    }
 }
 
 /// Where the next delta cycle starts: the Graph delta links and the DC's USN.
@@ -264,10 +280,10 @@ impl Store {
         Ok(())
     }
 
-    pub fn start_run(&self, kind: &str) -> Result<i64> {
+    pub fn start_run(&self, kind: RunKind) -> Result<i64> {
         self.conn.execute(
-            &format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, 'running', {NOW})"),
-            params![kind],
+            &format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, ?2, {NOW})"),
+            params![kind.as_str(), RunStatus::Running.as_str()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -275,34 +291,28 @@ impl Store {
     pub fn finish_run(
         &self,
         id: i64,
-        kind: &str,
-        status: &str,
+        kind: RunKind,
+        status: RunStatus,
         s: &Summary,
         duration_ms: i64,
         message: Option<&str>,
     ) -> Result<()> {
-        self.conn.execute(
-            &format!(
-                "UPDATE runs SET status=?2, kind=?14, finished_at={NOW}, adds=?3, updates=?4, renames=?5, moves=?6, deletes=?7,
-                 member_adds=?8, member_removes=?9, skipped_members=?10, errors=?11, duration_ms=?12, message=?13 WHERE id=?1"
-            ),
-            params![
-                id,
-                status,
-                s.adds as i64,
-                s.updates as i64,
-                s.renames as i64,
-                s.moves as i64,
-                s.deletes as i64,
-                s.member_adds as i64,
-                s.member_removes as i64,
-                s.skipped_members as i64,
-                s.errors as i64,
-                                duration_ms,
-                message,
-                kind
-            ],
-        )?;
+        // The counts' columns are the summary's own names (`Summary::columns`).
+        let counts: Vec<String> =
+            s.columns().iter().enumerate().map(|(i, (name, _))| format!("{name}=?{}", i + 6)).collect();
+        let sql = format!(
+            "UPDATE runs SET kind=?2, status=?3, finished_at={NOW}, duration_ms=?4, message=?5, {} WHERE id=?1",
+            counts.join(", ")
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            id.into(),
+            kind.as_str().to_string().into(),
+            status.as_str().to_string().into(),
+            duration_ms.into(),
+            message.map(str::to_string).into(),
+        ];
+        values.extend(s.columns().iter().map(|(_, n)| rusqlite::types::Value::from(*n as i64)));
+        self.conn.execute(&sql, rusqlite::params_from_iter(values))?;
         Ok(())
     }
 
@@ -342,31 +352,34 @@ impl Store {
     }
 
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, kind, status, started_at, finished_at, adds, updates, renames, moves, deletes, member_adds,
-                    member_removes, skipped_members, errors, duration_ms, message FROM runs ORDER BY id DESC LIMIT ?1",
-        )?;
+        let counts: Vec<&str> = Summary::default().columns().iter().map(|(name, _)| *name).collect();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id, kind, status, started_at, finished_at, duration_ms, message, {} FROM runs ORDER BY id DESC LIMIT ?1",
+            counts.join(", ")
+        ))?;
         let rows = stmt.query_map(params![limit as i64], |r| {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as usize);
+            let word = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+            let unknown = |i: usize, w: String| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    format!("unknown run kind or status '{w}'").into(),
+                )
+            };
+            let (kind, status) = (word(1)?, word(2)?);
+            let mut values = [0usize; 9];
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = r.get::<_, i64>(7 + i)?.max(0) as usize;
+            }
             Ok(RunRecord {
                 run_id: r.get(0)?,
-                kind: r.get(1)?,
-                status: r.get(2)?,
+                kind: RunKind::parse(&kind).ok_or_else(|| unknown(1, kind))?,
+                status: RunStatus::parse(&status).ok_or_else(|| unknown(2, status))?,
                 started_at: r.get(3)?,
                 finished_at: r.get(4)?,
-                counts: Summary {
-                    adds: n(5)?,
-                    updates: n(6)?,
-                    renames: n(7)?,
-                    moves: n(8)?,
-                    deletes: n(9)?,
-                    member_adds: n(10)?,
-                    member_removes: n(11)?,
-                    skipped_members: n(12)?,
-                    errors: n(13)?,
-                },
-                duration_ms: r.get(14)?,
-                message: r.get(15)?,
+                counts: Summary::from_columns(values),
+                duration_ms: r.get(5)?,
+                message: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -437,7 +450,7 @@ mod tests {
     fn runs_links_and_errors_round_trip() {
         let path = temp("rt");
         let mut s = Store::open(&path).expect("open");
-        let run = s.start_run("full").expect("run");
+        let run = s.start_run(RunKind::Full).expect("run");
         s.save_links([("a", "guid-a", "CN=a"), ("b", "guid-b", "CN=b")], &[]).expect("links");
         s.save_links([("a", "guid-a2", "CN=a2")], &["b".to_string()]).expect("links");
         assert_eq!(s.state().expect("state").links.get("a").map(|l| l.guid.as_str()), Some("guid-a2"));
@@ -445,16 +458,16 @@ mod tests {
         let e = |m: &str| ObjectError { cloud_id: "a".into(), member_id: None, message: m.into() };
         s.replace_errors(run, &[e("one"), e("two")]).expect("errors");
         let since = s.errors().expect("errors")[0].since.clone();
-        let run2 = s.start_run("full").expect("run");
+        let run2 = s.start_run(RunKind::Full).expect("run");
         s.replace_errors(run2, &[e("one")]).expect("errors");
         let now = s.errors().expect("errors");
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].since, since, "a persisting error keeps its first sighting");
         let summary = Summary { adds: 3, errors: 1, ..Summary::default() };
-        s.finish_run(run2, "full", "completed-with-errors", &summary, 12, None).expect("finish");
+        s.finish_run(run2, RunKind::Full, RunStatus::CompletedWithErrors, &summary, 12, None).expect("finish");
         let runs = s.runs(10).expect("runs");
-        assert_eq!((runs[0].run_id, runs[0].counts.adds, runs[0].status.as_str()), (run2, 3, "completed-with-errors"));
-        assert_eq!(runs[1].status, "running");
+        assert_eq!((runs[0].run_id, runs[0].counts.adds, runs[0].status), (run2, 3, RunStatus::CompletedWithErrors));
+        assert_eq!(runs[1].status, RunStatus::Running);
         assert!(s.watermarks().expect("wm").is_none());
         let w = Watermarks {
             groups_link: "g".into(),
@@ -469,7 +482,7 @@ mod tests {
         s.save_watermarks(&w).expect("save");
         assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));
         let other = ObjectError { cloud_id: "b".into(), member_id: None, message: "b broke".into() };
-        let run3 = s.start_run("delta").expect("run");
+        let run3 = s.start_run(RunKind::Delta).expect("run");
         s.merge_errors(run3, &["b".to_string()], &[other]).expect("merge");
         assert_eq!(
             s.error_ids().expect("ids"),

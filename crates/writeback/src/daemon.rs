@@ -3,13 +3,13 @@
 //! instance per state database (a second waits as standby and takes over), back-off while
 //! the DC or Graph is down, and a graceful stop on SIGTERM/SIGINT after the current cycle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, gauge, histogram};
 use tokio::sync::Notify;
-use writeback_core::{GroupReport, MemberStatus};
+use writeback_core::{GroupReport, RunKind, RunStatus, SkipReason};
 
 use crate::config::Config;
 use crate::engine::{self, RunResult};
@@ -28,13 +28,22 @@ pub enum Role {
     Stopping,
 }
 
+/// How the last cycle ended (`kind` unknown when it could not even start).
+#[derive(Clone, Debug)]
+pub struct LastCycle {
+    pub kind: Option<RunKind>,
+    pub status: RunStatus,
+    pub at: SystemTime,
+    pub message: Option<String>,
+}
+
 /// What the listener shows; updated by the cycle loop.
 pub struct Status {
     pub role: Role,
     pub interval: Duration,
     pub last_success: Option<(Instant, SystemTime)>,
-    pub last_cycle: Option<(String, String, SystemTime, Option<String>)>,
-    pub running: Option<&'static str>,
+    pub last_cycle: Option<LastCycle>,
+    pub running: Option<RunKind>,
     pub failures: u32,
     pub backoff_reason: Option<String>,
     pub next_cycle: Option<Instant>,
@@ -242,14 +251,15 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
         }
         // Full at start (it explains every group for the status page) and every full_interval.
         let full = last_full.is_none_or(|t| t.elapsed() >= full_interval);
-        daemon.status().running = Some(if full { "full" } else { "delta" });
+        let kind = if full { RunKind::Full } else { RunKind::Delta };
+        daemon.status().running = Some(kind);
         let started = Instant::now();
         // The daemon never goes past a threshold: an administrator decides that.
         let result = engine::sync(&daemon.cfg, writeback_core::Allow::default(), full, lock).await;
         let mut s = daemon.status();
         s.running = None;
         match result {
-            Ok(r) if r.status == "quarantined" => {
+            Ok(r) if r.status == RunStatus::Quarantined => {
                 record(&mut s, &r, started.elapsed());
                 let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
                 s.failures += 1;
@@ -261,11 +271,12 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                 next = Instant::now() + wait;
             }
             Ok(r) => {
-                if r.kind == "full" {
+                if r.kind == RunKind::Full {
                     last_full = Some(Instant::now());
                 }
                 record(&mut s, &r, started.elapsed());
-                s.threshold = (r.status == "stopped-delete-threshold").then(|| r.message.clone().unwrap_or_default());
+                s.threshold =
+                    (r.status == RunStatus::StoppedDeleteThreshold).then(|| r.message.clone().unwrap_or_default());
                 if let Some(why) = &s.threshold {
                     tracing::warn!(%why, "stopped by a threshold; the daemon never goes past one");
                 }
@@ -284,9 +295,14 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                     gauge!("writeback_quarantined").set(1.0);
                 }
                 tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
-                counter!("writeback_cycles_total", "kind" => if full { "full" } else { "delta" }, "status" => "failed")
+                counter!("writeback_cycles_total", "kind" => kind.as_str(), "status" => RunStatus::Failed.as_str())
                     .increment(1);
-                s.last_cycle = Some(("unknown".into(), "failed".into(), SystemTime::now(), Some(reason.clone())));
+                s.last_cycle = Some(LastCycle {
+                    kind: None,
+                    status: RunStatus::Failed,
+                    at: SystemTime::now(),
+                    message: Some(reason.clone()),
+                });
                 s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
                 next = Instant::now() + wait;
             }
@@ -307,20 +323,20 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
 
 fn record(s: &mut Status, r: &RunResult, took: Duration) {
     let now = (Instant::now(), SystemTime::now());
-    if r.status != "failed" && r.status != "stopped-delete-threshold" {
+    if r.status.done() {
         s.last_success = Some(now);
         let unix = now.1.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         gauge!("writeback_last_success_timestamp_seconds").set(unix);
     }
-    s.last_cycle = Some((r.kind.to_string(), r.status.to_string(), now.1, r.message.clone()));
-    if r.kind == "full" {
+    s.last_cycle = Some(LastCycle { kind: Some(r.kind), status: r.status, at: now.1, message: r.message.clone() });
+    if r.kind == RunKind::Full {
         s.reports.clear();
     }
     for g in &r.reports {
         s.reports.insert(g.cloud_id.clone(), g.clone());
     }
-    counter!("writeback_cycles_total", "kind" => r.kind, "status" => r.status).increment(1);
-    histogram!("writeback_cycle_duration_seconds", "kind" => r.kind).record(took.as_secs_f64());
+    counter!("writeback_cycles_total", "kind" => r.kind.as_str(), "status" => r.status.as_str()).increment(1);
+    histogram!("writeback_cycle_duration_seconds", "kind" => r.kind.as_str()).record(took.as_secs_f64());
     let c = &r.summary;
     for (op, n) in [
         ("add", c.adds),
@@ -339,16 +355,13 @@ fn record(s: &mut Status, r: &RunResult, took: Duration) {
     gauge!("writeback_cycle_errors").set(c.errors as f64);
     let in_scope = s.reports.values().filter(|g| g.in_scope).count();
     gauge!("writeback_groups_in_scope").set(in_scope as f64);
-    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in
-        s.reports.values().filter(|g| g.in_scope).flat_map(|g| &g.members).filter(|m| m.status == MemberStatus::Skipped)
-    {
-        *by_reason.entry(m.reason.unwrap_or("unknown")).or_default() += 1;
+    let mut by_reason: BTreeMap<SkipReason, usize> = SkipReason::ALL.iter().map(|r| (*r, 0)).collect();
+    let skipped = s.reports.values().filter(|g| g.in_scope).flat_map(|g| &g.members).filter_map(|m| m.reason);
+    for reason in skipped {
+        *by_reason.entry(reason).or_default() += 1;
     }
-    let reasons: BTreeSet<&str> = writeback_core::planner::reason::ALL.iter().copied().collect();
-    for reason in reasons.iter().copied().chain(by_reason.keys().copied()).collect::<BTreeSet<_>>() {
-        gauge!("writeback_skipped_members", "reason" => reason.to_string())
-            .set(*by_reason.get(reason).unwrap_or(&0) as f64);
+    for (reason, n) in by_reason {
+        gauge!("writeback_skipped_members", "reason" => reason.as_str()).set(n as f64);
     }
 }
 

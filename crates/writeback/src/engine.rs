@@ -15,7 +15,7 @@ use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudObject, CloudSnapshot,
-    GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, State, Summary,
+    GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, RunKind, RunStatus, State, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient};
 use writeback_store::{Store, Watermarks};
@@ -283,8 +283,8 @@ pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleE
 /// What `sync` reports.
 pub struct RunResult {
     pub run_id: i64,
-    pub kind: &'static str,
-    pub status: &'static str,
+    pub kind: RunKind,
+    pub status: RunStatus,
     pub summary: Summary,
     pub errors: Vec<ObjectError>,
     pub duration_ms: i64,
@@ -299,8 +299,8 @@ pub struct RunResult {
 
 /// What one cycle did, before it is recorded as a run.
 struct Outcome {
-    kind: &'static str,
-    status: &'static str,
+    kind: RunKind,
+    status: RunStatus,
     summary: Summary,
     errors: Vec<ObjectError>,
     message: Option<String>,
@@ -336,7 +336,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         }
         true
     });
-    let run_id = store.start_run(if fresh.is_some() { "delta" } else { "full" })?;
+    let run_id = store.start_run(if fresh.is_some() { RunKind::Delta } else { RunKind::Full })?;
     let cx = Cx { cfg, allow, lock };
     let result = async {
         let (graph, mut ad) = connect(cfg).await?;
@@ -367,8 +367,8 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
             }
             store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
             tracing::info!(
-                kind = o.kind,
-                status = o.status,
+                kind = o.kind.as_str(),
+                status = o.status.as_str(),
                 duration_ms,
                 graph_requests,
                 ldap_operations,
@@ -389,8 +389,15 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
             })
         }
         Err(e) => {
-            let kind = if fresh.is_some() { "delta" } else { "full" };
-            store.finish_run(run_id, kind, "failed", &Summary::default(), duration_ms, Some(&e.to_string()))?;
+            let kind = if fresh.is_some() { RunKind::Delta } else { RunKind::Full };
+            store.finish_run(
+                run_id,
+                kind,
+                RunStatus::Failed,
+                &Summary::default(),
+                duration_ms,
+                Some(&e.to_string()),
+            )?;
             Err(e)
         }
     }
@@ -422,7 +429,7 @@ async fn full_cycle(
         recheck: Vec::new(),
         pending: Default::default(),
     };
-    apply_and_record(cx, store, run_id, ad, snap, None, marks, "full", early).await
+    apply_and_record(cx, store, run_id, ad, snap, None, marks, RunKind::Full, early).await
 }
 
 /// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
@@ -535,7 +542,7 @@ async fn delta_cycle(
         pending: settled.pending,
     };
     let looked_at: Vec<String> = dirty.into_iter().collect();
-    apply_and_record(cx, store, run_id, ad, snap, Some(looked_at), marks, "delta", None).await.map(Some)
+    apply_and_record(cx, store, run_id, ad, snap, Some(looked_at), marks, RunKind::Delta, None).await.map(Some)
 }
 
 /// What the planner may take from the state's links, checked against AD. A link the read did
@@ -606,7 +613,7 @@ async fn apply_and_record(
     mut snap: Snapshot,
     looked_at: Option<Vec<String>>,
     mut marks: Watermarks,
-    kind: &'static str,
+    kind: RunKind,
     early: Option<Early>,
 ) -> Result<Outcome, CycleError> {
     let cfg = cx.cfg;
@@ -629,7 +636,7 @@ async fn apply_and_record(
         s.errors = plan.errors.len();
         return Ok(Outcome {
             kind,
-            status: "stopped-delete-threshold",
+            status: RunStatus::StoppedDeleteThreshold,
             summary: s,
             errors: plan.errors.clone(),
             message: Some(why.clone()),
@@ -667,7 +674,7 @@ async fn apply_and_record(
         }
         return Ok(Outcome {
             kind,
-            status: "quarantined",
+            status: RunStatus::Quarantined,
             summary,
             errors,
             message: Some(why.clone()),
@@ -714,14 +721,14 @@ async fn apply_and_record(
         tracing::warn!("{message}");
         return Ok(Outcome {
             kind,
-            status: "stopped-delete-threshold",
+            status: RunStatus::StoppedDeleteThreshold,
             summary,
             errors,
             message: Some(message),
             reports: plan.groups,
         });
     }
-    let status = if errors.is_empty() { "success" } else { "completed-with-errors" };
+    let status = if errors.is_empty() { RunStatus::Success } else { RunStatus::CompletedWithErrors };
     Ok(Outcome { kind, status, summary, errors, message: None, reports: plan.groups })
 }
 

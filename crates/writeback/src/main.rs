@@ -263,24 +263,12 @@ async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::R
     r
 }
 
-fn open_store(cfg: &Config) -> Result<Option<writeback_store::Store>, CycleError> {
-    Ok(writeback_store::Store::open_read_only(&cfg.state_path())?)
-}
-
 fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleError> {
-    let runs = match open_store(cfg)? {
-        Some(s) => s.runs(limit)?,
-        None => vec![],
-    };
-    output::history(&runs, as_json);
+    output::history(&writeback_store::recorded(&cfg.state_path(), limit)?.runs, as_json);
     Ok(exit::OK)
 }
 
 fn errors(cfg: &Config, as_json: bool) -> Result<u8, CycleError> {
-    let errors = match open_store(cfg)? {
-        Some(s) => s.errors()?,
-        None => vec![],
-    };
-    output::errors(&errors, as_json);
+    output::errors(&writeback_store::recorded(&cfg.state_path(), 0)?.errors, as_json);
     Ok(exit::OK)
 }

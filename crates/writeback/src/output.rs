@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use writeback_core::plan::{GroupTarget, MemberStatus, Operation, Plan};
+use writeback_core::{RunStatus, Summary};
 use writeback_store::{ErrorRecord, RunRecord};
 
 use crate::config::Config;
@@ -28,12 +29,11 @@ fn counts_line(s: &writeback_core::Summary) -> String {
 pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     let s = &r.summary;
     if as_json {
-        print_json(&json!({
-            "run_id": r.run_id, "kind": r.kind, "status": r.status,
-            "adds": s.adds, "updates": s.updates, "renames": s.renames, "moves": s.moves, "deletes": s.deletes,
-            "member_adds": s.member_adds, "member_removes": s.member_removes, "skipped_members": s.skipped_members,
-            "errors": s.errors, "duration_ms": r.duration_ms,
-        }));
+        let mut doc = json!({"run_id": r.run_id, "kind": r.kind, "status": r.status, "duration_ms": r.duration_ms});
+        for (name, n) in s.columns() {
+            doc[name] = json!(n);
+        }
+        print_json(&doc);
     } else {
         println!(
             "run {} ({}): {} — {} ({:.1} s, {} Graph requests, {} LDAP operations)",
@@ -56,20 +56,20 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
         }
     }
     match r.status {
-        "success" => exit::OK,
-        "stopped-delete-threshold" => {
+        RunStatus::Success => exit::OK,
+        RunStatus::StoppedDeleteThreshold => {
             if let Some(m) = &r.message {
                 eprintln!("stopped: {}", t(m));
             }
             exit::THRESHOLD
         }
-        "quarantined" => {
+        RunStatus::Quarantined | RunStatus::Failed => {
             if let Some(m) = &r.message {
-                eprintln!("quarantined: {}", t(m));
+                eprintln!("{}: {}", r.status, t(m));
             }
             exit::CANNOT_RUN
         }
-        _ => exit::OBJECT_ERRORS,
+        RunStatus::CompletedWithErrors | RunStatus::Running => exit::OBJECT_ERRORS,
     }
 }
 
@@ -155,7 +155,12 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
             for m in g.members_by_id() {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let name = t(m.display_name.as_deref().unwrap_or(""));
-                println!("    {status:<8} {:<6} {}  {name:<24} {}", m.kind, t(&m.cloud_id), m.reason.unwrap_or(""));
+                println!(
+                    "    {status:<8} {:<6} {}  {name:<24} {}",
+                    m.kind,
+                    t(&m.cloud_id),
+                    m.reason.map_or("", |r| r.as_str())
+                );
             }
         }
     }
@@ -171,28 +176,11 @@ pub fn history(runs: &[RunRecord], as_json: bool) {
         println!("no runs yet");
         return;
     }
-    println!(
-        "{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}",
-        "run", "started", "kind", "status", "adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors"
-    );
+    let heads: String = Summary::HEADINGS.iter().map(|h| format!(" {h:>7}")).collect();
+    println!("{:>5}  {:<24}  {:<5}  {:<25} {heads}", "run", "started", "kind", "status");
     for r in runs {
-        let c = &r.counts;
-        println!(
-            "{:>5}  {:<24}  {:<5}  {:<25}  {:>5} {:>5} {:>5} {:>5} {:>5}  {:>7} {:>7} {:>7}  {:>6}",
-            r.run_id,
-            r.started_at,
-            r.kind,
-            r.status,
-            c.adds,
-            c.updates,
-            c.renames,
-            c.moves,
-            c.deletes,
-            c.member_adds,
-            c.member_removes,
-            c.skipped_members,
-            c.errors
-        );
+        let counts: String = r.counts.columns().iter().map(|(_, n)| format!(" {n:>7}")).collect();
+        println!("{:>5}  {:<24}  {:<5}  {:<25} {counts}", r.run_id, r.started_at, r.kind, r.status);
     }
 }
 

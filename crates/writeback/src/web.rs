@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use writeback_core::{GroupReport, MemberStatus};
+use writeback_core::{GroupReport, MemberStatus, RunStatus, Summary};
 
 use crate::daemon::{Daemon, Role};
 
@@ -144,7 +144,8 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     let s = d.status();
     Json(json!({
         "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason, "quarantined": s.quarantined,
-        "running": s.running, "last_cycle": s.last_cycle.as_ref().map(|(k, st, _, m)| json!({"kind": k, "status": st, "message": m})),
+        "running": s.running, "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
+            "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)})),
     }))
     .into_response()
 }
@@ -268,7 +269,7 @@ fn show(found: &[GroupReport], needle: &str) -> String {
                     esc(m.kind),
                     esc(&m.cloud_id),
                     esc(m.display_name.as_deref().unwrap_or("")),
-                    esc(m.reason.unwrap_or(""))
+                    esc(m.reason.map_or("", |r| r.as_str()))
                 );
             }
             h.push_str("</table>");
@@ -285,51 +286,55 @@ fn show(found: &[GroupReport], needle: &str) -> String {
     h
 }
 
+/// The run history and the current errors, or the reason they cannot be read (shown, not
+/// swallowed).
 fn history(state: &std::path::Path) -> String {
     let mut h = String::from("<h2>Run history</h2>");
-    let store = match writeback_store::Store::open_read_only(state) {
-        Ok(Some(s)) => s,
-        Ok(None) => return h + "<p class=muted>No runs yet.</p>",
-        Err(e) => return h + &format!("<p class=bad>{}</p>", esc(&e.to_string())),
+    let recorded = match writeback_store::recorded(state, 50) {
+        Ok(r) => r,
+        Err(e) => return h + &format!("<p class=bad>The state cannot be read: {}</p>", esc(&e.to_string())),
     };
-    h.push_str("<table><tr><th>run</th><th class=l>started</th><th class=l>kind</th><th class=l>status</th><th>adds</th><th>updates</th><th>renames</th><th>moves</th><th>deletes</th><th>+members</th><th>−members</th><th>skipped</th><th>errors</th><th>ms</th></tr>");
-    for r in store.runs(50).unwrap_or_default() {
-        let c = &r.counts;
-        let class = match r.status.as_str() {
-            "success" => "ok",
-            "running" => "muted",
+    if recorded.runs.is_empty() {
+        h.push_str("<p class=muted>No runs yet.</p>");
+    } else {
+        h.push_str("<table><tr><th>run</th><th class=l>started</th><th class=l>kind</th><th class=l>status</th>");
+        for head in Summary::HEADINGS {
+            let _ = write!(h, "<th>{}</th>", esc(head));
+        }
+        h.push_str("<th>ms</th></tr>");
+    }
+    for r in &recorded.runs {
+        let class = match r.status {
+            RunStatus::Success => "ok",
+            RunStatus::Running => "muted",
             _ => "bad",
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class='l {class}' title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class='l {class}' title=\"{}\">{}</td>",
             r.run_id,
             esc(&r.started_at),
-            esc(&r.kind),
+            r.kind,
             esc(r.message.as_deref().unwrap_or("")),
-            esc(&r.status),
-            c.adds,
-            c.updates,
-            c.renames,
-            c.moves,
-            c.deletes,
-            c.member_adds,
-            c.member_removes,
-            c.skipped_members,
-            c.errors,
-            r.duration_ms
+            r.status
         );
+        for (_, n) in r.counts.columns() {
+            let _ = write!(h, "<td>{n}</td>");
+        }
+        let _ = write!(h, "<td>{}</td></tr>", r.duration_ms);
     }
-    h.push_str("</table><h2>Current errors</h2>");
-    let errors = store.errors().unwrap_or_default();
-    if errors.is_empty() {
+    if !recorded.runs.is_empty() {
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Current errors</h2>");
+    if recorded.errors.is_empty() {
         h.push_str("<p class=ok>None.</p>");
         return h;
     }
     h.push_str(
         "<table><tr><th class=l>group</th><th class=l>member</th><th class=l>error</th><th class=l>since</th></tr>",
     );
-    for e in errors {
+    for e in &recorded.errors {
         let _ = write!(
             h,
             "<tr><td class=l><a href=\"?group={}\">{}</a></td><td class=l>{}</td><td class='l bad'>{}</td><td class=l>{}</td></tr>",

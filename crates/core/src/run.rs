@@ -1,0 +1,104 @@
+//! What a run is and how it ended: closed vocabularies, written as the spec's JSON contract
+//! spells them (`"kind": "full"|"delta"`, `"status": "success"|…`), used by the engine, the
+//! state, the CLI, the metrics and the status page alike.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// Everything read from Graph and the managed OUs.
+    Full,
+    /// Only what changed since the last cycle.
+    Delta,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Full => "full",
+            RunKind::Delta => "delta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunKind> {
+        [RunKind::Full, RunKind::Delta].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Recorded at its start, not finished (yet, or ever: the process died).
+    Running,
+    Success,
+    /// Done, with per-object errors.
+    CompletedWithErrors,
+    /// A threshold stopped it before writing, or held back part of it (the spec's one name for
+    /// every threshold stop).
+    StoppedDeleteThreshold,
+    /// Most operations failed: writing stopped.
+    Quarantined,
+    /// It could not run.
+    Failed,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Running,
+        RunStatus::Success,
+        RunStatus::CompletedWithErrors,
+        RunStatus::StoppedDeleteThreshold,
+        RunStatus::Quarantined,
+        RunStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::CompletedWithErrors => "completed-with-errors",
+            RunStatus::StoppedDeleteThreshold => "stopped-delete-threshold",
+            RunStatus::Quarantined => "quarantined",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The run did its work (with or without per-object errors).
+    pub fn done(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::CompletedWithErrors)
+    }
+}
+
+// `pad`, so that tables can align them with `{:<25}`.
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_statuses_are_spelled_as_the_spec_says() {
+        for s in RunStatus::ALL {
+            assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(s.as_str()));
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(serde_json::to_value(RunKind::Delta).expect("json"), serde_json::json!("delta"));
+        assert_eq!(RunKind::parse("full"), Some(RunKind::Full));
+        assert_eq!(RunStatus::parse("stopped"), None);
+    }
+}
