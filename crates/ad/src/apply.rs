@@ -48,6 +48,29 @@ impl ApplyReport {
     pub fn failed_ops(&self) -> usize {
         self.outcomes.iter().filter(|o| o.error.is_some()).count()
     }
+
+    /// Each operation sent with what happened to it. Outcomes are recorded in the order the
+    /// operations were sent (fewer when the breaker stopped the run); every pair is checked to
+    /// name the same group and kind of operation, so a report that does not belong to `ops` is
+    /// an error instead of a wrong count.
+    pub fn paired<'a>(&'a self, ops: &'a [Operation]) -> Result<Vec<(&'a Operation, &'a OpOutcome)>, String> {
+        if self.outcomes.len() > ops.len() {
+            return Err(format!("{} outcomes were recorded for {} operations", self.outcomes.len(), ops.len()));
+        }
+        ops.iter()
+            .zip(&self.outcomes)
+            .map(|(op, out)| match out.cloud_id == op.cloud_id() && out.op == op_name(op) {
+                true => Ok((op, out)),
+                false => Err(format!(
+                    "the outcome of {} {} was recorded for {} {}",
+                    out.op,
+                    out.cloud_id,
+                    op_name(op),
+                    op.cloud_id()
+                )),
+            })
+            .collect()
+    }
 }
 
 fn op_name(op: &Operation) -> &'static str {

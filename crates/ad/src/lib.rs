@@ -5,12 +5,14 @@
 //! and refuses to write outside the managed OUs or to delete an object without our marker.
 
 mod apply;
+mod changes;
 mod conn;
 mod guard;
 mod read;
 mod search;
 
 pub use apply::{ApplyReport, OpOutcome};
+pub use changes::AdChanges;
 pub use conn::{AdConfig, AdConn, Auth};
 
 /// The bind password.

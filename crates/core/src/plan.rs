@@ -116,6 +116,30 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Counts one operation (an add's members are member adds).
+    pub fn count(&mut self, op: &Operation) {
+        match op {
+            Operation::Add { members, .. } => {
+                self.adds += 1;
+                self.member_adds += members.len();
+            }
+            Operation::Update { .. } => self.updates += 1,
+            Operation::Rename { dn, new_dn, new_parent, .. } => {
+                if new_parent.is_some() {
+                    self.moves += 1;
+                }
+                let (old_rdn, _) = crate::naming::split_dn(dn);
+                let (new_rdn, _) = crate::naming::split_dn(new_dn);
+                if crate::naming::normalize_dn(old_rdn) != crate::naming::normalize_dn(new_rdn) {
+                    self.renames += 1;
+                }
+            }
+            Operation::AddMembers { members, .. } => self.member_adds += members.len(),
+            Operation::RemoveMembers { members, .. } => self.member_removes += members.len(),
+            Operation::Delete { .. } => self.deletes += 1,
+        }
+    }
+
     /// Short headings for tables, in the order of [`Summary::columns`].
     pub const HEADINGS: [&'static str; 9] = ["adds", "upd", "ren", "mov", "del", "+memb", "-memb", "skipped", "errors"];
 
@@ -279,26 +303,7 @@ impl Plan {
     pub fn summarize(&mut self) {
         let mut s = Summary { errors: self.errors.len(), ..Summary::default() };
         for op in &self.operations {
-            match op {
-                Operation::Add { members, .. } => {
-                    s.adds += 1;
-                    s.member_adds += members.len();
-                }
-                Operation::Update { .. } => s.updates += 1,
-                Operation::Rename { dn, new_dn, new_parent, .. } => {
-                    if new_parent.is_some() {
-                        s.moves += 1;
-                    }
-                    let (old_rdn, _) = crate::naming::split_dn(dn);
-                    let (new_rdn, _) = crate::naming::split_dn(new_dn);
-                    if crate::naming::normalize_dn(old_rdn) != crate::naming::normalize_dn(new_rdn) {
-                        s.renames += 1;
-                    }
-                }
-                Operation::AddMembers { members, .. } => s.member_adds += members.len(),
-                Operation::RemoveMembers { members, .. } => s.member_removes += members.len(),
-                Operation::Delete { .. } => s.deletes += 1,
-            }
+            s.count(op);
         }
         s.skipped_members = self
             .groups

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use writeback_core::{GroupReport, RunKind, RunStatus, SkipReason};
 
 use crate::config::Config;
-use crate::engine::{self, RunResult};
+use crate::cycle::{self, RunResult};
 use crate::error::Action;
 use crate::lock::StateLock;
 use crate::{exit, web};
@@ -255,7 +255,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
         daemon.status().running = Some(kind);
         let started = Instant::now();
         // The daemon never goes past a threshold: an administrator decides that.
-        let result = engine::sync(&daemon.cfg, writeback_core::Allow::default(), full, lock).await;
+        let result = cycle::sync(&daemon.cfg, writeback_core::Allow::default(), full, lock).await;
         let mut s = daemon.status();
         s.running = None;
         match result {

@@ -1,42 +1,28 @@
-//! One cycle: read the cloud and AD, plan, and (for `sync`) apply and record.
-//!
-//! A full cycle reads everything. A delta cycle asks Graph's delta queries and AD's
-//! `uSNChanged` what changed since the last cycle, reads those groups completely, and plans
-//! them with the same planner. Watermarks (delta links, USN) are stored only after the
-//! cycle's changes are applied or recorded, so a failed cycle is simply repeated.
+//! Reading what a cycle plans from: the cloud's groups with their members, the owned groups
+//! in AD, the members looked up in AD, and the state's links checked against AD. `plan` plans
+//! from it without writing; `cycle` applies and records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use writeback_ad::{AdConn, ApplyReport};
-use writeback_core::plan::Operation;
+use writeback_ad::AdConn;
 use writeback_core::planner::decisions;
-use writeback_core::scope::decide_with;
 use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudObject, CloudSnapshot,
-    GroupReport, MemberRead, ObjectError, OwnedMembers, Plan, PlannerConfig, Rule, RunKind, RunStatus, State, Summary,
+    MemberRead, OwnedMembers, Plan, PlannerConfig, Rule, State,
 };
-use writeback_graph::{is_expired, Collection, GraphClient};
-use writeback_store::{Store, Watermarks};
+use writeback_graph::GraphClient;
+use writeback_store::Store;
 
 use crate::config::Config;
-use crate::confirm;
-use crate::early::{Early, Finished};
+use crate::early::Early;
 use crate::error::CycleError;
 use crate::lock::StateLock;
 use crate::progress;
 
-/// Graph forgets delta tokens for directory objects after 7 days.
-const DELTA_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
 pub struct Snapshot {
     pub cloud: CloudSnapshot,
     pub ad: AdSnapshot,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
@@ -51,16 +37,16 @@ pub async fn read(
 }
 
 /// What a full cycle that writes needs to start adds while it reads (see `early`).
-struct EarlySetup<'a> {
-    cfg: &'a Config,
-    state: State,
-    planner: PlannerConfig,
-    lock: &'a StateLock,
+pub(crate) struct EarlySetup<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) state: State,
+    pub(crate) planner: PlannerConfig,
+    pub(crate) lock: &'a StateLock,
 }
 
 /// `read`, and with `early`, adds start as soon as their part is read when the managed OUs
 /// hold no owned group (and the tenant has more than one part).
-async fn read_with(
+pub(crate) async fn read_with(
     graph: &GraphClient,
     ad: &mut AdConn,
     ous: &[String],
@@ -216,7 +202,7 @@ async fn lookup_while_read(
 }
 
 /// Looks up the members of the snapshot's groups in AD, but for those already asked for.
-async fn resolve(
+pub(crate) async fn resolve(
     ad: &mut AdConn,
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
@@ -258,293 +244,6 @@ pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> 
     Ok((graph, ad))
 }
 
-/// The state from the database, without writing to it (for `plan`).
-pub fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
-    Ok(match Store::open_read_only(&cfg.state_path())? {
-        Some(s) => s.state()?,
-        None => State::default(),
-    })
-}
-
-/// A plan of a full cycle against the current cloud and AD; writes nothing anywhere.
-pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleError> {
-    let state = state_read_only(cfg)?;
-    let (graph, mut ad) = connect(cfg).await?;
-    let ous = cfg.managed_ous(&state);
-    let snap = read(&graph, &mut ad, &ous, &cfg.rules, cfg.writeback.write_owners).await;
-    progress::done();
-    let mut snap = snap?;
-    let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
-    ad.close().await;
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(allow));
-    Ok((plan, snap))
-}
-
-/// What `sync` reports.
-pub struct RunResult {
-    pub run_id: i64,
-    pub kind: RunKind,
-    pub status: RunStatus,
-    pub summary: Summary,
-    pub errors: Vec<ObjectError>,
-    pub duration_ms: i64,
-    pub message: Option<String>,
-    pub graph_requests: u64,
-    pub graph_throttled: u64,
-    /// LDAP requests the cycle sent (reads and writes).
-    pub ldap_operations: u64,
-    /// The explanation of every group this cycle planned.
-    pub reports: Vec<GroupReport>,
-}
-
-/// What one cycle did, before it is recorded as a run.
-struct Outcome {
-    kind: RunKind,
-    status: RunStatus,
-    summary: Summary,
-    errors: Vec<ObjectError>,
-    message: Option<String>,
-    reports: Vec<GroupReport>,
-}
-
-/// What every step of one cycle runs with.
-struct Cx<'a> {
-    cfg: &'a Config,
-    allow: Allow,
-    lock: &'a StateLock,
-}
-
-/// One sync cycle, recorded in the state database whatever happens. Delta when the state has
-/// fresh watermarks and `full` is not asked for; full otherwise.
-/// `lock` is the state lock this process holds: checked before anything is written.
-pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> Result<RunResult, CycleError> {
-    let started = Instant::now();
-    let mut store = Store::open(&cfg.state_path())?;
-    let marks = if full { None } else { store.watermarks()? };
-    let mut note = None;
-    let settings = cfg.settings_fingerprint();
-    let fresh = marks.filter(|w| {
-        if now_secs().saturating_sub(w.taken_at) >= DELTA_LIFETIME.as_secs() {
-            note = Some(
-                "the delta links were older than 7 days (Graph forgets them): a full sync ran instead".to_string(),
-            );
-            return false;
-        }
-        if w.settings != settings {
-            note = Some("the configuration changed since the last cycle: a full sync ran instead".to_string());
-            return false;
-        }
-        true
-    });
-    let run_id = store.start_run(if fresh.is_some() { RunKind::Delta } else { RunKind::Full })?;
-    let cx = Cx { cfg, allow, lock };
-    let result = async {
-        let (graph, mut ad) = connect(cfg).await?;
-        let outcome = match &fresh {
-            Some(w) => match delta_cycle(&cx, &mut store, run_id, &graph, &mut ad, w).await? {
-                Some(o) => o,
-                None => {
-                    note = Some(
-                        "the delta links had expired (or AD answered from another DC): a full sync ran instead".into(),
-                    );
-                    full_cycle(&cx, &mut store, run_id, &graph, &mut ad).await?
-                }
-            },
-            None => full_cycle(&cx, &mut store, run_id, &graph, &mut ad).await?,
-        };
-        let ldap_operations = ad.operations();
-        ad.close().await;
-        Ok::<_, CycleError>((outcome, graph.stats.requests(), graph.stats.throttled(), ldap_operations))
-    }
-    .await;
-    progress::done();
-    let duration_ms = started.elapsed().as_millis() as i64;
-    match result {
-        Ok((mut o, graph_requests, graph_throttled, ldap_operations)) => {
-            if let Some(n) = note {
-                tracing::warn!("{n}");
-                o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
-            }
-            store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
-            tracing::info!(
-                kind = o.kind.as_str(),
-                status = o.status.as_str(),
-                duration_ms,
-                graph_requests,
-                ldap_operations,
-                "cycle finished"
-            );
-            Ok(RunResult {
-                run_id,
-                kind: o.kind,
-                status: o.status,
-                summary: o.summary,
-                errors: o.errors,
-                duration_ms,
-                message: o.message,
-                graph_requests,
-                graph_throttled,
-                ldap_operations,
-                reports: o.reports,
-            })
-        }
-        Err(e) => {
-            let kind = if fresh.is_some() { RunKind::Delta } else { RunKind::Full };
-            store.finish_run(
-                run_id,
-                kind,
-                RunStatus::Failed,
-                &Summary::default(),
-                duration_ms,
-                Some(&e.to_string()),
-            )?;
-            Err(e)
-        }
-    }
-}
-
-async fn full_cycle(
-    cx: &Cx<'_>,
-    store: &mut Store,
-    run_id: i64,
-    graph: &GraphClient,
-    ad: &mut AdConn,
-) -> Result<Outcome, CycleError> {
-    let cfg = cx.cfg;
-    // Watermarks first: what changes while we read is seen again by the next delta cycle.
-    let (usn, dc) = ad.highest_usn().await?;
-    let groups_link = graph.latest_delta_link(Collection::Groups, cfg.writeback.write_owners).await?;
-    let users_link = graph.latest_delta_link(Collection::Users, false).await?;
-    let state = store.state()?;
-    let ous = cfg.managed_ous(&state);
-    let setup = EarlySetup { cfg, state, planner: cfg.planner(cx.allow), lock: cx.lock };
-    let (snap, early) = read_with(graph, ad, &ous, &cfg.rules, cfg.writeback.write_owners, Some(setup)).await?;
-    let marks = Watermarks {
-        groups_link,
-        users_link,
-        taken_at: now_secs(),
-        ad_usn: usn,
-        dc,
-        settings: cfg.settings_fingerprint(),
-        recheck: Vec::new(),
-        pending: Default::default(),
-    };
-    apply_and_record(cx, store, run_id, ad, snap, None, marks, RunKind::Full, early).await
-}
-
-/// `Ok(None)` when the delta links expired or the DC changed: the caller runs a full cycle.
-async fn delta_cycle(
-    cx: &Cx<'_>,
-    store: &mut Store,
-    run_id: i64,
-    graph: &GraphClient,
-    ad: &mut AdConn,
-    w: &Watermarks,
-) -> Result<Option<Outcome>, CycleError> {
-    let cfg = cx.cfg;
-    let (usn, dc) = ad.highest_usn().await?;
-    if dc != w.dc {
-        // USNs are per DC: changes cannot be followed across a failover.
-        return Ok(None);
-    }
-    let groups = match graph.delta_round(&w.groups_link).await {
-        Err(e) if is_expired(&e) => return Ok(None),
-        other => other?,
-    };
-    let users = match graph.delta_round(&w.users_link).await {
-        Err(e) if is_expired(&e) => return Ok(None),
-        other => other?,
-    };
-    let state = store.state()?;
-    let ous = cfg.managed_ous(&state);
-    let our_usns = store.usns()?;
-
-    // Dirty: named by the cloud's delta, changed in AD by someone else, with an open error, or
-    // put off by an earlier cycle.
-    let mut dirty: BTreeSet<String> = groups.named.clone();
-    let changed = ad.owned_changed_since(&ous, w.ad_usn + 1).await?;
-    let deleted = ad.deleted_groups_since(w.ad_usn + 1).await?;
-    let links = state.links.iter().map(|(id, l)| (id, l.guid.as_str()));
-    let drifted = by_others(&changed, &our_usns, &deleted, links);
-    dirty.extend(drifted.iter().cloned());
-    // Changed by someone else while the last cycle ran (its watermark is past them).
-    dirty.extend(w.recheck.iter().cloned());
-    dirty.extend(store.error_ids()?);
-    dirty.extend(w.pending.keys().cloned());
-    let changed_users: Vec<String> = users.named.iter().cloned().collect();
-    if !changed_users.is_empty() {
-        dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
-    }
-    // Every group named is read, removals too: what the round said is confirmed, not trusted.
-    let to_read: Vec<String> = dirty.iter().cloned().collect();
-    let mut settled = confirm::settle(graph, &to_read, &groups, &w.pending).await;
-
-    // A group entering or leaving scope changes the members of the groups that contain it.
-    let flipped: Vec<String> = settled
-        .found
-        .iter()
-        .filter(|g| decide_with(g, &cfg.rules).in_scope != state.links.contains_key(&g.id))
-        .map(|g| g.id.clone())
-        .chain(settled.soft.iter().chain(&settled.gone).filter(|id| state.links.contains_key(*id)).cloned())
-        .collect();
-    if !flipped.is_empty() {
-        let parents: Vec<String> =
-            graph.parents_of(Collection::Groups, &flipped).await?.into_iter().filter(|p| !dirty.contains(p)).collect();
-        let more = confirm::settle(graph, &parents, &groups, &w.pending).await;
-        settled.found.extend(more.found);
-        settled.failed.extend(more.failed);
-        settled.soft.extend(more.soft);
-        settled.gone.extend(more.gone);
-        settled.pending.extend(more.pending);
-        dirty.extend(parents);
-    }
-    let mut cloud = CloudSnapshot { groups: std::mem::take(&mut settled.found), ..Default::default() };
-    cloud.rejected = settled.failed.clone();
-    cloud.soft_deleted = settled.soft.clone();
-    let in_scope: Vec<String> =
-        decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
-    cloud.members = graph.members_of(&in_scope).await;
-    // A member read older than the round: planned next cycle, not from old data now.
-    let stale = confirm::put_off_stale(&mut cloud.members, &groups, &w.pending, &mut settled);
-    cloud.groups.retain(|g| !stale.contains(&g.id));
-    if cfg.writeback.write_owners {
-        let read: Vec<String> = in_scope.into_iter().filter(|id| !stale.contains(id)).collect();
-        cloud.owners = graph.owners_of(&read).await;
-    }
-    tracing::info!(
-        cloud_changes = groups.named.len(),
-        member_changes = groups.member_changes,
-        user_changes = changed_users.len(),
-        ad_drift = drifted.len() + w.recheck.len(),
-        dirty = dirty.len(),
-        put_off = settled.pending.len(),
-        "delta cycle"
-    );
-    // Only groups Graph described, or confirmed removed, are planned: nothing else can be an orphan.
-    let considered: Vec<String> = cloud
-        .groups
-        .iter()
-        .map(|g| g.id.clone())
-        .chain(settled.soft.iter().cloned())
-        .chain(settled.gone.iter().cloned())
-        .collect();
-    let owned = ad.read_owned_groups_by_ids(&ous, &considered).await?;
-    let ad_snap = resolve(ad, &cloud, owned, Lookups::default()).await?;
-    let snap = Snapshot { cloud, ad: ad_snap };
-    let marks = Watermarks {
-        groups_link: groups.delta_link,
-        users_link: users.delta_link,
-        taken_at: now_secs(),
-        ad_usn: usn,
-        dc,
-        settings: cfg.settings_fingerprint(),
-        recheck: Vec::new(),
-        pending: settled.pending,
-    };
-    let looked_at: Vec<String> = dirty.into_iter().collect();
-    apply_and_record(cx, store, run_id, ad, snap, Some(looked_at), marks, RunKind::Delta, None).await.map(Some)
-}
-
 /// What the planner may take from the state's links, checked against AD. A link the read did
 /// not confirm (the planner uses it for a group in scope it did not find, or for a nested
 /// group it does not plan) is read by objectGUID: an owned group in a managed OU keeps its link
@@ -552,7 +251,7 @@ async fn delta_cycle(
 /// (`ad.outside`) nor nested; an object that is not that group loses the link; a link to an
 /// object that is gone stays (the planner says the group is created again). Returns the state
 /// to plan with.
-async fn check_links(
+pub(crate) async fn check_links(
     ad: &mut AdConn,
     snap: &mut Snapshot,
     state: &State,
@@ -603,239 +302,24 @@ async fn check_links(
     Ok(checked)
 }
 
-/// Plans the snapshot, applies it, records links, errors and watermarks.
-#[allow(clippy::too_many_arguments)]
-async fn apply_and_record(
-    cx: &Cx<'_>,
-    store: &mut Store,
-    run_id: i64,
-    ad: &mut AdConn,
-    mut snap: Snapshot,
-    looked_at: Option<Vec<String>>,
-    mut marks: Watermarks,
-    kind: RunKind,
-    early: Option<Early>,
-) -> Result<Outcome, CycleError> {
-    let cfg = cx.cfg;
-    let state = store.state()?;
+/// The state from the database, without writing to it (for `plan`).
+pub fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
+    Ok(match Store::open_read_only(&cfg.state_path())? {
+        Some(s) => s.state()?,
+        None => State::default(),
+    })
+}
+
+/// A plan of a full cycle against the current cloud and AD; writes nothing anywhere.
+pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleError> {
+    let state = state_read_only(cfg)?;
+    let (graph, mut ad) = connect(cfg).await?;
     let ous = cfg.managed_ous(&state);
-    let checked = check_links(ad, &mut snap, &state, cfg, &ous).await?;
-    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(cx.allow));
-    // The adds already written, and the connection that wrote them, carry on with the rest.
-    let (plan, early) = match early {
-        Some(e) => {
-            let mut f = e.finish(plan).await.map_err(CycleError::Other)?;
-            (std::mem::take(&mut f.plan), Some(f))
-        }
-        None => (plan, None),
-    };
-    let written = early.as_ref().map_or(0, |f| f.written);
-    no_block_after_early_adds(written, plan.blocked.as_deref())?;
-    if let Some(why) = &plan.blocked {
-        let mut s = plan.summary.clone();
-        s.errors = plan.errors.len();
-        return Ok(Outcome {
-            kind,
-            status: RunStatus::StoppedDeleteThreshold,
-            summary: s,
-            errors: plan.errors.clone(),
-            message: Some(why.clone()),
-            reports: plan.groups.clone(),
-        });
-    }
-    for n in &plan.notices {
-        tracing::warn!("{n}");
-    }
-    cx.lock.check().map_err(CycleError::Lock)?;
-    tracing::info!(operations = plan.operations.len(), already_written = written, "applying the plan");
-    let mut progress = progress::counter("applying operations");
-    let (report, early_errors) = match early {
-        None => (ad.apply(&plan, &ous, &mut progress).await, Vec::new()),
-        Some(Finished { mut conn, mut report, errors, .. }) => {
-            conn.apply_ops(&plan.operations[written..], &ous, &mut report, &mut progress).await;
-            conn.finish(&mut report).await;
-            ad.add_operations(conn.operations());
-            conn.close().await;
-            (report, errors)
-        }
-    };
+    let snap = read(&graph, &mut ad, &ous, &cfg.rules, cfg.writeback.write_owners).await;
     progress::done();
-
-    let mut errors = plan.errors.clone();
-    errors.extend(early_errors);
-    errors.extend(apply_errors(&report));
-    if let Some(why) = &report.stopped {
-        // Record what happened, but keep the watermarks: the next cycle repeats this work.
-        let mut summary = applied_summary(&plan, &report);
-        summary.errors = errors.len();
-        match &looked_at {
-            None => store.replace_errors(run_id, &errors)?,
-            Some(ids) => store.merge_errors(run_id, ids, &errors)?,
-        }
-        return Ok(Outcome {
-            kind,
-            status: RunStatus::Quarantined,
-            summary,
-            errors,
-            message: Some(why.clone()),
-            reports: plan.groups,
-        });
-    }
-    let mut summary = applied_summary(&plan, &report);
-    summary.errors = errors.len();
-
-    // Links: every owned group we saw, updated by what this run created, renamed or deleted.
-    let mut links: BTreeMap<String, (String, String)> =
-        snap.ad.groups.iter().map(|g| (g.cloud_id.clone(), (g.guid.clone(), g.dn.clone()))).collect();
-    links.extend(report.links.clone());
-    let deleted: Vec<String> = plan
-        .operations
-        .iter()
-        .zip(&report.outcomes)
-        .filter(|(op, out)| matches!(op, Operation::Delete { .. }) && out.error.is_none())
-        .map(|(op, _)| op.cloud_id().to_string())
-        .collect();
-    for id in &deleted {
-        links.remove(id);
-    }
-    store.save_links(links.iter().map(|(id, (g, dn))| (id.as_str(), g.as_str(), dn.as_str())), &deleted)?;
-    // A full cycle saw every owned group: an earlier OU left empty is no longer managed.
-    let dns = looked_at.is_none().then(|| links.values().map(|(_, dn)| dn.as_str()).collect());
-    store.save_managed_ous(&cfg.ous_to_keep(&state, dns))?;
-    if report.ldap_writes > 0 {
-        past_own_writes(ad, store, &ous, &report, &links, &mut marks).await?;
-    }
-    match &looked_at {
-        None => store.replace_errors(run_id, &errors)?,
-        Some(ids) => store.merge_errors(run_id, ids, &errors)?,
-    }
-    store.save_watermarks(&marks)?;
-    tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
-    if !plan.held.is_empty() {
-        // Applied but for the held removals: a threshold stopped part of the run (exit 3).
-        let message = format!(
-            "the member removals of {} groups were held back by [writeback] member_removal_percent; everything else was applied. {}",
-            plan.held.len(),
-            plan.held.join(" | ")
-        );
-        tracing::warn!("{message}");
-        return Ok(Outcome {
-            kind,
-            status: RunStatus::StoppedDeleteThreshold,
-            summary,
-            errors,
-            message: Some(message),
-            reports: plan.groups,
-        });
-    }
-    let status = if errors.is_empty() { RunStatus::Success } else { RunStatus::CompletedWithErrors };
-    Ok(Outcome { kind, status, summary, errors, message: None, reports: plan.groups })
-}
-
-/// Early adds run only where nothing is owned yet and no create threshold can stop the run,
-/// so no threshold can block a plan after them: if one does, that is a bug, and nothing more is
-/// written (release builds check it too; a `debug_assert!` would vanish there).
-fn no_block_after_early_adds(written: usize, blocked: Option<&str>) -> Result<(), CycleError> {
-    match blocked {
-        Some(why) if written > 0 => Err(CycleError::Invariant(format!(
-            "{written} groups were added before the whole tenant was read, and the whole plan is now stopped ({why}); nothing more is written. This should not happen: please report it. The next cycle finds those groups by their marker"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Records the `uSNChanged` our writes left (so the next delta cycle does not take them for
-/// drift) and moves the AD watermark past them: what anyone else changed or deleted while
-/// this cycle ran is named in `marks.recheck` instead. Without it, the delta cycle after a
-/// full sync of 10,000 groups listed all 10,000 again (2.97 s for one change).
-async fn past_own_writes(
-    ad: &mut AdConn,
-    store: &mut Store,
-    ous: &[String],
-    report: &ApplyReport,
-    links: &BTreeMap<String, (String, String)>,
-    marks: &mut Watermarks,
-) -> Result<(), CycleError> {
-    // Read first: whatever changes after this USN is the next delta cycle's anyway.
-    let (end_usn, end_dc) = ad.highest_usn().await?;
-    let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
-    let changed = ad.owned_changed_since(ous, marks.ad_usn + 1).await?;
-    let ours: Vec<(String, u64)> = changed.iter().filter(|(id, _)| written.contains(id.as_str())).cloned().collect();
-    store.save_usns(&ours)?;
-    if end_dc != marks.dc {
-        // USNs are per DC: keep the start watermark (the next cycle runs full).
-        return Ok(());
-    }
-    let deleted = ad.deleted_groups_since(marks.ad_usn + 1).await?;
-    let links = links.iter().map(|(id, (guid, _))| (id, guid.as_str()));
-    marks.recheck = by_others(&changed, &store.usns()?, &deleted, links).into_iter().collect();
-    marks.ad_usn = end_usn;
-    Ok(())
-}
-
-/// Owned groups someone else changed or deleted in AD: changed ones whose `uSNChanged` is not
-/// the one our last write left, and deleted ones whose tombstone's objectGUID we link to.
-fn by_others<'a>(
-    changed: &[(String, u64)],
-    ours: &HashMap<String, u64>,
-    deleted: &[String],
-    links: impl Iterator<Item = (&'a String, &'a str)>,
-) -> BTreeSet<String> {
-    let deleted: HashSet<&str> = deleted.iter().map(String::as_str).collect();
-    let mut out: BTreeSet<String> =
-        changed.iter().filter(|(id, u)| ours.get(id) != Some(u)).map(|(id, _)| id.clone()).collect();
-    out.extend(links.filter(|(_, guid)| deleted.contains(guid)).map(|(id, _)| id.clone()));
-    out
-}
-
-fn apply_errors(report: &ApplyReport) -> Vec<ObjectError> {
-    let mut out = Vec::new();
-    for o in &report.outcomes {
-        if let Some(e) = &o.error {
-            out.push(ObjectError {
-                cloud_id: o.cloud_id.clone(),
-                member_id: None,
-                message: format!("{} failed: {e}", o.op),
-            });
-        }
-        for (member, e) in &o.member_errors {
-            out.push(ObjectError { cloud_id: o.cloud_id.clone(), member_id: Some(member.clone()), message: e.clone() });
-        }
-    }
-    out
-}
-
-/// Counts of what was actually written: failed operations and failed member values are left out.
-fn applied_summary(plan: &Plan, report: &ApplyReport) -> Summary {
-    let ok_ops: Vec<Operation> = plan
-        .operations
-        .iter()
-        .zip(&report.outcomes)
-        .filter(|(_, o)| o.error.is_none())
-        .map(|(op, _)| op.clone())
-        .collect();
-    let mut applied = Plan { operations: ok_ops, groups: plan.groups.clone(), ..Default::default() };
-    applied.summarize();
-    let mut s = applied.summary;
-    for (op, o) in plan.operations.iter().zip(&report.outcomes) {
-        let failed = o.member_errors.len();
-        match op {
-            Operation::RemoveMembers { .. } => s.member_removes = s.member_removes.saturating_sub(failed),
-            _ => s.member_adds = s.member_adds.saturating_sub(failed),
-        }
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plan_blocked_after_early_adds_is_an_error_in_every_build() {
-        assert!(no_block_after_early_adds(0, Some("too many deletes")).is_ok());
-        assert!(no_block_after_early_adds(12, None).is_ok());
-        let e = no_block_after_early_adds(12, Some("too many deletes")).expect_err("a bug");
-        assert!(matches!(e, CycleError::Invariant(_)) && e.to_string().contains("12 groups"));
-    }
+    let mut snap = snap?;
+    let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
+    ad.close().await;
+    let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(allow));
+    Ok((plan, snap))
 }

@@ -4,6 +4,7 @@ mod access;
 mod cloud_cmd;
 mod config;
 mod confirm;
+mod cycle;
 mod daemon;
 mod early;
 mod engine;
@@ -246,7 +247,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
 }
 
 /// One cycle, holding the state lock so that it never races a daemon or another sync.
-async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::RunResult, CycleError> {
+async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<cycle::RunResult, CycleError> {
     let state = cfg.state_path();
     let lock = match lock::StateLock::try_acquire(&state) {
         Ok(Ok(l)) => l,
@@ -258,7 +259,7 @@ async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<engine::R
         }
         Err(e) => return Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
     };
-    let r = engine::sync(cfg, allow, full, &lock).await;
+    let r = cycle::sync(cfg, allow, full, &lock).await;
     drop(lock);
     r
 }

@@ -6,7 +6,7 @@ use writeback_core::{RunStatus, Summary};
 use writeback_store::{ErrorRecord, RunRecord};
 
 use crate::config::Config;
-use crate::engine::RunResult;
+use crate::cycle::RunResult;
 use crate::exit;
 
 /// Cloud text (names, and messages and DNs that quote them) on a terminal: control characters
