@@ -8,12 +8,14 @@ mod apply;
 mod changes;
 mod conn;
 mod guard;
+mod preflight;
 mod read;
 mod search;
 
 pub use apply::{ApplyReport, OpOutcome};
 pub use changes::AdChanges;
 pub use conn::{AdConfig, AdConn, Auth};
+pub use preflight::{preflight, Preflight};
 
 /// The bind password.
 pub type Password = writeback_core::Secret;

@@ -26,7 +26,7 @@ pub use model::{
 pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, SkipReason, Summary};
 pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};
-pub use run::{RunKind, RunStatus};
+pub use run::{Check, RunKind, RunStatus};
 pub use secret::Secret;
 
 #[cfg(test)]

@@ -87,6 +87,20 @@ impl std::fmt::Display for RunKind {
     }
 }
 
+/// One preflight check of `writeback check`: what was checked, and what was found or why it
+/// failed (with what to do). The Graph and AD crates run their own; the CLI renders them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub result: Result<String, String>,
+}
+
+impl Check {
+    pub fn new(name: &'static str, result: Result<String, String>) -> Self {
+        Check { name, result }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::{json, Value};
-use writeback_core::{naming, CloudObject, MemberRead};
+use writeback_core::{naming, Check, CloudObject, MemberRead};
 
 use crate::client::{collect_page, retry_after};
 use crate::{GraphClient, GraphError};
@@ -286,15 +286,15 @@ impl GraphClient {
     }
 
     /// Preflight: a token, then one read of groups (beta, with writebackConfiguration) and users.
-    pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
+    pub async fn check(&self) -> Vec<Check> {
         let mut out = Vec::new();
         match self.token().await {
-            Ok(_) => out.push((
-                "Graph token".to_string(),
-                Ok(format!("client credentials accepted by {}", self.cfg.login_url)),
-            )),
+            Ok(_) => {
+                let accepted = format!("client credentials accepted by {}", self.cfg.login_url);
+                out.push(Check::new("Graph token", Ok(accepted)));
+            }
             Err(e) => {
-                out.push(("Graph token".to_string(), Err(e.to_string())));
+                out.push(Check::new("Graph token", Err(e.to_string())));
                 return out;
             }
         }
@@ -310,19 +310,17 @@ impl GraphClient {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            out.push((name.to_string(), res));
+            out.push(Check::new(name, res));
         }
-        out.push(("Graph members' on-premises properties".to_string(), self.check_members_readable().await));
+        out.push(Check::new("Graph members' on-premises properties", self.check_members_readable().await));
         // delta-query-overview.md: delta queries are available on the public cloud, the US
         // Government clouds and the one operated by 21Vianet (group-delta.md: all four national
         // deployments): every environment writeback knows.
-        out.push((
-            "Graph delta queries".to_string(),
-            Ok(format!(
-                "available at {} (groups and users): a change reaches AD within one [daemon] interval",
-                self.cfg.graph_url
-            )),
-        ));
+        let delta = format!(
+            "available at {} (groups and users): a change reaches AD within one [daemon] interval",
+            self.cfg.graph_url
+        );
+        out.push(Check::new("Graph delta queries", Ok(delta)));
         out
     }
 

@@ -1,8 +1,10 @@
 //! What the commands print: short human text by default, one JSON document with `--json`.
 
 use serde_json::json;
+use writeback_ad::Preflight;
 use writeback_core::plan::{GroupTarget, MemberStatus, Operation, Plan};
-use writeback_core::{RunStatus, Summary};
+use writeback_core::{Check, RunStatus, Summary};
+use writeback_graph::GraphClient;
 use writeback_store::{ErrorRecord, RunRecord};
 
 use crate::config::Config;
@@ -204,95 +206,40 @@ pub fn errors(errors: &[ErrorRecord], as_json: bool) {
     }
 }
 
-/// `writeback check`: one line per check; exit 0 only when every check passes.
+/// `writeback check`: one line per check; exit 0 only when every check passes. The Graph and
+/// AD crates run their checks; this renders them.
 pub async fn check(cfg: &Config, as_json: bool) -> u8 {
-    let mut results: Vec<(String, Result<String, String>)> = vec![("config".into(), Ok("parsed".into()))];
-    match cfg
-        .graph()
-        .map_err(|e| e.to_string())
-        .and_then(|g| writeback_graph::GraphClient::new(g).map_err(|e| e.to_string()))
-    {
+    let mut results = vec![Check::new("config", Ok("parsed".into()))];
+    match cfg.graph().map_err(|e| e.to_string()).and_then(|g| GraphClient::new(g).map_err(|e| e.to_string())) {
         Ok(graph) => results.extend(graph.check().await),
-        Err(e) => results.push(("Graph".into(), Err(e))),
+        Err(e) => results.push(Check::new("Graph", Err(e))),
     }
     match cfg.ad() {
-        Err(e) => results.push(("AD".into(), Err(format!("{e:#}")))),
-        Ok(ad_cfg) => match writeback_ad::AdConn::connect(&ad_cfg).await {
-            Err(e) => results.push(("AD bind over TLS".into(), Err(e.to_string()))),
-            Ok(mut ad) => {
-                let who = ad.whoami().await.unwrap_or_else(|_| ad_cfg.auth.describe());
-                results.push((
-                    "AD bind over TLS".into(),
-                    Ok(format!("bound as {who} to {} ({})", ad.url, ad.dns_host_name)),
-                ));
-                let ou = cfg.ad.target_ou.clone();
-                match ad.can_create_groups_in(&ou).await {
-                    Ok(true) => results.push(("target OU".into(), Ok(format!("{ou} exists; the account may create groups in it")))),
-                                        Ok(false) => results.push((
-                        "target OU".into(),
-                        Err(format!("{ou} exists, but the account may not create groups in it: delegate Create/Delete Group objects on this OU — see docs/permissions.md")),
-                    )),
-                    Err(e) => results.push(("target OU".into(), Err(e.to_string()))),
-                }
-                // `name`/`cn` change through ModifyDN and are not listed as writable attributes.
-                let mut needed =
-                    vec!["member", "groupType", "description", "displayName", "sAMAccountName", "adminDescription"];
-                if cfg.writeback.write_owners {
-                    needed.push("managedBy");
-                }
-                let ous = vec![cfg.ad.target_ou.clone()];
-                match ad.missing_group_rights(&ous, &needed).await {
-                    Ok(Some((dn, missing))) if missing.is_empty() => {
-                        results.push(("rights on groups".into(), Ok(format!("may write every attribute writeback manages (checked on {dn})"))))
-                    }
-                    Ok(Some((dn, missing))) => results.push((
-                        "rights on groups".into(),
-                        Err(format!(
-                            "may not write {} (checked on {dn}): grant Read/Write all properties on descendant Group objects of the OU — see docs/permissions.md",
-                            missing.join(", ")
-                        )),
-                    )),
-                    Ok(None) => results.push(("rights on groups".into(), Ok("no group written yet to check attribute rights on; run check again after the first sync".into()))),
-                    Err(e) => results.push(("rights on groups".into(), Err(e.to_string()))),
-                }
-                for ou in &cfg.ad.adopt_from {
-                    match ad.can_create_groups_in(ou).await {
-                        Ok(_) => results.push(("adoption OU".into(), Ok(format!("{ou} exists")))),
-                        Err(e) => results.push(("adoption OU".into(), Err(e.to_string()))),
-                    }
-                }
-                let s = ad.schema;
-                results.push((
-                    "AD schema".into(),
-                    Ok(format!(
-                        "msDS-ExternalDirectoryObjectId {}; Exchange attributes {}",
-                        if s.external_directory_object_id {
-                            "present"
-                        } else {
-                            "absent (adminDescription alone marks ownership)"
-                        },
-                        if s.exchange { "present" } else { "absent (mailNickname is not written)" }
-                    )),
-                ));
-                ad.close().await;
-            }
-        },
+        Err(e) => results.push(Check::new("AD", Err(format!("{e:#}")))),
+        Ok(ad_cfg) => {
+            let p = Preflight {
+                target_ou: &cfg.ad.target_ou,
+                adopt_from: &cfg.ad.adopt_from,
+                write_owners: cfg.writeback.write_owners,
+            };
+            results.extend(writeback_ad::preflight(&ad_cfg, &p).await);
+        }
     }
-    let ok = results.iter().all(|(_, r)| r.is_ok());
+    let ok = results.iter().all(|c| c.result.is_ok());
     if as_json {
         let checks: Vec<_> = results
             .iter()
-            .map(|(n, r)| match r {
-                Ok(m) => json!({"check": n, "ok": true, "detail": m}),
-                Err(m) => json!({"check": n, "ok": false, "detail": m}),
+            .map(|c| match &c.result {
+                Ok(m) => json!({"check": c.name, "ok": true, "detail": m}),
+                Err(m) => json!({"check": c.name, "ok": false, "detail": m}),
             })
             .collect();
         print_json(&json!({"ok": ok, "checks": checks}));
     } else {
-        for (n, r) in &results {
-            match r {
-                Ok(m) => println!("ok    {n}: {m}"),
-                Err(m) => println!("FAIL  {n}: {m}"),
+        for c in &results {
+            match &c.result {
+                Ok(m) => println!("ok    {}: {m}", c.name),
+                Err(m) => println!("FAIL  {}: {m}", c.name),
             }
         }
     }
