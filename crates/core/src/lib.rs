@@ -11,6 +11,7 @@ pub mod model;
 pub mod naming;
 pub mod plan;
 pub mod planner;
+pub mod render;
 pub mod rules;
 pub mod run;
 pub mod scope;
@@ -32,4 +33,8 @@ pub use secret::Secret;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod planner_snapshots;
+#[cfg(test)]
 mod planner_tests;
+#[cfg(test)]
+mod test_world;

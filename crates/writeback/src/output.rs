@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use writeback_ad::Preflight;
-use writeback_core::plan::{GroupTarget, MemberStatus, Operation, Plan};
-use writeback_core::{Check, RunStatus, Summary};
+use writeback_core::plan::{MemberStatus, Plan};
+use writeback_core::{render, Check, RunStatus, Summary};
 use writeback_graph::GraphClient;
 use writeback_store::{ErrorRecord, RunRecord};
 
@@ -21,13 +21,6 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
-fn counts_line(s: &writeback_core::Summary) -> String {
-    format!(
-        "{} added, {} updated, {} renamed, {} moved, {} deleted; {} members added, {} removed, {} skipped; {} errors",
-        s.adds, s.updates, s.renames, s.moves, s.deletes, s.member_adds, s.member_removes, s.skipped_members, s.errors
-    )
-}
-
 pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     let s = &r.summary;
     if as_json {
@@ -42,7 +35,7 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
             r.run_id,
             r.kind,
             r.status,
-            counts_line(s),
+            render::counts(s),
             r.duration_ms as f64 / 1000.0,
             r.graph_requests,
             r.ldap_operations
@@ -75,57 +68,13 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     }
 }
 
-fn target(g: &GroupTarget) -> std::borrow::Cow<'_, str> {
-    t(g.dn())
-}
-
 pub fn plan(p: &Plan, as_json: bool) -> u8 {
     if as_json {
         print_json(
             &json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "notices": p.notices, "blocked": p.blocked}),
         );
     } else {
-        for op in &p.operations {
-            match op {
-                Operation::Add { dn, members, .. } => {
-                    println!("+ add      {} ({} members)", t(dn), members.len())
-                }
-                Operation::Update { dn, changes, .. } => {
-                    for c in changes {
-                        println!("~ update   {}: {} {:?} -> {:?}", t(dn), c.attr, c.old, c.values);
-                    }
-                }
-                Operation::Rename { dn, new_dn, .. } => println!("> rename   {} -> {}", t(dn), t(new_dn)),
-                Operation::AddMembers { group, members, .. } => {
-                    println!("+ members  {}: +{}", target(group), members.len());
-                    for m in members {
-                        println!("             + {}", target(m));
-                    }
-                }
-                Operation::RemoveMembers { group, members, .. } => {
-                    println!("- members  {}: -{}", target(group), members.len());
-                    for m in members {
-                        println!("             - {}", target(m));
-                    }
-                }
-                Operation::Delete { dn, reason, .. } => println!("- delete   {} ({})", t(dn), t(reason)),
-            }
-        }
-        for n in &p.notices {
-            println!("* notice   {}", t(n));
-        }
-        for e in &p.errors {
-            println!(
-                "! error    {}{}: {}",
-                t(&e.cloud_id),
-                e.member_id.as_deref().map(|m| format!(" member {}", t(m))).unwrap_or_default(),
-                t(&e.message)
-            );
-        }
-        println!("plan: {}", counts_line(&p.summary));
-        if let Some(b) = &p.blocked {
-            println!("a sync would stop: {}", t(b));
-        }
+        print!("{}", render::plan(p));
     }
     exit::OK
 }

@@ -1,0 +1,70 @@
+//! A plan as an administrator reads it: the text `writeback plan` prints, and the planner's
+//! snapshot tests compare. Cloud text (names, and messages and DNs that quote them) goes
+//! through [`printable`], so a display name cannot rewrite the terminal.
+
+use std::fmt::Write as _;
+
+use crate::naming::printable;
+use crate::plan::{GroupTarget, Operation, Plan, Summary};
+
+/// The counts of a plan or a run, in one line.
+pub fn counts(s: &Summary) -> String {
+    format!(
+        "{} added, {} updated, {} renamed, {} moved, {} deleted; {} members added, {} removed, {} skipped; {} errors",
+        s.adds, s.updates, s.renames, s.moves, s.deletes, s.member_adds, s.member_removes, s.skipped_members, s.errors
+    )
+}
+
+fn target(g: &GroupTarget) -> std::borrow::Cow<'_, str> {
+    printable(g.dn())
+}
+
+/// Every operation, notice and error of the plan, a line each (a member a line), then its
+/// counts and, when a sync would stop, why.
+pub fn plan(p: &Plan) -> String {
+    let t = printable;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let mut line = |s: std::fmt::Arguments| {
+        let _ = out.write_fmt(s);
+        out.push('\n');
+    };
+    for op in &p.operations {
+        match op {
+            Operation::Add { dn, members, .. } => {
+                line(format_args!("+ add      {} ({} members)", t(dn), members.len()))
+            }
+            Operation::Update { dn, changes, .. } => {
+                for c in changes {
+                    line(format_args!("~ update   {}: {} {:?} -> {:?}", t(dn), c.attr, c.old, c.values));
+                }
+            }
+            Operation::Rename { dn, new_dn, .. } => line(format_args!("> rename   {} -> {}", t(dn), t(new_dn))),
+            Operation::AddMembers { group, members, .. } => {
+                line(format_args!("+ members  {}: +{}", target(group), members.len()));
+                for m in members {
+                    line(format_args!("             + {}", target(m)));
+                }
+            }
+            Operation::RemoveMembers { group, members, .. } => {
+                line(format_args!("- members  {}: -{}", target(group), members.len()));
+                for m in members {
+                    line(format_args!("             - {}", target(m)));
+                }
+            }
+            Operation::Delete { dn, reason, .. } => line(format_args!("- delete   {} ({})", t(dn), t(reason))),
+        }
+    }
+    for n in &p.notices {
+        line(format_args!("* notice   {}", t(n)));
+    }
+    for e in &p.errors {
+        let member = e.member_id.as_deref().map(|m| format!(" member {}", t(m))).unwrap_or_default();
+        line(format_args!("! error    {}{member}: {}", t(&e.cloud_id), t(&e.message)));
+    }
+    line(format_args!("plan: {}", counts(&p.summary)));
+    if let Some(b) = &p.blocked {
+        line(format_args!("a sync would stop: {}", t(b)));
+    }
+    out
+}
