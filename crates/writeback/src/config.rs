@@ -175,10 +175,17 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!("cannot read the config file {} (set it with -c or $WRITEBACK_CONFIG)", path.display())
         })?;
-        let mut cfg: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let cfg = Config::parse(&text, base_dir)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The settings in `text`, with relative paths taken from `base_dir`; not validated.
+    pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, toml::de::Error> {
+        let mut cfg: Config = toml::from_str(text)?;
+        cfg.base_dir = base_dir;
         Ok(cfg)
     }
 
@@ -466,8 +473,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> anyhow::Result<Config> {
-        let mut c: Config = toml::from_str(s).map_err(|e| anyhow::anyhow!("{e}"))?;
-        c.base_dir = "/etc/writeback".into();
+        let c = Config::parse(s, "/etc/writeback".into()).map_err(|e| anyhow::anyhow!("{e}"))?;
         c.validate()?;
         Ok(c)
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 use writeback_core::{GroupReport, RunKind, RunStatus, SkipReason};
 
@@ -68,11 +69,39 @@ pub struct Daemon {
     /// A cycle now, from `POST /sync`: never shortens a back-off or a quarantine.
     pub requested: Notify,
     pub started: Instant,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub metrics: PrometheusHandle,
     pub access: crate::access::Access,
 }
 
 impl Daemon {
+    /// A daemon that has not started a cycle yet: standby until it holds the state lock.
+    pub fn new(cfg: Config, interval: Duration, metrics: PrometheusHandle, access: crate::access::Access) -> Daemon {
+        let status = Status {
+            role: Role::Standby,
+            interval,
+            last_success: None,
+            last_cycle: None,
+            running: None,
+            failures: 0,
+            backoff_reason: None,
+            next_cycle: None,
+            lock_lost: false,
+            quarantined: None,
+            threshold: None,
+            reports: BTreeMap::new(),
+            last_requested: None,
+        };
+        Daemon {
+            cfg,
+            status: Mutex::new(status),
+            trigger: Notify::new(),
+            requested: Notify::new(),
+            started: Instant::now(),
+            metrics,
+            access,
+        }
+    }
+
     pub fn status(&self) -> MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -161,30 +190,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     }
     let access = crate::access::Access::new(local, &cfg.daemon.allowed_hosts, token);
     let state_path = cfg.state_path();
-    let status = Status {
-        role: Role::Standby,
-        interval,
-        last_success: None,
-        last_cycle: None,
-        running: None,
-        failures: 0,
-        backoff_reason: None,
-        next_cycle: None,
-        lock_lost: false,
-        quarantined: None,
-        threshold: None,
-        reports: BTreeMap::new(),
-        last_requested: None,
-    };
-    let daemon = Arc::new(Daemon {
-        cfg,
-        status: Mutex::new(status),
-        trigger: Notify::new(),
-        requested: Notify::new(),
-        started: Instant::now(),
-        metrics,
-        access,
-    });
+    let daemon = Arc::new(Daemon::new(cfg, interval, metrics, access));
     tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
     let app = web::router(daemon.clone());
     tokio::spawn(async move {

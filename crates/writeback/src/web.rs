@@ -348,3 +348,7 @@ fn history(state: &std::path::Path) -> String {
     h.push_str("</table>");
     h
 }
+
+#[cfg(test)]
+#[path = "web_tests.rs"]
+mod tests;
