@@ -8,11 +8,8 @@ mod common;
 use common::*;
 
 fn kerberos_config(fx: &Fixture, keytab: &str) {
-    let (keytab, krb5, host) = (
-        keytab.to_string(),
-        std::env::var("WRITEBACK_TEST_KRB5_CONF").expect("$WRITEBACK_TEST_KRB5_CONF (scripts/samba-dc)"),
-        std::env::var("WRITEBACK_TEST_KERBEROS_HOST").expect("$WRITEBACK_TEST_KERBEROS_HOST"),
-    );
+    let (keytab, krb5, host) =
+        (keytab.to_string(), common::env("WRITEBACK_TEST_KRB5_CONF"), common::env("WRITEBACK_TEST_KERBEROS_HOST"));
     let bind = format!("bind_dn = \"{}\"", fx.bind_upn());
     fx.edit_config(|cfg| {
         assert!(cfg.contains(&bind), "the fixture's config binds with a password");
@@ -34,7 +31,7 @@ fn a_keytab_binds_with_kerberos_and_a_wrong_one_is_a_clear_error() {
     fx.write_config("");
     // No password anywhere: the bind can only be Kerberos.
     std::fs::remove_file(fx.dir.join("bind-password")).expect("remove the password file");
-    let keytab = std::env::var("WRITEBACK_TEST_KEYTAB").expect("$WRITEBACK_TEST_KEYTAB (scripts/samba-dc)");
+    let keytab = common::env("WRITEBACK_TEST_KEYTAB");
     kerberos_config(&fx, &keytab);
     assert!(!std::fs::read_to_string(fx.dir.join("writeback.toml")).expect("config").contains("bind_password"));
 

@@ -36,14 +36,40 @@ pub struct Dc {
     pub delegated: (String, String),
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("${name} is not set: run the tests with scripts/test, which starts the Samba DC and sets it")
-    })
+/// What every test of this file needs, and how to get it: said once, plainly, instead of a
+/// failure deep inside a test.
+const NEEDS_DC: &str = "this is an end-to-end test (crates/writeback/tests/e2e_*.rs): it runs the real binary \
+    against the test Samba AD DC. Start the DC and load its settings with\n    \
+    scripts/samba-dc start && source /var/tmp/writeback-dc/env\nthen run cargo test again, or run \
+    everything with scripts/test (it installs Samba and starts the DC). The tests that need no DC: \
+    cargo test --workspace --lib --bins";
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("${name} is not set: {NEEDS_DC}"))
+}
+
+/// The DC answers on its LDAPS port (checked once per test binary).
+fn dc_answers(url: &str) {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let authority = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
+        let default_port = if url.starts_with("ldaps://") { 636 } else { 389 };
+        let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{default_port}") };
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&addr).map_err(|e| format!("{addr}: {e}"))?;
+        addrs
+            .into_iter()
+            .find_map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)).ok())
+            .map(drop)
+            .ok_or_else(|| format!("nothing answers at {addr}"))
+    });
+    if let Err(e) = result {
+        panic!("the test DC ($WRITEBACK_TEST_LDAP_URL = {url}) does not answer ({e}): {NEEDS_DC}");
+    }
 }
 
 impl Dc {
     pub fn from_env() -> Dc {
+        dc_answers(&env("WRITEBACK_TEST_LDAP_URL"));
         let pw_file = env("WRITEBACK_TEST_BIND_PASSWORD_FILE");
         let password =
             std::fs::read_to_string(&pw_file).unwrap_or_else(|e| panic!("reading {pw_file}: {e}")).trim().to_string();
