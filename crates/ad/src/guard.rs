@@ -110,7 +110,7 @@ impl AdConn {
             return Some(domain.to_string());
         }
         let partitions = format!("CN=Partitions,{}", first("configurationNamingContext")?);
-        let filter = format!("(&(objectClass=crossRef)(nCName={}))", naming::escape_filter(&root));
+        let filter = format!("(&(objectClass=crossRef)(nCName={}))", crate::ldap_text::escape_filter(&root));
         let (entries, _) = self
             .op()
             .with_controls(vec![extended_dn()])
@@ -262,7 +262,7 @@ fn object_sid(e: &SearchEntry) -> Option<String> {
         .and_then(|v| v.first())
         .cloned()
         .or_else(|| e.attrs.get("objectSid").and_then(|v| v.first()).map(|s| s.as_bytes().to_vec()));
-    bytes.as_deref().and_then(naming::sid_from_bytes)
+    bytes.as_deref().and_then(crate::ldap_text::sid_from_bytes)
 }
 
 /// "A → B → C" by the groups' common names.

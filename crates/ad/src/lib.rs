@@ -8,6 +8,7 @@ mod apply;
 mod changes;
 mod conn;
 mod guard;
+mod ldap_text;
 mod preflight;
 mod read;
 mod search;

@@ -106,7 +106,7 @@ impl AdConn {
             let terms: String = chunk
                 .iter()
                 .filter(|id| naming::is_guid(id))
-                .map(|id| format!("(adminDescription={})", naming::escape_filter(&naming::marker(id))))
+                .map(|id| format!("(adminDescription={})", crate::ldap_text::escape_filter(&naming::marker(id))))
                 .collect();
             if !terms.is_empty() {
                 out.extend(self.read_groups(&tree, Some(format!("(|{terms})"))).await?);
@@ -240,7 +240,7 @@ impl AdConn {
                     .filter_map(|a| match a {
                         Anchor::Sid(s) => naming::is_sid(s).then(|| format!("(objectSid={s})")),
                         Anchor::Guid(g) => naming::guid_to_bytes(g)
-                            .map(|b| format!("(objectGUID={})", naming::escape_filter_bytes(&b))),
+                            .map(|b| format!("(objectGUID={})", crate::ldap_text::escape_filter_bytes(&b))),
                     })
                     .collect::<String>()
             })

@@ -58,13 +58,17 @@ impl AdConn {
             .with_controls(controls)
             .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
             .await?;
-        let mut out = Vec::new();
+        let (mut out, mut received) = (Vec::new(), 0usize);
         while let Some(entry) = stream.next().await? {
+            received += 1;
             if wanted(&entry) {
                 out.push(SearchEntry::construct(entry));
             }
         }
         stream.finish().await.success()?;
+        // Each page is a request of its own (the adapter asks again with the cookie): counted
+        // as such, the first by `op` above. A page holds `PAGE` entries, the last one the rest.
+        self.ops += (received.div_ceil(PAGE as usize)).saturating_sub(1) as u64;
         Ok(out)
     }
 

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use crate::model::{MemberRead, WritebackConfiguration};
-use crate::naming::{self, escape_filter, escape_rdn_value, unescape_rdn_value};
+use crate::naming::{self, escape_rdn_value, unescape_rdn_value};
 use crate::plan::Operation;
 use crate::*;
 
@@ -48,13 +48,6 @@ proptest! {
         let e = escape_rdn_value(&s);
         prop_assert!(is_valid_rdn_value(&e), "{e:?}");
         prop_assert_eq!(unescape_rdn_value(&e), s);
-    }
-
-    #[test]
-    fn filter_escaping_leaves_no_special(s in nasty()) {
-        let e = escape_filter(&s);
-        prop_assert!(!e.contains(['*', '(', ')', '\0']));
-        prop_assert!(e.match_indices('\\').all(|(i, _)| e[i + 1..].len() >= 2 && e[i + 1..i + 3].chars().all(|c| c.is_ascii_hexdigit())));
     }
 
     #[test]

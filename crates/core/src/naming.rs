@@ -341,27 +341,6 @@ pub fn extended_dn_guid(v: &str) -> Option<String> {
     rest.split_once('>').map(|(g, _)| g.to_ascii_lowercase())
 }
 
-/// RFC 4515 escaping of a filter assertion value.
-pub fn escape_filter(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// RFC 4515 escaping of binary data: every byte as `\hh`.
-pub fn escape_filter_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
-}
-
 /// objectGUID bytes (Data1..3 little-endian) to the usual string form, lowercase.
 pub fn guid_from_bytes(b: &[u8]) -> Option<String> {
     if b.len() != 16 {
@@ -395,21 +374,6 @@ pub fn guid_from_immutable_id(immutable_id: &str) -> Option<String> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(immutable_id.trim()).ok()?;
     guid_from_bytes(&bytes)
-}
-
-/// objectSid bytes (MS-DTYP 2.4.2.2) to `S-1-5-…`.
-pub fn sid_from_bytes(b: &[u8]) -> Option<String> {
-    let count = *b.get(1)? as usize;
-    if b.first() != Some(&1) || b.len() != 8 + 4 * count {
-        return None;
-    }
-    let auth = b[2..8].iter().fold(0u64, |a, x| (a << 8) | u64::from(*x));
-    let mut s = format!("S-1-{auth}");
-    for chunk in b[8..].chunks_exact(4) {
-        let sub = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        s.push_str(&format!("-{sub}"));
-    }
-    Some(s)
 }
 
 /// True for a well-formed string SID.
@@ -465,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn guid_and_sid_round_trip() {
+    fn guid_round_trip_and_sid_form() {
         let g = "3a5c3221-c465-48c0-95b8-e9305786a271";
         let b = guid_to_bytes(g).expect("valid guid");
         assert_eq!(b[0], 0x21);
@@ -473,8 +437,6 @@ mod tests {
         use base64::Engine;
         let imm = base64::engine::general_purpose::STANDARD.encode(b);
         assert_eq!(guid_from_immutable_id(&imm).as_deref(), Some(g));
-        let sid = [1u8, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 32, 2, 0, 0];
-        assert_eq!(sid_from_bytes(&sid).as_deref(), Some("S-1-5-32-544"));
         assert!(is_sid("S-1-5-21-1-2-3-1104"));
         assert!(!is_sid("S-1-5-x"));
     }
@@ -513,7 +475,6 @@ mod tests {
         assert_eq!(split_dn("CN=a\\,b,OU=x,DC=y"), ("CN=a\\,b", "OU=x,DC=y"));
         assert!(dn_is_within("CN=g,OU=Groups, DC=corp,DC=test", "ou=groups,dc=corp,dc=test"));
         assert!(!dn_is_within("CN=g,OU=Other,DC=corp,DC=test", "OU=Groups,DC=corp,DC=test"));
-        assert_eq!(escape_filter("a*(b)\\"), "a\\2a\\28b\\29\\5c");
         assert_eq!(
             parse_marker("Group_3A5C3221-C465-48C0-95B8-E9305786A271").as_deref(),
             Some("3a5c3221-c465-48c0-95b8-e9305786a271")
