@@ -188,7 +188,8 @@ impl AdConn {
             let (done, failed) = (report.outcomes.len(), report.failed_ops());
             if done >= BREAKER_MIN_OPS && failed as f64 > BREAKER_RATIO * done as f64 {
                 report.stopped = Some(format!(
-                    "{failed} of the first {done} operations failed (over {:.0}%): writing stopped with {} operations left; see `writeback errors`",
+                    "{failed} of the first {done} operations failed (over {:.0}%): writing \
+                        stopped with {} operations left; see `writeback errors`",
                     BREAKER_RATIO * 100.0,
                     total - done
                 ));
@@ -241,7 +242,8 @@ impl AdConn {
         }
         report.links.retain(|id, (g, _)| {
             if g.is_empty() {
-                tracing::warn!(cloud_id = %id, "a group just added was not found again; the next cycle looks for it by its marker");
+                tracing::warn!(cloud_id = %id, "a group just added was not found again; the next cycle looks for it by \
+                    its marker");
             }
             !g.is_empty()
         });
@@ -305,15 +307,26 @@ impl AdConn {
                 report.links.insert(cloud_id.to_string(), (String::new(), dn.to_string()));
                 Ok(())
             }
-                        // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).
-            Err(ldap3::LdapError::LdapResult { result }) if result.rc == 68 && result.text.to_ascii_lowercase().contains("samaccountname") => {
-                let sam = attrs.iter().find(|(k, _)| k == "sAMAccountName").and_then(|(_, v)| v.first()).cloned().unwrap_or_default();
+            // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).
+            Err(ldap3::LdapError::LdapResult { result })
+                if result.rc == 68 && result.text.to_ascii_lowercase().contains("samaccountname") =>
+            {
+                let sam = attrs
+                    .iter()
+                    .find(|(k, _)| k == "sAMAccountName")
+                    .and_then(|(_, v)| v.first())
+                    .cloned()
+                    .unwrap_or_default();
                 Err(format!(
-                    "the sAMAccountName {sam} is already used by another object in the domain (sAMAccountName is unique domain-wide); rename that object, or remove it if it is a leftover"
+                    "the sAMAccountName {sam} is already used by another object in the \
+                        domain (sAMAccountName is unique domain-wide); rename that object, or \
+                        remove it if it is a leftover"
                 ))
             }
             Err(ldap3::LdapError::LdapResult { result }) if result.rc == 68 => Err(format!(
-                "{dn} already exists and writeback does not own it (it has no marker {}); rename or remove that object, or set its adminDescription to the marker to let writeback adopt it",
+                "{dn} already exists and writeback does not own it (it has no marker \
+                    {}); rename or remove that object, or set its adminDescription to the \
+                    marker to let writeback adopt it",
                 naming::marker(cloud_id)
             )),
             Err(e) => Err(AdError::ldap("add", e).to_string()),

@@ -99,7 +99,8 @@ fn connect_error(url: &str, e: &ldap3::LdapError) -> AdError {
     };
     match rustls_error {
         Some(rustls::Error::InvalidCertificate(_)) => AdError::Tls(format!(
-            "{url}: {e} — set [ad] ca_file to the CA that issued the DC's certificate, and use a host name the certificate names"
+            "{url}: {e} — set [ad] ca_file to the CA that issued the DC's \
+                certificate, and use a host name the certificate names"
         )),
         _ => AdError::Connect(format!("{url}: {e}")),
     }

@@ -140,7 +140,8 @@ impl AdConn {
                     .collect(),
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot look up DnsAdmins: every group above an owned group counts as protected this cycle");
+                tracing::warn!(error = %e, "cannot look up DnsAdmins: every group above an owned group counts as \
+                    protected this cycle");
                 None
             }
         }
@@ -150,7 +151,10 @@ impl AdConn {
         let domain = self.domain_sid().await?;
         let root = self.root_domain_sid(&domain).await;
         if root.is_none() {
-            tracing::warn!("the forest root domain's SID could not be read: groups of other domains above owned groups are treated as protected");
+            tracing::warn!(
+                "the forest root domain's SID could not be read: groups of other domains \
+                above owned groups are treated as protected"
+            );
         }
         let named = self.named_sids().await;
         Ok(Protected::new(domain, root.as_deref(), named))

@@ -117,7 +117,9 @@ fn main() {
     let values: usize =
         first.operations.iter().map(|o| if let Operation::Add { members, .. } = o { members.len() } else { 0 }).sum();
     println!(
-        "planner, first run: {groups} groups, {values} memberships -> {adds} adds: {wall1:.2} s wall, {:.2} s CPU ({:.2} s system, {:.0} page faults), {rss1:.0} MiB peak RSS (inputs included)",
+        "planner, first run: {groups} groups, {values} memberships -> {adds} \
+            adds: {wall1:.2} s wall, {:.2} s CPU ({:.2} s system, {:.0} page \
+            faults), {rss1:.0} MiB peak RSS (inputs included)",
         cpu1 - cpu0,
         f1.0 - f0.0,
         f1.1 - f0.1
@@ -151,7 +153,9 @@ fn main() {
     let steady = plan(&cloud, &ad, &state, &cfg);
     let (wall3, (cpu3, rss3), f3) = (t.elapsed().as_secs_f64(), usage(), faults());
     println!(
-        "planner, steady full cycle (AD already right): {} operations: {wall3:.2} s wall, {:.2} s CPU ({:.2} s system, {:.0} page faults), {rss3:.0} MiB peak RSS",
+        "planner, steady full cycle (AD already right): {} operations: \
+            {wall3:.2} s wall, {:.2} s CPU ({:.2} s system, {:.0} page faults), \
+            {rss3:.0} MiB peak RSS",
         steady.operations.len(),
         cpu3 - cpu2,
         f3.0 - f2.0,

@@ -86,7 +86,8 @@ pub fn ad_object<'a>(m: &CloudObject, directory: &'a HashMap<Anchor, AdObject>) 
     if let (Anchor::Sid(_), Some(guid)) = (&key, immutable_guid(m)) {
         if !same_object(obj, &guid) {
             return Resolved::Mismatch(format!(
-                "its onPremisesSecurityIdentifier names {}, but its onPremisesImmutableId names another object (objectGUID {guid})",
+                "its onPremisesSecurityIdentifier names {}, but its \
+                    onPremisesImmutableId names another object (objectGUID {guid})",
                 obj.dn
             ));
         }

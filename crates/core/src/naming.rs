@@ -102,7 +102,8 @@ pub fn display_name(name: &str) -> Result<String, String> {
     let n = utf16_len(name);
     if n > DISPLAY_NAME_MAX {
         return Err(format!(
-            "displayName is {n} characters long; AD holds at most {DISPLAY_NAME_MAX} (Graph should never send this: check the group in Entra)"
+            "displayName is {n} characters long; AD holds at most {DISPLAY_NAME_MAX} \
+                (Graph should never send this: check the group in Entra)"
         ));
     }
     Ok(replace_controls(name))

@@ -149,7 +149,8 @@ fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> Map<&'a s
             cloud_id: id.to_string(),
             member_id: None,
             message: format!(
-                "{} AD groups carry the marker {}: writeback manages {} and leaves {} alone; remove the marker from the extra objects",
+                "{} AD groups carry the marker {}: writeback manages {} and leaves {} \
+                    alone; remove the marker from the extra objects",
                 groups.len(),
                 naming::marker(id),
                 groups[0].dn,
@@ -321,7 +322,9 @@ fn plan_group(
     let id: &str = &d.id;
     if let (None, Some(dn)) = (existing, ad.outside.get(id)) {
         let why = format!(
-            "the AD group written for it, {dn}, is outside the managed OUs (moved by hand?): move it back into {}, or remove its marker to have a new group created; nothing is written",
+            "the AD group written for it, {dn}, is outside the managed OUs (moved by \
+                hand?): move it back into {}, or remove its marker to have a new group \
+                created; nothing is written",
             d.decision.target_ou.as_deref().unwrap_or(&cfg.target_ou)
         );
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
@@ -405,7 +408,9 @@ fn plan_group(
         let action = match state.links.get(id).map(|l| &l.guid) {
             Some(old) => {
                 p.notices.push(format!(
-                    "{} ({id}): the AD group written before (objectGUID {old}) is gone from AD; it is created again with a new SID, so ACLs that named the old group must be updated",
+                    "{} ({id}): the AD group written before (objectGUID {old}) is gone from \
+                        AD; it is created again with a new SID, so ACLs that named the old \
+                        group must be updated",
                     naming::printable(d.group.name())
                 ));
                 format!(
@@ -492,7 +497,9 @@ fn plan_group(
                 cloud_id: id.to_string(),
                 member_id: None,
                 message: format!(
-                    "Tier-0 guard: {path}. writeback adds no members to a group nested into a protected group ({} held back; removals still apply): remove the nesting, or list this id in [writeback] allow_protected_nesting",
+                    "Tier-0 guard: {path}. writeback adds no members to a group nested into \
+                        a protected group ({} held back; removals still apply): remove the \
+                        nesting, or list this id in [writeback] allow_protected_nesting",
                     adds.len()
                 ),
             });
@@ -514,14 +521,21 @@ fn plan_group(
             cloud_id: id.to_string(),
             member_id: None,
             message: format!(
-                "{unreadable} of its cloud members came back from Graph with only their type and id (the app may not read them: grant User.Read.All, and Group.Read.All for nested groups); its {} member removals are held back until they can be read",
+                "{unreadable} of its cloud members came back from Graph with only their \
+                    type and id (the app may not read them: grant User.Read.All, and \
+                    Group.Read.All for nested groups); its {} member removals are held back \
+                    until they can be read",
                 removes.len()
             ),
         });
         actions.push("removals held back (unreadable members)");
     } else if removals_held(removes.len(), in_ad, cfg) {
         let message = format!(
-            "{} of its {in_ad} members would be removed in one run, more than [writeback] member_removal_percent = {}% (and more than {GROUP_REMOVALS_MIN}): the removals are held back, the rest of the run is applied. Check the group (writeback show {id}), then run `writeback sync --allow-deletes`",
+            "{} of its {in_ad} members would be removed in one run, more than \
+                [writeback] member_removal_percent = {}% (and more than \
+                {GROUP_REMOVALS_MIN}): the removals are held back, the rest of the run \
+                is applied. Check the group (writeback show {id}), then run `writeback \
+                sync --allow-deletes`",
             removes.len(),
             cfg.member_removal_percent
         );
@@ -736,17 +750,23 @@ fn check_thresholds(p: &mut Plan, cfg: &PlannerConfig) {
     let next = "Check the plan (writeback plan), then run";
     p.blocked = if !cfg.allow.deletes && s.deletes > cfg.delete_threshold {
         Some(format!(
-            "this run would delete {} AD groups, more than [writeback] delete_threshold = {}; nothing was changed. {next} `writeback sync --allow-deletes` to proceed",
+            "this run would delete {} AD groups, more than [writeback] \
+                delete_threshold = {}; nothing was changed. {next} `writeback sync \
+                --allow-deletes` to proceed",
             s.deletes, cfg.delete_threshold
         ))
     } else if !cfg.allow.deletes && s.member_removes > cfg.member_removal_threshold {
         Some(format!(
-            "this run would remove {} members, more than [writeback] member_removal_threshold = {}; nothing was changed. {next} `writeback sync --allow-deletes` to proceed",
+            "this run would remove {} members, more than [writeback] \
+                member_removal_threshold = {}; nothing was changed. {next} `writeback \
+                sync --allow-deletes` to proceed",
             s.member_removes, cfg.member_removal_threshold
         ))
     } else if !cfg.allow.creates && s.adds > cfg.create_threshold {
         Some(format!(
-            "this run would create {} AD groups, more than [writeback] create_threshold = {}; nothing was changed. {next} `writeback sync --allow-creates` to proceed",
+            "this run would create {} AD groups, more than [writeback] \
+                create_threshold = {}; nothing was changed. {next} `writeback sync \
+                --allow-creates` to proceed",
             s.adds, cfg.create_threshold
         ))
     } else {

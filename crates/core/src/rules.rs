@@ -84,7 +84,10 @@ impl Rule {
                 if !["universalSecurityGroup", "universalDistributionGroup", "universalMailEnabledSecurityGroup"]
                     .contains(&t.as_str()) =>
             {
-                return Err(format!("{at}: group_type \"{t}\" is not universalSecurityGroup, universalDistributionGroup or universalMailEnabledSecurityGroup"));
+                return Err(format!(
+                    "{at}: group_type \"{t}\" is not universalSecurityGroup, \
+                    universalDistributionGroup or universalMailEnabledSecurityGroup"
+                ));
             }
             (RuleAction::Include, Some(t))
                 if self.kind == Some(RuleKind::Security) && t != "universalSecurityGroup" =>

@@ -81,20 +81,27 @@ pub fn decide(g: &CloudObject) -> Decision {
 /// The AD type for a kind and a requested `onPremisesGroupType` (section 1's table).
 fn typed(kind: GroupKind, requested: Option<&str>, how: String) -> Decision {
     match (kind, requested) {
-        (GroupKind::Microsoft365, None | Some("universalDistributionGroup")) => {
-            Decision::write(group_type::UNIVERSAL_DISTRIBUTION, true, format!("{how}, as a universal distribution group"))
-        }
-        (GroupKind::Microsoft365, Some("universalMailEnabledSecurityGroup")) => {
-            Decision::write(group_type::UNIVERSAL_SECURITY, true, format!("{how}, as a mail-enabled universal security group"))
-        }
-        (GroupKind::Microsoft365 | GroupKind::Security, Some("universalSecurityGroup")) | (GroupKind::Security, None) => {
+        (GroupKind::Microsoft365, None | Some("universalDistributionGroup")) => Decision::write(
+            group_type::UNIVERSAL_DISTRIBUTION,
+            true,
+            format!("{how}, as a universal distribution group"),
+        ),
+        (GroupKind::Microsoft365, Some("universalMailEnabledSecurityGroup")) => Decision::write(
+            group_type::UNIVERSAL_SECURITY,
+            true,
+            format!("{how}, as a mail-enabled universal security group"),
+        ),
+        (GroupKind::Microsoft365 | GroupKind::Security, Some("universalSecurityGroup"))
+        | (GroupKind::Security, None) => {
             Decision::write(group_type::UNIVERSAL_SECURITY, false, format!("{how}, as a universal security group"))
         }
         (GroupKind::Security, Some(other)) => Decision::invalid(format!(
             "invalid configuration: a security group can only be written back as universalSecurityGroup, not '{other}'"
         )),
         (_, Some(other)) => Decision::invalid(format!(
-            "invalid configuration: onPremisesGroupType '{other}' is not one of universalDistributionGroup, universalSecurityGroup, universalMailEnabledSecurityGroup"
+            "invalid configuration: onPremisesGroupType '{other}' is not one of \
+                universalDistributionGroup, universalSecurityGroup, \
+                universalMailEnabledSecurityGroup"
         )),
         (_, None) => Decision::out("not supported for group writeback"),
     }
@@ -130,7 +137,8 @@ pub fn decide_with(g: &CloudObject, rules: &[Rule]) -> Decision {
         return match rule.action {
             RuleAction::Exclude => Decision::out(format!("excluded by {by}")),
             RuleAction::Include if enabled == Some(false) => Decision::out(format!(
-                "{by} includes it, but writeback is turned off on the group itself (writebackConfiguration.isEnabled = false)"
+                "{by} includes it, but writeback is turned off on the group itself \
+                    (writebackConfiguration.isEnabled = false)"
             )),
             RuleAction::Include => {
                 let mut d = typed(kind, rule.group_type.as_deref().or(requested), format!("included by {by}"));
@@ -140,16 +148,23 @@ pub fn decide_with(g: &CloudObject, rules: &[Rule]) -> Decision {
         };
     }
     match kind {
-        GroupKind::Microsoft365 if enabled == Some(false) => {
-            Decision::out("writeback is disabled for this Microsoft 365 group (writebackConfiguration.isEnabled = false)")
-        }
+        GroupKind::Microsoft365 if enabled == Some(false) => Decision::out(
+            "writeback is disabled for this Microsoft 365 group \
+                (writebackConfiguration.isEnabled = false)",
+        ),
         GroupKind::Microsoft365 => typed(
             kind,
             requested,
-            format!("Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups are written back unless it is false)", show(enabled)),
+            format!(
+                "Microsoft 365 group, writeback on (isEnabled = {}; Microsoft 365 groups \
+                are written back unless it is false)",
+                show(enabled)
+            ),
         ),
         _ if enabled != Some(true) => Decision::out(format!(
-            "writeback is not enabled for this security group (writebackConfiguration.isEnabled = {}; security groups are written back only when it is true)",
+            "writeback is not enabled for this security group \
+                (writebackConfiguration.isEnabled = {}; security groups are written \
+                back only when it is true)",
             show(enabled)
         )),
         _ => typed(kind, requested, "security group with writeback enabled (isEnabled = true)".into()),

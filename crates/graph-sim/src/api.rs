@@ -252,7 +252,10 @@ impl Sim {
             return aad_error(
                 400,
                 "invalid_request",
-                &format!("AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+                &format!(
+                    "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have \
+                    the correct tenant ID and are signing into the correct cloud."
+                ),
             );
         }
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
@@ -263,7 +266,13 @@ impl Sim {
             );
         }
         if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
-            return aad_error(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
+            return aad_error(
+                400,
+                "invalid_scope",
+                "AADSTS1002012: The provided value for scope is not valid. Client \
+                credential flows must have a scope value with /.default suffixed to the \
+                resource identifier.",
+            );
         }
         let client_id = form.get("client_id").cloned().unwrap_or_default();
         let Some(app) = self.tenant.apps.iter().find(|a| a.client_id == client_id) else {
@@ -277,10 +286,20 @@ impl Sim {
             if form.get("client_assertion_type").map(String::as_str)
                 != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
             {
-                return aad_error(400, "invalid_request", "AADSTS50027: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+                return aad_error(
+                    400,
+                    "invalid_request",
+                    "AADSTS50027: client_assertion_type must be \
+                    urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+                );
             }
             let Some(pem) = &app.certificate_pem else {
-                return aad_error(401, "invalid_client", "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.");
+                return aad_error(
+                    401,
+                    "invalid_client",
+                    "AADSTS700027: The certificate with identifier used to sign the client \
+                    assertion is not registered on application.",
+                );
             };
             if let Err(why) = crate::assertion::verify(assertion, pem, &client_id, endpoint) {
                 return aad_error(
@@ -290,7 +309,13 @@ impl Sim {
                 );
             }
         } else if app.client_secret.is_empty() || form.get("client_secret") != Some(&app.client_secret) {
-            return aad_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
+            return aad_error(
+                401,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being \
+                sent in the request is the client secret value, not the client secret \
+                ID.",
+            );
         }
         self.next_id += 1;
         let token = format!("sim-token-{}-{}", self.next_id, client_id.len());
@@ -375,7 +400,8 @@ impl Sim {
         }
         let mut r = Reply::json(
             status,
-            json!({"error": {"code": code, "message": "The delta token is expired or invalid: start a new round of delta queries without a token.", "innerError": inner_error}}),
+            json!({"error": {"code": code, "message": "The delta token is expired or invalid: start a new round of delta \
+                queries without a token.", "innerError": inner_error}}),
         );
         if location {
             r.headers.push(("Location".into(), format!("{initial}?$deltatoken=")));
@@ -476,7 +502,14 @@ impl Sim {
         }
         let q = Query::parse(&pairs)?;
         let not_found = |what: &str, id: &str| {
-            ODataError(404, "Request_ResourceNotFound", format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"))
+            ODataError(
+                404,
+                "Request_ResourceNotFound",
+                format!(
+                    "Resource '{id}' does not exist or one of its queried reference-property \
+                objects are not present. ({what})"
+                ),
+            )
         };
         let page = |items: Vec<(Option<&'static str>, &Value)>, ctx: &str| -> Result<Reply, ODataError> {
             self.page(items, &q, &pairs, beta, &format!("{base}/{ver}{path}"), &format!("{base}/{ver}/$metadata#{ctx}"))
@@ -539,7 +572,9 @@ impl Sim {
                     }
                 }
                 if user["onPremisesSyncEnabled"] == true {
-                    return Err(bad("Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.".into()));
+                    return Err(bad("Unable to update the specified properties for on-premises mastered \
+                        Directory Sync objects or objects currently undergoing migration."
+                        .into()));
                 }
                 if fields.get("onPremisesImmutableId").and_then(Value::as_str).is_some_and(|v| v.contains(['$', '_'])) {
                     return Err(bad(
@@ -607,7 +642,13 @@ impl Sim {
                     return Err(bad("Only the Group.Unified template is simulated".into()));
                 }
                 if self.tenant.group_settings.iter().any(|s| s["templateId"] == body["templateId"]) {
-                    return Err(ODataError(409, "Request_BadRequest", "A conflicting object with one or more of the specified property values is present in the directory.".into()));
+                    return Err(ODataError(
+                        409,
+                        "Request_BadRequest",
+                        "A conflicting object with one or more of the specified property values \
+                        is present in the directory."
+                            .into(),
+                    ));
                 }
                 let values = body["values"].as_array().cloned().unwrap_or_default();
                 let missing: Vec<&str> =

@@ -163,7 +163,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             let sam = user_sam(&a.prefix, i);
             let _ = write!(
                 ldif,
-                "dn: CN={sam},{ou}\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@bench.invalid\n\n"
+                "dn: CN={sam},{ou}\nobjectClass: user\nsAMAccountName: \
+                    {sam}\nuserPrincipalName: {sam}@bench.invalid\n\n"
             );
         }
         std::fs::write(path, ldif).with_context(|| format!("writing {}", path.display()))?;

@@ -83,7 +83,8 @@ impl GraphClient {
             Credential::Certificate(c) => {
                 form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
                 form.push(("client_assertion", c.assertion(&self.cfg.client_id, &url)?));
-                "check [cloud] tenant_id, client_id, and that the certificate in client_certificate_file is registered on the app with its private key"
+                "check [cloud] tenant_id, client_id, and that the certificate in \
+                    client_certificate_file is registered on the app with its private key"
             }
         };
         // The token endpoint throttles and fails transiently too (429, 5xx, a lost connection):

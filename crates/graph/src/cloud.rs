@@ -93,7 +93,9 @@ impl GraphClient {
         let lost = changed_besides(&old, &after, value);
         if !lost.is_empty() {
             return Err(GraphError::Invalid(format!(
-                "after the update Graph reports other Group.Unified values changed too ({}); set them back in the Entra admin center (Groups → Settings) or with Graph",
+                "after the update Graph reports other Group.Unified values changed too \
+                    ({}); set them back in the Entra admin center (Groups → Settings) or \
+                    with Graph",
                 lost.join("; ")
             )));
         }

@@ -337,7 +337,9 @@ impl GraphClient {
             let Some(user) = users.into_iter().find(|m| m["@odata.type"] == "#microsoft.graph.user") else { continue };
             return match parse_object(user) {
                 Ok(u) if u.unreadable() => Err(format!(
-                    "user {} comes back with its id only (limited information): grant User.Read.All, or members cannot be told synced from cloud-only and their removals are held back",
+                    "user {} comes back with its id only (limited information): grant \
+                        User.Read.All, or members cannot be told synced from cloud-only and \
+                        their removals are held back",
                     u.id
                 )),
                 Ok(_) => Ok("readable (checked on one user member)".to_string()),

@@ -15,9 +15,16 @@ const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the state database {path} cannot be used: {message}. If it is damaged, move it away: writeback rebuilds its links from the markers in AD (run history is lost)")]
+    #[error(
+        "the state database {path} cannot be used: {message}. If it is damaged, \
+        move it away: writeback rebuilds its links from the markers in AD (run \
+        history is lost)"
+    )]
     Open { path: String, message: String },
-    #[error("the state database was written by a newer writeback (schema {0}, this build knows {SCHEMA_VERSION}); upgrade writeback")]
+    #[error(
+        "the state database was written by a newer writeback (schema {0}, this \
+        build knows {SCHEMA_VERSION}); upgrade writeback"
+    )]
     TooNew(i64),
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -208,7 +215,8 @@ impl Store {
         let text =
             serde_json::to_string(w).map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('watermarks', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES ('watermarks', ?1) ON \
+                CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![text],
         )?;
         Ok(())
@@ -274,7 +282,8 @@ impl Store {
         let text = serde_json::to_string(ous)
             .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('managed_ous', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES ('managed_ous', ?1) ON \
+                CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![text],
         )?;
         Ok(())
@@ -354,7 +363,8 @@ impl Store {
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
         let counts: Vec<&str> = Summary::default().columns().iter().map(|(name, _)| *name).collect();
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT id, kind, status, started_at, finished_at, duration_ms, message, {} FROM runs ORDER BY id DESC LIMIT ?1",
+            "SELECT id, kind, status, started_at, finished_at, duration_ms, message, \
+                {} FROM runs ORDER BY id DESC LIMIT ?1",
             counts.join(", ")
         ))?;
         let rows = stmt.query_map(params![limit as i64], |r| {

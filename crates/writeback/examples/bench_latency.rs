@@ -116,14 +116,21 @@ fn main() {
     latencies.sort_by(f64::total_cmp);
     let (p50, p95, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95), percentile(&latencies, 1.0));
 
-    println!("\npropagation latency, daemon interval {INTERVAL_S} s, {CHANGES} membership changes ({GROUPS} groups in scope)");
+    println!(
+        "\npropagation latency, daemon interval {INTERVAL_S} s, {CHANGES} \
+        membership changes ({GROUPS} groups in scope)"
+    );
     println!(
         "  p50 {p50:.2} s   p95 {p95:.2} s   max {max:.2} s   goal p95 <= {} s: {}",
         INTERVAL_S + 2,
         if p95 <= (INTERVAL_S + 2) as f64 { "met" } else { "MISSED" }
     );
     println!("idle delta cycle (median of 5, one-shot process): {idle_wall:.3} s wall, {idle_requests} Graph requests");
-    println!("baseline, full cycle of the same tenant: {full_wall:.3} s wall, {} Graph HTTP requests ({} with each $batch member counted)", full_requests.0, full_requests.1);
+    println!(
+        "baseline, full cycle of the same tenant: {full_wall:.3} s wall, {} \
+        Graph HTTP requests ({} with each $batch member counted)",
+        full_requests.0, full_requests.1
+    );
 
     report::append_rows(&[
         (

@@ -391,14 +391,28 @@ impl Bench {
         base_text.extend(base.iter().map(|(n, w)| format!("{n} {}", walls(w))));
         let wb_walls: Vec<f64> = steps.iter().map(|s| s.wall).collect();
         println!(
-            "full sync {label}: {} groups, {} members: writeback {}, {:.0} MB peak RSS, {} Graph requests, {} LDAP operations; baseline {}; ratio {:.2}",
-            want.0, want.1, walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(" "), s.wall / best
+            "full sync {label}: {} groups, {} members: writeback {}, {:.0} MB peak \
+                RSS, {} Graph requests, {} LDAP operations; baseline {}; ratio {:.2}",
+            want.0,
+            want.1,
+            walls(&wb_walls),
+            s.rss_mb,
+            s.graph,
+            s.ldap,
+            base_text.join(" "),
+            s.wall / best
         );
         self.rows.push((
             format!("full sync ({}), {label}: {} groups, {} memberships", report::DC, want.0, want.1),
             format!(
-                "writeback {}, {:.0} MB peak RSS, {} Graph requests, {} LDAP ops; raw LDAP baseline {}; **ratio {:.2}**",
-                walls(&wb_walls), s.rss_mb, s.graph, s.ldap, base_text.join(" "), s.wall / best
+                "writeback {}, {:.0} MB peak RSS, {} Graph requests, {} LDAP ops; raw \
+                    LDAP baseline {}; **ratio {:.2}**",
+                walls(&wb_walls),
+                s.rss_mb,
+                s.graph,
+                s.ldap,
+                base_text.join(" "),
+                s.wall / best
             ),
         ));
         fx

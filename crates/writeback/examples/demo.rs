@@ -105,7 +105,11 @@ fn main() {
     let cfg = fx.dir.join("writeback.toml");
     let pid = fx.sim_pid().unwrap_or(0);
     println!(
-        "\nDone. Everything is still running, so you can explore:\n  target/debug/writeback -c {cfg} show \"Marketing Team\"\n  target/debug/writeback -c {cfg} --json plan\n  curl -s {url}/_control/tenant   # the simulated tenant (PUT it back changed, then sync)\nStop: kill {pid}; scripts/samba-dc stop",
+        "\nDone. Everything is still running, so you can explore:\n  \
+            target/debug/writeback -c {cfg} show \"Marketing Team\"\n  \
+            target/debug/writeback -c {cfg} --json plan\n  curl -s \
+            {url}/_control/tenant   # the simulated tenant (PUT it back changed, \
+            then sync)\nStop: kill {pid}; scripts/samba-dc stop",
         cfg = cfg.display(),
         url = fx.sim_url(),
     );

@@ -152,7 +152,10 @@ fn describe(c: &DefaultChange) -> String {
     match c {
         DefaultChange::Unchanged { .. } => "already so: nothing was changed".into(),
         DefaultChange::Created { values, .. } => {
-            format!("created the tenant's Group.Unified setting from its template ({values} values, the others at their defaults)")
+            format!(
+                "created the tenant's Group.Unified setting from its template ({values} \
+                values, the others at their defaults)"
+            )
         }
         DefaultChange::Updated { from, kept, .. } => format!(
             "updated the tenant's Group.Unified setting (was {}); read back: the other {kept} values are unchanged",

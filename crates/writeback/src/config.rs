@@ -203,10 +203,16 @@ impl Config {
         }
         match self.ad.auth {
             AdAuthKind::Simple if self.ad.bind_dn.trim().is_empty() => {
-                bail!("[ad] bind_dn is missing: the account to bind as (a DN or a UPN), or set auth = \"kerberos\" and keytab")
+                bail!(
+                    "[ad] bind_dn is missing: the account to bind as (a DN or a UPN), or set \
+                    auth = \"kerberos\" and keytab"
+                )
             }
             AdAuthKind::Kerberos if self.ad.keytab.is_none() => {
-                bail!("[ad] auth = \"kerberos\" needs keytab = \"/path/to/writeback.keytab\" (samba-tool domain exportkeytab or ktpass)")
+                bail!(
+                    "[ad] auth = \"kerberos\" needs keytab = \"/path/to/writeback.keytab\" \
+                    (samba-tool domain exportkeytab or ktpass)"
+                )
             }
             _ => {}
         }
@@ -265,7 +271,9 @@ impl Config {
         let token = text.lines().next().unwrap_or("").trim().to_string();
         if token.chars().count() < MIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             bail!(
-                "[daemon] token_file {} must hold a token of at least {MIN_TOKEN} characters without spaces on its first line (for example: openssl rand -hex 32)",
+                "[daemon] token_file {} must hold a token of at least {MIN_TOKEN} \
+                    characters without spaces on its first line (for example: openssl rand \
+                    -hex 32)",
                 file.display()
             );
         }

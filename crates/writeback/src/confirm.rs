@@ -132,7 +132,8 @@ impl Settled {
         }
         if p.attempts > MAX_ATTEMPTS {
             let why = format!(
-                "Graph's reads of this group disagreed with its delta queries on {MAX_ATTEMPTS} cycles in a row; it waits for the next full cycle"
+                "Graph's reads of this group disagreed with its delta queries on \
+                    {MAX_ATTEMPTS} cycles in a row; it waits for the next full cycle"
             );
             tracing::warn!(group = %id, "{why}");
             self.failed.push((id.to_string(), why));
@@ -187,7 +188,8 @@ pub async fn settle(
                 out.gone.insert(id);
             }
             Verdict::Later => {
-                tracing::info!(group = %id, "Graph does not find it yet, or its removal is not confirmed: looked at again next cycle");
+                tracing::info!(group = %id, "Graph does not find it yet, or its removal is not confirmed: looked at \
+                    again next cycle");
                 let why = match in_bin {
                     Some(true) => Again::InBin,
                     Some(false) => Again::Missing,

@@ -123,7 +123,8 @@ impl Daemon {
             Role::Active if s.threshold.is_some() => (
                 false,
                 format!(
-                    "stopped by a threshold: {} (the daemon never goes past a threshold: stop it, run that command once, then start it again)",
+                    "stopped by a threshold: {} (the daemon never goes past a threshold: \
+                        stop it, run that command once, then start it again)",
                     s.threshold.clone().unwrap_or_default()
                 ),
             ),
@@ -184,7 +185,9 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     // Beyond loopback anyone on the network could run cycles and read group and member names.
     if !local.ip().is_loopback() && token.is_none() {
         eprintln!(
-            "error: [daemon] listen = \"{listen}\" is not a loopback address: set [daemon] token_file to a file holding a token (openssl rand -hex 32 > /etc/writeback/daemon-token; chmod 600 it), or listen on 127.0.0.1"
+            "error: [daemon] listen = \"{listen}\" is not a loopback address: set \
+                [daemon] token_file to a file holding a token (openssl rand -hex 32 > \
+                /etc/writeback/daemon-token; chmod 600 it), or listen on 127.0.0.1"
         );
         return exit::CONFIG;
     }
@@ -205,7 +208,8 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     let lock = match StateLock::try_acquire(&state_path) {
         Ok(Ok(l)) => l,
         Ok(Err(holder)) => {
-            tracing::warn!(holder, lock = %crate::lock::lock_path(&state_path).display(), "standby: another writeback is active on this state database; waiting to take over");
+            tracing::warn!(holder, lock = %crate::lock::lock_path(&state_path).display(), "standby: another writeback is active on this state database; waiting to \
+                take over");
             tokio::select! {
                 l = StateLock::acquire_waiting(&state_path) => match l {
                     Ok(l) => l,

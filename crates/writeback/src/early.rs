@@ -141,7 +141,9 @@ impl Early {
                 Some(_) => errors.push(ObjectError {
                     cloud_id: op.cloud_id().to_string(),
                     member_id: None,
-                    message: "added before the whole tenant was read, differently from the whole plan; the next full cycle puts it right".into(),
+                    message: "added before the whole tenant was read, differently from the whole \
+                        plan; the next full cycle puts it right"
+                        .into(),
                 }),
                 None => rest.push(op),
             }

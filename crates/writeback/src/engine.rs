@@ -294,7 +294,8 @@ pub(crate) async fn check_links(
         } else {
             checked.links.remove(&id);
             if in_scope.contains(&id) {
-                tracing::warn!(cloud_id = %id, %dn, "a group writeback wrote is outside the managed OUs: reported, not recreated");
+                tracing::warn!(cloud_id = %id, %dn, "a group writeback wrote is outside the managed OUs: reported, not \
+                    recreated");
                 snap.ad.outside.insert(id, dn);
             }
         }

@@ -102,7 +102,9 @@ impl StateLock {
             Ok(())
         } else {
             Err(format!(
-                "the state lock file {} was removed or replaced since this instance locked it: it stopped writing (another instance may hold the new file); restart it",
+                "the state lock file {} was removed or replaced since this instance \
+                    locked it: it stopped writing (another instance may hold the new file); \
+                    restart it",
                 self.path.display()
             ))
         }

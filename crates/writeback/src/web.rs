@@ -203,7 +203,8 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
     let needle = q.get("group").map(|s| s.trim().to_string()).unwrap_or_default();
     let _ = write!(
         h,
-        "<form method=get><input name=group placeholder='group object id or display name' value=\"{}\"> <button>Show</button></form>",
+        "<form method=get><input name=group placeholder='group object id or \
+            display name' value=\"{}\"> <button>Show</button></form>",
         esc(&needle)
     );
     if !needle.is_empty() {
@@ -249,7 +250,8 @@ fn show(found: &[GroupReport], needle: &str) -> String {
         let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
         let _ = write!(
             h,
-            "<h2>{} <span class=muted>{}</span></h2><p>In scope: <b>{}</b> — {}<br>AD: {}<br>groupType: {}<br>Last cycle: {}</p>",
+            "<h2>{} <span class=muted>{}</span></h2><p>In scope: <b>{}</b> — \
+                {}<br>AD: {}<br>groupType: {}<br>Last cycle: {}</p>",
             esc(&g.display_name),
             esc(&g.cloud_id),
             if g.in_scope { "yes" } else { "no" },
@@ -259,13 +261,21 @@ fn show(found: &[GroupReport], needle: &str) -> String {
             esc(&g.action)
         );
         if g.in_scope {
-            let _ = write!(h, "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th class=l>status</th><th class=l>type</th><th class=l>member</th><th class=l>name</th><th class=l>reason</th></tr>", g.members.len(), written);
+            let _ = write!(
+                h,
+                "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th \
+                class=l>status</th><th class=l>type</th><th class=l>member</th><th \
+                class=l>name</th><th class=l>reason</th></tr>",
+                g.members.len(),
+                written
+            );
             let members = g.members_by_id();
             for m in members.iter().take(MAX_MEMBER_ROWS) {
                 let st = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let _ = write!(
                     h,
-                    "<tr><td class=l>{st}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
+                    "<tr><td class=l>{st}</td><td class=l>{}</td><td class=l>{}</td><td \
+                        class=l>{}</td><td class=l>{}</td></tr>",
                     esc(m.kind),
                     esc(&m.cloud_id),
                     esc(m.display_name.as_deref().unwrap_or("")),
@@ -337,7 +347,8 @@ fn history(state: &std::path::Path) -> String {
     for e in &recorded.errors {
         let _ = write!(
             h,
-            "<tr><td class=l><a href=\"?group={}\">{}</a></td><td class=l>{}</td><td class='l bad'>{}</td><td class=l>{}</td></tr>",
+            "<tr><td class=l><a href=\"?group={}\">{}</a></td><td class=l>{}</td><td \
+                class='l bad'>{}</td><td class=l>{}</td></tr>",
             esc(&e.cloud_id),
             esc(&e.cloud_id),
             esc(e.member_id.as_deref().unwrap_or("")),

@@ -159,7 +159,12 @@ impl Thief {
                 let n = s.read(&mut buf).unwrap_or(0);
                 log.lock().expect("log").push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 let body = r#"{"value": []}"#;
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \
+                    {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         Thief { url, seen }

@@ -203,7 +203,8 @@ fn serve_page(html: String) -> String {
                 }
                 let _ = write!(
                     s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: \
+                        {}\r\nConnection: close\r\n\r\n{html}",
                     html.len()
                 );
             });

@@ -139,7 +139,11 @@ fn rules_include_every_sg_group_an_earlier_exclude_wins_and_rule_ous_place_group
         names.iter().enumerate().map(|(i, n)| security_group(&fx.id(i as u32 + 1), n, None, &[&uid])).collect();
     fx.start_sim(&tenant(cloud, groups));
     fx.write_config(&format!(
-        "[[rules]]\nname = \"SG-Test-*\"\naction = \"exclude\"\n\n[[rules]]\nkind = \"security\"\nname = \"SG-Tier0-*\"\naction = \"include\"\ntarget_ou = \"{tier0}\"\n\n[[rules]]\nkind = \"security\"\nname = \"sg-*\"\naction = \"include\"\ngroup_type = \"universalSecurityGroup\"\n"
+        "[[rules]]\nname = \"SG-Test-*\"\naction = \
+            \"exclude\"\n\n[[rules]]\nkind = \"security\"\nname = \
+            \"SG-Tier0-*\"\naction = \"include\"\ntarget_ou = \
+            \"{tier0}\"\n\n[[rules]]\nkind = \"security\"\nname = \"sg-*\"\naction \
+            = \"include\"\ngroup_type = \"universalSecurityGroup\"\n"
     ));
     let (code, out) = fx.sync_json(&[]);
     assert_eq!(code, 0, "{out}");

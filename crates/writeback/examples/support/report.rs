@@ -31,7 +31,11 @@ pub fn append_rows(rows: &[(String, String)]) {
         return;
     };
     if new {
-        let _ = writeln!(f, "# Benchmarks\n\nRows appended by `scripts/bench`.\n\n| date | machine | benchmark | result |\n|---|---|---|---|");
+        let _ = writeln!(
+            f,
+            "# Benchmarks\n\nRows appended by `scripts/bench`.\n\n| date | machine | \
+            benchmark | result |\n|---|---|---|---|"
+        );
     }
     let (date, machine) = (today(), machine());
     for (bench, result) in rows {

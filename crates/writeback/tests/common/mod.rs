@@ -725,7 +725,13 @@ pub fn http(base: &str, method: &str, path: &str, body: Option<&Value>) -> Value
     let host = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(host).expect("connect to the simulator");
     let payload = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len()).expect("write");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: \
+        application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .expect("write");
     s.write_all(&payload).expect("write body");
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("read");
