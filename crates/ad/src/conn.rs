@@ -270,7 +270,8 @@ impl AdConn {
     }
 
     async fn detect_schema(&mut self) -> Result<SchemaFeatures, AdError> {
-        let filter = "(|(lDAPDisplayName=msDS-ExternalDirectoryObjectId)(lDAPDisplayName=mailNickname)(lDAPDisplayName=msExchRecipientTypeDetails))";
+        let filter = "(|(lDAPDisplayName=msDS-ExternalDirectoryObjectId)(lDAPDisplayName=mailNickname)\
+                      (lDAPDisplayName=msExchRecipientTypeDetails))";
         let base = self.schema_nc.clone();
         let (entries, _) = self
             .op()

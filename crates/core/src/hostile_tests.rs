@@ -51,7 +51,15 @@ proptest! {
     }
 
     #[test]
-    fn any_group_gives_valid_values_or_an_error(name in nasty(), desc in nasty(), mail in nasty(), nick in nasty(), id_tail in "[0-9a-f]{12}", raw_id in nasty(), display_format in any::<bool>()) {
+    fn any_group_gives_valid_values_or_an_error(
+        name in nasty(),
+        desc in nasty(),
+        mail in nasty(),
+        nick in nasty(),
+        id_tail in "[0-9a-f]{12}",
+        raw_id in nasty(),
+        display_format in any::<bool>()
+    ) {
         let id = format!("3a5c3221-c465-48c0-95b8-{id_tail}");
         let group = |gid: &str| CloudObject {
             id: gid.to_string(),
@@ -68,7 +76,8 @@ proptest! {
         };
         // A member with a hostile id and broken anchors must not break the group either.
         let member = CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: raw_id.clone(),
-            on_premises_sync_enabled: Some(true), on_premises_security_identifier: Some(raw_id.clone()), on_premises_immutable_id: Some(raw_id.clone()), ..Default::default() };
+            on_premises_sync_enabled: Some(true), on_premises_security_identifier: Some(raw_id.clone()),
+            on_premises_immutable_id: Some(raw_id.clone()), ..Default::default() };
         let mut cloud = CloudSnapshot { groups: vec![group(&id), group(&raw_id)], ..Default::default() };
         cloud.members.insert(id.clone(), MemberRead::complete(vec![member]));
         let mut cfg = PlannerConfig::with_target_ou("OU=Groups,DC=corp,DC=test");
@@ -84,8 +93,14 @@ proptest! {
                     prop_assert!(!v.contains('\0'), "{k} holds NUL");
                     match k.as_str() {
                         "cn" => prop_assert!(v.encode_utf16().count() <= 64 && !v.chars().any(char::is_control)),
-                        "sAMAccountName" => prop_assert!(v.encode_utf16().count() <= 64 && !v.ends_with('.') && !v.chars().any(|c| c.is_control() || "\"/\\[]:;|=,+*?<>".contains(c))),
-                        "displayName" => prop_assert!(v.encode_utf16().count() <= 256 && !v.chars().any(char::is_control)),
+                        "sAMAccountName" => prop_assert!(
+                            v.encode_utf16().count() <= 64
+                                && !v.ends_with('.')
+                                && !v.chars().any(|c| c.is_control() || "\"/\\[]:;|=,+*?<>".contains(c))
+                        ),
+                        "displayName" => prop_assert!(
+                            v.encode_utf16().count() <= 256 && !v.chars().any(char::is_control)
+                        ),
                         "description" => prop_assert!(v.encode_utf16().count() <= 448),
                         _ => {}
                     }

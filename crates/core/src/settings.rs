@@ -121,7 +121,9 @@ mod tests {
         let kept = setting_changes(&[typed], &Setting::Disable)[0].as_ref().expect("ok").patch.clone().expect("patch");
         assert_eq!(
             kept,
-            serde_json::json!({"writebackConfiguration": {"isEnabled": false, "onPremisesGroupType": "universalSecurityGroup"}}),
+            serde_json::json!({
+                "writebackConfiguration": {"isEnabled": false, "onPremisesGroupType": "universalSecurityGroup"}
+            }),
             "the whole complex value is sent, the type as read"
         );
         let dist = setting_changes(&groups, &Setting::Enable(Some("universalDistributionGroup".into())));
@@ -130,7 +132,9 @@ mod tests {
         let patch = sec[0].as_ref().expect("ok").patch.clone().expect("patch");
         assert_eq!(
             patch,
-            serde_json::json!({"writebackConfiguration": {"isEnabled": true, "onPremisesGroupType": "universalSecurityGroup"}})
+            serde_json::json!({
+                "writebackConfiguration": {"isEnabled": true, "onPremisesGroupType": "universalSecurityGroup"}
+            })
         );
         let mut synced = g("x", false, None);
         synced.on_premises_sync_enabled = Some(true);

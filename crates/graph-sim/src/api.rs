@@ -244,7 +244,12 @@ impl Sim {
         let aad_error = |status: u16, error: &str, desc: &str| {
             Reply::json(
                 status,
-                json!({"error": error, "error_description": desc, "error_codes": [7000215], "timestamp": "2026-11-24 00:00:00Z"}),
+                json!({
+                    "error": error,
+                    "error_description": desc,
+                    "error_codes": [7000215],
+                    "timestamp": "2026-11-24 00:00:00Z"
+                }),
             )
         };
         let tenant = endpoint.rsplit("/oauth2/").nth(1).and_then(|p| p.rsplit('/').next()).unwrap_or("");
@@ -322,7 +327,12 @@ impl Sim {
         self.tokens.insert(token.clone(), Instant::now() + Duration::from_secs(self.token_lifetime));
         Reply::json(
             200,
-            json!({"token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime, "access_token": token}),
+            json!({
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime,
+                "ext_expires_in": self.token_lifetime,
+                "access_token": token
+            }),
         )
     }
 
@@ -394,14 +404,23 @@ impl Sim {
     fn expired_reply(&mut self, initial: &str) -> Reply {
         let Expiry { status, code, inner, location } = self.expiry.clone();
         self.next_id += 1;
-        let mut inner_error = json!({"date": "2026-11-24T00:00:00", "request-id": format!("00000000-0000-0000-0000-{:012}", self.next_id)});
+        let mut inner_error = json!({
+            "date": "2026-11-24T00:00:00",
+            "request-id": format!("00000000-0000-0000-0000-{:012}", self.next_id)
+        });
         if let Some(c) = inner {
             inner_error["code"] = json!(c);
         }
         let mut r = Reply::json(
             status,
-            json!({"error": {"code": code, "message": "The delta token is expired or invalid: start a new round of delta \
-                queries without a token.", "innerError": inner_error}}),
+            json!({
+                "error": {
+                    "code": code,
+                    "message": "The delta token is expired or invalid: start a new round of delta \
+                        queries without a token.",
+                    "innerError": inner_error
+                }
+            }),
         );
         if location {
             r.headers.push(("Location".into(), format!("{initial}?$deltatoken=")));
@@ -620,7 +639,10 @@ impl Sim {
             }
             ("GET", ["groupSettings"]) => Ok(Reply::json(
                 200,
-                json!({"@odata.context": format!("{base}/{ver}/$metadata#groupSettings"), "value": self.tenant.group_settings.clone()}),
+                json!({
+                    "@odata.context": format!("{base}/{ver}/$metadata#groupSettings"),
+                    "value": self.tenant.group_settings.clone()
+                }),
             )),
             ("GET", ["groupSettings", id]) => {
                 let s = self
@@ -660,8 +682,12 @@ impl Sim {
                     )));
                 }
                 self.next_id += 1;
-                let created = json!({"id": format!("00000000-0000-0000-5e77-{:012}", self.next_id), "displayName": "Group.Unified",
-                    "templateId": crate::tenant::GROUP_UNIFIED_TEMPLATE, "values": values});
+                let created = json!({
+                    "id": format!("00000000-0000-0000-5e77-{:012}", self.next_id),
+                    "displayName": "Group.Unified",
+                    "templateId": crate::tenant::GROUP_UNIFIED_TEMPLATE,
+                    "values": values
+                });
                 self.tenant.group_settings.push(created.clone());
                 Ok(Reply::json(201, created))
             }

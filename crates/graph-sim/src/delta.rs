@@ -427,9 +427,16 @@ pub fn page(
     let (from, to, offset) = match (query.get("$skiptoken"), query.get("$deltatoken")) {
         (Some(skip), _) => parse_token(skip)?,
         (None, Some(latest)) if latest == "latest" => {
-            return Ok(json!({"@odata.context": format!("{base_url}/$metadata#{}", coll.name()), "value": [],
-                "@odata.deltaLink": format!("{base_url}/{}/delta?$deltatoken={}{}", coll.name(), token(Some(journal.version), journal.version, 0),
-                    query.get("$select").map(|s| format!("&$select={s}")).unwrap_or_default())}));
+            return Ok(json!({
+                "@odata.context": format!("{base_url}/$metadata#{}", coll.name()),
+                "value": [],
+                "@odata.deltaLink": format!(
+                    "{base_url}/{}/delta?$deltatoken={}{}",
+                    coll.name(),
+                    token(Some(journal.version), journal.version, 0),
+                    query.get("$select").map(|s| format!("&$select={s}")).unwrap_or_default()
+                )
+            }));
         }
         (None, Some(t)) => {
             let (_, to, _) = parse_token(t)?;

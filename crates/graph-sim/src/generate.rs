@@ -185,7 +185,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         .collect();
     let group = |rng: &mut Rng, name: String, members: Vec<&String>| {
         json!({"id": rng.uuid(), "displayName": name, "description": null, "groupTypes": [], "securityEnabled": true,
-               "mailEnabled": false, "mail": null, "mailNickname": name, "proxyAddresses": [], "onPremisesSyncEnabled": null,
+               "mailEnabled": false, "mail": null, "mailNickname": name, "proxyAddresses": [],
+               "onPremisesSyncEnabled": null,
                "writebackConfiguration": {"isEnabled": true, "onPremisesGroupType": "universalSecurityGroup"},
                "members": members})
     };
@@ -200,7 +201,11 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         total += b;
         groups.push(group(&mut rng, format!("{}-big", a.prefix), user_ids[..b].iter().collect()));
     }
-    let tenant = json!({"apps": [{"client_id": a.client_id, "client_secret": a.client_secret}], "users": users, "groups": groups});
+    let tenant = json!({
+        "apps": [{"client_id": a.client_id, "client_secret": a.client_secret}],
+        "users": users,
+        "groups": groups
+    });
     std::fs::write(out, serde_json::to_vec(&tenant)?).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "generated {} groups, {} users ({} with a SID), {total} memberships (seed {})",

@@ -129,9 +129,13 @@ async fn handle(
             Reply {
                 status: 401,
                 headers: vec![],
-                body: Some(
-                    json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired or is not yet valid.", "innerError": {}}}),
-                ),
+                body: Some(json!({
+                    "error": {
+                        "code": "InvalidAuthenticationToken",
+                        "message": "Access token has expired or is not yet valid.",
+                        "innerError": {}
+                    }
+                })),
             }
         } else {
             let json_body: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };

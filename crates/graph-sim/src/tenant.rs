@@ -71,9 +71,14 @@ pub fn group_unified_template() -> Value {
         .iter()
         .map(|(n, t, d)| serde_json::json!({"name": n, "type": t, "defaultValue": d, "description": ""}))
         .collect();
-    serde_json::json!({"id": GROUP_UNIFIED_TEMPLATE, "displayName": "Group.Unified", "description": "Setting templates define the different settings that can be used for \
-        the associated ObjectSettings. This template defines settings that can \
-        be used for Unified Groups.", "values": values})
+    serde_json::json!({
+        "id": GROUP_UNIFIED_TEMPLATE,
+        "displayName": "Group.Unified",
+        "description": "Setting templates define the different settings that can be used for \
+            the associated ObjectSettings. This template defines settings that can \
+            be used for Unified Groups.",
+        "values": values
+    })
 }
 
 /// Names every Group.Unified setting object must carry.

@@ -24,7 +24,15 @@ impl GraphClient {
         let reqs: Vec<(String, Value)> = patches
             .iter()
             .map(|(id, body)| {
-                (id.clone(), json!({"method": "PATCH", "url": format!("/groups/{id}"), "body": body, "headers": {"Content-Type": "application/json"}}))
+                (
+                    id.clone(),
+                    json!({
+                        "method": "PATCH",
+                        "url": format!("/groups/{id}"),
+                        "body": body,
+                        "headers": {"Content-Type": "application/json"}
+                    }),
+                )
             })
             .collect();
         let mut out: Vec<(String, Result<(), String>)> = self

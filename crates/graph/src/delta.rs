@@ -290,7 +290,13 @@ mod round_tests {
         let removal = json!({"id": "g1", "@removed": {"reason": "changed"}});
         let no_reason = json!({"id": "g2", "@removed": {}});
         let add = json!({"id": "g3", "members@delta": [{"id": "u1"}, {"id": "u2"}]});
-        let drop = json!({"id": "g3", "members@delta": [{"id": "u2", "@removed": {"reason": "deleted"}}, {"id": "u3", "@removed": {"reason": "deleted"}}]});
+        let drop = json!({
+            "id": "g3",
+            "members@delta": [
+                {"id": "u2", "@removed": {"reason": "deleted"}},
+                {"id": "u3", "@removed": {"reason": "deleted"}}
+            ]
+        });
         let a = round(&[restored.clone(), removal.clone(), no_reason.clone(), add.clone(), drop.clone(), add.clone()]);
         let b = round(&[drop, add, removal, no_reason, restored]);
         for r in [&a, &b] {

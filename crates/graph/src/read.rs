@@ -12,10 +12,13 @@ use crate::client::{collect_page, retry_after};
 use crate::{GraphClient, GraphError};
 
 /// Group properties writeback needs (and no more). `writebackConfiguration` is beta-only.
-pub const GROUP_SELECT: &str = "id,displayName,description,groupTypes,securityEnabled,mailEnabled,mail,mailNickname,proxyAddresses,onPremisesSyncEnabled,onPremisesSecurityIdentifier,writebackConfiguration";
+pub const GROUP_SELECT: &str = "id,displayName,description,groupTypes,securityEnabled,mailEnabled,mail,mailNickname,\
+                                 proxyAddresses,onPremisesSyncEnabled,onPremisesSecurityIdentifier,\
+                                 writebackConfiguration";
 /// Member properties: enough to resolve users and synced groups in AD and to decide the
 /// scope of nested cloud groups.
-pub const MEMBER_SELECT: &str = "id,displayName,groupTypes,securityEnabled,mailEnabled,onPremisesSyncEnabled,onPremisesSecurityIdentifier,onPremisesImmutableId,writebackConfiguration";
+pub const MEMBER_SELECT: &str = "id,displayName,groupTypes,securityEnabled,mailEnabled,onPremisesSyncEnabled,\
+                                  onPremisesSecurityIdentifier,onPremisesImmutableId,writebackConfiguration";
 /// `$batch` holds at most 20 requests.
 const BATCH: usize = 20;
 /// Rounds of re-batching throttled requests before a group's read counts as incomplete.
@@ -358,7 +361,11 @@ mod tests {
     fn malformed_objects_are_rejected_one_by_one() {
         assert!(parse_object(&json!({"id": "not-a-guid"})).is_err());
         assert!(parse_object(&json!({"displayName": "no id"})).is_err());
-        assert!(parse_object(&json!({"id": "3a5c3221-c465-48c0-95b8-e9305786a271", "securityEnabled": "yes"})).is_err());
+        assert!(parse_object(&json!({
+            "id": "3a5c3221-c465-48c0-95b8-e9305786a271",
+            "securityEnabled": "yes"
+        }))
+        .is_err());
         let ok =
             parse_object(&json!({"id": "3A5C3221-C465-48C0-95B8-E9305786A271", "displayName": "x".repeat(100_000)}))
                 .expect("valid");

@@ -174,10 +174,12 @@ impl Store {
         if version < 1 {
             let tx = self.conn.transaction()?;
             tx.execute_batch(
-                "CREATE TABLE links (cloud_id TEXT PRIMARY KEY, object_guid TEXT NOT NULL, dn TEXT NOT NULL, updated_at TEXT NOT NULL);
+                "CREATE TABLE links (cloud_id TEXT PRIMARY KEY, object_guid TEXT NOT NULL, dn TEXT NOT NULL,
+                   updated_at TEXT NOT NULL);
                  CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
-                   started_at TEXT NOT NULL, finished_at TEXT, adds INTEGER NOT NULL DEFAULT 0, updates INTEGER NOT NULL DEFAULT 0,
-                   renames INTEGER NOT NULL DEFAULT 0, moves INTEGER NOT NULL DEFAULT 0, deletes INTEGER NOT NULL DEFAULT 0,
+                   started_at TEXT NOT NULL, finished_at TEXT, adds INTEGER NOT NULL DEFAULT 0,
+                   updates INTEGER NOT NULL DEFAULT 0, renames INTEGER NOT NULL DEFAULT 0,
+                   moves INTEGER NOT NULL DEFAULT 0, deletes INTEGER NOT NULL DEFAULT 0,
                    member_adds INTEGER NOT NULL DEFAULT 0, member_removes INTEGER NOT NULL DEFAULT 0,
                    skipped_members INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
                    duration_ms INTEGER NOT NULL DEFAULT 0, message TEXT);
@@ -335,7 +337,8 @@ impl Store {
         {
             let mut up = tx.prepare(&format!(
                 "INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES (?1, ?2, ?3, {NOW})
-                 ON CONFLICT(cloud_id) DO UPDATE SET object_guid=excluded.object_guid, dn=excluded.dn, updated_at=excluded.updated_at"
+                 ON CONFLICT(cloud_id) DO UPDATE SET object_guid=excluded.object_guid, dn=excluded.dn,
+                   updated_at=excluded.updated_at"
             ))?;
             for (id, guid, dn) in links {
                 up.execute(params![id, guid, dn])?;
@@ -437,7 +440,8 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
 /// Records errors as seen in `run_id`; an error seen before keeps its `since`.
 fn upsert_errors(tx: &rusqlite::Transaction, run_id: i64, errors: &[ObjectError]) -> Result<()> {
     let mut up = tx.prepare(&format!(
-        "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
+        "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id)
+         VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
          ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
     ))?;
     for e in errors {

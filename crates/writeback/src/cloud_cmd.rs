@@ -131,8 +131,15 @@ pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -
     if as_json {
         println!(
             "{}",
-            json!({"new_unified_group_writeback_default": now.enabled, "setting_id": now.setting_id, "action": said,
-                   "other_values_kept": match &change { Some(DefaultChange::Updated { kept, .. }) => Some(*kept), _ => None }})
+            json!({
+                "new_unified_group_writeback_default": now.enabled,
+                "setting_id": now.setting_id,
+                "action": said,
+                "other_values_kept": match &change {
+                    Some(DefaultChange::Updated { kept, .. }) => Some(*kept),
+                    _ => None
+                }
+            })
         );
     } else {
         if let Some(s) = said {

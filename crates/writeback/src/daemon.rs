@@ -208,8 +208,12 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     let lock = match StateLock::try_acquire(&state_path) {
         Ok(Ok(l)) => l,
         Ok(Err(holder)) => {
-            tracing::warn!(holder, lock = %crate::lock::lock_path(&state_path).display(), "standby: another writeback is active on this state database; waiting to \
-                take over");
+            tracing::warn!(
+                holder,
+                lock = %crate::lock::lock_path(&state_path).display(),
+                "standby: another writeback is active on this state database; waiting to \
+                 take over"
+            );
             tokio::select! {
                 l = StateLock::acquire_waiting(&state_path) => match l {
                     Ok(l) => l,
@@ -255,7 +259,10 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
             _ = stop.notified() => return exit::OK,
         }
         if !lock.intact() {
-            tracing::error!(lock = %lock.path.display(), "the state lock file was removed or replaced: stopping writes");
+            tracing::error!(
+                lock = %lock.path.display(),
+                "the state lock file was removed or replaced: stopping writes"
+            );
             daemon.status().lock_lost = true;
             return exit::CANNOT_RUN;
         }
@@ -318,7 +325,10 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
             }
         }
         if !lock.intact() {
-            tracing::error!(lock = %lock.path.display(), "the state lock file was removed or replaced: stopping writes");
+            tracing::error!(
+                lock = %lock.path.display(),
+                "the state lock file was removed or replaced: stopping writes"
+            );
             s.lock_lost = true;
             return exit::CANNOT_RUN;
         }

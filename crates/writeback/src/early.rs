@@ -44,7 +44,10 @@ impl Early {
             let mut report = ApplyReport::default();
             while let Some(ops) = rx.recv().await {
                 if !lock.intact() {
-                    tracing::error!(lock = %lock.path().display(), "the state lock file was removed or replaced: the first adds stop");
+                    tracing::error!(
+                        lock = %lock.path().display(),
+                        "the state lock file was removed or replaced: the first adds stop"
+                    );
                     break;
                 }
                 conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;

@@ -70,9 +70,13 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
 
 pub fn plan(p: &Plan, as_json: bool) -> u8 {
     if as_json {
-        print_json(
-            &json!({"summary": p.summary, "operations": p.operations, "errors": p.errors, "notices": p.notices, "blocked": p.blocked}),
-        );
+        print_json(&json!({
+            "summary": p.summary,
+            "operations": p.operations,
+            "errors": p.errors,
+            "notices": p.notices,
+            "blocked": p.blocked
+        }));
     } else {
         print!("{}", render::plan(p));
     }

@@ -143,8 +143,9 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     let (healthy, reason) = d.health();
     let s = d.status();
     Json(json!({
-        "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason, "quarantined": s.quarantined,
-        "running": s.running, "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
+        "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
+        "quarantined": s.quarantined, "running": s.running,
+        "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
             "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)})),
     }))
     .into_response()
@@ -170,9 +171,11 @@ fn ago(t: SystemTime) -> String {
     format!("{s} s ago")
 }
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}h2{font-size:16px;margin-top:2em}\
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\
+h2{font-size:16px;margin-top:2em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}\
-td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}.muted{color:#777}input{font:inherit;padding:3px;width:24em}";
+td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}.muted{color:#777}\
+input{font:inherit;padding:3px;width:24em}";
 
 async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Html<String> {
     let (healthy, reason) = d.health();

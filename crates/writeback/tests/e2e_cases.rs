@@ -189,7 +189,8 @@ fn objects_writeback_does_not_own_are_never_changed() {
     let (mut fx, users, ids, mut cloud) = with_users("unowned", 2);
     let (g, h) = (fx.id(1), fx.id(2));
     let groups_ou = fx.groups_ou.clone();
-    // An unowned group squatting the name writeback wants, one with a look-alike name, and an unowned user, in the target OU.
+    // An unowned group squatting the name writeback wants, one with a look-alike name, and an unowned user, in
+    // the target OU.
     let squatter = fx.create_group(&format!("Group_{g}"), UNIVERSAL_SECURITY, Some(&groups_ou));
     let lookalike = fx.create_group(&format!("Group_{h} (old)"), UNIVERSAL_SECURITY, Some(&groups_ou));
     fx.modify(&lookalike.dn, vec![Mod::Replace("adminDescription", HashSet::from(["Group_not-a-guid"]))]);
@@ -567,9 +568,21 @@ fn a_corpus_of_nasty_names_and_malformed_graph_objects() {
     // Malformed objects from Graph: no id, an id that is not a GUID, wrong types, a huge string.
     groups
         .push(json!({"displayName": "no id", "securityEnabled": true, "writebackConfiguration": {"isEnabled": true}}));
-    groups.push(json!({"id": "not-a-guid", "displayName": "bad id", "securityEnabled": true, "writebackConfiguration": {"isEnabled": true}}));
+    groups.push(json!({
+        "id": "not-a-guid",
+        "displayName": "bad id",
+        "securityEnabled": true,
+        "writebackConfiguration": {"isEnabled": true}
+    }));
     groups.push(json!({"id": fx.id(900), "displayName": "wrong type", "securityEnabled": "yes", "groupTypes": 5}));
-    groups.push(json!({"id": fx.id(901), "displayName": "x".repeat(1_000_000), "securityEnabled": true, "mailEnabled": false, "groupTypes": [], "writebackConfiguration": {"isEnabled": true}}));
+    groups.push(json!({
+        "id": fx.id(901),
+        "displayName": "x".repeat(1_000_000),
+        "securityEnabled": true,
+        "mailEnabled": false,
+        "groupTypes": [],
+        "writebackConfiguration": {"isEnabled": true}
+    }));
     fx.start_sim(&tenant(cloud, groups));
     fx.write_config("cn_format = \"display-name\"");
     let (code, out) = fx.sync_json(&[]);

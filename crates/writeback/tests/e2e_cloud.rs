@@ -199,8 +199,12 @@ fn new_group_default_changes_one_value_and_keeps_every_other_tenant_setting() {
     ];
     let values: Vec<Value> = custom.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect();
     let mut t = tenant(vec![], vec![]);
-    t["groupSettings"] = serde_json::json!([{"id": "5e7a0000-0000-0000-0000-000000000001", "displayName": "Group.Unified",
-        "templateId": writeback_graph::GROUP_UNIFIED_TEMPLATE, "values": values}]);
+    t["groupSettings"] = serde_json::json!([{
+        "id": "5e7a0000-0000-0000-0000-000000000001",
+        "displayName": "Group.Unified",
+        "templateId": writeback_graph::GROUP_UNIFIED_TEMPLATE,
+        "values": values
+    }]);
     fx.start_sim(&t);
     fx.write_config("");
     let held = |fx: &Fixture| -> Vec<(String, String)> {

@@ -480,7 +480,8 @@ impl Fixture {
     /// token, then the request. (status, body).
     pub fn graph_as(&self, client_id: &str, secret: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let form = format!(
-            "grant_type=client_credentials&client_id={client_id}&client_secret={secret}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+            "grant_type=client_credentials&client_id={client_id}&client_secret={secret}&\
+             scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
         );
         let host = self.sim_url().trim_start_matches("http://").to_string();
         let form_headers = [("Host", host.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
@@ -749,27 +750,31 @@ pub fn app() -> Value {
 
 pub fn synced_user(id: &str, obj: &AdObj) -> Value {
     let cn = obj.dn.split(',').next().unwrap_or("").trim_start_matches("CN=").to_string();
-    json!({"id": id, "displayName": cn, "userPrincipalName": format!("{id}@corp.example.test"), "onPremisesSyncEnabled": true,
-           "onPremisesSecurityIdentifier": obj.sid, "onPremisesImmutableId": obj.immutable_id()})
+    json!({"id": id, "displayName": cn, "userPrincipalName": format!("{id}@corp.example.test"),
+           "onPremisesSyncEnabled": true, "onPremisesSecurityIdentifier": obj.sid,
+           "onPremisesImmutableId": obj.immutable_id()})
 }
 
 pub fn cloud_user(id: &str) -> Value {
-    json!({"id": id, "displayName": format!("Guest {}", &id[id.len() - 4..]), "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "onPremisesSyncEnabled": null,
+    json!({"id": id, "displayName": format!("Guest {}", &id[id.len() - 4..]),
+           "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "onPremisesSyncEnabled": null,
            "onPremisesSecurityIdentifier": null, "onPremisesImmutableId": null})
 }
 
 pub fn security_group(id: &str, name: &str, enabled: Option<bool>, members: &[&str]) -> Value {
-    json!({"id": id, "displayName": name, "description": null, "groupTypes": [], "securityEnabled": true, "mailEnabled": false,
-           "mail": null, "mailNickname": name.to_lowercase().replace(' ', "-"), "proxyAddresses": [], "onPremisesSyncEnabled": null,
+    json!({"id": id, "displayName": name, "description": null, "groupTypes": [], "securityEnabled": true,
+           "mailEnabled": false, "mail": null, "mailNickname": name.to_lowercase().replace(' ', "-"),
+           "proxyAddresses": [], "onPremisesSyncEnabled": null,
            "writebackConfiguration": {"isEnabled": enabled, "onPremisesGroupType": null}, "members": members})
 }
 
 pub fn m365_group(id: &str, name: &str, enabled: Option<bool>, ty: Option<&str>, members: &[&str]) -> Value {
     let nick = name.to_lowercase().replace(' ', "-");
-    json!({"id": id, "displayName": name, "description": format!("{name} team"), "groupTypes": ["Unified"], "securityEnabled": false,
-           "mailEnabled": true, "mail": format!("{nick}@contoso.com"), "mailNickname": nick,
+    json!({"id": id, "displayName": name, "description": format!("{name} team"), "groupTypes": ["Unified"],
+           "securityEnabled": false, "mailEnabled": true, "mail": format!("{nick}@contoso.com"), "mailNickname": nick,
            "proxyAddresses": [format!("SMTP:{nick}@contoso.com"), format!("smtp:{nick}@contoso.onmicrosoft.com")],
-           "onPremisesSyncEnabled": null, "writebackConfiguration": {"isEnabled": enabled, "onPremisesGroupType": ty}, "members": members})
+           "onPremisesSyncEnabled": null, "writebackConfiguration": {"isEnabled": enabled, "onPremisesGroupType": ty},
+           "members": members})
 }
 
 pub fn tenant(users: Vec<Value>, groups: Vec<Value>) -> Value {
