@@ -5,7 +5,6 @@
 
 use expect_test::{expect, Expect};
 
-use crate::model::AdRef;
 use crate::test_world::*;
 use crate::*;
 
@@ -29,16 +28,7 @@ fn first_sync_of_the_sample_rollout() {
 
 #[test]
 fn drift_is_put_back() {
-    let mut w = sample_rollout();
-    w.converge();
-    let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
-    g.group_type = -2147483646; // global security, by hand
-    g.members.get_or_insert_with(Vec::new).push(AdRef {
-        guid: "cccccccc-0000-0000-0000-000000000001".into(),
-        dn: "CN=intruder,DC=corp,DC=test".into(),
-        sid: None,
-    });
-    g.attrs.insert("description".into(), vec!["edited by hand".into()]);
+    let w = drifted_rollout();
     check(
         &w,
         expect![[r#"

@@ -51,16 +51,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
 
 #[test]
 fn drift_is_put_back() {
-    let mut w = sample_rollout();
-    w.converge();
-    let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
-    g.group_type = -2147483646; // global security, by hand
-    g.members.get_or_insert_with(Vec::new).push(AdRef {
-        guid: "cccccccc-0000-0000-0000-000000000001".into(),
-        dn: "CN=intruder,DC=corp,DC=test".into(),
-        sid: None,
-    });
-    g.attrs.insert("description".into(), vec!["edited by hand".into()]);
+    let mut w = drifted_rollout();
     let p = w.converge();
     let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
     let attrs: Vec<&str> = changes.iter().map(|c| c.attr.as_str()).collect();

@@ -191,3 +191,19 @@ pub(crate) fn sample_rollout() -> World {
     w.group(security(6, "SG-NoWriteback", None), vec![synced_user(8)]);
     w
 }
+
+/// The sample rollout written to AD, then changed there by hand: group 1's groupType and
+/// description edited and a member added that the cloud does not have.
+pub(crate) fn drifted_rollout() -> World {
+    let mut w = sample_rollout();
+    w.converge();
+    let g = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(1)).expect("group");
+    g.group_type = -2147483646; // global security, by hand
+    g.members.get_or_insert_with(Vec::new).push(AdRef {
+        guid: "cccccccc-0000-0000-0000-000000000001".into(),
+        dn: "CN=intruder,DC=corp,DC=test".into(),
+        sid: None,
+    });
+    g.attrs.insert("description".into(), vec!["edited by hand".into()]);
+    w
+}

@@ -477,7 +477,7 @@ fn warn_if_readable_by_others(file: &Path) {
 fn warn_if_readable_by_others(_file: &Path) {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(s: &str) -> anyhow::Result<Config> {
@@ -486,7 +486,8 @@ mod tests {
         Ok(c)
     }
 
-    const MIN: &str = r#"
+    /// The shortest valid configuration (also the listener tests' one).
+    pub(crate) const MIN: &str = r#"
 [cloud]
 tenant_id = "contoso.onmicrosoft.com"
 client_id = "00000000-0000-0000-0000-000000000000"

@@ -19,22 +19,12 @@ use crate::daemon::{Daemon, Role};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-const CONFIG: &str = r#"
-[cloud]
-tenant_id = "contoso.onmicrosoft.com"
-client_id = "00000000-0000-0000-0000-000000000000"
-[ad]
-url = "ldaps://dc01.corp.example.com"
-bind_dn = "svc@corp.example.com"
-target_ou = "OU=Groups,DC=corp,DC=example,DC=com"
-"#;
-
 /// A daemon listening on 127.0.0.1:8080, active, whose state is `state` (relative to a temp
 /// directory of its own).
 fn daemon(token: Option<&str>, state: &str) -> Arc<Daemon> {
     let dir = std::env::temp_dir().join(format!("writeback-web-{}-{state}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let mut cfg = Config::parse(CONFIG, dir).expect("config");
+    let mut cfg = Config::parse(crate::config::tests::MIN, dir).expect("config");
     cfg.state.path = state.into();
     let listen: SocketAddr = "127.0.0.1:8080".parse().expect("address");
     let access = Access::new(listen, &[], token.map(Secret::new));
