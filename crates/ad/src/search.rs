@@ -1,9 +1,8 @@
 //! Searches: paged, or in one answer where entries are small; and searches of a managed OU's
 //! tree one container at a time.
 
-use ldap3::adapters::PagedResults;
-use ldap3::controls::RawControl;
-use ldap3::{LdapError, ResultEntry, Scope, SearchEntry};
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
+use ldap3::{LdapError, ResultEntry, Scope, SearchEntry, SearchResult};
 
 use crate::{AdConn, AdError};
 
@@ -53,23 +52,21 @@ impl AdConn {
                 return Ok(entries.into_iter().filter(wanted).map(SearchEntry::construct).collect());
             }
         }
-        let mut stream = self
-            .op()
-            .with_controls(controls)
-            .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
-            .await?;
-        let (mut out, mut received) = (Vec::new(), 0usize);
-        while let Some(entry) = stream.next().await? {
-            received += 1;
-            if wanted(&entry) {
-                out.push(SearchEntry::construct(entry));
+        // A page at a time, each page a request of its own (and counted as one by `op`).
+        let mut out = Vec::new();
+        let mut cookie = Vec::new();
+        loop {
+            let mut with_page = controls.clone();
+            with_page.push(PagedResults { size: PAGE, cookie: std::mem::take(&mut cookie) }.into());
+            let SearchResult(entries, result) =
+                self.op().with_controls(with_page).search(base, scope, filter, attrs.clone()).await?;
+            cookie = next_cookie(&result.ctrls);
+            let (entries, _) = SearchResult(entries, result).success()?;
+            out.extend(entries.into_iter().filter(wanted).map(SearchEntry::construct));
+            if cookie.is_empty() {
+                return Ok(out);
             }
         }
-        stream.finish().await.success()?;
-        // Each page is a request of its own (the adapter asks again with the cookie): counted
-        // as such, the first by `op` above. A page holds `PAGE` entries, the last one the rest.
-        self.ops += (received.div_ceil(PAGE as usize)).saturating_sub(1) as u64;
-        Ok(out)
     }
 
     /// The containers of the tree below `ou` (a managed OU): `ou` first, then every OU or
@@ -109,4 +106,15 @@ impl AdConn {
         }
         Ok(out)
     }
+}
+
+/// The cookie that asks for the next page; empty when the answer is complete (RFC 2696).
+fn next_cookie(ctrls: &[Control]) -> Vec<u8> {
+    ctrls
+        .iter()
+        .find_map(|c| match c {
+            Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

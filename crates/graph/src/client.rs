@@ -100,12 +100,7 @@ impl GraphClient {
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => {
-                    return Err(GraphError::Connect(format!(
-                        "could not reach the token endpoint {url}: {}",
-                        without_url(&e)
-                    )))
-                }
+                Err(e) => return Err(transport_error(&e, format!("the token endpoint {url}"))),
             };
             let status = resp.status();
             if (status.as_u16() == 429 || status.is_server_error()) && attempt < self.cfg.max_retries {
@@ -174,7 +169,7 @@ impl GraphClient {
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(GraphError::Connect(format!("{method} {}: {}", path_of(url), without_url(&e)))),
+                Err(e) => return Err(transport_error(&e, format!("{method} {}", path_of(url)))),
             };
             let status = resp.status().as_u16();
             if matches!(status, 429 | 503 | 504) && attempt < self.cfg.max_retries {
@@ -307,6 +302,40 @@ pub(crate) fn path_of(url: &str) -> String {
     url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_else(|_| url.to_string())
 }
 
+/// A request that got no answer, as the kind it is: a certificate rustls would not accept (told
+/// by its type, found in the error's causes, not by its wording) is a TLS trust problem.
+fn transport_error(e: &reqwest::Error, what: String) -> GraphError {
+    if untrusted_certificate(e) {
+        GraphError::Tls(format!(
+            "{what}: {} — the system's CA roots must include the CA of Graph's certificate (or of the \
+             TLS-inspecting proxy in between)",
+            without_url(e)
+        ))
+    } else if what.starts_with("the token endpoint") {
+        GraphError::Connect(format!("could not reach {what}: {}", without_url(e)))
+    } else {
+        GraphError::Connect(format!("{what}: {}", without_url(e)))
+    }
+}
+
+/// Whether a rustls certificate error is among the causes of `e`. An `io::Error` hides the
+/// error it wraps from `source()`, so it is opened with `get_ref`.
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if untrusted_certificate(inner) {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -342,6 +371,18 @@ pub(crate) fn api_error(status: u16, body: &str, url: &str) -> GraphError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_certificate_error_wrapped_in_io_errors_is_found_by_its_type() {
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(std::io::Error::other(bad));
+        assert!(super::untrusted_certificate(&wrapped));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(!super::untrusted_certificate(&refused));
+        let other = std::io::Error::other(rustls::Error::General("certificate".into()));
+        assert!(!super::untrusted_certificate(&other), "the wording does not count");
+    }
+
     use super::*;
     use crate::{Credential, Secret};
 

@@ -73,6 +73,9 @@ pub enum GraphError {
     Auth(String),
     #[error("could not reach Graph: {0}")]
     Connect(String),
+    /// Graph's (or the token endpoint's) certificate is not trusted: retrying does not help.
+    #[error("Graph's TLS certificate is not trusted: {0}")]
+    Tls(String),
     #[error("Graph answered {status} {code} for {path}: {message}")]
     Api {
         status: u16,

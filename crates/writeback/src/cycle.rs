@@ -424,12 +424,14 @@ impl Cycle<'_> {
         // Read first: whatever changes after this USN is the next delta cycle's anyway.
         let (end_usn, end_dc) = self.ad.highest_usn().await?;
         let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
-        let changes: AdChanges = self.ad.changes_since(ous, marks.ad_usn + 1).await?;
+        let changed = self.ad.owned_changed_since(ous, marks.ad_usn + 1).await?;
+        let mut changes = AdChanges { changed, deleted: Vec::new() };
         self.store.save_usns(&changes.ours(&written))?;
         if end_dc != marks.dc {
             // USNs are per DC: keep the start watermark (the next cycle runs full).
             return Ok(());
         }
+        changes.deleted = self.ad.deleted_groups_since(marks.ad_usn + 1).await?;
         let links = links.iter().map(|(id, (guid, _))| (id, guid.as_str()));
         marks.recheck = changes.by_others(&self.store.usns()?, links).into_iter().collect();
         marks.ad_usn = end_usn;

@@ -48,6 +48,12 @@ impl Early {
                         lock = %lock.path().display(),
                         "the state lock file was removed or replaced: the first adds stop"
                     );
+                    // Nothing more is written in this cycle, even if the file comes back.
+                    report.stopped = Some(format!(
+                        "the state lock file {} was removed or replaced while the first adds were \
+                         written: writing stopped",
+                        lock.path().display()
+                    ));
                     break;
                 }
                 conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;

@@ -39,17 +39,18 @@ pub enum CycleError {
 pub enum Action {
     /// Try again after a growing wait: the DC or Graph may come back.
     BackOff,
-    /// Stop writing and say so: credentials or TLS trust are wrong, so retrying soon only adds
-    /// refused logins (and can lock the service account out).
+    /// Stop writing and say so: credentials, TLS trust or the configuration are wrong, and
+    /// only an administrator can put them right; retrying soon only adds refused logins (and
+    /// can lock the service account out).
     Quarantine,
 }
 
 impl CycleError {
     pub fn action(&self) -> Action {
         match self {
-            CycleError::Graph(GraphError::Auth(_)) | CycleError::Ad(AdError::Bind(_) | AdError::Tls(_)) => {
-                Action::Quarantine
-            }
+            CycleError::Graph(GraphError::Auth(_) | GraphError::Tls(_) | GraphError::Config(_))
+            | CycleError::Ad(AdError::Bind(_) | AdError::Tls(_) | AdError::Config(_))
+            | CycleError::Config(_) => Action::Quarantine,
             CycleError::Noted { source, .. } => source.action(),
             _ => Action::BackOff,
         }
@@ -89,7 +90,8 @@ mod tests {
         let bind = CycleError::Ad(AdError::Bind("invalid credentials".into()));
         let tls = CycleError::Ad(AdError::Tls("the certificate is not trusted".into()));
         let auth = CycleError::Graph(GraphError::Auth("AADSTS7000215".into()));
-        for q in [&bind, &tls, &auth] {
+        let graph_tls = CycleError::Graph(GraphError::Tls("UnknownIssuer".into()));
+        for q in [&bind, &tls, &auth, &graph_tls] {
             assert_eq!(q.action(), Action::Quarantine, "{q}");
             assert_eq!(q.exit_code(), exit::CANNOT_RUN);
         }
@@ -98,6 +100,9 @@ mod tests {
         assert_eq!(down.action(), Action::BackOff);
         let noted = CycleError::Graph(GraphError::Auth("x".into())).noted("12 groups were added before that");
         assert_eq!((noted.action(), noted.to_string().contains("12 groups")), (Action::Quarantine, true));
-        assert_eq!(CycleError::Config("no secret".into()).exit_code(), exit::CONFIG);
+        let config = CycleError::Config("client_certificate_file holds no private key".into());
+        assert_eq!((config.action(), config.exit_code()), (Action::Quarantine, exit::CONFIG));
+        let lock = CycleError::Lock("another writeback holds the state lock".into());
+        assert_eq!((lock.action(), lock.exit_code()), (Action::BackOff, exit::CANNOT_RUN));
     }
 }

@@ -453,7 +453,7 @@ fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
     // Plain ldaps:// with the CA, to the DC's name-less IP: fine; a URL scheme that is not LDAP: a config error.
     std::fs::write(&config, text.replace("ldaps://", "http://")).expect("write");
     let r = fx.writeback(&["sync"]);
-    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(r.code, 2, "a configuration error is exit status 2: {}", r.stderr);
     assert!(r.stderr.contains("must start with ldaps:// or ldap://"), "{}", r.stderr);
 }
 

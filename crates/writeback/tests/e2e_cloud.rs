@@ -172,7 +172,7 @@ fn certificate_authentication_works_and_a_wrong_key_is_refused_clearly() {
     // A file without a key is a configuration problem named as such.
     std::fs::write(fx.dir.join("app.pem"), &cert).expect("pem");
     let r = fx.writeback(&["sync"]);
-    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(r.code, 2, "a configuration error is exit status 2: {}", r.stderr);
     assert!(r.stderr.contains("holds no private key"), "{}", r.stderr);
 }
 
