@@ -5,15 +5,15 @@ use std::collections::{HashMap, HashSet};
 
 use ldap3::Mod;
 use serde::Serialize;
-use writeback_core::naming;
 use writeback_core::plan::{AttrChange, GroupTarget, Operation, Plan};
+use writeback_core::{naming, CloudId, ObjectGuid};
 
 use crate::{AdConn, AdError};
 
 /// What happened to one operation.
 #[derive(Clone, Debug, Serialize)]
 pub struct OpOutcome {
-    pub cloud_id: String,
+    pub cloud_id: CloudId,
     pub op: &'static str,
     /// The whole operation failed.
     pub error: Option<String>,
@@ -26,7 +26,7 @@ pub struct ApplyReport {
     pub outcomes: Vec<OpOutcome>,
     /// Groups that exist after the run: cloud id → (objectGUID, DN). A group just added has
     /// an empty objectGUID until something needs it or the run ends (`fill_guids`).
-    pub links: HashMap<String, (String, String)>,
+    pub links: HashMap<CloudId, (ObjectGuid, String)>,
     /// LDAP write operations sent.
     pub ldap_writes: u64,
     /// Set when the circuit breaker stopped the run: most operations were failing.
@@ -59,7 +59,7 @@ impl ApplyReport {
         }
         ops.iter()
             .zip(&self.outcomes)
-            .map(|(op, out)| match out.cloud_id == op.cloud_id() && out.op == op_name(op) {
+            .map(|(op, out)| match out.cloud_id == *op.cloud_id() && out.op == op_name(op) {
                 true => Ok((op, out)),
                 false => Err(format!(
                     "the outcome of {} {} was recorded for {} {}",
@@ -86,7 +86,7 @@ fn op_name(op: &Operation) -> &'static str {
 
 /// How a member value is written: `<GUID=…>` for objects that exist (immune to renames),
 /// the DN for groups created in this run.
-fn member_value(t: &GroupTarget, created: &HashMap<String, (String, String)>) -> Result<String, String> {
+fn member_value(t: &GroupTarget, created: &HashMap<CloudId, (ObjectGuid, String)>) -> Result<String, String> {
     match t {
         GroupTarget::Existing { guid, .. } => Ok(format!("<GUID={guid}>")),
         GroupTarget::New { cloud_id, .. } => match created.get(cloud_id) {
@@ -131,7 +131,7 @@ impl AdConn {
             |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
         for op in operations {
             let mut outcome =
-                OpOutcome { cloud_id: op.cloud_id().to_string(), op: op_name(op), error: None, member_errors: vec![] };
+                OpOutcome { cloud_id: op.cloud_id().clone(), op: op_name(op), error: None, member_errors: vec![] };
             let result = match op {
                 Operation::Add { dn, .. } | Operation::Update { dn, .. } | Operation::Delete { dn, .. }
                     if !within(dn) =>
@@ -210,7 +210,7 @@ impl AdConn {
         debug_assert!(guid.is_empty());
         match self.guid_of(&dn).await {
             Ok(g) => {
-                report.links.insert(cloud_id.to_string(), (g, dn));
+                report.links.insert(cloud_id.into(), (g, dn));
             }
             Err(e) => tracing::warn!(%dn, error = %e, "cannot read the objectGUID of a group just added"),
         }
@@ -290,7 +290,7 @@ impl AdConn {
             }
             if res.is_ok() {
                 let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
-                report.links.insert(cloud_id.to_string(), (guid.clone(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (guid.clone(), dn.to_string()));
                 outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
                 return Ok(());
             }
@@ -298,13 +298,13 @@ impl AdConn {
         match res {
             Ok(_) if !rest.is_empty() => {
                 let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
-                report.links.insert(cloud_id.to_string(), (guid.clone(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (guid.clone(), dn.to_string()));
                 outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), &rest, true, report).await;
                 Ok(())
             }
             Ok(_) => {
                 // Read back with the others at the end of the run, not one by one.
-                report.links.insert(cloud_id.to_string(), (String::new(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (ObjectGuid::default(), dn.to_string()));
                 Ok(())
             }
             // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).

@@ -4,14 +4,16 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use writeback_core::{CloudId, ObjectGuid};
+
 use crate::{AdConn, AdError};
 
 /// Owned groups changed (cloud id, `uSNChanged`) or deleted (tombstone objectGUID) at or after
 /// a USN, on one DC.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdChanges {
-    pub changed: Vec<(String, u64)>,
-    pub deleted: Vec<String>,
+    pub changed: Vec<(CloudId, u64)>,
+    pub deleted: Vec<ObjectGuid>,
 }
 
 impl AdConn {
@@ -30,19 +32,19 @@ impl AdChanges {
     /// objectGUID of a group writeback links (`links`: cloud id → objectGUID).
     pub fn by_others<'a>(
         &self,
-        ours: &HashMap<String, u64>,
-        links: impl Iterator<Item = (&'a String, &'a str)>,
-    ) -> BTreeSet<String> {
-        let deleted: HashSet<&str> = self.deleted.iter().map(String::as_str).collect();
-        let mut out: BTreeSet<String> =
+        ours: &HashMap<CloudId, u64>,
+        links: impl Iterator<Item = (&'a CloudId, &'a ObjectGuid)>,
+    ) -> BTreeSet<CloudId> {
+        let deleted: HashSet<&ObjectGuid> = self.deleted.iter().collect();
+        let mut out: BTreeSet<CloudId> =
             self.changed.iter().filter(|(id, u)| ours.get(id) != Some(u)).map(|(id, _)| id.clone()).collect();
         out.extend(links.filter(|(_, guid)| deleted.contains(guid)).map(|(id, _)| id.clone()));
         out
     }
 
     /// The changes writeback made itself, of the groups it wrote this cycle (`written`).
-    pub fn ours(&self, written: &BTreeSet<&str>) -> Vec<(String, u64)> {
-        self.changed.iter().filter(|(id, _)| written.contains(id.as_str())).cloned().collect()
+    pub fn ours(&self, written: &BTreeSet<&CloudId>) -> Vec<(CloudId, u64)> {
+        self.changed.iter().filter(|(id, _)| written.contains(id)).cloned().collect()
     }
 }
 
@@ -52,16 +54,19 @@ mod tests {
 
     #[test]
     fn only_what_someone_else_did_is_drift() {
+        let id = CloudId::new;
         let changes = AdChanges {
-            changed: vec![("a".into(), 10), ("b".into(), 11), ("c".into(), 12)],
+            changed: vec![(id("a"), 10), (id("b"), 11), (id("c"), 12)],
             deleted: vec!["guid-d".into(), "guid-unknown".into()],
         };
         // writeback's last write left a at 10 and b at 9 (someone wrote b since); c is new to it.
-        let ours: HashMap<String, u64> = [("a".to_string(), 10), ("b".to_string(), 9)].into();
-        let (d, e) = ("d".to_string(), "e".to_string());
-        let links = [(&d, "guid-d"), (&e, "guid-e")];
+        let ours: HashMap<CloudId, u64> = [(id("a"), 10), (id("b"), 9)].into();
+        let (d, e) = (id("d"), id("e"));
+        let (gd, ge) = (ObjectGuid::new("GUID-D"), ObjectGuid::new("guid-e"));
+        let links = [(&d, &gd), (&e, &ge)];
         let drift = changes.by_others(&ours, links.into_iter());
-        assert_eq!(drift, BTreeSet::from(["b".to_string(), "c".to_string(), "d".to_string()]));
-        assert_eq!(changes.ours(&BTreeSet::from(["a", "z"])), vec![("a".to_string(), 10)]);
+        assert_eq!(drift, BTreeSet::from([id("b"), id("c"), id("d")]), "GUIDs compare without regard to case");
+        let (a, z) = (id("a"), id("z"));
+        assert_eq!(changes.ours(&BTreeSet::from([&a, &z])), vec![(id("a"), 10)]);
     }
 }

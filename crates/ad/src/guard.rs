@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use ldap3::{Scope, SearchEntry};
-use writeback_core::{naming, AdGroup, AdRef};
+use writeback_core::{naming, AdGroup, AdRef, CloudId, ObjectGuid};
 
 use crate::read::extended_dn;
 use crate::{parse_extended_dn, AdConn, AdError};
@@ -162,7 +162,7 @@ impl AdConn {
 
     /// Owned groups nested into a protected group: cloud id → the reason, with the path.
     /// A group whose ancestors cannot be read is held back too: the guard fails closed.
-    pub async fn protected_nesting(&mut self, owned: &[AdGroup]) -> Result<BTreeMap<String, String>, AdError> {
+    pub async fn protected_nesting(&mut self, owned: &[AdGroup]) -> Result<BTreeMap<CloudId, String>, AdError> {
         let mut guarded = BTreeMap::new();
         for g in owned.iter().filter(|g| g.admin_count) {
             guarded
@@ -174,7 +174,7 @@ impl AdConn {
             return Ok(guarded);
         }
         let protected_sids = self.protected_sids().await?;
-        let mut known: HashMap<String, Result<Ancestor, String>> = HashMap::new();
+        let mut known: HashMap<ObjectGuid, Result<Ancestor, String>> = HashMap::new();
         for g in nested {
             if let Some(reason) = self.walk_up(g, &protected_sids, &mut known).await {
                 guarded.insert(g.cloud_id.clone(), reason);
@@ -188,11 +188,11 @@ impl AdConn {
         &mut self,
         g: &AdGroup,
         protected_sids: &Protected,
-        known: &mut HashMap<String, Result<Ancestor, String>>,
+        known: &mut HashMap<ObjectGuid, Result<Ancestor, String>>,
     ) -> Option<String> {
         let mut queue: VecDeque<(AdRef, Vec<String>)> =
             g.member_of.iter().map(|p| (p.clone(), vec![g.dn.clone()])).collect();
-        let mut seen: HashSet<String> = HashSet::from([g.guid.clone()]);
+        let mut seen: HashSet<ObjectGuid> = HashSet::from([g.guid.clone()]);
         while let Some((node, mut path)) = queue.pop_front() {
             if !seen.insert(node.guid.clone()) {
                 continue;

@@ -18,6 +18,8 @@ pub use changes::AdChanges;
 pub use conn::{AdConfig, AdConn, Auth};
 pub use preflight::{preflight, Preflight};
 
+use writeback_core::ObjectGuid;
+
 /// The bind password.
 pub type Password = writeback_core::Secret;
 
@@ -86,14 +88,14 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
 }
 
 /// Splits a value in extended DN form, `<GUID=…>;<SID=…>;DN`, into (guid, sid, dn).
-pub(crate) fn parse_extended_dn(v: &str) -> (Option<String>, Option<String>, String) {
+pub(crate) fn parse_extended_dn(v: &str) -> (Option<ObjectGuid>, Option<String>, String) {
     let mut rest = v;
     let (mut guid, mut sid) = (None, None);
     while let Some(stripped) = rest.strip_prefix('<') {
         let Some(end) = stripped.find('>') else { break };
         let part = &stripped[..end];
         if let Some(g) = part.strip_prefix("GUID=") {
-            guid = Some(g.to_ascii_lowercase());
+            guid = Some(ObjectGuid::new(g));
         } else if let Some(s) = part.strip_prefix("SID=") {
             sid = Some(s.to_string());
         }

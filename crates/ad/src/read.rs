@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
 use writeback_core::model::{AdClass, AdGroup, AdObject, AdRef, Anchor};
-use writeback_core::naming;
+use writeback_core::{naming, CloudId, ObjectGuid};
 
 use crate::search::Answer;
 use crate::{parse_extended_dn, AdConn, AdError};
@@ -90,7 +90,7 @@ impl AdConn {
     pub async fn read_owned_groups_by_ids(
         &mut self,
         ous: &[String],
-        cloud_ids: &[String],
+        cloud_ids: &[CloudId],
     ) -> Result<Vec<AdGroup>, AdError> {
         let mut out = Vec::new();
         for ou in ous {
@@ -99,7 +99,7 @@ impl AdConn {
         Ok(dedupe(out))
     }
 
-    async fn read_owned_groups_by_ids_in(&mut self, ou: &str, cloud_ids: &[String]) -> Result<Vec<AdGroup>, AdError> {
+    async fn read_owned_groups_by_ids_in(&mut self, ou: &str, cloud_ids: &[CloudId]) -> Result<Vec<AdGroup>, AdError> {
         let tree = self.tree(ou).await?;
         let mut out = Vec::new();
         for chunk in cloud_ids.chunks(MARKER_BATCH) {
@@ -125,7 +125,7 @@ impl AdConn {
     }
 
     /// Owned groups in `ou` changed (by anyone) at or after `usn` on this DC: (cloud id, uSNChanged).
-    pub async fn owned_changed_since(&mut self, ous: &[String], usn: u64) -> Result<Vec<(String, u64)>, AdError> {
+    pub async fn owned_changed_since(&mut self, ous: &[String], usn: u64) -> Result<Vec<(CloudId, u64)>, AdError> {
         let mut out = Vec::new();
         for ou in ous {
             out.extend(self.owned_changed_since_in(ou, usn).await?);
@@ -135,7 +135,7 @@ impl AdConn {
         Ok(out)
     }
 
-    async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(String, u64)>, AdError> {
+    async fn owned_changed_since_in(&mut self, ou: &str, usn: u64) -> Result<Vec<(CloudId, u64)>, AdError> {
         let filter = format!("(&(objectClass=group)(adminDescription=Group_*)(uSNChanged>={usn}))");
         let attrs = vec!["adminDescription".into(), "uSNChanged".into()];
         let tree = self.tree(ou).await?;
@@ -153,7 +153,7 @@ impl AdConn {
     /// objectGUIDs of groups deleted (anywhere) at or after `usn`: tombstones keep their GUID,
     /// not their marker, so the caller matches them against its links. Tombstones live in the
     /// Deleted Objects container: one level of it (see `search_tree` for why not a subtree).
-    pub async fn deleted_groups_since(&mut self, usn: u64) -> Result<Vec<String>, AdError> {
+    pub async fn deleted_groups_since(&mut self, usn: u64) -> Result<Vec<ObjectGuid>, AdError> {
         let show_deleted = RawControl { ctype: "1.2.840.113556.1.4.417".into(), crit: true, val: None };
         let filter = format!("(&(isDeleted=TRUE)(objectClass=group)(uSNChanged>={usn}))");
         let base = format!("CN=Deleted Objects,{}", self.default_nc);
@@ -290,7 +290,7 @@ impl AdConn {
                 if let Some(sid) = sid {
                     out.insert(Anchor::Sid(sid), obj.clone());
                 }
-                out.insert(Anchor::Guid(guid), obj);
+                out.insert(Anchor::Guid(guid.into()), obj);
             }
         }
         Ok(out)
@@ -298,7 +298,7 @@ impl AdConn {
 
     /// objectGUIDs of the owned groups directly below `parent`, by cloud id (from the marker):
     /// one search instead of one read per group just added.
-    pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<String, String>, AdError> {
+    pub(crate) async fn owned_guids_below(&mut self, parent: &str) -> Result<HashMap<CloudId, ObjectGuid>, AdError> {
         let entries = self
             .search_all(
                 Answer::Whole,
@@ -323,7 +323,7 @@ impl AdConn {
     }
 
     /// The objectGUID of an entry, by DN.
-    pub async fn guid_of(&mut self, dn: &str) -> Result<String, AdError> {
+    pub async fn guid_of(&mut self, dn: &str) -> Result<ObjectGuid, AdError> {
         let (entries, _) = self
             .op()
             .with_controls(vec![extended_dn()])
@@ -349,8 +349,8 @@ impl AdConn {
     /// neither. What the state says is checked here, never trusted.
     pub async fn check_links(
         &mut self,
-        links: &[(String, String)],
-    ) -> Result<(Vec<(String, String, String)>, Vec<String>), AdError> {
+        links: &[(CloudId, ObjectGuid)],
+    ) -> Result<(Vec<(CloudId, ObjectGuid, String)>, Vec<CloudId>), AdError> {
         let (mut ours, mut not_ours) = (Vec::new(), Vec::new());
         for (id, guid) in links {
             if !naming::is_guid(guid) {
@@ -358,7 +358,7 @@ impl AdConn {
                 continue;
             }
             match self.marker_of(guid).await? {
-                Some((marker, dn)) if naming::parse_marker(&marker).as_deref() == Some(id.as_str()) => {
+                Some((marker, dn)) if naming::parse_marker(&marker).as_ref() == Some(id) => {
                     ours.push((id.clone(), guid.clone(), dn))
                 }
                 Some(_) => not_ours.push(id.clone()),

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use writeback_core::model::WritebackConfiguration;
 use writeback_core::{
-    plan, AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, GroupTarget, Link,
-    MemberRead, Operation, PlannerConfig, State,
+    plan, AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudId, CloudObject, CloudSnapshot, GroupTarget,
+    Link, MemberRead, ObjectGuid, Operation, PlannerConfig, State,
 };
 
 // The writeback binary's allocator, so the figures are the binary's.
@@ -51,8 +51,8 @@ fn uuid(n: usize, kind: u32) -> String {
 
 fn ad_ref(m: &GroupTarget) -> AdRef {
     match m {
-        GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string(), sid: None },
-        GroupTarget::New { dn, .. } => AdRef { guid: String::new(), dn: dn.clone(), sid: None },
+        GroupTarget::Existing { guid, dn } => AdRef { guid: (&**guid).into(), dn: dn.to_string(), sid: None },
+        GroupTarget::New { dn, .. } => AdRef { guid: Default::default(), dn: dn.clone(), sid: None },
     }
 }
 
@@ -69,7 +69,7 @@ fn main() {
         .map(|u| {
             Arc::new(CloudObject {
                 odata_type: Some("#microsoft.graph.user".into()),
-                id: uuid(u, 1),
+                id: uuid(u, 1).into(),
                 on_premises_sync_enabled: Some(true),
                 on_premises_security_identifier: Some(format!("S-1-5-21-1-2-3-{}", 10_000 + u)),
                 ..Default::default()
@@ -93,7 +93,7 @@ fn main() {
     // Spread the memberships: group g gets `per` members starting at a stride through the users.
     let per = memberships / groups.max(1);
     for g in 0..groups {
-        let id = uuid(g, 3);
+        let id = CloudId::new(uuid(g, 3));
         cloud.groups.push(CloudObject {
             id: id.clone(),
             display_name: Some(format!("SG-Bench-{g:06}")),
@@ -132,7 +132,7 @@ fn main() {
             let attrs: std::collections::BTreeMap<String, Vec<String>> =
                 attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
             let group_type = attrs.get("grouptype").and_then(|v| v.first()).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let guid = uuid(n, 4);
+            let guid = ObjectGuid::new(uuid(n, 4));
             ad.groups.push(AdGroup {
                 guid: guid.clone(),
                 sid: None,

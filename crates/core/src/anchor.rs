@@ -156,7 +156,7 @@ fn is_fsp_container(rdn: &[(String, Vec<u8>)]) -> bool {
 /// class-checked.
 fn known_object(sid: &str, r: &AdRef) -> AdObject {
     AdObject {
-        guid: r.guid.to_ascii_lowercase().into(),
+        guid: r.guid.as_str().into(),
         sid: Some(sid.to_string()),
         dn: r.dn.as_str().into(),
         group_type: None,
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn owned_members_answer_only_for_synced_users_whose_anchors_agree() {
         let owned = vec![AdGroup {
-            members: Some(vec![AdRef { guid: GUID.to_uppercase(), dn: "CN=u".into(), sid: Some(SID.into()) }]),
+            members: Some(vec![AdRef { guid: GUID.to_uppercase().into(), dn: "CN=u".into(), sid: Some(SID.into()) }]),
             ..Default::default()
         }];
         let known = OwnedMembers::new(&owned);

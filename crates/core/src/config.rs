@@ -56,7 +56,7 @@ pub struct PlannerConfig {
     /// Write `managedBy` from the first owner that resolves to an AD user.
     pub write_owners: bool,
     /// Cloud ids whose membership may change although the group is nested into a protected group.
-    pub allow_protected_nesting: Vec<String>,
+    pub allow_protected_nesting: Vec<crate::CloudId>,
 }
 
 impl PlannerConfig {

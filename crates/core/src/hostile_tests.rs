@@ -62,7 +62,7 @@ proptest! {
     ) {
         let id = format!("3a5c3221-c465-48c0-95b8-{id_tail}");
         let group = |gid: &str| CloudObject {
-            id: gid.to_string(),
+            id: gid.into(),
             display_name: Some(name.clone()),
             description: Some(desc.clone()),
             group_types: vec!["Unified".into()],
@@ -75,11 +75,11 @@ proptest! {
             ..Default::default()
         };
         // A member with a hostile id and broken anchors must not break the group either.
-        let member = CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: raw_id.clone(),
+        let member = CloudObject { odata_type: Some("#microsoft.graph.user".into()), id: raw_id.as_str().into(),
             on_premises_sync_enabled: Some(true), on_premises_security_identifier: Some(raw_id.clone()),
             on_premises_immutable_id: Some(raw_id.clone()), ..Default::default() };
         let mut cloud = CloudSnapshot { groups: vec![group(&id), group(&raw_id)], ..Default::default() };
-        cloud.members.insert(id.clone(), MemberRead::complete(vec![member]));
+        cloud.members.insert(id.as_str().into(), MemberRead::complete(vec![member]));
         let mut cfg = PlannerConfig::with_target_ou("OU=Groups,DC=corp,DC=test");
         if display_format { cfg.cn_format = CnFormat::DisplayName; }
         let p = plan(&cloud, &AdSnapshot::default(), &State::default(), &cfg);
@@ -108,7 +108,7 @@ proptest! {
             }
         }
         // The group with a hostile id is never written; the valid one is written or explained.
-        prop_assert!(p.operations.iter().all(|o| o.cloud_id() == id));
+        prop_assert!(p.operations.iter().all(|o| *o.cloud_id() == id));
         prop_assert!(p.report(&id).len() == 1 && (p.summary.adds == 1 || p.errors.iter().any(|e| e.cloud_id == id)));
     }
 }

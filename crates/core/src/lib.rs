@@ -6,6 +6,7 @@
 
 pub mod anchor;
 pub mod config;
+pub mod ids;
 pub mod keytab;
 pub mod model;
 pub mod naming;
@@ -20,6 +21,7 @@ pub mod settings;
 
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
 pub use config::{Allow, CnFormat, OnRemoval, PlannerConfig};
+pub use ids::{CloudId, ObjectGuid};
 pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
     SchemaFeatures, State,

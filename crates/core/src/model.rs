@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::ids::{CloudId, ObjectGuid};
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -31,7 +33,7 @@ pub struct WritebackConfiguration {
 pub struct CloudObject {
     #[serde(rename = "@odata.type", default, skip_serializing_if = "Option::is_none")]
     pub odata_type: Option<String>,
-    pub id: String,
+    pub id: CloudId,
     #[serde(default)]
     pub display_name: Option<String>,
     #[serde(default)]
@@ -138,11 +140,11 @@ pub struct CloudSnapshot {
     /// Every group of the tenant; the listing must be complete.
     pub groups: Vec<CloudObject>,
     /// Members of the groups in scope, by group id.
-    pub members: HashMap<String, MemberRead>,
+    pub members: HashMap<CloudId, MemberRead>,
     /// Owners of the groups in scope, by group id (read only with `write_owners`).
-    pub owners: HashMap<String, MemberRead>,
+    pub owners: HashMap<CloudId, MemberRead>,
     /// Ids of groups in the recycle bin (soft-deleted).
-    pub soft_deleted: BTreeSet<String>,
+    pub soft_deleted: BTreeSet<CloudId>,
     /// Objects Graph sent that could not be understood: (id or position, what is wrong).
     pub rejected: Vec<(String, String)>,
 }
@@ -150,7 +152,7 @@ pub struct CloudSnapshot {
 /// Where a member value points, as AD reported it (extended DN form).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AdRef {
-    pub guid: String,
+    pub guid: ObjectGuid,
     pub dn: String,
     /// The objectSid, when AD named one (security principals): lets a member already in the
     /// group be recognised without looking it up.
@@ -161,11 +163,11 @@ pub struct AdRef {
 /// A group carrying our ownership marker, as read from the managed OU.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdGroup {
-    pub guid: String,
+    pub guid: ObjectGuid,
     pub sid: Option<String>,
     pub dn: String,
     /// The cloud id from the marker.
-    pub cloud_id: String,
+    pub cloud_id: CloudId,
     pub cn: String,
     /// Attribute values writeback manages, lower-case attribute names.
     pub attrs: BTreeMap<String, Vec<String>>,
@@ -250,17 +252,17 @@ pub struct AdSnapshot {
     /// Resolved member anchors.
     pub directory: HashMap<Anchor, AdObject>,
     /// Owned groups nested into a protected group: cloud id → the nesting path.
-    pub protected: BTreeMap<String, String>,
+    pub protected: BTreeMap<CloudId, String>,
     /// Groups this cycle did not find in the managed OUs although the state links them, found
     /// by objectGUID elsewhere, still carrying their marker: cloud id → where they are. Not
     /// created again (that would leave a duplicate), not written to: reported.
-    pub outside: BTreeMap<String, String>,
+    pub outside: BTreeMap<CloudId, String>,
 }
 
 /// The AD group last written for a cloud group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
-    pub guid: String,
+    pub guid: ObjectGuid,
     pub dn: String,
 }
 
@@ -268,7 +270,7 @@ pub struct Link {
 #[derive(Clone, Debug, Default)]
 pub struct State {
     /// cloud id → the AD group last written for it.
-    pub links: HashMap<String, Link>,
+    pub links: HashMap<CloudId, Link>,
     /// OUs the configuration named in earlier cycles that still held owned groups: read (and
     /// emptied by moves) after the configuration changes. Only ever OUs an administrator
     /// configured, never ones derived from where groups happen to be.

@@ -20,9 +20,9 @@ pub fn marker(cloud_id: &str) -> String {
 }
 
 /// The cloud id inside a marker value, if it is one.
-pub fn parse_marker(value: &str) -> Option<String> {
+pub fn parse_marker(value: &str) -> Option<crate::CloudId> {
     let id = value.strip_prefix("Group_")?;
-    is_guid(id).then(|| id.to_ascii_lowercase())
+    is_guid(id).then(|| crate::CloudId::new(id))
 }
 
 /// True for the 8-4-4-4-12 hex form Graph uses for object ids.

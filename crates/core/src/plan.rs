@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::ids::{CloudId, ObjectGuid};
+
 /// A group an operation writes to: one that exists (addressed by objectGUID, so renames
 /// earlier in the same run do not matter) or one this plan adds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GroupTarget {
     Existing { guid: Arc<str>, dn: Arc<str> },
-    New { cloud_id: String, dn: String },
+    New { cloud_id: CloudId, dn: String },
 }
 
 impl GroupTarget {
@@ -36,47 +38,47 @@ pub struct AttrChange {
 pub enum Operation {
     /// Create a group; `members` are members that exist in AD already (written inline).
     Add {
-        cloud_id: String,
+        cloud_id: CloudId,
         dn: String,
         attrs: Vec<(String, Vec<String>)>,
         members: Vec<GroupTarget>,
     },
     /// Replace or delete managed attributes of an owned group.
     Update {
-        cloud_id: String,
-        guid: String,
+        cloud_id: CloudId,
+        guid: ObjectGuid,
         dn: String,
         changes: Vec<AttrChange>,
     },
     /// Rename and/or move an owned group (ModifyDN: objectGUID and objectSid are kept).
     Rename {
-        cloud_id: String,
-        guid: String,
+        cloud_id: CloudId,
+        guid: ObjectGuid,
         dn: String,
         new_rdn: String,
         new_parent: Option<String>,
         new_dn: String,
     },
     AddMembers {
-        cloud_id: String,
+        cloud_id: CloudId,
         group: GroupTarget,
         members: Vec<GroupTarget>,
     },
     RemoveMembers {
-        cloud_id: String,
+        cloud_id: CloudId,
         group: GroupTarget,
         members: Vec<GroupTarget>,
     },
     Delete {
-        cloud_id: String,
-        guid: String,
+        cloud_id: CloudId,
+        guid: ObjectGuid,
         dn: String,
         reason: String,
     },
 }
 
 impl Operation {
-    pub fn cloud_id(&self) -> &str {
+    pub fn cloud_id(&self) -> &CloudId {
         match self {
             Operation::Add { cloud_id, .. }
             | Operation::Update { cloud_id, .. }
@@ -250,7 +252,7 @@ pub struct MemberReport {
 /// The explanation for one group (what `writeback show` prints).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupReport {
-    pub cloud_id: String,
+    pub cloud_id: CloudId,
     pub display_name: String,
     pub in_scope: bool,
     pub reason: String,
@@ -292,7 +294,7 @@ pub struct Plan {
 impl Plan {
     pub fn report(&self, cloud_id_or_name: &str) -> Vec<&GroupReport> {
         let needle = cloud_id_or_name.trim();
-        let by_id: Vec<&GroupReport> = self.groups.iter().filter(|g| g.cloud_id.eq_ignore_ascii_case(needle)).collect();
+        let by_id: Vec<&GroupReport> = self.groups.iter().filter(|g| g.cloud_id == needle).collect();
         if !by_id.is_empty() {
             return by_id;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::anchor::{self, Resolved};
 use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
+use crate::ids::CloudId;
 use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
@@ -27,8 +28,8 @@ type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 pub const UNIVERSAL_CANT_HAVE_LOCAL: &str = "A universal group cannot have a local group as a member";
 
 /// The groups in scope: which cloud groups are to be written, by id, with their decision.
-pub fn decisions(cloud: &CloudSnapshot, rules: &[Rule]) -> BTreeMap<String, Decision> {
-    cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), decide_with(g, rules))).collect()
+pub fn decisions(cloud: &CloudSnapshot, rules: &[Rule]) -> BTreeMap<CloudId, Decision> {
+    cloud.groups.iter().map(|g| (g.id.clone(), decide_with(g, rules))).collect()
 }
 
 struct Desired<'a> {
@@ -103,7 +104,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
                 GroupTarget::Existing { guid: existing.guid.as_str().into(), dn: existing.dn.as_str().into() },
             );
         } else if complete && !ad.outside.contains_key(&*d.id) {
-            targets.insert(&d.id, GroupTarget::New { cloud_id: d.id.to_string(), dn: d.dn.clone() });
+            targets.insert(&d.id, GroupTarget::New { cloud_id: CloudId::from(&*d.id), dn: d.dn.clone() });
         }
     }
 
@@ -293,7 +294,7 @@ fn report(
     members: Vec<Arc<MemberReport>>,
 ) -> GroupReport {
     GroupReport {
-        cloud_id: id.to_string(),
+        cloud_id: id.into(),
         display_name: g.name().to_string(),
         in_scope: d.in_scope,
         reason: d.reason.clone(),
@@ -400,10 +401,10 @@ fn plan_group(
         add.push(("cn".to_string(), vec![d.cn.clone()]));
         add.extend(attrs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v)));
         let attrs = add;
-        p.operations.push(Operation::Add { cloud_id: id.to_string(), dn: d.dn.clone(), attrs, members: inline });
+        p.operations.push(Operation::Add { cloud_id: id.into(), dn: d.dn.clone(), attrs, members: inline });
         if !later.is_empty() {
-            let group = GroupTarget::New { cloud_id: id.to_string(), dn: d.dn.clone() };
-            p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group, members: later });
+            let group = GroupTarget::New { cloud_id: id.into(), dn: d.dn.clone() };
+            p.operations.push(Operation::AddMembers { cloud_id: id.into(), group, members: later });
         }
         let action = match state.links.get(id).map(|l| &l.guid) {
             Some(old) => {
@@ -441,7 +442,7 @@ fn plan_group(
         if !moved && existing.cn == d.cn { existing.dn.clone() } else { naming::group_dn(&d.cn, &want_parent) };
     if existing.cn != d.cn || moved {
         p.operations.push(Operation::Rename {
-            cloud_id: id.to_string(),
+            cloud_id: id.into(),
             guid: existing.guid.clone(),
             dn: existing.dn.clone(),
             new_rdn: format!("CN={}", naming::escape_rdn_value(&d.cn)),
@@ -454,7 +455,7 @@ fn plan_group(
     let changes = attr_changes(&attrs, existing);
     if !changes.is_empty() {
         p.operations.push(Operation::Update {
-            cloud_id: id.to_string(),
+            cloud_id: id.into(),
             guid: existing.guid.clone(),
             dn: existing.dn.clone(),
             changes,
@@ -489,8 +490,7 @@ fn plan_group(
         .collect();
     // The Tier-0 guard holds back additions only: a removal lowers privilege (a PIM expiry
     // must leave AD even when the group is nested somewhere sensitive).
-    let guard =
-        ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a.eq_ignore_ascii_case(id)));
+    let guard = ad.protected.get(id).filter(|_| !cfg.allow_protected_nesting.iter().any(|a| a == id));
     let adds = match guard {
         Some(path) if !adds.is_empty() => {
             p.errors.push(ObjectError {
@@ -509,7 +509,7 @@ fn plan_group(
         _ => adds,
     };
     if !adds.is_empty() {
-        p.operations.push(Operation::AddMembers { cloud_id: id.to_string(), group: target.clone(), members: adds });
+        p.operations.push(Operation::AddMembers { cloud_id: id.into(), group: target.clone(), members: adds });
         actions.push("add members");
     }
     let in_ad = existing.members.as_ref().map_or(0, Vec::len);
@@ -543,7 +543,7 @@ fn plan_group(
         p.held.push(message);
         actions.push("removals held back (member_removal_percent)");
     } else if !removes.is_empty() {
-        p.operations.push(Operation::RemoveMembers { cloud_id: id.to_string(), group: target, members: removes });
+        p.operations.push(Operation::RemoveMembers { cloud_id: id.into(), group: target, members: removes });
         actions.push("remove members");
     }
     let action = if actions.is_empty() { "in sync".to_string() } else { actions.join(", ") };
@@ -625,7 +625,7 @@ fn attr_key(attr: &str) -> Cow<'_, str> {
 
 fn skipped(m: &CloudObject, reason: SkipReason) -> Arc<MemberReport> {
     Arc::new(MemberReport {
-        cloud_id: m.id.to_ascii_lowercase().into(),
+        cloud_id: m.id.as_str().into(),
         display_name: m.display_name.as_deref().map(Arc::from),
         kind: m.kind().as_str(),
         status: MemberStatus::Skipped,
@@ -644,7 +644,7 @@ fn resolve_member(
 ) -> (Arc<MemberReport>, Option<GroupTarget>) {
     let written = |m: &CloudObject| {
         Arc::new(MemberReport {
-            cloud_id: m.id.to_ascii_lowercase().into(),
+            cloud_id: m.id.as_str().into(),
             display_name: m.display_name.as_deref().map(Arc::from),
             kind: m.kind().as_str(),
             status: MemberStatus::Written,
@@ -655,7 +655,7 @@ fn resolve_member(
     let mut mismatch = |why: String| {
         p.errors.push(ObjectError {
             cloud_id: group_id.to_string(),
-            member_id: Some(m.id.to_ascii_lowercase()),
+            member_id: Some(m.id.to_string()),
             message: format!(
                 "{} {}: {why}; it is not written ({})",
                 m.kind().as_str(),
@@ -676,7 +676,7 @@ fn resolve_member(
         (ObjectKind::Group, Resolved::Found(obj)) if obj.group_type.is_some_and(group_type::is_domain_local) => {
             p.errors.push(ObjectError {
                 cloud_id: group_id.to_string(),
-                member_id: Some(m.id.to_ascii_lowercase()),
+                member_id: Some(m.id.to_string()),
                 message: format!(
                     "{UNIVERSAL_CANT_HAVE_LOCAL}: {} is a domain-local group; this member is skipped",
                     obj.dn
@@ -687,11 +687,11 @@ fn resolve_member(
         (ObjectKind::Group, Resolved::Found(obj)) => (written(m), existing(obj)),
         (ObjectKind::Group, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::CloudOnly) => {
-            let id = m.id.to_ascii_lowercase();
+            let id = &m.id;
             // A nested group not planned in this run (a delta cycle) is found by its link.
             let linked = || {
                 let link =
-                    state.links.get(&id).filter(|_| decide_with(m, rules).in_scope && !ad.outside.contains_key(&id))?;
+                    state.links.get(id).filter(|_| decide_with(m, rules).in_scope && !ad.outside.contains_key(id))?;
                 Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
             };
             match targets.get(id.as_str()).cloned().or_else(linked) {
@@ -724,7 +724,7 @@ fn plan_orphan(
         }
         _ => {
             p.operations.push(Operation::Delete {
-                cloud_id: id.to_string(),
+                cloud_id: id.into(),
                 guid: group.guid.clone(),
                 dn: group.dn.clone(),
                 reason: why.clone(),
@@ -734,7 +734,7 @@ fn plan_orphan(
     };
     let name = group.attrs.get("displayname").and_then(|v| v.first()).cloned().unwrap_or_default();
     p.groups.push(GroupReport {
-        cloud_id: id.to_string(),
+        cloud_id: id.into(),
         display_name: name,
         in_scope: false,
         reason: why,

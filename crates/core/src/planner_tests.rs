@@ -14,7 +14,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
     let mut w = sample_rollout();
     let p = w.converge();
     let adds = ops(&p, "add");
-    let added: BTreeMap<String, i32> = adds
+    let added: BTreeMap<CloudId, i32> = adds
         .iter()
         .map(|o| match o {
             Operation::Add { cloud_id, attrs, .. } => {
@@ -24,7 +24,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
             _ => unreachable!(),
         })
         .collect();
-    let want: BTreeMap<String, i32> = [
+    let want: BTreeMap<CloudId, i32> = [
         (id(1), gt::UNIVERSAL_SECURITY),
         (id(2), gt::UNIVERSAL_SECURITY),
         (id(4), gt::UNIVERSAL_DISTRIBUTION),
@@ -42,7 +42,7 @@ fn sample_rollout_adds_exactly_the_groups_in_scope() {
     assert!(!p.report("Team-Off")[0].in_scope);
     assert!(p.report("SG-NoWriteback")[0].reason.contains("isEnabled = null"));
     // The mail-enabled types carry mail; the security group does not.
-    let mail_of = |n| match adds.iter().find(|o| o.cloud_id() == id(n)) {
+    let mail_of = |n| match adds.iter().find(|o| *o.cloud_id() == id(n)) {
         Some(Operation::Add { attrs, .. }) => attrs.iter().any(|(k, _)| k == "mail"),
         _ => false,
     };
@@ -153,7 +153,7 @@ fn the_tier0_guard_holds_back_additions_but_lets_removals_through() {
     assert!(p.errors[0].message.contains("1 held back; removals still apply"), "{}", p.errors[0].message);
     assert!(p.report(&id(1))[0].action.contains("held back"));
     // Listed in allow_protected_nesting: both go through.
-    w.cfg.allow_protected_nesting = vec![id(1).to_uppercase()];
+    w.cfg.allow_protected_nesting = vec![id(1).to_uppercase().into()];
     let p = w.plan();
     assert_eq!((p.summary.member_adds, p.summary.member_removes, p.errors.len()), (1, 1, 0));
 }
@@ -248,7 +248,7 @@ fn lifecycle_defaults_and_delete_threshold() {
     w.cloud.groups.retain(|g| g.id != id(7) && g.id != id(8));
     w.cloud.soft_deleted.insert(id(7));
     let p = w.plan();
-    let deletes: Vec<&str> = ops(&p, "delete").iter().map(|o| o.cloud_id()).collect();
+    let deletes: Vec<&CloudId> = ops(&p, "delete").iter().map(|o| o.cloud_id()).collect();
     assert_eq!(deletes, vec![id(8).as_str()]);
     assert!(p.report(&id(1))[0].action.starts_with("kept"));
     assert!(p.report(&id(7))[0].action.starts_with("kept"));
@@ -421,7 +421,7 @@ fn schema_features_add_the_cloud_sync_anchor_and_exchange_attributes() {
     w.group(m365(1, "Team", None, None), vec![]);
     w.group(security(2, "SG", Some(true)), vec![]);
     let p = w.converge();
-    let attrs = |n: u32| match ops(&p, "add").into_iter().find(|o| o.cloud_id() == id(n)) {
+    let attrs = |n: u32| match ops(&p, "add").into_iter().find(|o| *o.cloud_id() == id(n)) {
         Some(Operation::Add { attrs, .. }) => {
             attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>()
         }
@@ -496,14 +496,14 @@ fn scoping_rules_include_at_scale_exclude_first_and_place_in_ous() {
     w.group(security(5, "Other", None), vec![]);
     w.group(security(6, "SG-OptedOut", Some(false)), vec![]);
     let p = w.converge();
-    let added: BTreeMap<String, String> = ops(&p, "add")
+    let added: BTreeMap<CloudId, String> = ops(&p, "add")
         .into_iter()
         .map(|o| match o {
             Operation::Add { cloud_id, dn, .. } => (cloud_id.clone(), naming::split_dn(dn).1.to_string()),
             _ => unreachable!(),
         })
         .collect();
-    let want: BTreeMap<String, String> =
+    let want: BTreeMap<CloudId, String> =
         [(id(1), OU.to_string()), (id(2), OU.to_string()), (id(4), "OU=Tier0,DC=corp,DC=test".to_string())].into();
     assert_eq!(
         added, want,

@@ -33,7 +33,7 @@ pub struct Rule {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
-    pub ids: Vec<String>,
+    pub ids: Vec<crate::CloudId>,
     pub action: RuleAction,
     /// For `include`: universalSecurityGroup, universalDistributionGroup or
     /// universalMailEnabledSecurityGroup (checked against the group's kind).
@@ -53,7 +53,7 @@ impl Rule {
             Some(RuleKind::Dynamic) => g.group_types.iter().any(|t| t.eq_ignore_ascii_case("DynamicMembership")),
         };
         let name_ok = self.name.as_deref().is_none_or(|p| glob(p, g.name()));
-        let id_ok = self.ids.is_empty() || self.ids.iter().any(|i| i.eq_ignore_ascii_case(&g.id));
+        let id_ok = self.ids.is_empty() || self.ids.contains(&g.id);
         kind_ok && name_ok && id_ok
     }
 

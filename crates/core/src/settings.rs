@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::ids::CloudId;
 use crate::model::CloudObject;
 use crate::scope::{group_kind, GroupKind};
 
@@ -20,7 +21,7 @@ pub enum Setting {
 /// One group's change, or why it is left alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SettingChange {
-    pub id: String,
+    pub id: CloudId,
     pub display_name: String,
     /// `None`: nothing to do (already so) — see `note`.
     pub patch: Option<serde_json::Value>,
@@ -35,7 +36,7 @@ pub fn setting_changes(groups: &[CloudObject], setting: &Setting) -> Vec<Result<
             let kind = group_kind(g);
             if g.is_synced() || !matches!(kind, GroupKind::Microsoft365 | GroupKind::Security) {
                 return Err((
-                    g.id.clone(),
+                    g.id.to_string(),
                     format!("{}: only cloud Microsoft 365 and security groups can be written back", g.name()),
                 ));
             }
@@ -47,7 +48,7 @@ pub fn setting_changes(groups: &[CloudObject], setting: &Setting) -> Vec<Result<
             if let Some(t) = &ty {
                 if kind == GroupKind::Security && t != "universalSecurityGroup" {
                     return Err((
-                        g.id.clone(),
+                        g.id.to_string(),
                         format!(
                             "{}: a security group can only be written back as universalSecurityGroup, not {t}",
                             g.name()

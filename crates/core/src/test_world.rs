@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use crate::model::{AdClass, AdObject, AdRef, WritebackConfiguration};
 use crate::*;
+use crate::{CloudId, ObjectGuid};
 
 pub(crate) const OU: &str = "OU=Groups,DC=corp,DC=test";
 
-pub(crate) fn id(n: u32) -> String {
-    format!("00000000-0000-0000-0000-{n:012}")
+pub(crate) fn id(n: u32) -> CloudId {
+    CloudId::new(format!("00000000-0000-0000-0000-{n:012}"))
 }
 
 pub(crate) fn wb(enabled: Option<bool>, ty: Option<&str>) -> Option<WritebackConfiguration> {
@@ -106,14 +107,14 @@ impl World {
     /// Plays the plan onto the AD snapshot, as a DC would.
     pub(crate) fn apply(&mut self, p: &Plan) {
         let mut new_guids = BTreeMap::new();
-        let resolve = |t: &GroupTarget, new_guids: &BTreeMap<String, String>| match t {
-            GroupTarget::Existing { guid, dn } => AdRef { guid: guid.to_string(), dn: dn.to_string(), sid: None },
+        let resolve = |t: &GroupTarget, new_guids: &BTreeMap<CloudId, ObjectGuid>| match t {
+            GroupTarget::Existing { guid, dn } => AdRef { guid: (&**guid).into(), dn: dn.to_string(), sid: None },
             GroupTarget::New { cloud_id, dn } => AdRef { guid: new_guids[cloud_id].clone(), dn: dn.clone(), sid: None },
         };
         for op in &p.operations {
             match op {
                 Operation::Add { cloud_id, dn, attrs, members } => {
-                    let guid = format!("bbbbbbbb-{}", &cloud_id[9..]);
+                    let guid = ObjectGuid::new(format!("bbbbbbbb-{}", &cloud_id[9..]));
                     new_guids.insert(cloud_id.clone(), guid.clone());
                     let attrs: BTreeMap<String, Vec<String>> =
                         attrs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use writeback_core::CloudObject;
+use writeback_core::{CloudId, CloudObject};
 
 use crate::read::{parse_object, GROUP_SELECT};
 use crate::{GraphClient, GraphError};
@@ -37,14 +37,14 @@ pub enum Removed {
 #[derive(Debug, Default)]
 pub struct DeltaRound {
     /// Every object the round named, changed or removed.
-    pub named: BTreeSet<String>,
+    pub named: BTreeSet<CloudId>,
     /// Objects with at least one `@removed` entry, and every reason given.
-    pub removed: BTreeMap<String, BTreeSet<Removed>>,
+    pub removed: BTreeMap<CloudId, BTreeSet<Removed>>,
     /// Objects with at least one entry that is not a removal (so live at some point).
-    pub live: BTreeSet<String>,
+    pub live: BTreeSet<CloudId>,
     /// Per group, the members the round said were added and removed; a member said both (the
     /// entries' order is not reliable) is in neither. Hints to tell a stale read, not the truth.
-    pub member_hints: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    pub member_hints: BTreeMap<CloudId, (BTreeSet<CloudId>, BTreeSet<CloudId>)>,
     /// Member values added or removed across all entries (groups only), for the logs.
     pub member_changes: usize,
     /// Where the next round starts.
@@ -53,7 +53,7 @@ pub struct DeltaRound {
 
 impl DeltaRound {
     fn take(&mut self, item: &Value) {
-        let Some(id) = item["id"].as_str().map(str::to_ascii_lowercase) else { return };
+        let Some(id) = item["id"].as_str().map(CloudId::new) else { return };
         self.named.insert(id.clone());
         if let Some(removed) = item.get("@removed") {
             let how = match removed["reason"].as_str() {
@@ -72,7 +72,7 @@ impl DeltaRound {
         }
         let (added, gone) = self.member_hints.entry(id).or_default();
         for m in members {
-            let Some(mid) = m["id"].as_str().map(str::to_ascii_lowercase) else { continue };
+            let Some(mid) = m["id"].as_str().map(CloudId::new) else { continue };
             if m.get("@removed").is_some() {
                 gone.insert(mid);
             } else {
@@ -84,7 +84,7 @@ impl DeltaRound {
     /// Drops the member hints that contradict each other.
     fn settle(&mut self) {
         for (added, gone) in self.member_hints.values_mut() {
-            let both: Vec<String> = added.intersection(gone).cloned().collect();
+            let both: Vec<CloudId> = added.intersection(gone).cloned().collect();
             for m in both {
                 added.remove(&m);
                 gone.remove(&m);
@@ -166,9 +166,9 @@ impl GraphClient {
 
     /// Groups by id (in `$batch`es). Returns the groups found, the ids Graph does not know
     /// (404), and per-id failures; a failure is never mistaken for "gone".
-    pub async fn groups_by_id(&self, ids: &[String]) -> (Vec<CloudObject>, BTreeSet<String>, Vec<(String, String)>) {
+    pub async fn groups_by_id(&self, ids: &[CloudId]) -> (Vec<CloudObject>, BTreeSet<CloudId>, Vec<(String, String)>) {
         let reqs: Vec<(String, String)> =
-            ids.iter().map(|id| (id.clone(), format!("/groups/{id}?$select={GROUP_SELECT}"))).collect();
+            ids.iter().map(|id| (id.to_string(), format!("/groups/{id}?$select={GROUP_SELECT}"))).collect();
         let (mut found, mut missing, mut failed) = (Vec::new(), BTreeSet::new(), Vec::new());
         for (id, res) in self.batch_get(&reqs).await {
             match res {
@@ -177,7 +177,7 @@ impl GraphClient {
                     Err((_, why)) => failed.push((id, why)),
                 },
                 Err((404, _)) => {
-                    missing.insert(id);
+                    missing.insert(CloudId::new(id));
                 }
                 Err((status, msg)) => failed.push((id, format!("Graph answered {status}: {msg}"))),
             }
@@ -188,17 +188,20 @@ impl GraphClient {
 
     /// Which of these (groups Graph no longer finds) are in the recycle bin: (in it, not in it,
     /// per-id failures). GET /directory/deletedItems/{id} (directory-deleteditems-get.md).
-    pub async fn in_recycle_bin(&self, ids: &[String]) -> (BTreeSet<String>, BTreeSet<String>, Vec<(String, String)>) {
+    pub async fn in_recycle_bin(
+        &self,
+        ids: &[CloudId],
+    ) -> (BTreeSet<CloudId>, BTreeSet<CloudId>, Vec<(String, String)>) {
         let reqs: Vec<(String, String)> =
-            ids.iter().map(|id| (id.clone(), format!("/directory/deletedItems/{id}?$select=id"))).collect();
+            ids.iter().map(|id| (id.to_string(), format!("/directory/deletedItems/{id}?$select=id"))).collect();
         let (mut bin, mut gone, mut failed) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
         for (id, res) in self.batch_get(&reqs).await {
             match res {
                 Ok(_) => {
-                    bin.insert(id);
+                    bin.insert(CloudId::new(id));
                 }
                 Err((404, _)) => {
-                    gone.insert(id);
+                    gone.insert(CloudId::new(id));
                 }
                 Err((status, msg)) => failed.push((id, format!("Graph answered {status}: {msg}"))),
             }
@@ -208,13 +211,13 @@ impl GraphClient {
 
     /// The groups that directly contain any of these objects (`memberOf`, roles and
     /// administrative units left out).
-    pub async fn parents_of(&self, coll: Collection, ids: &[String]) -> Result<BTreeSet<String>, GraphError> {
+    pub async fn parents_of(&self, coll: Collection, ids: &[CloudId]) -> Result<BTreeSet<CloudId>, GraphError> {
         let kind = match coll {
             Collection::Groups => "groups",
             Collection::Users => "users",
         };
         let reqs: Vec<(String, String)> =
-            ids.iter().map(|id| (id.clone(), format!("/{kind}/{id}/memberOf?$select=id&$top=999"))).collect();
+            ids.iter().map(|id| (id.to_string(), format!("/{kind}/{id}/memberOf?$select=id&$top=999"))).collect();
         let mut parents = BTreeSet::new();
         for (id, res) in self.batch_get(&reqs).await {
             let body = match res {
@@ -239,7 +242,7 @@ impl GraphClient {
             // "List memberOf", user-list-memberof.md): only groups can be written back.
             let groups =
                 items.iter().filter(|v| v["@odata.type"].as_str().is_none_or(|t| t == "#microsoft.graph.group"));
-            parents.extend(groups.filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase));
+            parents.extend(groups.filter_map(|v| v["id"].as_str()).map(CloudId::new));
         }
         Ok(parents)
     }

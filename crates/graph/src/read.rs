@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::{json, Value};
-use writeback_core::{naming, Check, CloudObject, MemberRead};
+use writeback_core::{naming, Check, CloudId, CloudObject, MemberRead};
 
 use crate::client::{collect_page, retry_after};
 use crate::{GraphClient, GraphError};
@@ -48,12 +48,8 @@ pub(crate) fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
     if !naming::is_guid(&id) {
         return Err((label, "Graph sent an object whose id is not a GUID; it is ignored".into()));
     }
-    CloudObject::deserialize(v)
-        .map(|mut o| {
-            o.id = o.id.to_ascii_lowercase();
-            o
-        })
-        .map_err(|e| (label, format!("Graph sent a malformed object ({e}); it is ignored")))
+    // The id is a CloudId: kept in lower case by its type.
+    CloudObject::deserialize(v).map_err(|e| (label, format!("Graph sent a malformed object ({e}); it is ignored")))
 }
 
 impl GraphClient {
@@ -78,7 +74,7 @@ impl GraphClient {
 
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
-    pub async fn members_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
+    pub async fn members_of(&self, ids: &[CloudId]) -> HashMap<CloudId, MemberRead> {
         self.related(ids, "members", &mut HashMap::new(), None).await
     }
 
@@ -87,28 +83,28 @@ impl GraphClient {
     /// read, so that they can be looked up while the next pages are read.
     pub async fn members_of_sharing(
         &self,
-        ids: &[String],
-        shared: &mut HashMap<String, Arc<CloudObject>>,
+        ids: &[CloudId],
+        shared: &mut HashMap<CloudId, Arc<CloudObject>>,
         pages: Option<&PageSink>,
-    ) -> HashMap<String, MemberRead> {
+    ) -> HashMap<CloudId, MemberRead> {
         self.related(ids, "members", shared, pages).await
     }
 
     /// Owners of each group, read like members.
-    pub async fn owners_of(&self, ids: &[String]) -> HashMap<String, MemberRead> {
+    pub async fn owners_of(&self, ids: &[CloudId]) -> HashMap<CloudId, MemberRead> {
         self.related(ids, "owners", &mut HashMap::new(), None).await
     }
 
     async fn related(
         &self,
-        ids: &[String],
+        ids: &[CloudId],
         relation: &str,
-        shared: &mut HashMap<String, Arc<CloudObject>>,
+        shared: &mut HashMap<CloudId, Arc<CloudObject>>,
         pages: Option<&PageSink>,
-    ) -> HashMap<String, MemberRead> {
+    ) -> HashMap<CloudId, MemberRead> {
         let reqs: Vec<(String, String)> = ids
             .iter()
-            .map(|id| (id.clone(), format!("/groups/{id}/{relation}?$select={MEMBER_SELECT}&$top=999")))
+            .map(|id| (id.to_string(), format!("/groups/{id}/{relation}?$select={MEMBER_SELECT}&$top=999")))
             .collect();
         let mut out = HashMap::new();
         for (id, res) in self.batch_get(&reqs).await {
@@ -118,7 +114,7 @@ impl GraphClient {
                     MemberRead::Incomplete(format!("Graph answered {status} for the {relation}: {msg}"))
                 }
             };
-            out.insert(id, read);
+            out.insert(CloudId::new(id), read);
         }
         out
     }
@@ -236,7 +232,7 @@ impl GraphClient {
         &self,
         first: Value,
         id: &str,
-        shared: &mut HashMap<String, Arc<CloudObject>>,
+        shared: &mut HashMap<CloudId, Arc<CloudObject>>,
         pages: Option<&PageSink>,
     ) -> MemberRead {
         let mut members: Vec<Arc<CloudObject>> = Vec::new();
@@ -278,14 +274,14 @@ impl GraphClient {
     }
 
     /// Ids of the groups in the recycle bin.
-    pub async fn soft_deleted_groups(&self) -> Result<BTreeSet<String>, GraphError> {
+    pub async fn soft_deleted_groups(&self) -> Result<BTreeSet<CloudId>, GraphError> {
         let items = self
             .get_all(&format!(
                 "{}/v1.0/directory/deletedItems/microsoft.graph.group?$select=id&$top=999",
                 self.cfg.graph_url
             ))
             .await?;
-        Ok(items.iter().filter_map(|v| v["id"].as_str()).map(str::to_ascii_lowercase).collect())
+        Ok(items.iter().filter_map(|v| v["id"].as_str()).map(CloudId::new).collect())
     }
 
     /// Preflight: a token, then one read of groups (beta, with writebackConfiguration) and users.

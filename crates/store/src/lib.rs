@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use writeback_core::{Link, ObjectError, RunKind, RunStatus, State, Summary};
+use writeback_core::{CloudId, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 2;
@@ -93,12 +93,12 @@ pub struct Watermarks {
     /// Owned groups someone else changed (or deleted) while the last cycle ran, before
     /// `ad_usn`: the next delta cycle looks at them.
     #[serde(default)]
-    pub recheck: Vec<String>,
+    pub recheck: Vec<CloudId>,
     /// Groups a delta cycle could not settle (Graph's reads lag its delta: not found yet, a
     /// removal not confirmed yet, members older than the delta said): looked at again by the
     /// next delta cycles, a bounded number of times. A full cycle starts with none.
     #[serde(default)]
-    pub pending: std::collections::BTreeMap<String, Pending>,
+    pub pending: std::collections::BTreeMap<CloudId, Pending>,
 }
 
 /// A group a delta cycle looks at again (see `Watermarks::pending`). Each reason to look again
@@ -124,9 +124,9 @@ pub struct Pending {
     pub stale_seen: u32,
     /// Members the delta said were added / removed, to tell a stale read on the next look.
     #[serde(default)]
-    pub added: Vec<String>,
+    pub added: Vec<CloudId>,
     #[serde(default)]
-    pub gone: Vec<String>,
+    pub gone: Vec<CloudId>,
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -226,12 +226,12 @@ impl Store {
 
     /// Records the `uSNChanged` our own writes left on groups, so that only changes made
     /// by someone else count as drift.
-    pub fn save_usns(&mut self, usns: &[(String, u64)]) -> Result<()> {
+    pub fn save_usns(&mut self, usns: &[(CloudId, u64)]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut up = tx.prepare("UPDATE links SET usn = ?2 WHERE cloud_id = ?1")?;
             for (id, usn) in usns {
-                up.execute(params![id, *usn as i64])?;
+                up.execute(params![id.as_str(), *usn as i64])?;
             }
         }
         tx.commit()?;
@@ -239,27 +239,28 @@ impl Store {
     }
 
     /// The `uSNChanged` writeback last left on each linked group.
-    pub fn usns(&self) -> Result<std::collections::HashMap<String, u64>> {
+    pub fn usns(&self) -> Result<std::collections::HashMap<CloudId, u64>> {
         let mut stmt = self.conn.prepare("SELECT cloud_id, usn FROM links WHERE usn IS NOT NULL")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+        let rows =
+            stmt.query_map([], |r| Ok((CloudId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)?.max(0) as u64)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Cloud ids with a current error: a delta cycle looks at them again.
-    pub fn error_ids(&self) -> Result<Vec<String>> {
+    pub fn error_ids(&self) -> Result<Vec<CloudId>> {
         let mut stmt = self.conn.prepare("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0).map(CloudId::new))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// After a delta cycle: the errors of the groups it looked at are replaced; others stay.
-    pub fn merge_errors(&mut self, run_id: i64, looked_at: &[String], errors: &[ObjectError]) -> Result<()> {
+    pub fn merge_errors(&mut self, run_id: i64, looked_at: &[CloudId], errors: &[ObjectError]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             upsert_errors(&tx, run_id, errors)?;
             let mut del = tx.prepare("DELETE FROM errors WHERE cloud_id = ?1 AND run_id != ?2")?;
             for id in looked_at {
-                del.execute(params![id, run_id])?;
+                del.execute(params![id.as_str(), run_id])?;
             }
         }
         tx.commit()?;
@@ -270,7 +271,10 @@ impl Store {
     pub fn state(&self) -> Result<State> {
         let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid, dn FROM links")?;
         let links = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, Link { guid: r.get(1)?, dn: r.get(2)? })))?
+            .query_map([], |r| {
+                let guid = ObjectGuid::new(r.get::<_, String>(1)?);
+                Ok((CloudId::new(r.get::<_, String>(0)?), Link { guid, dn: r.get(2)? }))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let former_ous = match self.meta("managed_ous")? {
             Some(text) => serde_json::from_str(&text).unwrap_or_default(),
@@ -331,7 +335,7 @@ impl Store {
     pub fn save_links<'a>(
         &mut self,
         links: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
-        forget: &[String],
+        forget: &[CloudId],
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -345,7 +349,7 @@ impl Store {
             }
             let mut del = tx.prepare("DELETE FROM links WHERE cloud_id = ?1")?;
             for id in forget {
-                del.execute(params![id])?;
+                del.execute(params![id.as_str()])?;
             }
         }
         tx.commit()?;
@@ -466,7 +470,7 @@ mod tests {
         let mut s = Store::open(&path).expect("open");
         let run = s.start_run(RunKind::Full).expect("run");
         s.save_links([("a", "guid-a", "CN=a"), ("b", "guid-b", "CN=b")], &[]).expect("links");
-        s.save_links([("a", "guid-a2", "CN=a2")], &["b".to_string()]).expect("links");
+        s.save_links([("a", "guid-a2", "CN=a2")], &[CloudId::new("b")]).expect("links");
         assert_eq!(s.state().expect("state").links.get("a").map(|l| l.guid.as_str()), Some("guid-a2"));
         assert_eq!(s.link_count().expect("count"), 1);
         let e = |m: &str| ObjectError { cloud_id: "a".into(), member_id: None, message: m.into() };
@@ -497,13 +501,13 @@ mod tests {
         assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));
         let other = ObjectError { cloud_id: "b".into(), member_id: None, message: "b broke".into() };
         let run3 = s.start_run(RunKind::Delta).expect("run");
-        s.merge_errors(run3, &["b".to_string()], &[other]).expect("merge");
+        s.merge_errors(run3, &[CloudId::new("b")], &[other]).expect("merge");
         assert_eq!(
             s.error_ids().expect("ids"),
             vec!["a".to_string(), "b".to_string()],
             "errors of groups not looked at stay"
         );
-        s.merge_errors(run3 + 1, &["a".to_string()], &[]).expect("merge");
+        s.merge_errors(run3 + 1, &[CloudId::new("a")], &[]).expect("merge");
         assert_eq!(s.error_ids().expect("ids"), vec!["b".to_string()]);
         drop(s);
         assert!(Store::open_read_only(&path).expect("ro").is_some());

@@ -5,6 +5,7 @@ use serde_json::json;
 use writeback_core::naming::printable;
 use writeback_core::scope::{group_kind, GroupKind};
 use writeback_core::settings::{setting_changes, Setting, GROUP_TYPES};
+use writeback_core::CloudId;
 use writeback_graph::{DefaultChange, GraphClient};
 
 use crate::config::Config;
@@ -40,7 +41,7 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
     progress::phase("reading the groups");
     let (all, _) = graph.list_groups().await?;
     progress::done();
-    let wanted: Vec<String> = args.groups.iter().map(|g| g.to_ascii_lowercase()).collect();
+    let wanted: Vec<CloudId> = args.groups.iter().map(CloudId::new).collect();
     let selected: Vec<_> = all
         .into_iter()
         .filter(|g| match args.kind {
@@ -49,7 +50,7 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
             None => wanted.contains(&g.id),
         })
         .collect();
-    let unknown: Vec<&String> = wanted.iter().filter(|w| !selected.iter().any(|g| &&g.id == w)).collect();
+    let unknown: Vec<&CloudId> = wanted.iter().filter(|w| !selected.iter().any(|g| &&g.id == w)).collect();
     if !unknown.is_empty() {
         eprintln!("error: no such group: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
         return Ok(exit::CONFIG);
@@ -59,7 +60,7 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
     let mut errors: Vec<(String, String)> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
     let changes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     let to_patch: Vec<(String, serde_json::Value)> =
-        changes.iter().filter_map(|c| c.patch.clone().map(|p| (c.id.clone(), p))).collect();
+        changes.iter().filter_map(|c| c.patch.clone().map(|p| (c.id.to_string(), p))).collect();
     let unchanged = changes.len() - to_patch.len();
 
     let mut changed = 0;

@@ -108,7 +108,7 @@ pub struct WritebackSection {
     /// Move groups adopted from `[ad] adopt_from` into the target OU (same objectGUID and SID).
     pub move_adopted: bool,
     /// Cloud ids whose members may change although the AD group is nested into a protected group.
-    pub allow_protected_nesting: Vec<String>,
+    pub allow_protected_nesting: Vec<writeback_core::CloudId>,
 }
 
 impl Default for WritebackSection {

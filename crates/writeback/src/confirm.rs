@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use writeback_core::{CloudObject, MemberRead};
+use writeback_core::{CloudId, CloudObject, MemberRead};
 use writeback_graph::{DeltaRound, GraphClient, Removed};
 use writeback_store::Pending;
 
@@ -86,12 +86,12 @@ pub fn verdict(
 
 /// Whether a complete member read is older than what the delta said of the group: a member
 /// said added is not there, or one said removed still is.
-pub fn stale(read: &MemberRead, added: &BTreeSet<String>, gone: &BTreeSet<String>) -> bool {
+pub fn stale(read: &MemberRead, added: &BTreeSet<CloudId>, gone: &BTreeSet<CloudId>) -> bool {
     let MemberRead::Complete(members) = read else { return false };
     if added.is_empty() && gone.is_empty() {
         return false;
     }
-    let ids: BTreeSet<String> = members.iter().map(|m| m.id.to_ascii_lowercase()).collect();
+    let ids: BTreeSet<&CloudId> = members.iter().map(|m| &m.id).collect();
     added.iter().any(|a| !ids.contains(a)) || gone.iter().any(|g| ids.contains(g))
 }
 
@@ -101,16 +101,16 @@ pub struct Settled {
     /// Found: to be planned.
     pub found: Vec<CloudObject>,
     /// Confirmed in the recycle bin, and confirmed deleted for good.
-    pub soft: BTreeSet<String>,
-    pub gone: BTreeSet<String>,
+    pub soft: BTreeSet<CloudId>,
+    pub gone: BTreeSet<CloudId>,
     /// Per-object errors: reads that failed, groups put off too long.
     pub failed: Vec<(String, String)>,
     /// To look at again next cycle.
-    pub pending: BTreeMap<String, Pending>,
+    pub pending: BTreeMap<CloudId, Pending>,
 }
 
 impl Settled {
-    fn again(&mut self, id: &str, why: Again, round: &DeltaRound, before: Option<&Pending>) {
+    fn again(&mut self, id: &CloudId, why: Again, round: &DeltaRound, before: Option<&Pending>) {
         let mut p = before.cloned().unwrap_or_default();
         p.attempts += 1;
         p.removal_reported |= round.removed.contains_key(id);
@@ -138,7 +138,7 @@ impl Settled {
             tracing::warn!(group = %id, "{why}");
             self.failed.push((id.to_string(), why));
         } else {
-            self.pending.insert(id.to_string(), p);
+            self.pending.insert(id.clone(), p);
         }
     }
 }
@@ -147,9 +147,9 @@ impl Settled {
 /// or put off. `before` is what earlier cycles left pending.
 pub async fn settle(
     graph: &GraphClient,
-    ids: &[String],
+    ids: &[CloudId],
     round: &DeltaRound,
-    before: &BTreeMap<String, Pending>,
+    before: &BTreeMap<CloudId, Pending>,
 ) -> Settled {
     let mut out = Settled::default();
     let (found, missing, failed) = graph.groups_by_id(ids).await;
@@ -166,12 +166,13 @@ pub async fn settle(
         out.again(&g.id, Again::Unsure, round, before.get(&g.id));
     }
     for (id, why) in failed {
-        out.again(&id, Again::Failed, round, before.get(&id));
+        let cloud_id = CloudId::new(id.as_str());
+        out.again(&cloud_id, Again::Failed, round, before.get(&cloud_id));
         out.failed.push((id, why));
     }
-    let missing: Vec<String> = missing.into_iter().collect();
+    let missing: Vec<CloudId> = missing.into_iter().collect();
     let (bin, not_in_bin, bin_failed) = graph.in_recycle_bin(&missing).await;
-    let bin_failed: BTreeSet<String> = bin_failed.into_iter().map(|(id, _)| id).collect();
+    let bin_failed: BTreeSet<CloudId> = bin_failed.into_iter().map(|(id, _)| CloudId::new(id)).collect();
     for id in missing {
         let in_bin = if bin.contains(&id) {
             Some(true)
@@ -205,14 +206,14 @@ pub async fn settle(
 /// The groups whose member read is older than the delta said (see [`stale`]), put off (at
 /// most [`MAX_STALE`] times) and taken out of `members`: planned next cycle, not now.
 pub fn put_off_stale(
-    members: &mut std::collections::HashMap<String, MemberRead>,
+    members: &mut std::collections::HashMap<CloudId, MemberRead>,
     round: &DeltaRound,
-    before: &BTreeMap<String, Pending>,
+    before: &BTreeMap<CloudId, Pending>,
     settled: &mut Settled,
-) -> BTreeSet<String> {
+) -> BTreeSet<CloudId> {
     let mut stale_ids = BTreeSet::new();
     for (id, read) in members.iter() {
-        let (added, gone): (BTreeSet<String>, BTreeSet<String>) = match (round.member_hints.get(id), before.get(id)) {
+        let (added, gone): (BTreeSet<CloudId>, BTreeSet<CloudId>) = match (round.member_hints.get(id), before.get(id)) {
             (Some((a, g)), _) => (a.clone(), g.clone()),
             (None, Some(p)) => (p.added.iter().cloned().collect(), p.gone.iter().cloned().collect()),
             (None, None) => continue,
@@ -290,17 +291,18 @@ mod tests {
     fn each_reason_to_look_again_counts_on_its_own() {
         let round = DeltaRound::default();
         let mut s = Settled::default();
-        s.again("g", Again::Missing, &round, None);
+        let (g, h) = (CloudId::new("g"), CloudId::new("h"));
+        s.again(&g, Again::Missing, &round, None);
         let missing = s.pending["g"].clone();
         assert_eq!((missing.attempts, missing.missing_seen), (1, 1));
         // Found next time (stale): what was missing before is not gone.
-        s.again("g", Again::Stale, &round, Some(&missing));
+        s.again(&g, Again::Stale, &round, Some(&missing));
         let p = &s.pending["g"];
         assert_eq!((p.attempts, p.missing_seen, p.stale_seen), (2, 0, 1));
         // Bounded, and said so.
         let worn = Pending { attempts: MAX_ATTEMPTS, ..Default::default() };
         let mut s = Settled::default();
-        s.again("h", Again::Missing, &round, Some(&worn));
+        s.again(&h, Again::Missing, &round, Some(&worn));
         assert!(!s.pending.contains_key("h") && s.failed[0].1.contains("full cycle"));
     }
 
@@ -308,7 +310,7 @@ mod tests {
     fn a_read_older_than_the_delta_is_stale() {
         let member = |id: &str| CloudObject { id: id.into(), ..Default::default() };
         let read = MemberRead::complete(vec![member("u1"), member("u2")]);
-        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let set = |ids: &[&str]| ids.iter().map(|s| CloudId::new(*s)).collect::<BTreeSet<CloudId>>();
         assert!(!stale(&read, &set(&["u1"]), &set(&["u3"])));
         assert!(stale(&read, &set(&["u4"]), &set(&[])), "an added member is not there yet");
         assert!(stale(&read, &set(&[]), &set(&["u2"])), "a removed member is still there");

@@ -12,7 +12,9 @@ use writeback_ad::{AdChanges, AdConn, ApplyReport, OpOutcome};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
-use writeback_core::{Allow, CloudSnapshot, GroupReport, ObjectError, Plan, RunKind, RunStatus, Summary};
+use writeback_core::{
+    Allow, CloudId, CloudSnapshot, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Summary,
+};
 use writeback_graph::{is_expired, Collection, GraphClient};
 use writeback_store::{Store, Watermarks};
 
@@ -61,7 +63,7 @@ struct Outcome {
 /// How much of the tenant a cycle looked at: everything, or the groups a delta named.
 enum Reach {
     Full,
-    Delta { looked_at: Vec<String> },
+    Delta { looked_at: Vec<CloudId> },
 }
 
 impl Reach {
@@ -222,25 +224,25 @@ impl Cycle<'_> {
 
         // Dirty: named by the cloud's delta, changed in AD by someone else, with an open error,
         // or put off by an earlier cycle.
-        let mut dirty: BTreeSet<String> = groups.named.clone();
+        let mut dirty: BTreeSet<CloudId> = groups.named.clone();
         let changes = self.ad.changes_since(&ous, w.ad_usn + 1).await?;
-        let links = state.links.iter().map(|(id, l)| (id, l.guid.as_str()));
+        let links = state.links.iter().map(|(id, l)| (id, &l.guid));
         let drifted = changes.by_others(&self.store.usns()?, links);
         dirty.extend(drifted.iter().cloned());
         // Changed by someone else while the last cycle ran (its watermark is past them).
         dirty.extend(w.recheck.iter().cloned());
         dirty.extend(self.store.error_ids()?);
         dirty.extend(w.pending.keys().cloned());
-        let changed_users: Vec<String> = users.named.iter().cloned().collect();
+        let changed_users: Vec<CloudId> = users.named.iter().cloned().collect();
         if !changed_users.is_empty() {
             dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
         }
         // Every group named is read, removals too: what the round said is confirmed, not trusted.
-        let to_read: Vec<String> = dirty.iter().cloned().collect();
+        let to_read: Vec<CloudId> = dirty.iter().cloned().collect();
         let mut settled = confirm::settle(graph, &to_read, &groups, &w.pending).await;
 
         // A group entering or leaving scope changes the members of the groups that contain it.
-        let flipped: Vec<String> = settled
+        let flipped: Vec<CloudId> = settled
             .found
             .iter()
             .filter(|g| decide_with(g, &cfg.rules).in_scope != state.links.contains_key(&g.id))
@@ -248,7 +250,7 @@ impl Cycle<'_> {
             .chain(settled.soft.iter().chain(&settled.gone).filter(|id| state.links.contains_key(*id)).cloned())
             .collect();
         if !flipped.is_empty() {
-            let parents: Vec<String> = graph
+            let parents: Vec<CloudId> = graph
                 .parents_of(Collection::Groups, &flipped)
                 .await?
                 .into_iter()
@@ -265,14 +267,14 @@ impl Cycle<'_> {
         let mut cloud = CloudSnapshot { groups: std::mem::take(&mut settled.found), ..Default::default() };
         cloud.rejected = settled.failed.clone();
         cloud.soft_deleted = settled.soft.clone();
-        let in_scope: Vec<String> =
+        let in_scope: Vec<CloudId> =
             decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
         cloud.members = graph.members_of(&in_scope).await;
         // A member read older than the round: planned next cycle, not from old data now.
         let stale = confirm::put_off_stale(&mut cloud.members, &groups, &w.pending, &mut settled);
         cloud.groups.retain(|g| !stale.contains(&g.id));
         if cfg.writeback.write_owners {
-            let read: Vec<String> = in_scope.into_iter().filter(|id| !stale.contains(id)).collect();
+            let read: Vec<CloudId> = in_scope.into_iter().filter(|id| !stale.contains(id)).collect();
             cloud.owners = graph.owners_of(&read).await;
         }
         tracing::info!(
@@ -286,7 +288,7 @@ impl Cycle<'_> {
         );
         // Only groups Graph described, or confirmed removed, are planned: nothing else can be
         // an orphan.
-        let considered: Vec<String> = cloud
+        let considered: Vec<CloudId> = cloud
             .groups
             .iter()
             .map(|g| g.id.clone())
@@ -372,13 +374,13 @@ impl Cycle<'_> {
         }
 
         // Links: every owned group we saw, updated by what this run created, renamed or deleted.
-        let mut links: BTreeMap<String, (String, String)> =
+        let mut links: BTreeMap<CloudId, (ObjectGuid, String)> =
             snap.ad.groups.iter().map(|g| (g.cloud_id.clone(), (g.guid.clone(), g.dn.clone()))).collect();
         links.extend(report.links.clone());
-        let deleted: Vec<String> = applied
+        let deleted: Vec<CloudId> = applied
             .iter()
             .filter(|(op, out)| matches!(op, Operation::Delete { .. }) && out.error.is_none())
-            .map(|(op, _)| op.cloud_id().to_string())
+            .map(|(op, _)| op.cloud_id().clone())
             .collect();
         for id in &deleted {
             links.remove(id);
@@ -418,12 +420,12 @@ impl Cycle<'_> {
         &mut self,
         ous: &[String],
         report: &ApplyReport,
-        links: &BTreeMap<String, (String, String)>,
+        links: &BTreeMap<CloudId, (ObjectGuid, String)>,
         marks: &mut Watermarks,
     ) -> Result<(), CycleError> {
         // Read first: whatever changes after this USN is the next delta cycle's anyway.
         let (end_usn, end_dc) = self.ad.highest_usn().await?;
-        let written: BTreeSet<&str> = report.outcomes.iter().map(|o| o.cloud_id.as_str()).collect();
+        let written: BTreeSet<&CloudId> = report.outcomes.iter().map(|o| &o.cloud_id).collect();
         let changed = self.ad.owned_changed_since(ous, marks.ad_usn + 1).await?;
         let mut changes = AdChanges { changed, deleted: Vec::new() };
         self.store.save_usns(&changes.ours(&written))?;
@@ -432,7 +434,7 @@ impl Cycle<'_> {
             return Ok(());
         }
         changes.deleted = self.ad.deleted_groups_since(marks.ad_usn + 1).await?;
-        let links = links.iter().map(|(id, (guid, _))| (id, guid.as_str()));
+        let links = links.iter().map(|(id, (guid, _))| (id, guid));
         marks.recheck = changes.by_others(&self.store.usns()?, links).into_iter().collect();
         marks.ad_usn = end_usn;
         Ok(())
@@ -459,10 +461,14 @@ fn apply_errors(applied: &[(&Operation, &OpOutcome)]) -> Vec<ObjectError> {
     for (_, o) in applied {
         if let Some(e) = &o.error {
             let message = format!("{} failed: {e}", o.op);
-            out.push(ObjectError { cloud_id: o.cloud_id.clone(), member_id: None, message });
+            out.push(ObjectError { cloud_id: o.cloud_id.to_string(), member_id: None, message });
         }
         for (member, e) in &o.member_errors {
-            out.push(ObjectError { cloud_id: o.cloud_id.clone(), member_id: Some(member.clone()), message: e.clone() });
+            out.push(ObjectError {
+                cloud_id: o.cloud_id.to_string(),
+                member_id: Some(member.clone()),
+                message: e.clone(),
+            });
         }
     }
     out

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
-use writeback_core::{GroupReport, RunKind, RunStatus, SkipReason};
+use writeback_core::{CloudId, GroupReport, RunKind, RunStatus, SkipReason};
 
 use crate::config::Config;
 use crate::cycle::{self, RunResult};
@@ -56,7 +56,7 @@ pub struct Status {
     /// said, with the command that goes past it.
     pub threshold: Option<String>,
     /// The explanation of every group, as of the last cycle that planned it.
-    pub reports: BTreeMap<String, GroupReport>,
+    pub reports: BTreeMap<CloudId, GroupReport>,
     /// When `POST /sync` last queued a cycle (at most one per interval).
     pub last_requested: Option<Instant>,
 }

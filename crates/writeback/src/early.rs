@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::{
-    member_anchors, AdObject, AdSnapshot, Anchor, CloudObject, CloudSnapshot, MemberRead, ObjectError, OwnedMembers,
-    Plan, PlannerConfig, SchemaFeatures, State,
+    member_anchors, AdObject, AdSnapshot, Anchor, CloudId, CloudObject, CloudSnapshot, MemberRead, ObjectError,
+    OwnedMembers, Plan, PlannerConfig, SchemaFeatures, State,
 };
 
 /// The writer of early adds, and what it was sent.
@@ -67,21 +67,21 @@ impl Early {
     /// sends their adds to the writer.
     pub fn part(
         &mut self,
-        groups: &HashMap<String, &CloudObject>,
-        part: &[String],
-        members: &HashMap<String, MemberRead>,
+        groups: &HashMap<CloudId, &CloudObject>,
+        part: &[CloudId],
+        members: &HashMap<CloudId, MemberRead>,
         found: &HashMap<Anchor, AdObject>,
     ) {
         let mut cloud = CloudSnapshot::default();
         for id in part {
-            if let (Some(g), Some(read)) = (groups.get(id.as_str()), members.get(id)) {
+            if let (Some(g), Some(read)) = (groups.get(id), members.get(id)) {
                 cloud.groups.push((*g).clone());
                 cloud.members.insert(id.clone(), read.clone());
             }
         }
         // Nested groups of the tenant: planned too (their adds are not taken), so that they are
         // `New` targets here as in the whole plan, not the stale link of an earlier run.
-        let nested: HashSet<String> = cloud
+        let nested: HashSet<CloudId> = cloud
             .members
             .values()
             .filter_map(|r| match r {
@@ -89,11 +89,11 @@ impl Early {
                 MemberRead::Incomplete(_) => None,
             })
             .flatten()
-            .map(|m| m.id.to_ascii_lowercase())
-            .filter(|id| groups.contains_key(id.as_str()) && !cloud.members.contains_key(id))
+            .map(|m| m.id.clone())
+            .filter(|id| groups.contains_key(id) && !cloud.members.contains_key(id))
             .collect();
         for id in nested {
-            if let Some(g) = groups.get(id.as_str()) {
+            if let Some(g) = groups.get(&id) {
                 cloud.groups.push((*g).clone());
                 cloud.members.insert(id, MemberRead::Complete(Vec::new()));
             }
@@ -104,7 +104,7 @@ impl Early {
             .collect();
         let ad = AdSnapshot { schema: self.schema, directory, ..Default::default() };
         let plan = writeback_core::plan(&cloud, &ad, &self.state, &self.planner);
-        let mine: HashSet<&str> = part.iter().map(String::as_str).collect();
+        let mine: HashSet<&CloudId> = part.iter().collect();
         let adds: Vec<Operation> = plan
             .operations
             .into_iter()
@@ -141,7 +141,7 @@ impl Early {
             self.task.await.map_err(|e| format!("the writer of this cycle's first adds failed: {e}"))?;
         let sent = self.sent;
         let mut rest: Vec<Operation> = Vec::with_capacity(plan.operations.len());
-        let mut by_id: HashMap<&str, &Operation> = sent.iter().map(|op| (op.cloud_id(), op)).collect();
+        let mut by_id: HashMap<&CloudId, &Operation> = sent.iter().map(|op| (op.cloud_id(), op)).collect();
         let mut errors = Vec::new();
         for op in std::mem::take(&mut plan.operations) {
             let early = matches!(op, Operation::Add { .. }).then(|| by_id.remove(op.cloud_id())).flatten();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use writeback_ad::AdConn;
 use writeback_core::planner::decisions;
 use writeback_core::{
-    member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudObject, CloudSnapshot,
-    MemberRead, OwnedMembers, Plan, PlannerConfig, Rule, State,
+    member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudId, CloudObject,
+    CloudSnapshot, MemberRead, ObjectGuid, OwnedMembers, Plan, PlannerConfig, Rule, State,
 };
 use writeback_graph::GraphClient;
 use writeback_store::Store;
@@ -59,7 +59,7 @@ pub(crate) async fn read_with(
     let (groups, rejected) = groups?;
     let owned = owned?;
     let cloud = CloudSnapshot { groups, rejected, ..Default::default() };
-    let in_scope: Vec<String> =
+    let in_scope: Vec<CloudId> =
         decisions(&cloud, rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     tracing::info!(
         groups = cloud.groups.len(),
@@ -102,11 +102,11 @@ async fn read_members(
     ad: &mut AdConn,
     mut cloud: CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
-    in_scope: &[String],
+    in_scope: &[CloudId],
     write_owners: bool,
     early: Option<&mut Early>,
 ) -> Result<Snapshot, CycleError> {
-    let by_id: HashMap<String, &CloudObject> = cloud.groups.iter().map(|g| (g.id.to_ascii_lowercase(), g)).collect();
+    let by_id: HashMap<CloudId, &CloudObject> = cloud.groups.iter().map(|g| (g.id.clone(), g)).collect();
     let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, early.map(|e| (e, &by_id))).await?;
     drop(by_id);
     cloud.members = members;
@@ -136,14 +136,14 @@ const READ_PART: usize = 500;
 async fn members_and_lookups(
     graph: &GraphClient,
     ad: &mut AdConn,
-    ids: &[String],
+    ids: &[CloudId],
     owned: &[writeback_core::AdGroup],
-    mut early: Option<(&mut Early, &HashMap<String, &CloudObject>)>,
-) -> Result<(HashMap<String, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), CycleError> {
+    mut early: Option<(&mut Early, &HashMap<CloudId, &CloudObject>)>,
+) -> Result<(HashMap<CloudId, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), CycleError> {
     let (mut members, mut shared) = (HashMap::new(), HashMap::new());
     let (mut found, mut tried): Lookups = Default::default();
     let mut pending: Vec<Anchor> = Vec::new();
-    let mut looking_up: &[String] = &[];
+    let mut looking_up: &[CloudId] = &[];
     // Members of owned groups are known from their member values.
     let owned_members = OwnedMembers::new(owned);
     for part in ids.chunks(READ_PART) {
@@ -259,7 +259,7 @@ pub(crate) async fn check_links(
     ous: &[String],
 ) -> Result<State, CycleError> {
     let read: HashSet<&str> = snap.ad.groups.iter().map(|g| g.cloud_id.as_str()).collect();
-    let in_scope: BTreeSet<String> =
+    let in_scope: BTreeSet<CloudId> =
         decisions(&snap.cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     let nested = snap
         .cloud
@@ -271,8 +271,8 @@ pub(crate) async fn check_links(
         })
         .flatten()
         .filter(|m| m.kind() == writeback_core::model::ObjectKind::Group && !m.is_synced())
-        .map(|m| m.id.to_ascii_lowercase());
-    let unseen: BTreeMap<String, String> = in_scope
+        .map(|m| m.id.clone());
+    let unseen: BTreeMap<CloudId, ObjectGuid> = in_scope
         .iter()
         .cloned()
         .chain(nested)
@@ -283,7 +283,7 @@ pub(crate) async fn check_links(
     if unseen.is_empty() {
         return Ok(checked);
     }
-    let unseen: Vec<(String, String)> = unseen.into_iter().collect();
+    let unseen: Vec<(CloudId, ObjectGuid)> = unseen.into_iter().collect();
     let (ours, not_ours) = ad.check_links(&unseen).await?;
     for id in not_ours {
         checked.links.remove(&id);

@@ -229,7 +229,7 @@ fn found(d: &Daemon, needle: &str) -> Vec<GroupReport> {
     let exact: Vec<GroupReport> = s
         .reports
         .values()
-        .filter(|g| g.cloud_id == lower || g.display_name == needle)
+        .filter(|g| g.cloud_id == needle || g.display_name == needle)
         .take(MAX_GROUPS_SHOWN)
         .cloned()
         .collect();
