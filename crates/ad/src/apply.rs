@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use ldap3::Mod;
 use serde::Serialize;
 use writeback_core::plan::{AttrChange, GroupTarget, Operation, Plan};
-use writeback_core::{naming, CloudId, ObjectGuid};
+use writeback_core::{naming, CloudId, Dn, ObjectGuid};
 
 use crate::{AdConn, AdError};
 
@@ -26,7 +26,7 @@ pub struct ApplyReport {
     pub outcomes: Vec<OpOutcome>,
     /// Groups that exist after the run: cloud id → (objectGUID, DN). A group just added has
     /// an empty objectGUID until something needs it or the run ends (`fill_guids`).
-    pub links: HashMap<CloudId, (ObjectGuid, String)>,
+    pub links: HashMap<CloudId, (ObjectGuid, Dn)>,
     /// LDAP write operations sent.
     pub ldap_writes: u64,
     /// Set when the circuit breaker stopped the run: most operations were failing.
@@ -86,7 +86,7 @@ fn op_name(op: &Operation) -> &'static str {
 
 /// How a member value is written: `<GUID=…>` for objects that exist (immune to renames),
 /// the DN for groups created in this run.
-fn member_value(t: &GroupTarget, created: &HashMap<CloudId, (ObjectGuid, String)>) -> Result<String, String> {
+fn member_value(t: &GroupTarget, created: &HashMap<CloudId, (ObjectGuid, Dn)>) -> Result<String, String> {
     match t {
         GroupTarget::Existing { guid, .. } => Ok(format!("<GUID={guid}>")),
         GroupTarget::New { cloud_id, .. } => match created.get(cloud_id) {
@@ -156,7 +156,7 @@ impl AdConn {
                     let r = self.op().modifydn(&entry, new_rdn, true, Some(parent)).await.and_then(|r| r.success());
                     match r {
                         Ok(_) => {
-                            report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.clone()));
+                            report.links.insert(cloud_id.clone(), (guid.clone(), new_dn.as_str().into()));
                             Ok(())
                         }
                         Err(e) => Err(AdError::ldap("rename", e).to_string()),
@@ -290,7 +290,7 @@ impl AdConn {
             }
             if res.is_ok() {
                 let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
-                report.links.insert(cloud_id.into(), (guid.clone(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (guid.clone(), dn.into()));
                 outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), members, true, report).await;
                 return Ok(());
             }
@@ -298,13 +298,13 @@ impl AdConn {
         match res {
             Ok(_) if !rest.is_empty() => {
                 let guid = self.guid_of(dn).await.map_err(|e| e.to_string())?;
-                report.links.insert(cloud_id.into(), (guid.clone(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (guid.clone(), dn.into()));
                 outcome.member_errors = self.write_members(&format!("<GUID={guid}>"), &rest, true, report).await;
                 Ok(())
             }
             Ok(_) => {
                 // Read back with the others at the end of the run, not one by one.
-                report.links.insert(cloud_id.into(), (ObjectGuid::default(), dn.to_string()));
+                report.links.insert(cloud_id.into(), (ObjectGuid::default(), dn.into()));
                 Ok(())
             }
             // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).

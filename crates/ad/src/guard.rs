@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use ldap3::{Scope, SearchEntry};
-use writeback_core::{naming, AdGroup, AdRef, CloudId, ObjectGuid};
+use writeback_core::{naming, AdGroup, AdRef, CloudId, Dn, ObjectGuid};
 
 use crate::read::extended_dn;
 use crate::{parse_extended_dn, AdConn, AdError};
@@ -106,7 +106,7 @@ impl AdConn {
         let dse = self.root_dse(vec!["rootDomainNamingContext", "configurationNamingContext"]).await.ok()?;
         let first = |k: &str| dse.attrs.get(k).and_then(|v| v.first()).cloned();
         let root = first("rootDomainNamingContext")?;
-        if naming::normalize_dn(&root) == naming::normalize_dn(&self.default_nc) {
+        if Dn::new(root.as_str()) == *self.default_nc {
             return Some(domain.to_string());
         }
         let partitions = format!("CN=Partitions,{}", first("configurationNamingContext")?);
@@ -191,7 +191,7 @@ impl AdConn {
         known: &mut HashMap<ObjectGuid, Result<Ancestor, String>>,
     ) -> Option<String> {
         let mut queue: VecDeque<(AdRef, Vec<String>)> =
-            g.member_of.iter().map(|p| (p.clone(), vec![g.dn.clone()])).collect();
+            g.member_of.iter().map(|p| (p.clone(), vec![g.dn.to_string()])).collect();
         let mut seen: HashSet<ObjectGuid> = HashSet::from([g.guid.clone()]);
         while let Some((node, mut path)) = queue.pop_front() {
             if !seen.insert(node.guid.clone()) {

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
 use writeback_core::model::{AdClass, AdGroup, AdObject, AdRef, Anchor};
-use writeback_core::{naming, CloudId, ObjectGuid};
+use writeback_core::{naming, CloudId, Dn, ObjectGuid};
 
 use crate::search::Answer;
 use crate::{parse_extended_dn, AdConn, AdError};
@@ -350,7 +350,7 @@ impl AdConn {
     pub async fn check_links(
         &mut self,
         links: &[(CloudId, ObjectGuid)],
-    ) -> Result<(Vec<(CloudId, ObjectGuid, String)>, Vec<CloudId>), AdError> {
+    ) -> Result<(Vec<(CloudId, ObjectGuid, Dn)>, Vec<CloudId>), AdError> {
         let (mut ours, mut not_ours) = (Vec::new(), Vec::new());
         for (id, guid) in links {
             if !naming::is_guid(guid) {
@@ -359,7 +359,7 @@ impl AdConn {
             }
             match self.marker_of(guid).await? {
                 Some((marker, dn)) if naming::parse_marker(&marker).as_ref() == Some(id) => {
-                    ours.push((id.clone(), guid.clone(), dn))
+                    ours.push((id.clone(), guid.clone(), dn.into()))
                 }
                 Some(_) => not_ours.push(id.clone()),
                 None => {}
@@ -435,7 +435,7 @@ fn to_group(e: &SearchEntry) -> Option<AdGroup> {
     Some(AdGroup {
         guid: guid?,
         sid,
-        dn,
+        dn: dn.into(),
         cloud_id,
         cn: first("cn").unwrap_or_default(),
         group_type: first("groupType").and_then(|s| s.parse().ok()).unwrap_or(0),

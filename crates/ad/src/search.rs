@@ -4,6 +4,8 @@
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{LdapError, ResultEntry, Scope, SearchEntry, SearchResult};
 
+use writeback_core::Dn;
+
 use crate::{AdConn, AdError};
 
 /// Microsoft's advice for portable paging and ranged retrieval.
@@ -78,7 +80,7 @@ impl AdConn {
             .await
             .map_err(|e| crate::missing_ou(ou, e))?;
         let mut bases = vec![ou.to_string()];
-        bases.extend(containers.into_iter().map(|e| e.dn).filter(|dn| !dn.eq_ignore_ascii_case(ou)));
+        bases.extend(containers.into_iter().map(|e| e.dn).filter(|dn| Dn::new(dn.as_str()) != ou));
         Ok(bases)
     }
 

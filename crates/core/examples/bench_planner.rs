@@ -136,7 +136,7 @@ fn main() {
             ad.groups.push(AdGroup {
                 guid: guid.clone(),
                 sid: None,
-                dn: dn.clone(),
+                dn: dn.as_str().into(),
                 cloud_id: cloud_id.clone(),
                 cn: attrs.get("cn").and_then(|v| v.first()).cloned().unwrap_or_default(),
                 group_type,
@@ -144,7 +144,7 @@ fn main() {
                 attrs,
                 ..Default::default()
             });
-            state.links.insert(cloud_id.clone(), Link { guid, dn: dn.clone() });
+            state.links.insert(cloud_id.clone(), Link { guid, dn: dn.as_str().into() });
         }
     }
     drop(first);

@@ -7,8 +7,10 @@
 //!
 //! Both keep their text in lower case, so equality, order and hashing are those of the text
 //! and a map keyed by them can be asked with a `&str` that is in lower case already (what
-//! Graph and AD send). A DN compares by its parsed RDNs: see [`crate::naming::normalize_dn`]
-//! and [`crate::naming::dn_is_within`].
+//! Graph and AD send).
+//! - [`Dn`]: a distinguished name as AD wrote it (kept to write and to show), equal to another
+//!   when both name the same object: RDNs parsed, compared without regard to case, escapes
+//!   decoded ([`crate::naming::normalize_dn`]).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -146,6 +148,107 @@ lower_case_id!(
     ObjectGuid
 );
 
+/// A distinguished name as AD wrote it, compared as AD compares DNs (see the module's notes).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Dn(String);
+
+impl Dn {
+    pub fn new(dn: impl Into<String>) -> Dn {
+        Dn(dn.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// This DN is `ou` or an object below it, by parsed RDNs (an escaped comma is part of a
+    /// value, not a separator).
+    pub fn is_within(&self, ou: &str) -> bool {
+        crate::naming::dn_is_within(&self.0, ou)
+    }
+
+    /// The DN of the container it is in.
+    pub fn parent(&self) -> &str {
+        crate::naming::split_dn(&self.0).1
+    }
+
+    fn key(&self) -> String {
+        crate::naming::normalize_dn(&self.0)
+    }
+}
+
+impl PartialEq for Dn {
+    fn eq(&self, other: &Dn) -> bool {
+        *self == *other.0
+    }
+}
+
+impl Eq for Dn {}
+
+impl std::hash::Hash for Dn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+/// Compared as AD compares DNs.
+impl PartialEq<str> for Dn {
+    fn eq(&self, other: &str) -> bool {
+        // Equal but for ASCII case is the common case, and needs no parsing.
+        self.0.eq_ignore_ascii_case(other) || self.key() == crate::naming::normalize_dn(other)
+    }
+}
+
+impl PartialEq<&str> for Dn {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl Deref for Dn {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Dn {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Dn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for Dn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl From<&str> for Dn {
+    fn from(s: &str) -> Dn {
+        Dn(s.to_string())
+    }
+}
+
+impl From<String> for Dn {
+    fn from(s: String) -> Dn {
+        Dn(s)
+    }
+}
+
+impl From<Dn> for String {
+    fn from(dn: Dn) -> String {
+        dn.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -164,5 +267,20 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).expect("json"), "\"3a5c3221-c465-48c0-95b8-e9305786a271\"");
         assert_eq!(format!("{a}"), "3a5c3221-c465-48c0-95b8-e9305786a271");
         assert_eq!(ObjectGuid::from("ABC"), ObjectGuid::new("abc"));
+    }
+
+    #[test]
+    fn dns_compare_as_ad_compares_them() {
+        let a = Dn::new("CN=A\\2Cb , OU=Groups,DC=corp,DC=test");
+        let b = Dn::new("cn=a\\,B,ou=groups,dc=corp,dc=test");
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "CN=A\\2Cb , OU=Groups,DC=corp,DC=test", "the text AD wrote is kept");
+        let set: std::collections::HashSet<Dn> = [a.clone()].into();
+        assert!(set.contains(&b), "hashing follows equality");
+        assert_ne!(Dn::new("CN=evil\\,OU=Groups,DC=corp,DC=test"), Dn::new("CN=evil,OU=Groups,DC=corp,DC=test"));
+        assert!(a.is_within("ou=GROUPS,dc=corp,dc=test"));
+        assert!(!Dn::new("CN=evil\\,OU=Groups,DC=corp,DC=test").is_within("OU=Groups,DC=corp,DC=test"));
+        assert_eq!(Dn::new("CN=g,OU=Groups,DC=t").parent(), "OU=Groups,DC=t");
+        assert!(a == "CN=a\\,b,OU=Groups,DC=corp,DC=test");
     }
 }

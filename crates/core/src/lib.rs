@@ -21,7 +21,7 @@ pub mod settings;
 
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
 pub use config::{Allow, CnFormat, OnRemoval, PlannerConfig};
-pub use ids::{CloudId, ObjectGuid};
+pub use ids::{CloudId, Dn, ObjectGuid};
 pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
     SchemaFeatures, State,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ids::{CloudId, ObjectGuid};
+use crate::ids::{CloudId, Dn, ObjectGuid};
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -165,7 +165,7 @@ pub struct AdRef {
 pub struct AdGroup {
     pub guid: ObjectGuid,
     pub sid: Option<String>,
-    pub dn: String,
+    pub dn: Dn,
     /// The cloud id from the marker.
     pub cloud_id: CloudId,
     pub cn: String,
@@ -263,7 +263,7 @@ pub struct AdSnapshot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
     pub guid: ObjectGuid,
-    pub dn: String,
+    pub dn: Dn,
 }
 
 /// What the state database remembers that matters to planning.

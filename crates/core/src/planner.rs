@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::anchor::{self, Resolved};
 use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
-use crate::ids::CloudId;
+use crate::ids::{CloudId, Dn};
 use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
@@ -144,7 +144,7 @@ fn index_owned<'a>(ad: &'a AdSnapshot, state: &State, p: &mut Plan) -> Map<&'a s
         }
     }
     for (id, mut groups) in shared {
-        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(id).map(|l| &l.guid), g.dn.clone()));
+        groups.sort_by_key(|g| (Some(&g.guid) != state.links.get(id).map(|l| &l.guid), g.dn.to_string()));
         let others: Vec<&str> = groups[1..].iter().map(|g| g.dn.as_str()).collect();
         p.errors.push(ObjectError {
             cloud_id: id.to_string(),
@@ -336,14 +336,14 @@ fn plan_group(
     for message in problems {
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message });
     }
-    let dn_now = existing.map(|e| e.dn.clone()).unwrap_or_else(|| d.dn.clone());
+    let dn_now = existing.map(|e| e.dn.to_string()).unwrap_or_else(|| d.dn.clone());
     let skip = |p: &mut Plan, why: String| {
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: why.clone() });
         p.groups.push(report(
             d.group,
             id,
             d.decision,
-            existing.map(|e| e.dn.clone()),
+            existing.map(|e| e.dn.to_string()),
             &format!("skipped this run: {why}"),
             vec![],
         ));
@@ -431,20 +431,18 @@ fn plan_group(
     };
     // Where it belongs: the target OU, unless it sits in an OU whose groups stay in place
     // (adopted from Azure AD Connect without moving them).
-    let (_, parent) = naming::split_dn(&existing.dn);
-    let stays = cfg.stay_in.iter().any(|ou| naming::dn_is_within(parent, ou));
+    let parent = Dn::new(existing.dn.parent());
+    let stays = cfg.stay_in.iter().any(|ou| parent.is_within(ou));
     let want_parent =
         if stays { parent.to_string() } else { d.decision.target_ou.clone().unwrap_or_else(|| cfg.target_ou.clone()) };
-    // Equal ignoring ASCII case is the common case, and needs no normalizing.
-    let moved = !parent.eq_ignore_ascii_case(&want_parent)
-        && naming::normalize_dn(parent) != naming::normalize_dn(&want_parent);
+    let moved = parent != *want_parent;
     let want_dn =
-        if !moved && existing.cn == d.cn { existing.dn.clone() } else { naming::group_dn(&d.cn, &want_parent) };
+        if !moved && existing.cn == d.cn { existing.dn.to_string() } else { naming::group_dn(&d.cn, &want_parent) };
     if existing.cn != d.cn || moved {
         p.operations.push(Operation::Rename {
             cloud_id: id.into(),
             guid: existing.guid.clone(),
-            dn: existing.dn.clone(),
+            dn: existing.dn.to_string(),
             new_rdn: format!("CN={}", naming::escape_rdn_value(&d.cn)),
             new_parent: moved.then(|| want_parent.clone()),
             new_dn: want_dn.clone(),
@@ -457,7 +455,7 @@ fn plan_group(
         p.operations.push(Operation::Update {
             cloud_id: id.into(),
             guid: existing.guid.clone(),
-            dn: existing.dn.clone(),
+            dn: existing.dn.to_string(),
             changes,
         });
         actions.push("update");
@@ -726,7 +724,7 @@ fn plan_orphan(
             p.operations.push(Operation::Delete {
                 cloud_id: id.into(),
                 guid: group.guid.clone(),
-                dn: group.dn.clone(),
+                dn: group.dn.to_string(),
                 reason: why.clone(),
             });
             "delete".to_string()
@@ -738,7 +736,7 @@ fn plan_orphan(
         display_name: name,
         in_scope: false,
         reason: why,
-        dn: Some(group.dn.clone()),
+        dn: Some(group.dn.to_string()),
         group_type: Some(group.group_type),
         action,
         members: vec![],

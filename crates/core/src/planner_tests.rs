@@ -297,7 +297,7 @@ fn adoption_duplicates_and_recreation() {
     // Written earlier by Azure AD Connect: same marker, other attributes.
     w.ad.groups.push(AdGroup {
         guid: "eeeeeeee-0000-0000-0000-000000000001".into(),
-        dn: format!("CN=Group_{},{OU}", id(1)),
+        dn: format!("CN=Group_{},{OU}", id(1)).into(),
         cloud_id: id(1),
         cn: format!("Group_{}", id(1)),
         group_type: gt::UNIVERSAL_SECURITY,
@@ -306,9 +306,9 @@ fn adoption_duplicates_and_recreation() {
     });
     let mut twin = w.ad.groups[0].clone();
     twin.guid = "eeeeeeee-0000-0000-0000-000000000002".into();
-    twin.dn = format!("CN=copy,{OU}");
+    twin.dn = format!("CN=copy,{OU}").into();
     w.ad.groups.push(twin);
-    w.state.links.insert(id(1), Link { guid: "eeeeeeee-0000-0000-0000-000000000001".into(), dn: String::new() });
+    w.state.links.insert(id(1), Link { guid: "eeeeeeee-0000-0000-0000-000000000001".into(), dn: Dn::default() });
     let p = w.plan();
     assert_eq!(p.summary.adds, 0, "adopted, not duplicated");
     assert_eq!(p.errors.len(), 1, "the twin is reported");
@@ -369,7 +369,7 @@ fn members_already_in_an_owned_group_need_no_lookup() {
     w.group(security(1, "G", Some(true)), vec![u1, u2, as_member(&inner)]);
     w.ad.groups.push(AdGroup {
         guid: "bbbbbbbb-0000-0000-0000-000000000001".into(),
-        dn: format!("CN=G,{OU}"),
+        dn: format!("CN=G,{OU}").into(),
         cloud_id: id(1),
         // AD names its members by GUID, SID and DN; one of them is not a user of the cloud's.
         members: Some(vec![
@@ -404,7 +404,7 @@ fn a_partial_snapshot_nests_groups_it_does_not_replan_through_their_links() {
     // A delta cycle: only Outer is dirty; Inner exists in AD and is known by its link.
     w.state.links.insert(
         id(2),
-        Link { guid: "ffffffff-0000-0000-0000-000000000002".into(), dn: format!("CN=Group_{},{OU}", id(2)) },
+        Link { guid: "ffffffff-0000-0000-0000-000000000002".into(), dn: format!("CN=Group_{},{OU}", id(2)).into() },
     );
     let p = w.plan();
     let Operation::Add { members, .. } = ops(&p, "add")[0] else { unreachable!() };
@@ -447,7 +447,7 @@ fn a_new_target_ou_moves_groups_and_adopted_ones_can_stay() {
     w.converge();
     // Group 2 was written by Azure AD Connect into its own OU.
     let g2 = w.ad.groups.iter_mut().find(|g| g.cloud_id == id(2)).expect("g2");
-    g2.dn = format!("CN=Group_{},{CONNECT}", id(2));
+    g2.dn = format!("CN=Group_{},{CONNECT}", id(2)).into();
     w.cfg.stay_in = vec![CONNECT.to_string()];
     w.cfg.target_ou = "OU=New,DC=corp,DC=test".into();
     let p = w.converge();

@@ -121,7 +121,7 @@ impl World {
                     self.ad.groups.push(AdGroup {
                         guid,
                         sid: None,
-                        dn: dn.clone(),
+                        dn: dn.as_str().into(),
                         cloud_id: cloud_id.clone(),
                         cn: attrs["cn"][0].clone(),
                         group_type: attrs["grouptype"][0].parse().expect("number"),
@@ -142,7 +142,7 @@ impl World {
                 }
                 Operation::Rename { guid, new_dn, .. } => {
                     let g = self.ad.groups.iter_mut().find(|g| &g.guid == guid).expect("group");
-                    g.dn = new_dn.clone();
+                    g.dn = new_dn.as_str().into();
                     g.cn = naming::unescape_rdn_value(&naming::split_dn(new_dn).0[3..]);
                 }
                 Operation::AddMembers { group, members, .. } | Operation::RemoveMembers { group, members, .. } => {

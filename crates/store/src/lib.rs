@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use writeback_core::{CloudId, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
+use writeback_core::{CloudId, Dn, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 2;
@@ -273,7 +273,7 @@ impl Store {
         let links = stmt
             .query_map([], |r| {
                 let guid = ObjectGuid::new(r.get::<_, String>(1)?);
-                Ok((CloudId::new(r.get::<_, String>(0)?), Link { guid, dn: r.get(2)? }))
+                Ok((CloudId::new(r.get::<_, String>(0)?), Link { guid, dn: Dn::new(r.get::<_, String>(2)?) }))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let former_ous = match self.meta("managed_ous")? {

@@ -328,12 +328,13 @@ impl Config {
     /// which an owned group still is. `dns`: where every owned group is after a full cycle;
     /// `None` after a delta cycle, which did not see them all (every earlier OU is kept).
     pub fn ous_to_keep(&self, state: &writeback_core::State, dns: Option<Vec<&str>>) -> Vec<String> {
-        use writeback_core::naming::{dn_is_within, normalize_dn};
+        use writeback_core::naming::dn_is_within;
+        use writeback_core::Dn;
         let configured = self.configured_ous();
         let in_configured = |dn: &str| configured.iter().any(|c| dn_is_within(dn, c));
         let mut keep = configured.clone();
         for ou in &state.former_ous {
-            let known = keep.iter().any(|k| normalize_dn(k) == normalize_dn(ou));
+            let known = keep.iter().any(|k| Dn::new(k.as_str()) == **ou);
             // A group inside a configured OU keeps nothing else managed (a target moved into a
             // child OU of the old one must not keep the old one for ever).
             let holds = dns.as_ref().is_none_or(|dns| dns.iter().any(|dn| dn_is_within(dn, ou) && !in_configured(dn)));

@@ -13,7 +13,7 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    Allow, CloudId, CloudSnapshot, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Summary,
+    Allow, CloudId, CloudSnapshot, Dn, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient};
 use writeback_store::{Store, Watermarks};
@@ -374,7 +374,7 @@ impl Cycle<'_> {
         }
 
         // Links: every owned group we saw, updated by what this run created, renamed or deleted.
-        let mut links: BTreeMap<CloudId, (ObjectGuid, String)> =
+        let mut links: BTreeMap<CloudId, (ObjectGuid, Dn)> =
             snap.ad.groups.iter().map(|g| (g.cloud_id.clone(), (g.guid.clone(), g.dn.clone()))).collect();
         links.extend(report.links.clone());
         let deleted: Vec<CloudId> = applied
@@ -420,7 +420,7 @@ impl Cycle<'_> {
         &mut self,
         ous: &[String],
         report: &ApplyReport,
-        links: &BTreeMap<CloudId, (ObjectGuid, String)>,
+        links: &BTreeMap<CloudId, (ObjectGuid, Dn)>,
         marks: &mut Watermarks,
     ) -> Result<(), CycleError> {
         // Read first: whatever changes after this USN is the next delta cycle's anyway.

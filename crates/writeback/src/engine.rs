@@ -289,14 +289,14 @@ pub(crate) async fn check_links(
         checked.links.remove(&id);
     }
     for (id, guid, dn) in ours {
-        if ous.iter().any(|ou| writeback_core::naming::dn_is_within(&dn, ou)) {
+        if ous.iter().any(|ou| dn.is_within(ou)) {
             checked.links.insert(id, writeback_core::Link { guid, dn });
         } else {
             checked.links.remove(&id);
             if in_scope.contains(&id) {
                 tracing::warn!(cloud_id = %id, %dn, "a group writeback wrote is outside the managed OUs: reported, not \
                     recreated");
-                snap.ad.outside.insert(id, dn);
+                snap.ad.outside.insert(id, dn.to_string());
             }
         }
     }
