@@ -22,13 +22,48 @@ pub enum OnRemoval {
     Delete,
 }
 
-/// What one run may go past (`sync --allow-deletes`, `--allow-creates`); the daemon never does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What one run may go past: everything (`sync --allow-deletes`, `--allow-creates`), or what an
+/// administrator approved for the next cycle with `writeback approve`, up to a count. The
+/// daemon goes past a threshold only with an approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Allow {
     /// The delete and member removal thresholds (whole run and per group) do not stop it.
     pub deletes: bool,
     /// The create threshold does not stop it.
     pub creates: bool,
+    pub approved: Approved,
+}
+
+/// What `writeback approve` let the next cycle do past the thresholds, at most.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Approved {
+    /// Group deletes past `delete_threshold`.
+    pub deletes: Option<usize>,
+    /// Group creations past `create_threshold`.
+    pub creates: Option<usize>,
+    /// Member removals of the whole run past `member_removal_threshold`.
+    pub member_removals: Option<usize>,
+    /// One group's member removals past `member_removal_percent`.
+    pub removals: std::collections::BTreeMap<crate::CloudId, usize>,
+}
+
+impl Allow {
+    pub fn deletes_ok(&self, n: usize) -> bool {
+        self.deletes || self.approved.deletes.is_some_and(|a| n <= a)
+    }
+
+    pub fn creates_ok(&self, n: usize) -> bool {
+        self.creates || self.approved.creates.is_some_and(|a| n <= a)
+    }
+
+    pub fn member_removals_ok(&self, n: usize) -> bool {
+        self.deletes || self.approved.member_removals.is_some_and(|a| n <= a)
+    }
+
+    /// `group`: a cloud id in lower case (as a `CloudId` holds it).
+    pub fn group_removals_ok(&self, group: &str, n: usize) -> bool {
+        self.deletes || self.approved.removals.get(group).is_some_and(|a| n <= *a)
+    }
 }
 
 /// A group's removals are held when they are more than this many…

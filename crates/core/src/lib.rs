@@ -20,13 +20,16 @@ pub mod secret;
 pub mod settings;
 
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
-pub use config::{Allow, CnFormat, OnRemoval, PlannerConfig};
+pub use config::{Allow, Approved, CnFormat, OnRemoval, PlannerConfig};
 pub use ids::{CloudId, Dn, ObjectGuid};
 pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
     SchemaFeatures, State,
 };
-pub use plan::{GroupReport, GroupTarget, MemberStatus, ObjectError, Operation, Plan, SkipReason, Summary};
+pub use plan::{
+    Blocked, GroupReport, GroupTarget, Held, MemberStatus, ObjectError, Operation, Plan, SkipReason, Stopped, Summary,
+    Threshold,
+};
 pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};
 pub use run::{Check, RunKind, RunStatus};

@@ -285,10 +285,107 @@ pub struct Plan {
     pub notices: Vec<String>,
     pub summary: Summary,
     /// Set when a threshold stops the run; nothing may be applied then.
-    pub blocked: Option<String>,
+    pub blocked: Option<Blocked>,
     /// Groups whose member removals are held back by `member_removal_percent` (each also an
     /// error): the rest of the run is applied, and it ends stopped by a threshold.
-    pub held: Vec<String>,
+    pub held: Vec<Held>,
+}
+
+/// The thresholds that stop a whole run before anything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Threshold {
+    /// `delete_threshold`: groups deleted.
+    Deletes,
+    /// `member_removal_threshold`: members removed across the run.
+    MemberRemovals,
+    /// `create_threshold`: groups created.
+    Creates,
+}
+
+impl Threshold {
+    /// The option of `writeback approve` that lets the next cycle past it.
+    pub fn approve_option(self) -> &'static str {
+        match self {
+            Threshold::Deletes => "--deletes",
+            Threshold::MemberRemovals => "--member-removals",
+            Threshold::Creates => "--creates",
+        }
+    }
+
+    /// The option of `writeback sync` that lets one run past it (no daemon running).
+    pub fn sync_option(self) -> &'static str {
+        match self {
+            Threshold::Deletes | Threshold::MemberRemovals => "--allow-deletes",
+            Threshold::Creates => "--allow-creates",
+        }
+    }
+}
+
+/// A run a threshold stopped before anything was written: which, how far past it, and the
+/// message (with the commands that go ahead). Reads as its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Blocked {
+    pub threshold: Threshold,
+    /// What the run would have done (deletes, removals or creates).
+    pub count: usize,
+    pub message: String,
+}
+
+impl Blocked {
+    /// The command that lets the next cycle (the daemon's too) do exactly this much.
+    pub fn approve_command(&self) -> String {
+        format!("writeback approve {} {}", self.threshold.approve_option(), self.count)
+    }
+}
+
+impl std::ops::Deref for Blocked {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A group whose member removals `member_removal_percent` held back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Held {
+    pub cloud_id: CloudId,
+    pub display_name: String,
+    pub removals: usize,
+    pub message: String,
+}
+
+/// What stopped a run, or part of it: a threshold (nothing written) or groups whose removals
+/// were held (the rest written). Kept in the state until a run goes through, for `approve` and
+/// `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Stopped {
+    pub blocked: Option<Blocked>,
+    pub held: Vec<Held>,
+}
+
+impl Stopped {
+    pub fn is_empty(&self) -> bool {
+        self.blocked.is_none() && self.held.is_empty()
+    }
+
+    /// The commands that let the next cycle go ahead, one per threshold or group.
+    pub fn approve_commands(&self) -> Vec<String> {
+        self.blocked.iter().map(Blocked::approve_command).chain(self.held.iter().map(Held::approve_command)).collect()
+    }
+}
+
+impl Held {
+    /// The command that lets the next cycle make these removals.
+    pub fn approve_command(&self) -> String {
+        format!("writeback approve --removals {}", self.cloud_id)
+    }
 }
 
 impl Plan {

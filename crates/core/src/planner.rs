@@ -14,7 +14,8 @@ use crate::model::{
 };
 use crate::naming;
 use crate::plan::{
-    AttrChange, GroupReport, GroupTarget, MemberReport, MemberStatus, ObjectError, Operation, Plan, SkipReason,
+    AttrChange, Blocked, GroupReport, GroupTarget, Held, MemberReport, MemberStatus, ObjectError, Operation, Plan,
+    SkipReason, Threshold,
 };
 use crate::rules::Rule;
 use crate::scope::{decide_with, Decision};
@@ -527,18 +528,26 @@ fn plan_group(
             ),
         });
         actions.push("removals held back (unreadable members)");
-    } else if removals_held(removes.len(), in_ad, cfg) {
+    } else if removals_held(id, removes.len(), in_ad, cfg) {
+        let held = Held {
+            cloud_id: id.into(),
+            display_name: d.group.name().to_string(),
+            removals: removes.len(),
+            message: String::new(),
+        };
         let message = format!(
             "{} of its {in_ad} members would be removed in one run, more than \
                 [writeback] member_removal_percent = {}% (and more than \
                 {GROUP_REMOVALS_MIN}): the removals are held back, the rest of the run \
-                is applied. Check the group (writeback show {id}), then run `writeback \
-                sync --allow-deletes`",
+                is applied. Check the group (writeback show {id}), then approve them: `{}` \
+                lets the next cycle (the daemon's too) make them; or, where no daemon runs, \
+                `writeback sync --allow-deletes`",
             removes.len(),
-            cfg.member_removal_percent
+            cfg.member_removal_percent,
+            held.approve_command()
         );
         p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
-        p.held.push(message);
+        p.held.push(Held { message, ..held });
         actions.push("removals held back (member_removal_percent)");
     } else if !removes.is_empty() {
         p.operations.push(Operation::RemoveMembers { cloud_id: id.into(), group: target, members: removes });
@@ -745,35 +754,59 @@ fn plan_orphan(
 
 fn check_thresholds(p: &mut Plan, cfg: &PlannerConfig) {
     let s = &p.summary;
-    let next = "Check the plan (writeback plan), then run";
-    p.blocked = if !cfg.allow.deletes && s.deletes > cfg.delete_threshold {
-        Some(format!(
-            "this run would delete {} AD groups, more than [writeback] \
-                delete_threshold = {}; nothing was changed. {next} `writeback sync \
-                --allow-deletes` to proceed",
-            s.deletes, cfg.delete_threshold
+    let (allow, approved) = (&cfg.allow, &cfg.allow.approved);
+    let past = if !allow.deletes_ok(s.deletes) && s.deletes > cfg.delete_threshold {
+        Some((
+            Threshold::Deletes,
+            s.deletes,
+            "delete",
+            "AD groups",
+            "delete_threshold",
+            cfg.delete_threshold,
+            approved.deletes,
         ))
-    } else if !cfg.allow.deletes && s.member_removes > cfg.member_removal_threshold {
-        Some(format!(
-            "this run would remove {} members, more than [writeback] \
-                member_removal_threshold = {}; nothing was changed. {next} `writeback \
-                sync --allow-deletes` to proceed",
-            s.member_removes, cfg.member_removal_threshold
+    } else if !allow.member_removals_ok(s.member_removes) && s.member_removes > cfg.member_removal_threshold {
+        let t = cfg.member_removal_threshold;
+        Some((
+            Threshold::MemberRemovals,
+            s.member_removes,
+            "remove",
+            "members",
+            "member_removal_threshold",
+            t,
+            approved.member_removals,
         ))
-    } else if !cfg.allow.creates && s.adds > cfg.create_threshold {
-        Some(format!(
-            "this run would create {} AD groups, more than [writeback] \
-                create_threshold = {}; nothing was changed. {next} `writeback sync \
-                --allow-creates` to proceed",
-            s.adds, cfg.create_threshold
+    } else if !allow.creates_ok(s.adds) && s.adds > cfg.create_threshold {
+        Some((
+            Threshold::Creates,
+            s.adds,
+            "create",
+            "AD groups",
+            "create_threshold",
+            cfg.create_threshold,
+            approved.creates,
         ))
     } else {
         None
     };
+    p.blocked = past.map(|(threshold, count, verb, what, key, limit, approved)| {
+        let approved = approved.map(|a| format!(" and the {a} approved")).unwrap_or_default();
+        let mut b = Blocked { threshold, count, message: String::new() };
+        b.message = format!(
+            "this run would {verb} {count} {what}, more than [writeback] {key} = {limit}{approved}; nothing \
+             was changed. Check the plan (writeback plan), then approve it: `{}` lets the next cycle \
+             (the daemon's too) go ahead; or, where no daemon runs, `writeback sync {}`",
+            b.approve_command(),
+            threshold.sync_option()
+        );
+        b
+    });
 }
 
 /// Whether a group's removals are held (`member_removal_percent`): more than
 /// [`GROUP_REMOVALS_MIN`] and more than that share of the members it has in AD.
-pub(crate) fn removals_held(removes: usize, members: usize, cfg: &PlannerConfig) -> bool {
-    !cfg.allow.deletes && removes > GROUP_REMOVALS_MIN && removes * 100 > cfg.member_removal_percent * members
+pub(crate) fn removals_held(group: &str, removes: usize, members: usize, cfg: &PlannerConfig) -> bool {
+    !cfg.allow.group_removals_ok(group, removes)
+        && removes > GROUP_REMOVALS_MIN
+        && removes * 100 > cfg.member_removal_percent * members
 }

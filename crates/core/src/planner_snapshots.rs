@@ -91,11 +91,11 @@ fn deletes_past_the_threshold_stop_the_sync() {
     check(
         &w,
         expect![[r#"
-        - delete   CN=Group_00000000-0000-0000-0000-000000000007,OU=Groups,DC=corp,DC=test (soft-deleted in the cloud (in the recycle bin))
-        - delete   CN=Group_00000000-0000-0000-0000-000000000008,OU=Groups,DC=corp,DC=test (permanently deleted in the cloud)
-        plan: 0 added, 0 updated, 0 renamed, 0 moved, 2 deleted; 0 members added, 0 removed, 2 skipped; 0 errors
-        a sync would stop: this run would delete 2 AD groups, more than [writeback] delete_threshold = 1; nothing was changed. Check the plan (writeback plan), then run `writeback sync --allow-deletes` to proceed
-    "#]],
+            - delete   CN=Group_00000000-0000-0000-0000-000000000007,OU=Groups,DC=corp,DC=test (soft-deleted in the cloud (in the recycle bin))
+            - delete   CN=Group_00000000-0000-0000-0000-000000000008,OU=Groups,DC=corp,DC=test (permanently deleted in the cloud)
+            plan: 0 added, 0 updated, 0 renamed, 0 moved, 2 deleted; 0 members added, 0 removed, 2 skipped; 0 errors
+            a sync would stop: this run would delete 2 AD groups, more than [writeback] delete_threshold = 1; nothing was changed. Check the plan (writeback plan), then approve it: `writeback approve --deletes 2` lets the next cycle (the daemon's too) go ahead; or, where no daemon runs, `writeback sync --allow-deletes`
+        "#]],
     );
 }
 

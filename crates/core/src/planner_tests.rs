@@ -173,17 +173,50 @@ fn the_create_threshold_stops_a_run_before_anything_is_written() {
 }
 
 #[test]
+fn an_approval_lets_a_run_go_exactly_as_far_as_approved() {
+    let mut w = World::new();
+    for n in 1..=3 {
+        w.group(security(n, &format!("SG-{n}"), Some(true)), vec![]);
+    }
+    w.cfg.create_threshold = 2;
+    let blocked = w.plan().blocked.expect("over the threshold");
+    assert_eq!((blocked.threshold, blocked.count), (Threshold::Creates, 3));
+    assert_eq!(blocked.approve_command(), "writeback approve --creates 3");
+    // Approved for fewer than the run would do: still stopped, and said so.
+    w.cfg.allow.approved.creates = Some(2);
+    let why = w.plan().blocked.expect("past the approval too");
+    assert!(why.contains("and the 2 approved"), "{}", why.message);
+    w.cfg.allow.approved.creates = Some(3);
+    assert!(w.converge().blocked.is_none(), "approved for as many as it does");
+    // A group's held removals: approved for that group, as many as were held.
+    w.users(20..170);
+    w.group(security(9, "SG-Big", Some(true)), (0..150).map(synced_user).collect());
+    w.converge();
+    w.cloud.members.insert(id(9), MemberRead::complete((140..170).map(synced_user).collect()));
+    let p = w.plan();
+    let held = p.held.first().expect("140 of 150 removed: held");
+    assert_eq!((held.removals, held.display_name.as_str()), (140, "SG-Big"));
+    assert!(held.message.contains(&format!("writeback approve --removals {}", id(9))), "{}", held.message);
+    assert_eq!(p.summary.member_removes, 0);
+    w.cfg.allow.approved.removals.insert(id(9), 139);
+    assert_eq!(w.plan().held.len(), 1, "approved for fewer: still held");
+    w.cfg.allow.approved.removals.insert(id(9), 140);
+    let p = w.converge();
+    assert_eq!((p.held.len(), p.summary.member_removes), (0, 140));
+}
+
+#[test]
 fn a_groups_removals_are_held_past_the_percentage_and_the_minimum() {
     use crate::planner::removals_held;
     let cfg = PlannerConfig::with_target_ou(OU);
-    assert!(removals_held(101, 150, &cfg), "over 100 and over half");
-    assert!(!removals_held(100, 150, &cfg), "not over 100");
-    assert!(!removals_held(101, 300, &cfg), "not over half");
-    assert!(removals_held(5000, 5000, &cfg), "emptied");
-    let allowed = PlannerConfig { allow: Allow { deletes: true, creates: false }, ..cfg.clone() };
-    assert!(!removals_held(5000, 5000, &allowed));
+    assert!(removals_held("g", 101, 150, &cfg), "over 100 and over half");
+    assert!(!removals_held("g", 100, 150, &cfg), "not over 100");
+    assert!(!removals_held("g", 101, 300, &cfg), "not over half");
+    assert!(removals_held("g", 5000, 5000, &cfg), "emptied");
+    let allowed = PlannerConfig { allow: Allow { deletes: true, ..Allow::default() }, ..cfg.clone() };
+    assert!(!removals_held("g", 5000, 5000, &allowed));
     let strict = PlannerConfig { member_removal_percent: 0, ..cfg };
-    assert!(removals_held(101, 1_000_000, &strict));
+    assert!(removals_held("g", 101, 1_000_000, &strict));
 }
 
 #[test]

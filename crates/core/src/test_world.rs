@@ -76,8 +76,20 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) fn new() -> Self {
-        let mut ad = AdSnapshot::default();
-        for n in 0..20 {
+        let mut w = World {
+            cloud: CloudSnapshot::default(),
+            ad: AdSnapshot::default(),
+            state: State::default(),
+            cfg: PlannerConfig::with_target_ou(OU),
+        };
+        w.users(0..20);
+        w
+    }
+
+    /// Synced users `n` (see [`synced_user`]) in AD's directory.
+    pub(crate) fn users(&mut self, ns: std::ops::Range<u32>) {
+        let ad = &mut self.ad;
+        for n in ns {
             let u = synced_user(n);
             let sid = u.on_premises_security_identifier.clone().unwrap_or_default();
             ad.directory.insert(
@@ -92,7 +104,6 @@ impl World {
                 },
             );
         }
-        World { cloud: CloudSnapshot::default(), ad, state: State::default(), cfg: PlannerConfig::with_target_ou(OU) }
     }
 
     pub(crate) fn group(&mut self, g: CloudObject, members: Vec<CloudObject>) {

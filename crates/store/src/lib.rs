@@ -4,6 +4,8 @@
 //! marker in AD is the truth; losing this file never causes duplicates (the planner matches
 //! by marker), it only loses history.
 
+mod approvals;
+
 use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -11,7 +13,7 @@ use serde::Serialize;
 use writeback_core::{CloudId, Dn, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +31,8 @@ pub enum StoreError {
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
 }
+
+pub use approvals::{approved, Approval, Approve};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -129,7 +133,7 @@ pub struct Pending {
     pub gone: Vec<CloudId>,
 }
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
 impl Store {
     /// Opens (creating if needed) and migrates the state database.
@@ -196,6 +200,16 @@ impl Store {
                 "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  ALTER TABLE links ADD COLUMN usn INTEGER;
                  PRAGMA user_version = 2;",
+            )?;
+            tx.commit()?;
+        }
+        if version < 3 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE approvals (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT NOT NULL,
+                   group_id TEXT, up_to INTEGER NOT NULL, who TEXT NOT NULL, created_at TEXT NOT NULL,
+                   used_run INTEGER, used_at TEXT);
+                 PRAGMA user_version = 3;",
             )?;
             tx.commit()?;
         }

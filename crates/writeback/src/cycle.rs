@@ -13,10 +13,10 @@ use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
 use writeback_core::scope::decide_with;
 use writeback_core::{
-    Allow, CloudId, CloudSnapshot, Dn, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Summary,
+    Allow, CloudId, CloudSnapshot, Dn, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Stopped, Summary,
 };
 use writeback_graph::{is_expired, Collection, GraphClient};
-use writeback_store::{Store, Watermarks};
+use writeback_store::{approved, Approval, Store, Watermarks};
 
 use crate::config::Config;
 use crate::confirm;
@@ -48,6 +48,8 @@ pub struct RunResult {
     pub ldap_operations: u64,
     /// The explanation of every group this cycle planned.
     pub reports: Vec<GroupReport>,
+    /// What a threshold stopped or held back, with the commands that approve it.
+    pub stopped: Stopped,
 }
 
 /// What one cycle did, before it is recorded as a run.
@@ -58,6 +60,7 @@ struct Outcome {
     errors: Vec<ObjectError>,
     message: Option<String>,
     reports: Vec<GroupReport>,
+    stopped: Stopped,
 }
 
 /// How much of the tenant a cycle looked at: everything, or the groups a delta named.
@@ -88,7 +91,10 @@ impl Reach {
 /// One cycle's settings, connections and state, from the first read to the last record.
 struct Cycle<'a> {
     cfg: &'a Config,
+    /// What this run may go past: the caller's, with the open approvals merged in.
     allow: Allow,
+    /// The approvals this cycle uses once it plans (see `writeback approve`).
+    approvals: Vec<Approval>,
     /// The state lock this process holds: checked before anything is written.
     lock: &'a StateLock,
     store: &'a mut Store,
@@ -120,9 +126,11 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
     });
     let kind = if fresh.is_some() { RunKind::Delta } else { RunKind::Full };
     let run_id = store.start_run(kind)?;
+    let approvals = store.open_approvals()?;
+    let allow = Allow { approved: approved(&approvals), ..allow };
     let result = async {
         let (graph, ad) = connect(cfg).await?;
-        let mut cycle = Cycle { cfg, allow, lock, store: &mut store, run_id, graph, ad };
+        let mut cycle = Cycle { cfg, allow, approvals, lock, store: &mut store, run_id, graph, ad };
         let outcome = match &fresh {
             Some(w) => match cycle.delta(w).await? {
                 Some(o) => o,
@@ -175,6 +183,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         graph_throttled,
         ldap_operations,
         reports: o.reports,
+        stopped: o.stopped,
     })
 }
 
@@ -187,7 +196,7 @@ impl Cycle<'_> {
         let users_link = self.graph.latest_delta_link(Collection::Users, false).await?;
         let state = self.store.state()?;
         let ous = cfg.managed_ous(&state);
-        let setup = EarlySetup { cfg, state, planner: cfg.planner(self.allow), lock: self.lock };
+        let setup = EarlySetup { cfg, state, planner: cfg.planner(self.allow.clone()), lock: self.lock };
         let (snap, early) =
             read_with(&self.graph, &mut self.ad, &ous, &cfg.rules, cfg.writeback.write_owners, Some(setup)).await?;
         let marks = Watermarks {
@@ -324,7 +333,8 @@ impl Cycle<'_> {
         let state = self.store.state()?;
         let ous = cfg.managed_ous(&state);
         let checked = check_links(&mut self.ad, &mut snap, &state, cfg, &ous).await?;
-        let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(self.allow));
+        let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(self.allow.clone()));
+        let used = self.use_approvals()?;
         // The adds already written, and the connection that wrote them, carry on with the rest.
         let (plan, early) = match early {
             Some(e) => {
@@ -335,12 +345,15 @@ impl Cycle<'_> {
         };
         let written = early.as_ref().map_or(0, |f| f.written);
         no_block_after_early_adds(written, plan.blocked.as_deref())?;
-        if let Some(why) = &plan.blocked {
+        if let Some(blocked) = &plan.blocked {
             let mut summary = plan.summary.clone();
             summary.errors = plan.errors.len();
             let (errors, reports) = (plan.errors.clone(), plan.groups.clone());
+            let stopped = Stopped { blocked: Some(blocked.clone()), held: Vec::new() };
+            self.store.save_stopped(&stopped)?;
             let status = RunStatus::StoppedDeleteThreshold;
-            return Ok(Outcome { kind, status, summary, errors, message: Some(why.clone()), reports });
+            let message = Some(with_note(blocked.message.clone(), used));
+            return Ok(Outcome { kind, status, summary, errors, message, reports, stopped });
         }
         for n in &plan.notices {
             tracing::warn!("{n}");
@@ -369,8 +382,9 @@ impl Cycle<'_> {
         if let Some(why) = &report.stopped {
             // Record what happened, but keep the watermarks: the next cycle repeats this work.
             reach.save_errors(self.store, run_id, &errors)?;
-            let (status, message) = (RunStatus::Quarantined, Some(why.clone()));
-            return Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups });
+            let (status, message) = (RunStatus::Quarantined, Some(with_note(why.clone(), used)));
+            let stopped = Stopped::default();
+            return Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups, stopped });
         }
 
         // Links: every owned group we saw, updated by what this run created, renamed or deleted.
@@ -396,20 +410,42 @@ impl Cycle<'_> {
         reach.save_errors(self.store, run_id, &errors)?;
         self.store.save_watermarks(&marks)?;
         tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
+        let stopped = Stopped { blocked: None, held: plan.held.clone() };
+        self.store.save_stopped(&stopped)?;
         if !plan.held.is_empty() {
             // Applied but for the held removals: a threshold stopped part of the run (exit 3).
+            let held: Vec<&str> = plan.held.iter().map(|h| h.message.as_str()).collect();
             let message = format!(
                 "the member removals of {} groups were held back by [writeback] member_removal_percent; \
                  everything else was applied. {}",
                 plan.held.len(),
-                plan.held.join(" | ")
+                held.join(" | ")
             );
-            tracing::warn!("{message}");
-            let status = RunStatus::StoppedDeleteThreshold;
-            return Ok(Outcome { kind, status, summary, errors, message: Some(message), reports: plan.groups });
+            let (status, message) = (RunStatus::StoppedDeleteThreshold, Some(with_note(message, used)));
+            return Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups, stopped });
         }
         let status = if errors.is_empty() { RunStatus::Success } else { RunStatus::CompletedWithErrors };
-        Ok(Outcome { kind, status, summary, errors, message: None, reports: plan.groups })
+        let message = used.map(|u| with_note(String::new(), Some(u)));
+        Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups, stopped })
+    }
+
+    /// Marks the open approvals used by this run, once it has planned with them: each is for
+    /// one cycle. Returns what to say in the run's message.
+    fn use_approvals(&mut self) -> Result<Option<String>, CycleError> {
+        if self.approvals.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<i64> = self.approvals.iter().map(|a| a.id).collect();
+        self.store.use_approvals(&ids, self.run_id)?;
+        let said: Vec<String> = self
+            .approvals
+            .iter()
+            .map(|a| format!("approval #{} by {} at {} ({})", a.id, a.who, a.created_at, a.approve.describe()))
+            .collect();
+        for line in &said {
+            tracing::warn!(run_id = self.run_id, "this cycle uses {line}");
+        }
+        Ok(Some(format!("used {}", said.join("; "))))
     }
 
     /// Records the `uSNChanged` our writes left (so the next delta cycle does not take them for
@@ -438,6 +474,15 @@ impl Cycle<'_> {
         marks.recheck = changes.by_others(&self.store.usns()?, links).into_iter().collect();
         marks.ad_usn = end_usn;
         Ok(())
+    }
+}
+
+/// `message`, and what the run used (`note`), in one line.
+fn with_note(message: String, note: Option<String>) -> String {
+    match note {
+        Some(n) if message.is_empty() => n,
+        Some(n) => format!("{message} ({n})"),
+        None => message,
     }
 }
 

@@ -123,8 +123,9 @@ impl Daemon {
             Role::Active if s.threshold.is_some() => (
                 false,
                 format!(
-                    "stopped by a threshold: {} (the daemon never goes past a threshold: \
-                        stop it, run that command once, then start it again)",
+                    "stopped by a threshold: {} (the daemon goes past a threshold only with an \
+                        approval; after `writeback approve`, its next cycle goes ahead: SIGHUP or \
+                        POST /sync starts it now)",
                     s.threshold.clone().unwrap_or_default()
                 ),
             ),
@@ -295,7 +296,16 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
                 s.threshold =
                     (r.status == RunStatus::StoppedDeleteThreshold).then(|| r.message.clone().unwrap_or_default());
                 if let Some(why) = &s.threshold {
-                    tracing::warn!(%why, "stopped by a threshold; the daemon never goes past one");
+                    let b = r.stopped.blocked.as_ref();
+                    tracing::warn!(
+                        run_id = r.run_id,
+                        reason = %why,
+                        threshold = b.map(|b| b.threshold.approve_option().trim_start_matches('-')),
+                        count = b.map(|b| b.count),
+                        held_groups = r.stopped.held.len(),
+                        approve = %r.stopped.approve_commands().join(" ; "),
+                        "stopped by a threshold: approve it, and the next cycle goes ahead"
+                    );
                 }
                 s.failures = 0;
                 s.backoff_reason = None;

@@ -1,6 +1,7 @@
 //! The `writeback` command line.
 
 mod access;
+mod approve_cmd;
 mod cloud_cmd;
 mod config;
 mod confirm;
@@ -117,6 +118,24 @@ enum Command {
     },
     /// Current per-object errors.
     Errors,
+    /// Lets the next cycle — the daemon's too, while it runs — go past a threshold that stopped
+    /// it, up to a count; recorded (who, when) and used by one cycle. Without options: what is
+    /// stopped, and the commands that approve it.
+    Approve {
+        /// Up to N group deletes past [writeback] delete_threshold.
+        #[arg(long, value_name = "N")]
+        deletes: Option<usize>,
+        /// Up to N group creations past [writeback] create_threshold.
+        #[arg(long, value_name = "N")]
+        creates: Option<usize>,
+        /// Up to N member removals in the run past [writeback] member_removal_threshold.
+        #[arg(long, value_name = "N")]
+        member_removals: Option<usize>,
+        /// The member removals the last cycle held back for this group (object id or display
+        /// name), as many as it held. Repeat for several groups.
+        #[arg(long, value_name = "GROUP")]
+        removals: Vec<String>,
+    },
     /// Bulk changes in the cloud through Graph (needs Group.ReadWrite.All, Directory.ReadWrite.All).
     Cloud {
         #[command(subcommand)]
@@ -197,7 +216,13 @@ fn init_logs(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false);
+    // Colour only on a terminal: journald, files and a SIEM get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -210,7 +235,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
         Command::Run { listen } => return daemon::run(cfg, listen).await,
         Command::Plan { .. } => engine::plan(&cfg, Allow::default()).await.map(|(p, _)| output::plan(&p, cli.json)),
         Command::Sync { allow_deletes, allow_creates, full } => {
-            let allow = Allow { deletes: allow_deletes, creates: allow_creates };
+            let allow = Allow { deletes: allow_deletes, creates: allow_creates, ..Allow::default() };
             sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
         }
         Command::Show { group } => {
@@ -218,6 +243,10 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
         }
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),
+        Command::Approve { deletes, creates, member_removals, removals } => {
+            let args = approve_cmd::Args { deletes, creates, member_removals, removals };
+            approve_cmd::approve(&cfg, &args, cli.json)
+        }
         Command::Cloud { command: CloudCommand::SetWriteback { group, kind, enable, disable: _, ty, yes } } => {
             cloud_cmd::set_writeback(&cfg, cloud_cmd::SetWriteback { groups: group, kind, enable, ty, yes }, cli.json)
                 .await
@@ -253,9 +282,11 @@ async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<cycle::Ru
         Ok(Ok(l)) => l,
         Ok(Err(holder)) => {
             return Err(CycleError::Lock(format!(
-            "another writeback (pid {holder}) holds {}: a daemon or a sync is already running on this state database",
-            lock::lock_path(&state).display()
-        )))
+                "another writeback (pid {holder}) holds {}: a daemon or a sync is already running on this state \
+             database. To let a run stopped by a threshold go ahead while the daemon runs, use `writeback \
+             approve` (it says what is stopped and how)",
+                lock::lock_path(&state).display()
+            )))
         }
         Err(e) => return Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
     };

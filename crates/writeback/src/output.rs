@@ -75,7 +75,7 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
             "operations": p.operations,
             "errors": p.errors,
             "notices": p.notices,
-            "blocked": p.blocked
+            "blocked": p.blocked.as_deref()
         }));
     } else {
         print!("{}", render::plan(p));

@@ -1,0 +1,190 @@
+//! Approvals: what an administrator let the next cycle do past a threshold
+//! (`writeback approve`), and what stopped the last run. Both live in the state database, so
+//! an approval reaches a running daemon without touching its lock.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use writeback_core::{Approved, CloudId, Stopped, Threshold};
+
+use crate::{Result, Store, StoreError};
+
+/// What one approval lets the next cycle do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum Approve {
+    /// Go past a run-wide threshold, up to this count.
+    Past { threshold: Threshold, up_to: usize },
+    /// Make this group's held member removals, up to this count.
+    Removals { group: CloudId, up_to: usize },
+}
+
+impl Approve {
+    fn columns(&self) -> (&'static str, Option<&str>, usize) {
+        match self {
+            Approve::Past { threshold: Threshold::Deletes, up_to } => ("deletes", None, *up_to),
+            Approve::Past { threshold: Threshold::MemberRemovals, up_to } => ("member-removals", None, *up_to),
+            Approve::Past { threshold: Threshold::Creates, up_to } => ("creates", None, *up_to),
+            Approve::Removals { group, up_to } => ("removals", Some(group.as_str()), *up_to),
+        }
+    }
+
+    fn from_columns(what: &str, group: Option<String>, up_to: usize) -> Option<Approve> {
+        let past = |threshold| Some(Approve::Past { threshold, up_to });
+        match what {
+            "deletes" => past(Threshold::Deletes),
+            "member-removals" => past(Threshold::MemberRemovals),
+            "creates" => past(Threshold::Creates),
+            "removals" => group.map(|g| Approve::Removals { group: CloudId::new(g), up_to }),
+            _ => None,
+        }
+    }
+
+    /// In words: "up to 12 group deletes".
+    pub fn describe(&self) -> String {
+        match self {
+            Approve::Past { threshold: Threshold::Deletes, up_to } => format!("up to {up_to} group deletes"),
+            Approve::Past { threshold: Threshold::MemberRemovals, up_to } => {
+                format!("up to {up_to} member removals in the run")
+            }
+            Approve::Past { threshold: Threshold::Creates, up_to } => format!("up to {up_to} group creations"),
+            Approve::Removals { group, up_to } => format!("up to {up_to} member removals from group {group}"),
+        }
+    }
+}
+
+/// One approval: who gave it, when, and the run that used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub id: i64,
+    #[serde(flatten)]
+    pub approve: Approve,
+    pub who: String,
+    pub created_at: String,
+    pub used_run: Option<i64>,
+    pub used_at: Option<String>,
+}
+
+/// What the open approvals let a run do (the latest of each kind counts).
+pub fn approved(approvals: &[Approval]) -> Approved {
+    let mut out = Approved::default();
+    for a in approvals {
+        match &a.approve {
+            Approve::Past { threshold: Threshold::Deletes, up_to } => out.deletes = Some(*up_to),
+            Approve::Past { threshold: Threshold::MemberRemovals, up_to } => out.member_removals = Some(*up_to),
+            Approve::Past { threshold: Threshold::Creates, up_to } => out.creates = Some(*up_to),
+            Approve::Removals { group, up_to } => {
+                out.removals.insert(group.clone(), *up_to);
+            }
+        }
+    }
+    out
+}
+
+const COLUMNS: &str = "id, what, group_id, up_to, who, created_at, used_run, used_at";
+
+fn approval(r: &rusqlite::Row) -> rusqlite::Result<Option<Approval>> {
+    let (what, group, up_to): (String, Option<String>, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+    Ok(Approve::from_columns(&what, group, up_to.max(0) as usize).map(|approve| Approval {
+        id: r.get(0).unwrap_or_default(),
+        approve,
+        who: r.get(4).unwrap_or_default(),
+        created_at: r.get(5).unwrap_or_default(),
+        used_run: r.get(6).unwrap_or_default(),
+        used_at: r.get(7).unwrap_or_default(),
+    }))
+}
+
+impl Store {
+    /// Records an approval for the next cycle; returns its id.
+    pub fn approve(&self, approve: &Approve, who: &str) -> Result<i64> {
+        let (what, group, up_to) = approve.columns();
+        self.conn.execute(
+            &format!(
+                "INSERT INTO approvals (what, group_id, up_to, who, created_at) VALUES (?1, ?2, ?3, ?4, {})",
+                crate::NOW
+            ),
+            params![what, group, up_to as i64, who],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Approvals no run has used yet, oldest first.
+    pub fn open_approvals(&self) -> Result<Vec<Approval>> {
+        self.approvals_where("used_run IS NULL ORDER BY id")
+    }
+
+    /// The latest approvals, used or not, newest first.
+    pub fn recent_approvals(&self, limit: usize) -> Result<Vec<Approval>> {
+        self.approvals_where(&format!("1 ORDER BY id DESC LIMIT {limit}"))
+    }
+
+    fn approvals_where(&self, clause: &str) -> Result<Vec<Approval>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM approvals WHERE {clause}"))?;
+        let rows = stmt.query_map([], approval)?;
+        Ok(rows.filter_map(|r| r.transpose()).collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks approvals used by `run_id`: they are gone for the cycles after it.
+    pub fn use_approvals(&mut self, ids: &[i64], run_id: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare(&format!(
+                "UPDATE approvals SET used_run = ?2, used_at = {} WHERE id = ?1 AND used_run IS NULL",
+                crate::NOW
+            ))?;
+            for id in ids {
+                up.execute(params![id, run_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What stopped the last run (nothing once a run goes through).
+    pub fn stopped(&self) -> Result<Stopped> {
+        let text: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'stopped'", [], |r| r.get(0)).optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    }
+
+    pub fn save_stopped(&self, stopped: &Stopped) -> Result<()> {
+        let text = serde_json::to_string(stopped)
+            .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('stopped', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![text],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_is_for_the_next_cycle_only() {
+        let dir = std::env::temp_dir().join(format!("wb-approvals-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
+        let mut s = Store::open(&path).expect("open");
+        let g = CloudId::new("3A5C3221-C465-48C0-95B8-E9305786A271");
+        let a = s.approve(&Approve::Past { threshold: Threshold::Deletes, up_to: 12 }, "alice (uid 1000)").expect("a");
+        s.approve(&Approve::Removals { group: g.clone(), up_to: 150 }, "bob").expect("b");
+        s.approve(&Approve::Past { threshold: Threshold::Deletes, up_to: 14 }, "carol").expect("c");
+        let open = s.open_approvals().expect("open");
+        assert_eq!(open.len(), 3);
+        assert_eq!(open[0].who, "alice (uid 1000)");
+        let allowed = approved(&open);
+        assert_eq!(allowed.deletes, Some(14), "the latest of a kind counts");
+        assert_eq!(allowed.removals.get("3a5c3221-c465-48c0-95b8-e9305786a271"), Some(&150));
+        let run = s.start_run(writeback_core::RunKind::Delta).expect("run");
+        s.use_approvals(&open.iter().map(|a| a.id).collect::<Vec<_>>(), run).expect("use");
+        assert!(s.open_approvals().expect("open").is_empty(), "used: gone");
+        let recent = s.recent_approvals(10).expect("recent");
+        assert_eq!((recent.len(), recent[2].id, recent[2].used_run), (3, a, Some(run)));
+        assert_eq!(s.stopped().expect("stopped"), Stopped::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

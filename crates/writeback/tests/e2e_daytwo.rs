@@ -1,0 +1,78 @@
+//! Day two (issue #18): what an administrator does with writeback in production, through the
+//! real binary: approving a run a threshold stopped while the daemon runs.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Everything the daemons of this fixture logged.
+fn daemon_logs(fx: &Fixture) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(&fx.dir).expect("dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("daemon-") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn reason(h: &Value) -> &str {
+    h["reason"].as_str().unwrap_or("")
+}
+
+#[test]
+fn an_approval_lets_the_running_daemons_next_cycle_past_a_threshold_and_no_further() {
+    let mut fx = Fixture::new("approve");
+    let (_, uids, cloud) = fx.synced_users(1);
+    let m = [uids[0].as_str()];
+    let (keep, gone, gone2) = (fx.id(1), fx.id(2), fx.id(3));
+    let all = vec![
+        security_group(&keep, "SG-Keep", Some(true), &m),
+        security_group(&gone, "SG-Gone", Some(true), &m),
+        security_group(&gone2, "SG-Gone-2", Some(true), &m),
+    ];
+    fx.start_sim(&tenant(cloud.clone(), all.clone()));
+    fx.write_config("delete_threshold = 1\n[daemon]\ninterval = \"1s\"\nfull_interval = \"1h\"\n");
+    let mut d = Daemon::start(&fx);
+    d.wait_for("the first cycle", |h| reason(h) == "ok");
+    wait_until("the groups in AD", || [&keep, &gone, &gone2].iter().all(|g| fx.group(g).is_some()));
+
+    // Two groups deleted for good in the cloud: over the threshold of one.
+    fx.set_tenant(&tenant(cloud, vec![all[0].clone()]));
+    let h = d.wait_for("stopped by the threshold", |h| reason(h).contains("writeback approve --deletes 2"));
+    assert_eq!(h["healthy"], false, "{h}");
+    let log = daemon_logs(&fx);
+    let warn = log.lines().find(|l| l.contains("stopped by a threshold")).unwrap_or_else(|| panic!("no WARN: {log}"));
+    assert!(warn.contains("WARN") && warn.contains("count=2") && warn.contains("writeback approve --deletes 2"), "{warn}");
+
+    // What an administrator tries first: a sync cannot run beside the daemon, and says what to do.
+    let r = fx.writeback(&["sync", "--allow-deletes"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("writeback approve"), "{}", r.stderr);
+    let shown = fx.writeback(&["approve"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("approve: writeback approve --deletes 2"), "{}", shown.stdout);
+
+    // Approved for fewer than the run needs: the next cycle still stops, and says so.
+    let one = fx.writeback(&["approve", "--deletes", "1"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert!(one.stdout.contains("approval #1: up to 1 group deletes"), "{}", one.stdout);
+    d.wait_for("still stopped, past the approval", |h| reason(h).contains("and the 1 approved"));
+    assert!(fx.group(&gone).is_some() && fx.group(&gone2).is_some(), "nothing deleted past the approval");
+
+    // Approved as far as it goes: the daemon's next cycle deletes them, once.
+    assert_eq!(fx.writeback(&["approve", "--deletes", "2"]).code, 0);
+    wait_until("the two groups deleted", || fx.group(&gone).is_none() && fx.group(&gone2).is_none());
+    d.wait_for("healthy again", |h| reason(h) == "ok");
+    assert!(fx.group(&keep).is_some());
+    let after = fx.writeback(&["--json", "approve"]).json();
+    assert_eq!(after["open_approvals"], serde_json::json!([]), "used by one cycle, then gone: {after}");
+    assert_eq!(after["stopped"]["blocked"], Value::Null, "{after}");
+    let runs = fx.writeback(&["--json", "history"]).json();
+    let used = runs["runs"].as_array().expect("runs").iter().filter_map(|r| r["message"].as_str()).any(|m| {
+        m.contains("used approval #2 by") && m.contains("up to 2 group deletes")
+    });
+    assert!(used, "the run that used it says so: {runs}");
+    assert_eq!(d.stop(), 0);
+}
