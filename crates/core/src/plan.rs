@@ -247,6 +247,10 @@ pub struct MemberReport {
     pub status: MemberStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<SkipReason>,
+    /// The objectGUID of the AD object a written member stands for (shared, like the report):
+    /// what names a member value in the audit trail.
+    #[serde(skip)]
+    pub ad_guid: Option<Arc<str>>,
 }
 
 /// The explanation for one group (what `writeback show` prints).

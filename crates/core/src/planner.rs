@@ -637,6 +637,7 @@ fn skipped(m: &CloudObject, reason: SkipReason) -> Arc<MemberReport> {
         kind: m.kind().as_str(),
         status: MemberStatus::Skipped,
         reason: Some(reason),
+        ad_guid: None,
     })
 }
 
@@ -649,13 +650,14 @@ fn resolve_member(
     rules: &[Rule],
     p: &mut Plan,
 ) -> (Arc<MemberReport>, Option<GroupTarget>) {
-    let written = |m: &CloudObject| {
+    let written = |m: &CloudObject, obj: Option<&AdObject>| {
         Arc::new(MemberReport {
             cloud_id: m.id.as_str().into(),
             display_name: m.display_name.as_deref().map(Arc::from),
             kind: m.kind().as_str(),
             status: MemberStatus::Written,
             reason: None,
+            ad_guid: obj.map(|o| o.guid.clone()),
         })
     };
     let existing = |obj: &AdObject| Some(GroupTarget::Existing { guid: obj.guid.clone(), dn: obj.dn.clone() });
@@ -677,7 +679,7 @@ fn resolve_member(
     }
     match (m.kind(), anchor::ad_object(m, &ad.directory)) {
         (ObjectKind::User | ObjectKind::Group, Resolved::Mismatch(why)) => mismatch(why),
-        (ObjectKind::User, Resolved::Found(obj)) => (written(m), existing(obj)),
+        (ObjectKind::User, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnly), None),
         (ObjectKind::User, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::Found(obj)) if obj.group_type.is_some_and(group_type::is_domain_local) => {
@@ -691,7 +693,7 @@ fn resolve_member(
             });
             (skipped(m, SkipReason::DomainLocalGroup), None)
         }
-        (ObjectKind::Group, Resolved::Found(obj)) => (written(m), existing(obj)),
+        (ObjectKind::Group, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::Group, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::CloudOnly) => {
             let id = &m.id;
@@ -702,7 +704,13 @@ fn resolve_member(
                 Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
             };
             match targets.get(id.as_str()).cloned().or_else(linked) {
-                Some(t) if id != group_id => (written(m), Some(t)),
+                Some(t) if id != group_id => {
+                    let mut report = written(m, None);
+                    if let GroupTarget::Existing { guid, .. } = &t {
+                        Arc::make_mut(&mut report).ad_guid = Some(guid.clone());
+                    }
+                    (report, Some(t))
+                }
                 _ => (skipped(m, SkipReason::NestedGroupNotWrittenBack), None),
             }
         }

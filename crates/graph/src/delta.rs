@@ -186,6 +186,28 @@ impl GraphClient {
         (found, missing, failed)
     }
 
+    /// Users by id (in `$batch`es), with what names their AD account: for the audit trail, which
+    /// names a member a cycle removed. Best effort: users Graph does not return are left out.
+    /// (user-get.md: `GET /users/{id}` with `$select` of user properties.)
+    pub async fn users_by_id(&self, ids: &[CloudId]) -> Vec<CloudObject> {
+        const USER_SELECT: &str =
+            "id,displayName,onPremisesSyncEnabled,onPremisesSecurityIdentifier,onPremisesImmutableId";
+        let reqs: Vec<(String, String)> =
+            ids.iter().map(|id| (id.to_string(), format!("/users/{id}?$select={USER_SELECT}"))).collect();
+        let mut found: Vec<CloudObject> = Vec::new();
+        for (id, res) in self.batch_get(&reqs).await {
+            match res
+                .map_err(|(status, msg)| format!("{status}: {msg}"))
+                .and_then(|b| parse_object(&b).map_err(|e| e.1))
+            {
+                Ok(u) => found.push(u),
+                Err(why) => tracing::debug!(user = %id, %why, "a removed member could not be read"),
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
     /// Which of these (groups Graph no longer finds) are in the recycle bin: (in it, not in it,
     /// per-id failures). GET /directory/deletedItems/{id} (directory-deleteditems-get.md).
     pub async fn in_recycle_bin(

@@ -151,7 +151,8 @@ impl Store {
         let text = serde_json::to_string(stopped)
             .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('stopped', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES ('stopped', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![text],
         )?;
         Ok(())

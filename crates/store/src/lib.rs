@@ -5,6 +5,7 @@
 //! by marker), it only loses history.
 
 mod approvals;
+mod audit;
 
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use writeback_core::{CloudId, Dn, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +34,7 @@ pub enum StoreError {
 }
 
 pub use approvals::{approved, Approval, Approve};
+pub use audit::{AuditEntry, AuditOp, AuditQuery};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -210,6 +212,18 @@ impl Store {
                    group_id TEXT, up_to INTEGER NOT NULL, who TEXT NOT NULL, created_at TEXT NOT NULL,
                    used_run INTEGER, used_at TEXT);
                  PRAGMA user_version = 3;",
+            )?;
+            tx.commit()?;
+        }
+        if version < 4 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL, at TEXT NOT NULL,
+                   group_id TEXT NOT NULL, group_name TEXT NOT NULL, group_dn TEXT NOT NULL, op TEXT NOT NULL,
+                   member_id TEXT, member_name TEXT, member_dn TEXT, why TEXT NOT NULL);
+                 CREATE INDEX audit_group ON audit (group_id);
+                 CREATE INDEX audit_at ON audit (at);
+                 PRAGMA user_version = 4;",
             )?;
             tx.commit()?;
         }

@@ -133,11 +133,13 @@ impl Default for WritebackSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
     pub path: PathBuf,
+    /// Days the audit trail keeps each change (`writeback log`).
+    pub audit_days: u32,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
-        StateSection { path: "writeback.db".into() }
+        StateSection { path: "writeback.db".into(), audit_days: 90 }
     }
 }
 

@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use writeback_ad::{AdChanges, AdConn, ApplyReport, OpOutcome};
 use writeback_core::plan::Operation;
 use writeback_core::planner::decisions;
@@ -18,6 +20,7 @@ use writeback_core::{
 use writeback_graph::{is_expired, Collection, GraphClient};
 use writeback_store::{approved, Approval, Store, Watermarks};
 
+use crate::audit::{self, Hints};
 use crate::config::Config;
 use crate::confirm;
 use crate::early::{Early, Finished};
@@ -66,7 +69,7 @@ struct Outcome {
 /// How much of the tenant a cycle looked at: everything, or the groups a delta named.
 enum Reach {
     Full,
-    Delta { looked_at: Vec<CloudId> },
+    Delta { looked_at: Vec<CloudId>, hints: Hints },
 }
 
 impl Reach {
@@ -82,7 +85,7 @@ impl Reach {
     fn save_errors(&self, store: &mut Store, run_id: i64, errors: &[ObjectError]) -> Result<(), CycleError> {
         match self {
             Reach::Full => store.replace_errors(run_id, errors)?,
-            Reach::Delta { looked_at } => store.merge_errors(run_id, looked_at, errors)?,
+            Reach::Delta { looked_at, .. } => store.merge_errors(run_id, looked_at, errors)?,
         }
         Ok(())
     }
@@ -147,6 +150,8 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         cycle.ad.close().await;
         Ok::<_, CycleError>((outcome, cycle.graph.stats.requests(), cycle.graph.stats.throttled(), ldap_operations))
     }
+    // Every line the cycle logs carries its run id (a field of the span in JSON logs).
+    .instrument(tracing::info_span!("cycle", run_id))
     .await;
     progress::done();
     let duration_ms = started.elapsed().as_millis() as i64;
@@ -163,12 +168,24 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
     }
     store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
+    let s = &o.summary;
     tracing::info!(
+        run_id,
         kind = o.kind.as_str(),
         status = o.status.as_str(),
         duration_ms,
         graph_requests,
+        graph_throttled,
         ldap_operations,
+        adds = s.adds,
+        updates = s.updates,
+        renames = s.renames,
+        moves = s.moves,
+        deletes = s.deletes,
+        member_adds = s.member_adds,
+        member_removes = s.member_removes,
+        skipped_members = s.skipped_members,
+        errors = s.errors,
         "cycle finished"
     );
     Ok(RunResult {
@@ -220,7 +237,7 @@ impl Cycle<'_> {
             // USNs are per DC: changes cannot be followed across a failover.
             return Ok(None);
         }
-        let groups = match graph.delta_round(&w.groups_link).await {
+        let mut groups = match graph.delta_round(&w.groups_link).await {
             Err(e) if is_expired(&e) => return Ok(None),
             other => other?,
         };
@@ -317,7 +334,8 @@ impl Cycle<'_> {
             recheck: Vec::new(),
             pending: settled.pending,
         };
-        let reach = Reach::Delta { looked_at: dirty.into_iter().collect() };
+        let hints = std::mem::take(&mut groups.member_hints);
+        let reach = Reach::Delta { looked_at: dirty.into_iter().collect(), hints };
         self.apply_and_record(snap, reach, marks, None).await.map(Some)
     }
 
@@ -374,6 +392,19 @@ impl Cycle<'_> {
         progress::done();
 
         let applied = report.paired(&plan.operations).map_err(CycleError::Invariant)?;
+        // Every change made is recorded, also when the breaker stopped the run.
+        let hints = match &reach {
+            Reach::Delta { hints, .. } => Some(hints),
+            Reach::Full => None,
+        };
+        let unnamed = hints.map(|h| audit::unnamed_removals(&plan, &applied, h)).unwrap_or_default();
+        let users = if unnamed.is_empty() { Vec::new() } else { self.graph.users_by_id(&unnamed).await };
+        let more = audit::name_users(&users, &snap.ad.groups);
+        let trail = audit::entries(run_id, &plan, &applied, hints, &more);
+        self.store.record_audit(&trail)?;
+        if let Err(e) = self.store.prune_audit(cfg.state.audit_days) {
+            tracing::warn!(error = %e, "the audit trail could not be pruned");
+        }
         let mut errors = plan.errors.clone();
         errors.extend(early_errors);
         errors.extend(apply_errors(&applied));

@@ -12,15 +12,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::lock::LockWatch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use writeback_ad::{AdConn, ApplyReport};
 use writeback_core::plan::Operation;
 use writeback_core::{
     member_anchors, AdObject, AdSnapshot, Anchor, CloudId, CloudObject, CloudSnapshot, MemberRead, ObjectError,
     OwnedMembers, Plan, PlannerConfig, SchemaFeatures, State,
 };
+
+use crate::lock::LockWatch;
 
 /// The writer of early adds, and what it was sent.
 pub struct Early {
@@ -39,27 +41,31 @@ impl Early {
     pub fn start(conn: AdConn, ous: Vec<String>, state: State, planner: PlannerConfig, lock: LockWatch) -> Early {
         let schema = conn.schema;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Operation>>();
-        let task = tokio::spawn(async move {
-            let mut conn = conn;
-            let mut report = ApplyReport::default();
-            while let Some(ops) = rx.recv().await {
-                if !lock.intact() {
-                    tracing::error!(
-                        lock = %lock.path().display(),
-                        "the state lock file was removed or replaced: the first adds stop"
-                    );
-                    // Nothing more is written in this cycle, even if the file comes back.
-                    report.stopped = Some(format!(
-                        "the state lock file {} was removed or replaced while the first adds were \
+        let task = tokio::spawn(
+            async move {
+                let mut conn = conn;
+                let mut report = ApplyReport::default();
+                while let Some(ops) = rx.recv().await {
+                    if !lock.intact() {
+                        tracing::error!(
+                            lock = %lock.path().display(),
+                            "the state lock file was removed or replaced: the first adds stop"
+                        );
+                        // Nothing more is written in this cycle, even if the file comes back.
+                        report.stopped = Some(format!(
+                            "the state lock file {} was removed or replaced while the first adds were \
                          written: writing stopped",
-                        lock.path().display()
-                    ));
-                    break;
+                            lock.path().display()
+                        ));
+                        break;
+                    }
+                    conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;
                 }
-                conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;
+                (conn, report)
             }
-            (conn, report)
-        });
+            // The writer's lines carry the cycle's run id too.
+            .instrument(tracing::Span::current()),
+        );
         Early { state, planner, schema, tx, task, sent: Vec::new() }
     }
 

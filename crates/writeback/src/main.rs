@@ -2,6 +2,7 @@
 
 mod access;
 mod approve_cmd;
+mod audit;
 mod cloud_cmd;
 mod config;
 mod confirm;
@@ -11,6 +12,7 @@ mod early;
 mod engine;
 mod error;
 mod lock;
+mod log_cmd;
 mod output;
 mod progress;
 mod web;
@@ -118,6 +120,22 @@ enum Command {
     },
     /// Current per-object errors.
     Errors,
+    /// The audit trail: every change writeback made in AD (group, member, why), newest first.
+    Log {
+        /// Only this group: its object id or display name.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Only this member: its object id, display name or DN.
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+        /// Only changes since: a date (2026-12-01), a UTC time (2026-12-01T10:00:00Z) or an
+        /// age (90m, 24h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many lines (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Lets the next cycle — the daemon's too, while it runs — go past a threshold that stopped
     /// it, up to a count; recorded (who, when) and used by one cycle. Without options: what is
     /// stopped, and the commands that approve it.
@@ -243,6 +261,10 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
         }
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),
+        Command::Log { group, member, since, limit } => {
+            let q = writeback_store::AuditQuery { group, member, since: None, limit };
+            log_cmd::log(&cfg, q, since.as_deref(), cli.json)
+        }
         Command::Approve { deletes, creates, member_removals, removals } => {
             let args = approve_cmd::Args { deletes, creates, member_removals, removals };
             approve_cmd::approve(&cfg, &args, cli.json)

@@ -14,7 +14,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use writeback_core::{GroupReport, MemberStatus, RunStatus, Summary};
+use writeback_core::{CloudId, GroupReport, MemberStatus, RunStatus, Summary};
+use writeback_store::AuditQuery;
 
 use crate::daemon::{Daemon, Role};
 
@@ -22,6 +23,8 @@ use crate::daemon::{Daemon, Role};
 /// not hold the shared state (the cycle loop waits for it) or build a page of megabytes.
 const MAX_MEMBER_ROWS: usize = 500;
 const MAX_GROUPS_SHOWN: usize = 20;
+/// Audit lines shown per group (`writeback log --group` has them all).
+const MAX_CHANGES_SHOWN: usize = 20;
 
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
@@ -211,7 +214,11 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
         esc(&needle)
     );
     if !needle.is_empty() {
-        h.push_str(&show(&found(&d, &needle), &needle));
+        let groups = found(&d, &needle);
+        h.push_str(&show(&groups, &needle));
+        let (state, ids) = (d.cfg.state_path(), groups.into_iter().map(|g| g.cloud_id).collect());
+        let trail = tokio::task::spawn_blocking(move || recent_changes(&state, ids)).await;
+        h.push_str(&trail.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
     }
     let state = d.cfg.state_path();
     // SQLite is read off the async workers: a slow disk must not stall the listener.
@@ -295,6 +302,44 @@ fn show(found: &[GroupReport], needle: &str) -> String {
                 );
             }
         }
+    }
+    h
+}
+
+/// Changes the audit trail recorded for these groups, newest first (`writeback log --group`).
+fn recent_changes(state: &std::path::Path, ids: Vec<CloudId>) -> String {
+    let mut h = String::new();
+    for id in ids {
+        let q = AuditQuery { group: Some(id.to_string()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
+        let entries = match writeback_store::Store::open_read_only(state).and_then(|s| match s {
+            Some(s) => s.audit(&q),
+            None => Ok(Vec::new()),
+        }) {
+            Ok(e) => e,
+            Err(e) => return h + &format!("<p class=bad>The audit trail cannot be read: {}</p>", esc(&e.to_string())),
+        };
+        let _ = write!(h, "<h2>Recent changes in AD <span class=muted>{}</span></h2>", esc(id.as_str()));
+        if entries.is_empty() {
+            h.push_str("<p class=muted>None recorded.</p>");
+            continue;
+        }
+        h.push_str(
+            "<table><tr><th class=l>when</th><th>run</th><th class=l>change</th><th class=l>member</th>\
+             <th class=l>why</th></tr>",
+        );
+        for e in &entries {
+            let member = e.member_name.as_deref().or(e.member_dn.as_deref()).unwrap_or("");
+            let _ = write!(
+                h,
+                "<tr><td class=l>{}</td><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
+                esc(&e.at),
+                e.run_id,
+                e.op.as_str(),
+                esc(member),
+                esc(&e.why)
+            );
+        }
+        h.push_str("</table>");
     }
     h
 }

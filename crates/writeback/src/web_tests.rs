@@ -127,6 +127,7 @@ async fn the_page_escapes_cloud_text_and_caps_the_member_rows() {
             kind: "user",
             status: MemberStatus::Skipped,
             reason: Some(SkipReason::NotFoundInAd),
+            ad_guid: None,
         })
     };
     let report = GroupReport {

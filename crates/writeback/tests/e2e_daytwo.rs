@@ -44,7 +44,10 @@ fn an_approval_lets_the_running_daemons_next_cycle_past_a_threshold_and_no_furth
     assert_eq!(h["healthy"], false, "{h}");
     let log = daemon_logs(&fx);
     let warn = log.lines().find(|l| l.contains("stopped by a threshold")).unwrap_or_else(|| panic!("no WARN: {log}"));
-    assert!(warn.contains("WARN") && warn.contains("count=2") && warn.contains("writeback approve --deletes 2"), "{warn}");
+    assert!(
+        warn.contains("WARN") && warn.contains("count=2") && warn.contains("writeback approve --deletes 2"),
+        "{warn}"
+    );
 
     // What an administrator tries first: a sync cannot run beside the daemon, and says what to do.
     let r = fx.writeback(&["sync", "--allow-deletes"]);
@@ -70,9 +73,75 @@ fn an_approval_lets_the_running_daemons_next_cycle_past_a_threshold_and_no_furth
     assert_eq!(after["open_approvals"], serde_json::json!([]), "used by one cycle, then gone: {after}");
     assert_eq!(after["stopped"]["blocked"], Value::Null, "{after}");
     let runs = fx.writeback(&["--json", "history"]).json();
-    let used = runs["runs"].as_array().expect("runs").iter().filter_map(|r| r["message"].as_str()).any(|m| {
-        m.contains("used approval #2 by") && m.contains("up to 2 group deletes")
-    });
+    let used = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .any(|m| m.contains("used approval #2 by") && m.contains("up to 2 group deletes"));
     assert!(used, "the run that used it says so: {runs}");
     assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn the_audit_trail_says_who_was_removed_from_which_group_when_and_why() {
+    let mut fx = Fixture::new("audit");
+    let (users, uids, cloud) = fx.synced_users(2);
+    let g = fx.id(1);
+    let bob_name = users[1].dn.split(',').next().unwrap_or("").trim_start_matches("CN=").to_string();
+    let mut t = tenant(cloud, vec![security_group(&g, "SG-Finance", Some(true), &[&uids[0], &uids[1]])]);
+    fx.start_sim(&t);
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+
+    // Bob leaves the group in the cloud; a delta cycle removes him, with JSON logs.
+    t["groups"][0]["members"] = serde_json::json!([&uids[0]]);
+    fx.set_tenant(&t);
+    let delta = fx.writeback(&["--log-format", "json", "-v", "--json", "sync"]);
+    assert_eq!(delta.code, 0, "{}", delta.stderr);
+    let run_id = delta.json()["run_id"].as_i64().expect("run id");
+    assert_eq!(delta.json()["kind"], "delta");
+    let lines: Vec<Value> = delta.stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty(), "JSON logs: {}", delta.stderr);
+    let in_cycle = lines.iter().filter(|l| l["span"]["name"] == "cycle").count();
+    assert!(in_cycle >= 2, "the cycle's lines are in its span: {}", delta.stderr);
+    for l in lines.iter().filter(|l| l["span"]["name"] == "cycle") {
+        assert_eq!(l["span"]["run_id"].as_i64(), Some(run_id), "{l}");
+    }
+    let finished = lines.iter().find(|l| l["fields"]["message"] == "cycle finished").expect("cycle finished");
+    assert_eq!(
+        (finished["fields"]["member_removes"].as_u64(), finished["fields"]["run_id"].as_i64()),
+        (Some(1), Some(run_id))
+    );
+
+    // Who removed Bob from SG-Finance, when, and why.
+    let log = fx.writeback(&["--json", "log", "--group", "sg-finance", "--member", &bob_name, "--since", "1h"]).json();
+    let entries = log["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "added by the first sync, removed by the second: {log}");
+    let removed = &entries[0];
+    assert_eq!(removed["op"], "remove-member");
+    assert_eq!(removed["run_id"].as_i64(), Some(run_id));
+    assert_eq!(removed["why"], "removed in the cloud", "{removed}");
+    assert_eq!(removed["member_id"], uids[1].to_lowercase());
+    assert!(removed["member_dn"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(&users[1].dn)), "{removed}");
+    assert_eq!(removed["group_name"], "SG-Finance");
+    assert_eq!(entries[1]["op"], "add-member");
+    let all = fx.writeback(&["--json", "log"]).json();
+    let ops: Vec<&str> = all["entries"].as_array().expect("e").iter().filter_map(|e| e["op"].as_str()).collect();
+    assert_eq!(ops, vec!["remove-member", "add-member", "add-member", "add-group"], "{all}");
+    let text = fx.writeback(&["log", "--group", &g]);
+    assert!(text
+        .stdout
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains("remove-member") && l.contains("removed in the cloud")));
+    let later = fx.writeback(&["--json", "log", "--since", "2999-01-01"]).json();
+    assert_eq!(later["entries"], serde_json::json!([]));
+    assert_eq!(fx.writeback(&["log", "--since", "last tuesday"]).code, 2, "a bad --since is a usage error");
+
+    // The status page's group view shows the same lines.
+    let d = Daemon::start(&fx);
+    let (_, page) = d.get(&format!("/?group={g}")).expect("page");
+    assert!(page.contains("Recent changes in AD") && page.contains("remove-member"), "{page}");
+    assert!(page.contains("removed in the cloud"));
 }
