@@ -98,6 +98,11 @@ fn connect_error(url: &str, e: &ldap3::LdapError) -> AdError {
         _ => None,
     };
     match rustls_error {
+        // A plain-LDAP answer to a TLS hello is not a TLS record.
+        Some(rustls::Error::InvalidMessage(_)) => AdError::Connect(format!(
+            "{url}: {e} — the server did not answer in TLS: is this a plain LDAP port (389)? Use \
+             ldaps://host (636), or ldap://host (389, upgraded with StartTLS)"
+        )),
         Some(rustls::Error::InvalidCertificate(_)) => AdError::Tls(format!(
             "{url}: {e} — set [ad] ca_file to the CA that issued the DC's \
                 certificate, and use a host name the certificate names"

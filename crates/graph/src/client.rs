@@ -311,11 +311,33 @@ fn transport_error(e: &reqwest::Error, what: String) -> GraphError {
              TLS-inspecting proxy in between)",
             without_url(e)
         ))
+    } else if let Some(hint) = network_hint(e) {
+        GraphError::Connect(format!("{what}: {} — {hint}", without_url(e)))
     } else if what.starts_with("the token endpoint") {
         GraphError::Connect(format!("could not reach {what}: {}", without_url(e)))
     } else {
         GraphError::Connect(format!("{what}: {}", without_url(e)))
     }
+}
+
+/// What to check when Graph could not be reached: a name that does not resolve, or a proxy
+/// (reqwest takes HTTPS_PROXY and NO_PROXY from the environment). hyper's connect errors are
+/// not public types, so the resolver's failure is told by its words: this only adds a hint to
+/// the message, it decides nothing.
+fn network_hint(e: &reqwest::Error) -> Option<String> {
+    let text = without_url(e).to_ascii_lowercase();
+    let proxy = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok());
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        return Some(match proxy {
+            Some(_) => "the name does not resolve: check DNS, or the proxy in $HTTPS_PROXY".into(),
+            None => "the name does not resolve: check DNS; if Graph is reached through a proxy, set \
+                     HTTPS_PROXY (and NO_PROXY for the DC)"
+                .into(),
+        });
+    }
+    // The proxy's URL can hold a password: it is named, never printed.
+    (e.is_connect() && proxy.is_some())
+        .then(|| "the connection went through the proxy in $HTTPS_PROXY: check it".into())
 }
 
 /// Whether a rustls certificate error is among the causes of `e`. An `io::Error` hides the

@@ -180,7 +180,11 @@ impl Config {
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let cfg = Config::parse(&text, base_dir)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        cfg.validate()?;
+        let mut problems = crate::config_check::problems(&cfg);
+        problems.extend(crate::config_check::files(&cfg));
+        if !problems.is_empty() {
+            bail!("{}: {}", path.display(), problems.join("\n  "));
+        }
         Ok(cfg)
     }
 
@@ -191,44 +195,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The settings can be used (`config_check::problems`): all problems in one error.
+    #[cfg(test)]
     fn validate(&self) -> anyhow::Result<()> {
-        if Environment::parse(&self.cloud.environment).is_none() {
-            bail!("[cloud] environment = \"{}\" is not one of global, usgov, usgov-dod, china", self.cloud.environment);
+        let problems = crate::config_check::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("\n"))
         }
-
-        for (i, r) in self.rules.iter().enumerate() {
-            r.validate(i).map_err(|e| anyhow::anyhow!(e))?;
-        }
-
-        if self.ad.target_ou.trim().is_empty() || !self.ad.target_ou.contains('=') {
-            bail!("[ad] target_ou must be a DN such as \"OU=Groups,DC=corp,DC=example,DC=com\"");
-        }
-        match self.ad.auth {
-            AdAuthKind::Simple if self.ad.bind_dn.trim().is_empty() => {
-                bail!(
-                    "[ad] bind_dn is missing: the account to bind as (a DN or a UPN), or set \
-                    auth = \"kerberos\" and keytab"
-                )
-            }
-            AdAuthKind::Kerberos if self.ad.keytab.is_none() => {
-                bail!(
-                    "[ad] auth = \"kerberos\" needs keytab = \"/path/to/writeback.keytab\" \
-                    (samba-tool domain exportkeytab or ktpass)"
-                )
-            }
-            _ => {}
-        }
-        if self.writeback.member_removal_percent > 100 {
-            bail!("[writeback] member_removal_percent must be between 0 and 100");
-        }
-        if self.ad.member_chunk == 0 || self.ad.member_chunk > 5000 {
-            bail!("[ad] member_chunk must be between 1 and 5000");
-        }
-        for d in [&self.daemon.interval, &self.daemon.full_interval] {
-            humantime::parse_duration(d)
-                .with_context(|| format!("[daemon] '{d}' is not a duration such as \"60s\" or \"24h\""))?;
-        }
-        Ok(())
     }
 
     /// The environment the Kerberos library reads: the keytab to get tickets from (MIT's

@@ -5,6 +5,7 @@ mod approve_cmd;
 mod audit;
 mod cloud_cmd;
 mod config;
+mod config_check;
 mod confirm;
 mod cycle;
 mod daemon;
@@ -204,6 +205,9 @@ fn main() -> ExitCode {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
+            if cli.json {
+                println!("{}", json!({"status": "failed", "error": format!("{e:#}")}));
+            }
             eprintln!("error: {e:#}");
             return ExitCode::from(exit::CONFIG);
         }

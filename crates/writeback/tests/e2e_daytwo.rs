@@ -145,3 +145,33 @@ fn the_audit_trail_says_who_was_removed_from_which_group_when_and_why() {
     assert!(page.contains("Recent changes in AD") && page.contains("remove-member"), "{page}");
     assert!(page.contains("removed in the cloud"));
 }
+
+#[test]
+fn configuration_mistakes_are_found_before_any_network_and_named_with_their_fix() {
+    let mut fx = Fixture::new("config");
+    let (_, _, cloud) = fx.synced_users(1);
+    fx.start_sim(&tenant(cloud, vec![]));
+    let config = fx.write_config("");
+    let good = std::fs::read_to_string(&config).expect("config");
+    let bad = good
+        .replace("ldaps://", "https://")
+        .replace("target_ou = \"", "target_ou = \"Groups;")
+        .replace("client_secret_file = \"client-secret\"", "client_secret_file = \"no-such-secret\"")
+        + "\n[daemon]\ninterval = \"0s\"\n";
+    std::fs::write(&config, bad).expect("write");
+    let r = fx.writeback(&["--json", "check"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    for (key, fix) in [
+        ("[ad] url", "must start with ldaps://"),
+        ("[ad] target_ou", "OU=Groups,DC=corp,DC=example,DC=com"),
+        ("[cloud] client_secret_file", "cannot be read by"),
+        ("[daemon] interval", "longer than 0"),
+    ] {
+        assert!(error.lines().any(|l| l.contains(key) && l.contains(fix)), "{key}: {error}");
+    }
+    // Any command: the configuration is checked when it is read, before anything else.
+    let status = fx.writeback(&["status"]);
+    assert_eq!(status.code, 2);
+    assert!(status.stderr.contains("[ad] url"), "{}", status.stderr);
+}
