@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod lock;
 mod log_cmd;
+mod logs;
 mod output;
 mod progress;
 mod web;
@@ -63,15 +64,9 @@ struct Cli {
     quiet: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]
-    log_format: LogFormat,
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -198,7 +193,7 @@ enum CloudCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Run { .. });
-    init_logs(cli.verbose, cli.quiet, cli.log_format, daemon);
+    logs::init(cli.verbose, cli.quiet, cli.log_format, daemon);
     if !daemon && !cli.json && !cli.quiet {
         progress::enable_if_interactive();
     }
@@ -208,7 +203,7 @@ fn main() -> ExitCode {
             if cli.json {
                 println!("{}", json!({"status": "failed", "error": format!("{e:#}")}));
             }
-            eprintln!("error: {e:#}");
+            logs::fatal(cli.log_format, &format!("{e:#}"), exit::CONFIG);
             return ExitCode::from(exit::CONFIG);
         }
     };
@@ -227,31 +222,8 @@ fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli, cfg)))
 }
 
-fn init_logs(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        // A daemon says what it does; a one-shot command keeps stderr for problems.
-        (_, 0) if daemon => "info",
-        (_, 0) => "warn",
-        (_, 1) => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colour only on a terminal: journald, files and a SIEM get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 async fn run(cli: Cli, cfg: Config) -> u8 {
+    let log_format = cli.log_format;
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Run { listen } => return daemon::run(cfg, listen).await,
@@ -295,7 +267,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             if cli.json {
                 println!("{}", json!({"status": "failed", "error": message}));
             }
-            eprintln!("error: {message}");
+            logs::fatal(log_format, &message, e.exit_code());
             e.exit_code()
         }
     }

@@ -174,4 +174,11 @@ fn configuration_mistakes_are_found_before_any_network_and_named_with_their_fix(
     let status = fx.writeback(&["status"]);
     assert_eq!(status.code, 2);
     assert!(status.stderr.contains("[ad] url"), "{}", status.stderr);
+    // Logs for machines carry the fatal error too, in their own form.
+    let json = fx.writeback(&["--log-format", "json", "status"]);
+    let line: Value = serde_json::from_str(json.stderr.lines().next().unwrap_or("")).expect("a JSON line");
+    assert_eq!((line["level"].as_str(), line["fields"]["exit"].as_u64()), (Some("ERROR"), Some(2)), "{line}");
+    assert!(line["fields"]["message"].as_str().is_some_and(|m| m.contains("[ad] url")), "{line}");
+    let syslog = fx.writeback(&["--log-format", "syslog", "status"]);
+    assert!(syslog.stderr.starts_with("<3>") && !syslog.stderr.contains('\u{1b}'), "{}", syslog.stderr);
 }
