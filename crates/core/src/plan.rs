@@ -393,13 +393,33 @@ impl Held {
 }
 
 impl Plan {
+    /// The groups named `cloud_id_or_name`: by id, else by display name (any case).
     pub fn report(&self, cloud_id_or_name: &str) -> Vec<&GroupReport> {
         let needle = cloud_id_or_name.trim();
         let by_id: Vec<&GroupReport> = self.groups.iter().filter(|g| g.cloud_id == needle).collect();
         if !by_id.is_empty() {
             return by_id;
         }
-        self.groups.iter().filter(|g| g.display_name == needle).collect()
+        let lower = needle.to_lowercase();
+        self.groups.iter().filter(|g| g.display_name.to_lowercase() == lower).collect()
+    }
+
+    /// This plan for the groups named `cloud_id_or_name` only: their operations, errors and
+    /// explanations, counted again. Whether a sync would stop stays the whole plan's.
+    pub fn only(&self, cloud_id_or_name: &str) -> Plan {
+        let ids: std::collections::HashSet<&CloudId> =
+            self.report(cloud_id_or_name).into_iter().map(|g| &g.cloud_id).collect();
+        let mut p = Plan {
+            operations: self.operations.iter().filter(|o| ids.contains(o.cloud_id())).cloned().collect(),
+            groups: self.groups.iter().filter(|g| ids.contains(&g.cloud_id)).cloned().collect(),
+            errors: self.errors.iter().filter(|e| ids.iter().any(|id| **id == e.cloud_id)).cloned().collect(),
+            notices: Vec::new(),
+            summary: Summary::default(),
+            blocked: self.blocked.clone(),
+            held: self.held.iter().filter(|h| ids.contains(&h.cloud_id)).cloned().collect(),
+        };
+        p.summarize();
+        p
     }
 
     /// Recomputes the summary from the operations, reports and errors.

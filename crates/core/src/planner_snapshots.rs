@@ -17,12 +17,12 @@ fn first_sync_of_the_sample_rollout() {
     check(
         &sample_rollout(),
         expect![[r#"
-        + add      CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test (3 members)
-        + add      CN=Group_00000000-0000-0000-0000-000000000002,OU=Groups,DC=corp,DC=test (4 members)
-        + add      CN=Group_00000000-0000-0000-0000-000000000004,OU=Groups,DC=corp,DC=test (2 members)
-        + add      CN=Group_00000000-0000-0000-0000-000000000005,OU=Groups,DC=corp,DC=test (1 members)
-        plan: 4 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 10 members added, 0 removed, 2 skipped; 0 errors
-    "#]],
+            + add      SG-Finance  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test (3 members)
+            + add      SG-Dynamic-Sales  CN=Group_00000000-0000-0000-0000-000000000002,OU=Groups,DC=corp,DC=test (4 members)
+            + add      Team-Default  CN=Group_00000000-0000-0000-0000-000000000004,OU=Groups,DC=corp,DC=test (2 members)
+            + add      Team-MailSec  CN=Group_00000000-0000-0000-0000-000000000005,OU=Groups,DC=corp,DC=test (1 members)
+            plan: 4 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 10 members added, 0 removed, 2 skipped; 0 errors
+        "#]],
     );
 }
 
@@ -32,12 +32,12 @@ fn drift_is_put_back() {
     check(
         &w,
         expect![[r#"
-        ~ update   CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: groupType ["-2147483646"] -> ["-2147483640"]
-        ~ update   CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: description ["edited by hand"] -> []
-        - members  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: -1
-                     - CN=intruder,DC=corp,DC=test
-        plan: 0 added, 1 updated, 0 renamed, 0 moved, 0 deleted; 0 members added, 1 removed, 2 skipped; 0 errors
-    "#]],
+            ~ update   SG-Finance  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: groupType ["-2147483646"] -> ["-2147483640"]
+            ~ update   SG-Finance  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: description ["edited by hand"] -> []
+            - members  SG-Finance  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: -1
+                         - CN=intruder,DC=corp,DC=test
+            plan: 0 added, 1 updated, 0 renamed, 0 moved, 0 deleted; 0 members added, 1 removed, 2 skipped; 0 errors
+        "#]],
     );
 }
 
@@ -51,14 +51,14 @@ fn a_renamed_group_is_renamed_and_its_members_follow_the_cloud() {
     check(
         &w,
         expect![[r#"
-        ~ update   CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: displayName ["SG-Finance"] -> ["SG-Finance-EMEA"]
-        + members  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: +1
-                     + CN=user9,CN=Users,DC=corp,DC=test
-        - members  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: -2
-                     - CN=user1,CN=Users,DC=corp,DC=test
-                     - CN=user2,CN=Users,DC=corp,DC=test
-        plan: 0 added, 1 updated, 0 renamed, 0 moved, 0 deleted; 1 members added, 2 removed, 2 skipped; 0 errors
-    "#]],
+            ~ update   SG-Finance-EMEA  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: displayName ["SG-Finance"] -> ["SG-Finance-EMEA"]
+            + members  SG-Finance-EMEA  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: +1
+                         + CN=user9,CN=Users,DC=corp,DC=test
+            - members  SG-Finance-EMEA  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test: -2
+                         - CN=user1,CN=Users,DC=corp,DC=test
+                         - CN=user2,CN=Users,DC=corp,DC=test
+            plan: 0 added, 1 updated, 0 renamed, 0 moved, 0 deleted; 1 members added, 2 removed, 2 skipped; 0 errors
+        "#]],
     );
 }
 
@@ -72,9 +72,9 @@ fn members_writeback_cannot_write_are_counted_as_skipped_not_written() {
     check(
         &w,
         expect![[r#"
-        + add      CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test (0 members)
-        plan: 1 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 0 members added, 0 removed, 3 skipped; 0 errors
-    "#]],
+            + add      SG  CN=Group_00000000-0000-0000-0000-000000000001,OU=Groups,DC=corp,DC=test (0 members)
+            plan: 1 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 0 members added, 0 removed, 3 skipped; 0 errors
+        "#]],
     );
 }
 
@@ -91,8 +91,8 @@ fn deletes_past_the_threshold_stop_the_sync() {
     check(
         &w,
         expect![[r#"
-            - delete   CN=Group_00000000-0000-0000-0000-000000000007,OU=Groups,DC=corp,DC=test (soft-deleted in the cloud (in the recycle bin))
-            - delete   CN=Group_00000000-0000-0000-0000-000000000008,OU=Groups,DC=corp,DC=test (permanently deleted in the cloud)
+            - delete   Team-SoftDeleted  CN=Group_00000000-0000-0000-0000-000000000007,OU=Groups,DC=corp,DC=test (soft-deleted in the cloud (in the recycle bin))
+            - delete   Team-Gone  CN=Group_00000000-0000-0000-0000-000000000008,OU=Groups,DC=corp,DC=test (permanently deleted in the cloud)
             plan: 0 added, 0 updated, 0 renamed, 0 moved, 2 deleted; 0 members added, 0 removed, 2 skipped; 0 errors
             a sync would stop: this run would delete 2 AD groups, more than [writeback] delete_threshold = 1; nothing was changed. Check the plan (writeback plan), then approve it: `writeback approve --deletes 2` lets the next cycle (the daemon's too) go ahead; or, where no daemon runs, `writeback sync --allow-deletes`
         "#]],
@@ -107,8 +107,8 @@ fn a_hostile_display_name_cannot_rewrite_the_terminal() {
     check(
         &w,
         expect![[r#"
-        + add      CN=Fin_[2Jance�lmth.exe\,OU\=Evil_000000000001,OU=Groups,DC=corp,DC=test (1 members)
-        plan: 1 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 1 members added, 0 removed, 0 skipped; 0 errors
-    "#]],
+            + add      Fin�[2Jance�lmth.exe,OU=Evil  CN=Fin_[2Jance�lmth.exe\,OU\=Evil_000000000001,OU=Groups,DC=corp,DC=test (1 members)
+            plan: 1 added, 0 updated, 0 renamed, 0 moved, 0 deleted; 1 members added, 0 removed, 0 skipped; 0 errors
+        "#]],
     );
 }

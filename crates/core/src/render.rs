@@ -2,8 +2,10 @@
 //! snapshot tests compare. Cloud text (names, and messages and DNs that quote them) goes
 //! through [`printable`], so a display name cannot rewrite the terminal.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::ids::CloudId;
 use crate::naming::printable;
 use crate::plan::{GroupTarget, Operation, Plan, Summary};
 
@@ -23,6 +25,9 @@ fn target(g: &GroupTarget) -> std::borrow::Cow<'_, str> {
 /// counts and, when a sync would stop, why.
 pub fn plan(p: &Plan) -> String {
     let t = printable;
+    // Groups by display name beside their DN: at 10,000 groups a DN of a GUID says little.
+    let names: HashMap<&CloudId, &str> = p.groups.iter().map(|g| (&g.cloud_id, g.display_name.as_str())).collect();
+    let name = |id: &CloudId| names.get(id).map(|n| format!("{}  ", t(n))).unwrap_or_default();
     let mut out = String::new();
     // Writing to a String cannot fail.
     let mut line = |s: std::fmt::Arguments| {
@@ -30,29 +35,30 @@ pub fn plan(p: &Plan) -> String {
         out.push('\n');
     };
     for op in &p.operations {
+        let n = name(op.cloud_id());
         match op {
             Operation::Add { dn, members, .. } => {
-                line(format_args!("+ add      {} ({} members)", t(dn), members.len()))
+                line(format_args!("+ add      {n}{} ({} members)", t(dn), members.len()))
             }
             Operation::Update { dn, changes, .. } => {
                 for c in changes {
-                    line(format_args!("~ update   {}: {} {:?} -> {:?}", t(dn), c.attr, c.old, c.values));
+                    line(format_args!("~ update   {n}{}: {} {:?} -> {:?}", t(dn), c.attr, c.old, c.values));
                 }
             }
-            Operation::Rename { dn, new_dn, .. } => line(format_args!("> rename   {} -> {}", t(dn), t(new_dn))),
+            Operation::Rename { dn, new_dn, .. } => line(format_args!("> rename   {n}{} -> {}", t(dn), t(new_dn))),
             Operation::AddMembers { group, members, .. } => {
-                line(format_args!("+ members  {}: +{}", target(group), members.len()));
+                line(format_args!("+ members  {n}{}: +{}", target(group), members.len()));
                 for m in members {
                     line(format_args!("             + {}", target(m)));
                 }
             }
             Operation::RemoveMembers { group, members, .. } => {
-                line(format_args!("- members  {}: -{}", target(group), members.len()));
+                line(format_args!("- members  {n}{}: -{}", target(group), members.len()));
                 for m in members {
                     line(format_args!("             - {}", target(m)));
                 }
             }
-            Operation::Delete { dn, reason, .. } => line(format_args!("- delete   {} ({})", t(dn), t(reason))),
+            Operation::Delete { dn, reason, .. } => line(format_args!("- delete   {n}{} ({})", t(dn), t(reason))),
         }
     }
     for n in &p.notices {

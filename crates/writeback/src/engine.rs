@@ -324,3 +324,62 @@ pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleE
     let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(allow));
     Ok((plan, snap))
 }
+
+/// What `show` found for a name.
+pub enum Shown {
+    /// The plan of the groups it names (one, or several with that display name).
+    Groups(Box<Plan>),
+    /// No group has that id or name; these have it in their name: (id, display name).
+    Candidates(Vec<(CloudId, String)>),
+}
+
+/// Groups whose display name holds `needle`, listed as candidates at most.
+const MAX_CANDIDATES: usize = 20;
+
+/// The plan of only the groups `needle` names (an object id, or a display name in any case):
+/// their members are read, not the tenant's, so it answers at once in a tenant of 10,000
+/// groups. Nested groups are found through their links, as in a delta cycle. Writes nothing.
+pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError> {
+    let state = state_read_only(cfg)?;
+    let (graph, mut ad) = connect(cfg).await?;
+    let ous = cfg.managed_ous(&state);
+    let needle = needle.trim();
+    let (groups, ids) = if writeback_core::naming::is_guid(needle) {
+        let id = CloudId::new(needle);
+        let (found, _, failed) = graph.groups_by_id(std::slice::from_ref(&id)).await;
+        if let Some((_, why)) = failed.first() {
+            return Err(CycleError::Other(format!("reading group {id}: {why}")));
+        }
+        (found, vec![id])
+    } else {
+        let (all, _) = graph.list_groups().await?;
+        let lower = needle.to_lowercase();
+        let (named, others): (Vec<CloudObject>, Vec<CloudObject>) =
+            all.into_iter().partition(|g| g.name().to_lowercase() == lower);
+        if named.is_empty() {
+            let mut near: Vec<(CloudId, String)> = others
+                .into_iter()
+                .filter(|g| g.name().to_lowercase().contains(&lower))
+                .map(|g| (g.id.clone(), g.name().to_string()))
+                .collect();
+            near.sort_by(|a, b| a.1.cmp(&b.1));
+            near.truncate(MAX_CANDIDATES);
+            return Ok(Shown::Candidates(near));
+        }
+        let ids = named.iter().map(|g| g.id.clone()).collect();
+        (named, ids)
+    };
+    let mut cloud = CloudSnapshot { groups, ..Default::default() };
+    let in_scope: Vec<CloudId> =
+        decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
+    cloud.members = graph.members_of(&in_scope).await;
+    if cfg.writeback.write_owners {
+        cloud.owners = graph.owners_of(&in_scope).await;
+    }
+    let owned = ad.read_owned_groups_by_ids(&ous, &ids).await?;
+    let ad_snap = resolve(&mut ad, &cloud, owned, Default::default()).await?;
+    let mut snap = Snapshot { cloud, ad: ad_snap };
+    let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
+    ad.close().await;
+    Ok(Shown::Groups(Box::new(writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(Allow::default())))))
+}

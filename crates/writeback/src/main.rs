@@ -80,11 +80,18 @@ enum Command {
     },
     /// Preflight: config, Graph token and permissions, AD bind over TLS, the target OU, schema.
     Check,
-    /// Show what a sync would do; writes nothing anywhere.
+    /// Show what a sync would do; writes nothing anywhere. Exits 3 when a sync would stop at
+    /// a threshold (to gate a change in a pipeline).
     Plan {
         /// Read everything (the only mode in this version).
         #[arg(long)]
         full: bool,
+        /// Only this group's part of the plan: its object id or display name (any case).
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Only the counts (and whether a sync would stop).
+        #[arg(long)]
+        summary: bool,
     },
     /// Run one cycle: read, plan, apply, record.
     Sync {
@@ -99,10 +106,18 @@ enum Command {
         #[arg(long)]
         allow_creates: bool,
     },
-    /// One group: why it is (not) written back, its AD DN, and every member with the reason.
+    /// One group: why it is (not) written back, its AD DN, and its members with the reason.
+    /// Reads only that group (and finds nested groups by their links); a partial name lists
+    /// the groups that have it.
     Show {
-        /// The group's object id or display name.
+        /// The group's object id or display name (any case).
         group: String,
+        /// At most this many member lines (0: all).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        members: usize,
+        /// Only members written to AD, or only those skipped.
+        #[arg(long, value_enum)]
+        status: Option<output::MemberFilter>,
     },
     /// The last runs with their counts.
     Status {
@@ -227,14 +242,21 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
         Command::Run { listen } => return daemon::run(cfg, listen).await,
-        Command::Plan { .. } => engine::plan(&cfg, Allow::default()).await.map(|(p, _)| output::plan(&p, cli.json)),
+        Command::Plan { group, summary, .. } => engine::plan(&cfg, Allow::default()).await.map(|(p, _)| {
+            let p = match &group {
+                Some(g) => p.only(g),
+                None => p,
+            };
+            output::plan(&p, summary, cli.json)
+        }),
         Command::Sync { allow_deletes, allow_creates, full } => {
             let allow = Allow { deletes: allow_deletes, creates: allow_creates, ..Allow::default() };
             sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
         }
-        Command::Show { group } => {
-            engine::plan(&cfg, Allow::default()).await.map(|(p, _)| output::show(&p, &group, cli.json))
-        }
+        Command::Show { group, members, status } => engine::plan_groups(&cfg, &group).await.map(|shown| {
+            let shown_as = output::ShowAs { limit: members, status, as_json: cli.json };
+            output::show(&shown, &group, &shown_as)
+        }),
         Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
         Command::Errors => errors(&cfg, cli.json),
         Command::Log { group, member, since, limit } => {

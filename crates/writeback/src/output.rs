@@ -2,13 +2,14 @@
 
 use serde_json::json;
 use writeback_ad::Preflight;
-use writeback_core::plan::{MemberStatus, Plan};
+use writeback_core::plan::{MemberReport, MemberStatus, Plan};
 use writeback_core::{render, Check, RunStatus, Summary};
 use writeback_graph::GraphClient;
 use writeback_store::{ErrorRecord, RunRecord};
 
 use crate::config::Config;
 use crate::cycle::RunResult;
+use crate::engine::Shown;
 use crate::exit;
 
 /// Cloud text (names, and messages and DNs that quote them) on a terminal: control characters
@@ -68,8 +69,11 @@ pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     }
 }
 
-pub fn plan(p: &Plan, as_json: bool) -> u8 {
-    if as_json {
+/// `writeback plan`: exit 3 when a sync would stop at a threshold or hold removals back.
+pub fn plan(p: &Plan, summary_only: bool, as_json: bool) -> u8 {
+    if as_json && summary_only {
+        print_json(&json!({"summary": p.summary, "blocked": p.blocked.as_deref()}));
+    } else if as_json {
         print_json(&json!({
             "summary": p.summary,
             "operations": p.operations,
@@ -77,23 +81,74 @@ pub fn plan(p: &Plan, as_json: bool) -> u8 {
             "notices": p.notices,
             "blocked": p.blocked.as_deref()
         }));
+    } else if summary_only {
+        println!("plan: {}", render::counts(&p.summary));
+        if let Some(b) = &p.blocked {
+            println!("a sync would stop: {}", t(b));
+        }
+        if !p.held.is_empty() {
+            println!("a sync would hold back the member removals of {} groups (see writeback plan)", p.held.len());
+        }
     } else {
         print!("{}", render::plan(p));
     }
-    exit::OK
+    if p.blocked.is_some() || !p.held.is_empty() {
+        exit::THRESHOLD
+    } else {
+        exit::OK
+    }
 }
 
-pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
+/// Which members `show` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemberFilter {
+    Written,
+    Skipped,
+}
+
+pub struct ShowAs {
+    /// Member lines at most (0: all).
+    pub limit: usize,
+    pub status: Option<MemberFilter>,
+    pub as_json: bool,
+}
+
+pub fn show(shown: &Shown, needle: &str, how: &ShowAs) -> u8 {
+    let p = match shown {
+        Shown::Groups(p) => p,
+        Shown::Candidates(near) => {
+            if how.as_json {
+                let near: Vec<_> = near.iter().map(|(id, n)| json!({"cloud_id": id, "display_name": n})).collect();
+                print_json(&json!({"error": "no such group", "candidates": near}));
+            }
+            eprintln!("error: no group with the id or display name '{}'", t(needle));
+            if !near.is_empty() {
+                eprintln!("groups whose name has it:");
+                for (id, name) in near {
+                    eprintln!("  {}  {id}", t(name));
+                }
+            }
+            return exit::OBJECT_ERRORS;
+        }
+    };
     let found = p.report(needle);
     if found.is_empty() {
         eprintln!("error: no group with the id or display name '{}' (in the cloud or owned in AD)", t(needle));
         return exit::OBJECT_ERRORS;
     }
+    let wanted = |m: &&MemberReport| match how.status {
+        Some(MemberFilter::Written) => m.status == MemberStatus::Written,
+        Some(MemberFilter::Skipped) => m.status == MemberStatus::Skipped,
+        None => true,
+    };
+    let limit = if how.limit == 0 { usize::MAX } else { how.limit };
     for g in found {
-        if as_json {
+        let members: Vec<&MemberReport> = g.members_by_id().into_iter().filter(wanted).collect();
+        if how.as_json {
             print_json(&json!({
                 "cloud_id": g.cloud_id, "display_name": g.display_name, "in_scope": g.in_scope, "reason": g.reason,
-                "dn": g.dn, "group_type": g.group_type, "action": g.action, "members": g.members_by_id(),
+                "dn": g.dn, "group_type": g.group_type, "action": g.action,
+                "members": members.iter().take(limit).collect::<Vec<_>>(),
             }));
             continue;
         }
@@ -107,7 +162,7 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
         println!("  this run:   {}", t(&g.action));
         if g.in_scope {
             println!("  members:    {} in the cloud, {} written to AD", g.members.len(), written);
-            for m in g.members_by_id() {
+            for m in members.iter().take(limit) {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let name = t(m.display_name.as_deref().unwrap_or(""));
                 println!(
@@ -116,6 +171,9 @@ pub fn show(p: &Plan, needle: &str, as_json: bool) -> u8 {
                     t(&m.cloud_id),
                     m.reason.map_or("", |r| r.as_str())
                 );
+            }
+            if members.len() > limit {
+                println!("    … and {} more (--members 0 lists all)", members.len() - limit);
             }
         }
     }

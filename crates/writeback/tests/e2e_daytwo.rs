@@ -182,3 +182,70 @@ fn configuration_mistakes_are_found_before_any_network_and_named_with_their_fix(
     let syslog = fx.writeback(&["--log-format", "syslog", "status"]);
     assert!(syslog.stderr.starts_with("<3>") && !syslog.stderr.contains('\u{1b}'), "{}", syslog.stderr);
 }
+
+/// The URLs the simulator served since the last call (sub-requests of `$batch` included).
+fn served(fx: &Fixture) -> Vec<String> {
+    let log = fx.sim_call("GET", "/_control/requests", None);
+    fx.sim_call("DELETE", "/_control/requests", None);
+    log.as_array().into_iter().flatten().filter_map(|e| e["url"].as_str().map(String::from)).collect()
+}
+
+#[test]
+fn the_cli_answers_about_one_group_of_many_and_gates_a_pipeline() {
+    let mut fx = Fixture::new("cli");
+    let (_, uids, mut cloud) = fx.synced_users(2);
+    let guest = fx.id(20_000);
+    cloud.push(cloud_user(&guest));
+    let m = [uids[0].as_str(), uids[1].as_str(), guest.as_str()];
+    let mut groups: Vec<Value> =
+        (1..=12).map(|n| security_group(&fx.id(n), &format!("SG-Team-{n:02}"), Some(true), &m[..1])).collect();
+    let finance = fx.id(100);
+    groups.push(security_group(&finance, "SG-Finance", Some(true), &m));
+    fx.start_sim(&tenant(cloud.clone(), groups.clone()));
+    fx.write_config("delete_threshold = 1");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+
+    // show: by name in any case, reading that group's members and no other group's.
+    served(&fx);
+    let one = fx.writeback(&["--json", "show", "sg-FINANCE", "--members", "1"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let doc = one.json();
+    assert_eq!((doc["display_name"].as_str(), doc["members"].as_array().map(Vec::len)), (Some("SG-Finance"), Some(1)));
+    let member_reads: Vec<String> = served(&fx).into_iter().filter(|u| u.contains("/members")).collect();
+    assert!(
+        !member_reads.is_empty() && member_reads.iter().all(|u| u.contains(&finance)),
+        "only SG-Finance's members are read: {member_reads:?}"
+    );
+    let skipped = fx.writeback(&["--json", "show", &finance, "--status", "skipped"]).json();
+    assert_eq!(skipped["members"].as_array().map(Vec::len), Some(1), "the guest only: {skipped}");
+    assert_eq!(skipped["members"][0]["reason"], "cloud-only");
+    // A part of a name: the groups that have it.
+    let near = fx.writeback(&["show", "team-0"]);
+    assert_eq!(near.code, 1);
+    assert!(near.stderr.contains("SG-Team-01") && near.stderr.contains("SG-Team-09"), "{}", near.stderr);
+    assert!(!near.stderr.contains("SG-Team-10"), "{}", near.stderr);
+
+    // plan: two groups deleted in the cloud, over the threshold of one: exit 3, for a pipeline.
+    let kept: Vec<Value> = groups
+        .iter()
+        .filter(|g| g["displayName"] != "SG-Team-01" && g["displayName"] != "SG-Team-02")
+        .cloned()
+        .collect();
+    fx.set_tenant(&tenant(cloud, kept));
+    let summary = fx.writeback(&["plan", "--summary"]);
+    assert_eq!(summary.code, 3, "{}", summary.stdout);
+    assert!(
+        summary.stdout.starts_with("plan: 0 added, 0 updated, 0 renamed, 0 moved, 2 deleted"),
+        "{}",
+        summary.stdout
+    );
+    assert!(summary.stdout.contains("writeback approve --deletes 2"), "{}", summary.stdout);
+    assert_eq!(summary.stdout.lines().count(), 2, "the counts and the stop only: {}", summary.stdout);
+    let full = fx.writeback(&["plan"]);
+    assert!(full.stdout.lines().any(|l| l.starts_with("- delete   SG-Team-01  CN=")), "named: {}", full.stdout);
+    let team = fx.writeback(&["--json", "plan", "--group", "sg-team-02"]);
+    assert_eq!(team.code, 3);
+    let ops = team.json()["operations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["op"], "delete");
+}
