@@ -2,11 +2,11 @@
 //! (`writeback approve`), and what stopped the last run. Both live in the state database, so
 //! an approval reaches a running daemon without touching its lock.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde::Serialize;
 use writeback_core::{Approved, CloudId, Stopped, Threshold};
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store};
 
 /// What one approval lets the next cycle do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -142,20 +142,11 @@ impl Store {
 
     /// What stopped the last run (nothing once a run goes through).
     pub fn stopped(&self) -> Result<Stopped> {
-        let text: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'stopped'", [], |r| r.get(0)).optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        Ok(self.load_json("stopped")?.unwrap_or_default())
     }
 
     pub fn save_stopped(&self, stopped: &Stopped) -> Result<()> {
-        let text = serde_json::to_string(stopped)
-            .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('stopped', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![text],
-        )?;
-        Ok(())
+        self.save_json("stopped", stopped)
     }
 }
 

@@ -234,22 +234,30 @@ impl Store {
         Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
     }
 
+    /// A value kept as JSON under `key`; `None` when absent or no longer readable (a newer
+    /// shape): what is kept there can always be rebuilt.
+    pub fn load_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self.meta(key)?.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    pub fn save_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| StoreError::Open { path: format!("(meta {key})"), message: e.to_string() })?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, text],
+        )?;
+        Ok(())
+    }
+
     /// Where the next delta cycle starts, if a full sync has run.
     pub fn watermarks(&self) -> Result<Option<Watermarks>> {
-        let Some(text) = self.meta("watermarks")? else { return Ok(None) };
-        Ok(serde_json::from_str(&text).ok())
+        self.load_json("watermarks")
     }
 
     /// Stored only once a cycle's changes are applied or recorded.
     pub fn save_watermarks(&self, w: &Watermarks) -> Result<()> {
-        let text =
-            serde_json::to_string(w).map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('watermarks', ?1) ON \
-                CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![text],
-        )?;
-        Ok(())
+        self.save_json("watermarks", w)
     }
 
     /// Records the `uSNChanged` our own writes left on groups, so that only changes made
@@ -304,23 +312,13 @@ impl Store {
                 Ok((CloudId::new(r.get::<_, String>(0)?), Link { guid, dn: Dn::new(r.get::<_, String>(2)?) }))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let former_ous = match self.meta("managed_ous")? {
-            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let former_ous = self.load_json("managed_ous")?.unwrap_or_default();
         Ok(State { links, former_ous })
     }
 
     /// The OUs a cycle managed that must stay managed (see `State::former_ous`).
     pub fn save_managed_ous(&self, ous: &[String]) -> Result<()> {
-        let text = serde_json::to_string(ous)
-            .map_err(|e| StoreError::Open { path: "(meta)".into(), message: e.to_string() })?;
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('managed_ous', ?1) ON \
-                CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![text],
-        )?;
-        Ok(())
+        self.save_json("managed_ous", &ous)
     }
 
     pub fn start_run(&self, kind: RunKind) -> Result<i64> {

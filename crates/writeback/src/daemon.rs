@@ -237,6 +237,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
 
     let code = cycles(&daemon, &lock, &stop, interval, full_interval).await;
     daemon.status().role = Role::Stopping;
+    crate::published::publish(&daemon);
     drop(lock);
     tracing::info!("stopped");
     code
@@ -251,6 +252,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
             s.next_cycle = Some(next);
             s.failures > 0
         };
+        crate::published::publish(daemon);
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = daemon.trigger.notified() => tracing::info!("cycle requested by a signal"),

@@ -17,6 +17,8 @@ mod log_cmd;
 mod logs;
 mod output;
 mod progress;
+mod published;
+mod status_cmd;
 mod web;
 
 use std::path::PathBuf;
@@ -120,16 +122,24 @@ enum Command {
         status: Option<output::MemberFilter>,
     },
     /// The last runs with their counts.
+    /// Is a daemon running and writing, when does it run next, why did the last cycle fail or
+    /// stop, what is approved — then the last runs.
     Status {
+        /// Runs shown at most.
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
-    /// The run history (same as status, longer).
+    /// The run history, newest first.
     History {
+        /// Runs shown at most.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only runs that ended so (success, completed-with-errors, stopped-delete-threshold,
+        /// quarantined, failed).
+        #[arg(long, value_parser = status_cmd::parse_status)]
+        status: Option<writeback_core::RunStatus>,
     },
-    /// Current per-object errors.
+    /// Current errors: the last run's, when it did not do its work, then per object.
     Errors,
     /// The audit trail: every change writeback made in AD (group, member, why), newest first.
     Log {
@@ -257,8 +267,9 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             let shown_as = output::ShowAs { limit: members, status, as_json: cli.json };
             output::show(&shown, &group, &shown_as)
         }),
-        Command::Status { limit } | Command::History { limit } => history(&cfg, limit, cli.json),
-        Command::Errors => errors(&cfg, cli.json),
+        Command::Status { limit } => status_cmd::status(&cfg, limit, cli.json),
+        Command::History { limit, status } => status_cmd::history(&cfg, limit, status, cli.json),
+        Command::Errors => status_cmd::errors(&cfg, cli.json),
         Command::Log { group, member, since, limit } => {
             let q = writeback_store::AuditQuery { group, member, since: None, limit };
             log_cmd::log(&cfg, q, since.as_deref(), cli.json)
@@ -313,14 +324,4 @@ async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<cycle::Ru
     let r = cycle::sync(cfg, allow, full, &lock).await;
     drop(lock);
     r
-}
-
-fn history(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleError> {
-    output::history(&writeback_store::recorded(&cfg.state_path(), limit)?.runs, as_json);
-    Ok(exit::OK)
-}
-
-fn errors(cfg: &Config, as_json: bool) -> Result<u8, CycleError> {
-    output::errors(&writeback_store::recorded(&cfg.state_path(), 0)?.errors, as_json);
-    Ok(exit::OK)
 }

@@ -56,11 +56,23 @@ fn an_approval_lets_the_running_daemons_next_cycle_past_a_threshold_and_no_furth
     let shown = fx.writeback(&["approve"]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.contains("approve: writeback approve --deletes 2"), "{}", shown.stdout);
+    // status says it all at once, as Get-ADSyncScheduler would.
+    let status = fx.writeback(&["status"]).stdout;
+    assert!(status.starts_with("daemon: active (pid "), "{status}");
+    assert!(status.contains("NOT healthy: stopped by a threshold"), "{status}");
+    assert!(status.contains("last cycle: run ") && status.contains("stopped-delete-threshold"), "{status}");
+    assert!(status.contains("to go ahead: writeback approve --deletes 2"), "{status}");
+    let errors = fx.writeback(&["--json", "errors"]).json();
+    assert_eq!(errors["run"]["status"], "stopped-delete-threshold", "{errors}");
+    let stops = fx.writeback(&["--json", "history", "--status", "stopped-delete-threshold", "--limit", "1"]).json();
+    assert_eq!(stops["runs"].as_array().map(Vec::len), Some(1), "{stops}");
 
     // Approved for fewer than the run needs: the next cycle still stops, and says so.
     let one = fx.writeback(&["approve", "--deletes", "1"]);
     assert_eq!(one.code, 0, "{}", one.stderr);
     assert!(one.stdout.contains("approval #1: up to 1 group deletes"), "{}", one.stdout);
+    let waiting = fx.writeback(&["status"]).stdout;
+    assert!(waiting.contains("approval") || waiting.contains("and the 1 approved"), "{waiting}");
     d.wait_for("still stopped, past the approval", |h| reason(h).contains("and the 1 approved"));
     assert!(fx.group(&gone).is_some() && fx.group(&gone2).is_some(), "nothing deleted past the approval");
 
