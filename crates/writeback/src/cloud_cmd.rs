@@ -95,8 +95,13 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
             .unwrap_or_default()
         );
     } else {
-        for c in changes.iter().filter(|c| c.patch.is_some()).take(if args.yes { 0 } else { 50 }) {
-            println!("~ {} ({}): {}", printable(&c.display_name), c.id, printable(&c.note));
+        // With --yes, every group changed (a failed one is listed with its error below).
+        let failed: std::collections::HashSet<&str> = errors.iter().map(|(id, _)| id.as_str()).collect();
+        let shown =
+            changes.iter().filter(|c| c.patch.is_some()).filter(|c| !args.yes || !failed.contains(c.id.as_str()));
+        for c in shown.take(if args.yes { usize::MAX } else { 50 }) {
+            let done = if args.yes { "changed" } else { "would change" };
+            println!("~ {} ({}): {done}: {}", printable(&c.display_name), c.id, printable(&c.note));
         }
         if !args.yes && to_patch.len() > 50 {
             println!("  … and {} more", to_patch.len() - 50);
@@ -121,8 +126,26 @@ pub async fn set_writeback(cfg: &Config, args: SetWriteback, as_json: bool) -> R
     Ok(if errors.is_empty() { exit::OK } else { exit::OBJECT_ERRORS })
 }
 
-pub async fn new_group_default(cfg: &Config, set: Option<bool>, as_json: bool) -> Result<u8, CycleError> {
+pub async fn new_group_default(cfg: &Config, set: Option<bool>, yes: bool, as_json: bool) -> Result<u8, CycleError> {
     let graph = GraphClient::new(cfg.graph()?)?;
+    if let (Some(want), false) = (set, yes) {
+        // Tenant-wide: shown first, applied with --yes, as set-writeback.
+        let now = graph.new_group_default().await?;
+        let would = if now.enabled == want { "is already so" } else { "would change" };
+        if as_json {
+            println!(
+                "{}",
+                json!({"applied": false, "new_unified_group_writeback_default": now.enabled, "wanted": want})
+            );
+        } else {
+            println!(
+                "NewUnifiedGroupWritebackDefault = {} {would} to {want} (every new Microsoft 365 group of the \
+                 tenant). Nothing was changed: add --yes to apply.",
+                now.enabled
+            );
+        }
+        return Ok(exit::OK);
+    }
     let change = match set {
         Some(v) => Some(graph.set_new_group_default(v).await?),
         None => None,

@@ -45,11 +45,27 @@ mod exit {
     pub const CANNOT_RUN: u8 = 4;
 }
 
+const AFTER_HELP: &str = "\
+Environment:
+  WRITEBACK_CONFIG         the configuration file (as -c)
+  WRITEBACK_CLIENT_SECRET  the app's client secret, instead of [cloud] client_secret_file
+  WRITEBACK_BIND_PASSWORD  the AD bind password, instead of [ad] bind_password_file
+  WRITEBACK_LOG            which logs to write (tracing's filter syntax: \"info\", \"writeback=debug\")
+  HTTPS_PROXY, NO_PROXY    the proxy to Graph, and the hosts reached without it
+
+Exit status:
+  0  done, no errors
+  1  done, but some objects had errors (writeback errors)
+  2  usage or configuration error
+  3  stopped by a threshold (plan: a sync would stop); writeback approve goes ahead
+  4  could not run: authentication, connection, TLS trust, the state lock held";
+
 #[derive(Parser)]
 #[command(
     name = "writeback",
     version,
-    about = "Writes Microsoft Entra ID groups back into on-premises Active Directory"
+    about = "Writes Microsoft Entra ID groups back into on-premises Active Directory",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// The configuration file.
@@ -195,8 +211,10 @@ enum CloudCommand {
         /// Every cloud group of this kind.
         #[arg(long, value_enum)]
         kind: Option<cloud_cmd::KindArg>,
+        /// Write the groups back.
         #[arg(long)]
         enable: bool,
+        /// Stop writing the groups back (their AD groups stay; see [writeback] on_out_of_scope).
         #[arg(long)]
         disable: bool,
         /// With --enable: universalSecurityGroup, universalDistributionGroup or universalMailEnabledSecurityGroup.
@@ -206,12 +224,19 @@ enum CloudCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Reads (no flag) or sets the tenant's NewUnifiedGroupWritebackDefault.
+    /// Reads (no flag) or sets the tenant's NewUnifiedGroupWritebackDefault: whether new
+    /// Microsoft 365 groups are written back. Setting it needs --yes (without: what would
+    /// change).
     NewGroupDefault {
+        /// New Microsoft 365 groups are written back unless their own setting says otherwise.
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
+        /// New Microsoft 365 groups are not written back unless enabled one by one.
         #[arg(long)]
         disable: bool,
+        /// Apply the change (otherwise only show it).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -282,7 +307,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             cloud_cmd::set_writeback(&cfg, cloud_cmd::SetWriteback { groups: group, kind, enable, ty, yes }, cli.json)
                 .await
         }
-        Command::Cloud { command: CloudCommand::NewGroupDefault { enable, disable } } => {
+        Command::Cloud { command: CloudCommand::NewGroupDefault { enable, disable, yes } } => {
             let set = if enable {
                 Some(true)
             } else if disable {
@@ -290,7 +315,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             } else {
                 None
             };
-            cloud_cmd::new_group_default(&cfg, set, cli.json).await
+            cloud_cmd::new_group_default(&cfg, set, yes, cli.json).await
         }
     };
     match result {
@@ -324,4 +349,30 @@ async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<cycle::Ru
     let r = cycle::sync(cfg, allow, full, &lock).await;
     drop(lock);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for in --help.
+    #[test]
+    fn every_option_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "writeback", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:#?}");
+    }
 }

@@ -65,11 +65,17 @@ fn set_writeback_for_all_microsoft_365_groups_and_for_a_list() {
         "universalSecurityGroup",
         "--yes",
     ];
+    let text_args: Vec<&str> = args[1..].to_vec();
+    let text = fx.writeback(&text_args);
+    assert!(
+        text.stdout.lines().filter(|l| l.starts_with("~ ") && l.contains(": changed: ")).count() == 2,
+        "--yes lists the groups it changed: {}",
+        text.stdout
+    );
     let out = fx.writeback(&args).json();
-    assert_eq!(out["changed"], 2, "{out}");
+    assert_eq!(out["unchanged"], 2, "{out}");
     let now = fx.sim_call("GET", "/_control/tenant", None);
     assert_eq!(wb(&now, &s1), (Value::Bool(true), Value::String("universalSecurityGroup".into())));
-    assert_eq!(fx.writeback(&args).json()["unchanged"], 2);
 
     // And the groups are then written back by a sync.
     let (code, sync) = fx.sync_json(&[]);
@@ -103,7 +109,11 @@ fn new_group_default_round_trips_and_creates_the_setting_from_its_template() {
         "{first}"
     );
 
-    let r = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    // Tenant-wide: without --yes it only says what would change.
+    let dry = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    assert!(dry.stdout.contains("would change to false") && dry.stdout.contains("--yes"), "{}", dry.stdout);
+    assert_eq!(read(&fx)["new_unified_group_writeback_default"], true, "nothing changed without --yes");
+    let r = fx.writeback(&["cloud", "new-group-default", "--disable", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("created"), "{}", r.stdout);
     let off = read(&fx);
@@ -111,7 +121,7 @@ fn new_group_default_round_trips_and_creates_the_setting_from_its_template() {
     let settings = fx.sim_call("GET", "/_control/tenant", None)["groupSettings"].clone();
     assert_eq!(settings[0]["values"].as_array().map(Vec::len), Some(15), "every template value is set: {settings}");
 
-    let r = fx.writeback(&["cloud", "new-group-default", "--enable"]);
+    let r = fx.writeback(&["cloud", "new-group-default", "--enable", "--yes"]);
     assert!(r.stdout.contains("updated"), "{}", r.stdout);
     let on = read(&fx);
     assert_eq!(
@@ -230,14 +240,14 @@ fn new_group_default_changes_one_value_and_keeps_every_other_tenant_setting() {
         v
     };
 
-    let r = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    let r = fx.writeback(&["cloud", "new-group-default", "--disable", "--yes"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("the other 14 values are unchanged"), "{}", r.stdout);
     assert_eq!(held(&fx), expect("false"), "only the writeback default changed");
 
-    let r = fx.writeback(&["cloud", "new-group-default", "--disable"]);
+    let r = fx.writeback(&["cloud", "new-group-default", "--disable", "--yes"]);
     assert!(r.stdout.contains("already so"), "{}", r.stdout);
-    let out = fx.writeback(&["--json", "cloud", "new-group-default", "--enable"]).json();
+    let out = fx.writeback(&["--json", "cloud", "new-group-default", "--enable", "--yes"]).json();
     assert_eq!(
         (out["new_unified_group_writeback_default"].as_bool(), out["other_values_kept"].as_u64()),
         (Some(true), Some(14))
