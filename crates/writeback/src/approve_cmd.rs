@@ -109,7 +109,7 @@ pub fn approve(cfg: &Config, args: &Args, as_json: bool) -> Result<u8, CycleErro
     } else {
         println!(
             "The next cycle uses it once, then it is gone; a cycle that would go further still stops. \
-             A running daemon starts its next cycle on SIGHUP or POST /sync, or at its interval."
+             A running daemon starts its next cycle on SIGUSR1 or POST /sync, or at its interval."
         );
     }
     Ok(exit::OK)

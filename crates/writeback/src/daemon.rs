@@ -1,6 +1,6 @@
 //! `writeback run`: delta cycles every `[daemon] interval`, a full cycle every
-//! `[daemon] full_interval`, a cycle on demand (`POST /sync`, SIGHUP or SIGUSR1), one active
-//! instance per state database (a second waits as standby and takes over), back-off while
+//! `[daemon] full_interval`, a cycle on demand (`POST /sync` or SIGUSR1), the configuration read
+//! again on SIGHUP (`reload`), one active instance per state database (a second waits as standby and takes over), back-off while
 //! the DC or Graph is down, and a graceful stop on SIGTERM/SIGINT after the current cycle.
 
 use std::collections::BTreeMap;
@@ -62,7 +62,10 @@ pub struct Status {
 }
 
 pub struct Daemon {
-    pub cfg: Config,
+    /// The configuration cycles run with: replaced by a reload (SIGHUP).
+    cfg: std::sync::RwLock<Arc<Config>>,
+    /// Where it was read from, to read it again.
+    pub config_path: std::path::PathBuf,
     pub status: Mutex<Status>,
     /// A cycle now, from a signal (the host's administrators): also ends a back-off.
     pub trigger: Notify,
@@ -75,7 +78,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// A daemon that has not started a cycle yet: standby until it holds the state lock.
-    pub fn new(cfg: Config, interval: Duration, metrics: PrometheusHandle, access: crate::access::Access) -> Daemon {
+    pub fn new(
+        cfg: Config,
+        config_path: std::path::PathBuf,
+        interval: Duration,
+        metrics: PrometheusHandle,
+        access: crate::access::Access,
+    ) -> Daemon {
         let status = Status {
             role: Role::Standby,
             interval,
@@ -92,7 +101,8 @@ impl Daemon {
             last_requested: None,
         };
         Daemon {
-            cfg,
+            cfg: std::sync::RwLock::new(Arc::new(cfg)),
+            config_path,
             status: Mutex::new(status),
             trigger: Notify::new(),
             requested: Notify::new(),
@@ -100,6 +110,15 @@ impl Daemon {
             metrics,
             access,
         }
+    }
+
+    /// The configuration in force now.
+    pub fn cfg(&self) -> Arc<Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_cfg(&self, cfg: Config) {
+        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cfg);
     }
 
     pub fn status(&self) -> MutexGuard<'_, Status> {
@@ -124,7 +143,7 @@ impl Daemon {
                 false,
                 format!(
                     "stopped by a threshold: {} (the daemon goes past a threshold only with an \
-                        approval; after `writeback approve`, its next cycle goes ahead: SIGHUP or \
+                        approval; after `writeback approve`, its next cycle goes ahead: SIGUSR1 or \
                         POST /sync starts it now)",
                     s.threshold.clone().unwrap_or_default()
                 ),
@@ -145,15 +164,22 @@ impl Daemon {
     }
 }
 
-pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
-    let (interval, full_interval) =
-        match (humantime::parse_duration(&cfg.daemon.interval), humantime::parse_duration(&cfg.daemon.full_interval)) {
-            (Ok(i), Ok(f)) => (i.max(Duration::from_secs(1)), f),
-            _ => {
-                eprintln!("error: [daemon] interval and full_interval must be durations such as \"60s\" and \"24h\"");
-                return exit::CONFIG;
-            }
-        };
+/// `[daemon] interval` (at least a second) and `full_interval`.
+pub fn intervals(cfg: &Config) -> Result<(Duration, Duration), String> {
+    match (humantime::parse_duration(&cfg.daemon.interval), humantime::parse_duration(&cfg.daemon.full_interval)) {
+        (Ok(i), Ok(f)) => Ok((i.max(Duration::from_secs(1)), f)),
+        _ => Err("[daemon] interval and full_interval must be durations such as \"60s\" and \"24h\"".into()),
+    }
+}
+
+pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<String>) -> u8 {
+    let (interval, full_interval) = match intervals(&cfg) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
     let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
         Ok(h) => h,
         Err(e) => {
@@ -194,7 +220,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     }
     let access = crate::access::Access::new(local, &cfg.daemon.allowed_hosts, token);
     let state_path = cfg.state_path();
-    let daemon = Arc::new(Daemon::new(cfg, interval, metrics, access));
+    let daemon = Arc::new(Daemon::new(cfg, config_path, interval, metrics, access));
     tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
     let app = web::router(daemon.clone());
     tokio::spawn(async move {
@@ -235,7 +261,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
         "active: running cycles"
     );
 
-    let code = cycles(&daemon, &lock, &stop, interval, full_interval).await;
+    let code = cycles(&daemon, &lock, &stop).await;
     daemon.status().role = Role::Stopping;
     crate::published::publish(&daemon);
     drop(lock);
@@ -243,10 +269,13 @@ pub async fn run(cfg: Config, listen: Option<String>) -> u8 {
     code
 }
 
-async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Duration, full_interval: Duration) -> u8 {
+async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
     let mut last_full: Option<Instant> = None;
     let mut next = Instant::now();
     loop {
+        // A reload (SIGHUP) may change them: read for every cycle.
+        let cfg = daemon.cfg();
+        let Ok((interval, full_interval)) = intervals(&cfg) else { return exit::CONFIG };
         let backing_off = {
             let mut s = daemon.status();
             s.next_cycle = Some(next);
@@ -275,7 +304,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify, interval: Dura
         daemon.status().running = Some(kind);
         let started = Instant::now();
         // The daemon never goes past a threshold: an administrator decides that.
-        let result = cycle::sync(&daemon.cfg, writeback_core::Allow::default(), full, lock).await;
+        let result = cycle::sync(&cfg, writeback_core::Allow::default(), full, lock).await;
         let mut s = daemon.status();
         s.running = None;
         match result {
@@ -414,7 +443,7 @@ fn spawn_signals(daemon: Arc<Daemon>, stop: Arc<Notify>) {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
-                _ = hup.recv() => { daemon.trigger.notify_one(); continue; }
+                _ = hup.recv() => { crate::reload::reload(&daemon); continue; }
                 _ = usr1.recv() => { daemon.trigger.notify_one(); continue; }
             }
             if stopping {

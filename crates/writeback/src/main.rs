@@ -18,6 +18,7 @@ mod logs;
 mod output;
 mod progress;
 mod published;
+mod reload;
 mod status_cmd;
 mod web;
 
@@ -68,9 +69,10 @@ Exit status:
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// The configuration file.
-    #[arg(short, long, global = true, env = "WRITEBACK_CONFIG", default_value = "writeback.toml")]
-    config: PathBuf,
+    /// The configuration file [default: ./writeback.toml if it exists, else
+    /// /etc/writeback/writeback.toml].
+    #[arg(short, long, global = true, env = "WRITEBACK_CONFIG")]
+    config: Option<PathBuf>,
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -191,6 +193,13 @@ enum Command {
         #[arg(long, value_name = "GROUP")]
         removals: Vec<String>,
     },
+    /// Writes the man page or a shell's completion script to stdout (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// man, bash, zsh or fish.
+        #[arg(value_enum)]
+        what: Generated,
+    },
     /// Bulk changes in the cloud through Graph (needs Group.ReadWrite.All, Directory.ReadWrite.All).
     Cloud {
         #[command(subcommand)]
@@ -240,14 +249,52 @@ enum CloudCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The man page or a completion script, from the CLI's own definition.
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let shell = match what {
+        Generated::Man => {
+            let written = clap_mangen::Man::new(cmd).render(&mut std::io::stdout());
+            return ExitCode::from(if written.is_ok() { exit::OK } else { exit::CANNOT_RUN });
+        }
+        Generated::Bash => clap_complete::Shell::Bash,
+        Generated::Zsh => clap_complete::Shell::Zsh,
+        Generated::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "writeback", &mut std::io::stdout());
+    ExitCode::from(exit::OK)
+}
+
+/// `-c`, else `./writeback.toml` where it exists, else the packaged service's file.
+fn config_path(given: &Option<PathBuf>) -> PathBuf {
+    match given {
+        Some(p) => p.clone(),
+        None if std::path::Path::new("writeback.toml").exists() => "writeback.toml".into(),
+        None => "/etc/writeback/writeback.toml".into(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate { what } = cli.command {
+        return generate(what);
+    }
+    let config = config_path(&cli.config);
     let daemon = matches!(cli.command, Command::Run { .. });
     logs::init(cli.verbose, cli.quiet, cli.log_format, daemon);
     if !daemon && !cli.json && !cli.quiet {
         progress::enable_if_interactive();
     }
-    let cfg = match Config::load(&cli.config) {
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
             if cli.json {
@@ -276,7 +323,8 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
     let log_format = cli.log_format;
     let result = match cli.command {
         Command::Check => return output::check(&cfg, cli.json).await,
-        Command::Run { listen } => return daemon::run(cfg, listen).await,
+        Command::Run { listen } => return daemon::run(cfg, config_path(&cli.config), listen).await,
+        Command::Generate { .. } => return exit::OK, // answered before the configuration is read
         Command::Plan { group, summary, .. } => engine::plan(&cfg, Allow::default()).await.map(|(p, _)| {
             let p = match &group {
                 Some(g) => p.only(g),

@@ -50,7 +50,7 @@ pub fn publish(daemon: &Daemon) {
             interval_s: s.interval.as_secs(),
         }
     };
-    if let Err(e) = Store::open(&daemon.cfg.state_path()).and_then(|s| s.save_json(KEY, &record)) {
+    if let Err(e) = Store::open(&daemon.cfg().state_path()).and_then(|s| s.save_json(KEY, &record)) {
         tracing::warn!(error = %e, "cannot publish the daemon's status in the state database");
     }
 }

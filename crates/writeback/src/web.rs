@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use writeback_core::{CloudId, GroupReport, MemberStatus, RunStatus, Summary};
+use writeback_core::{GroupReport, MemberStatus, RunStatus, Summary};
 use writeback_store::AuditQuery;
 
 use crate::daemon::{Daemon, Role};
@@ -187,7 +187,7 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
         h,
         "<!doctype html><html><head><meta charset=utf-8><title>writeback</title><style>{STYLE}</style></head><body>"
     );
-    let _ = write!(h, "<h1>writeback</h1><p>Target OU <b>{}</b></p>", esc(&d.cfg.ad.target_ou));
+    let _ = write!(h, "<h1>writeback</h1><p>Target OU <b>{}</b></p>", esc(&d.cfg().ad.target_ou));
     {
         let s = d.status();
         let class = if healthy { "ok" } else { "bad" };
@@ -216,11 +216,16 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
     if !needle.is_empty() {
         let groups = found(&d, &needle);
         h.push_str(&show(&groups, &needle));
-        let (state, ids) = (d.cfg.state_path(), groups.into_iter().map(|g| g.cloud_id).collect());
+        // A group no cycle has planned yet (or one deleted) still has its trail.
+        let ids: Vec<String> = match groups.is_empty() {
+            true => vec![needle.clone()],
+            false => groups.into_iter().map(|g| g.cloud_id.to_string()).collect(),
+        };
+        let state = d.cfg().state_path();
         let trail = tokio::task::spawn_blocking(move || recent_changes(&state, ids)).await;
         h.push_str(&trail.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
     }
-    let state = d.cfg.state_path();
+    let state = d.cfg().state_path();
     // SQLite is read off the async workers: a slow disk must not stall the listener.
     let runs = tokio::task::spawn_blocking(move || history(&state)).await;
     h.push_str(&runs.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
@@ -307,10 +312,10 @@ fn show(found: &[GroupReport], needle: &str) -> String {
 }
 
 /// Changes the audit trail recorded for these groups, newest first (`writeback log --group`).
-fn recent_changes(state: &std::path::Path, ids: Vec<CloudId>) -> String {
+fn recent_changes(state: &std::path::Path, groups: Vec<String>) -> String {
     let mut h = String::new();
-    for id in ids {
-        let q = AuditQuery { group: Some(id.to_string()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
+    for id in groups {
+        let q = AuditQuery { group: Some(id.clone()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
         let entries = match writeback_store::Store::open_read_only(state).and_then(|s| match s {
             Some(s) => s.audit(&q),
             None => Ok(Vec::new()),
@@ -318,7 +323,7 @@ fn recent_changes(state: &std::path::Path, ids: Vec<CloudId>) -> String {
             Ok(e) => e,
             Err(e) => return h + &format!("<p class=bad>The audit trail cannot be read: {}</p>", esc(&e.to_string())),
         };
-        let _ = write!(h, "<h2>Recent changes in AD <span class=muted>{}</span></h2>", esc(id.as_str()));
+        let _ = write!(h, "<h2>Recent changes in AD <span class=muted>{}</span></h2>", esc(&id));
         if entries.is_empty() {
             h.push_str("<p class=muted>None recorded.</p>");
             continue;

@@ -29,7 +29,7 @@ fn daemon(token: Option<&str>, state: &str) -> Arc<Daemon> {
     let listen: SocketAddr = "127.0.0.1:8080".parse().expect("address");
     let access = Access::new(listen, &[], token.map(Secret::new));
     let metrics = PrometheusBuilder::new().build_recorder().handle();
-    let d = Daemon::new(cfg, Duration::from_secs(60), metrics, access);
+    let d = Daemon::new(cfg, "writeback.toml".into(), Duration::from_secs(60), metrics, access);
     d.status().role = Role::Active;
     Arc::new(d)
 }
@@ -154,10 +154,10 @@ async fn the_page_escapes_cloud_text_and_caps_the_member_rows() {
 #[tokio::test]
 async fn a_state_that_cannot_be_read_is_said_on_the_page() {
     let d = daemon(None, "f.db");
-    std::fs::write(d.cfg.state_path(), b"this is not an SQLite database, it is much longer than a header")
+    std::fs::write(d.cfg().state_path(), b"this is not an SQLite database, it is much longer than a header")
         .expect("write");
     let (code, _, body) = send(&d, get("/").body(Body::empty()).expect("request")).await;
     assert_eq!(code, StatusCode::OK);
-    let _ = std::fs::remove_dir_all(d.cfg.state_path().parent().expect("a directory"));
+    let _ = std::fs::remove_dir_all(d.cfg().state_path().parent().expect("a directory"));
     assert!(body.contains("The state cannot be read"), "{body}");
 }

@@ -154,6 +154,9 @@ fn the_audit_trail_says_who_was_removed_from_which_group_when_and_why() {
     // The status page's group view shows the same lines.
     let d = Daemon::start(&fx);
     let (_, page) = d.get(&format!("/?group={g}")).expect("page");
+    assert!(page.contains("Recent changes in AD") && page.contains("remove-member"), "before any cycle: {page}");
+    d.wait_for("a cycle", |h| reason(h) == "ok");
+    let (_, page) = d.get(&format!("/?group={g}")).expect("page");
     assert!(page.contains("Recent changes in AD") && page.contains("remove-member"), "{page}");
     assert!(page.contains("removed in the cloud"));
 }
