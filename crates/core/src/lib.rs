@@ -27,12 +27,12 @@ pub use model::{
     SchemaFeatures, State,
 };
 pub use plan::{
-    Blocked, GroupReport, GroupTarget, Held, MemberStatus, ObjectError, Operation, Plan, SkipReason, Stopped, Summary,
+    Blocked, GroupReport, GroupTarget, Guarded, Held, MemberStatus, ObjectError, Operation, Plan, SkipReason, Stopped, Summary,
     Threshold,
 };
 pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};
-pub use run::{Check, RunKind, RunStatus};
+pub use run::{expiry_check, Check, RunKind, RunStatus, EXPIRY_WARNING_DAYS};
 pub use secret::Secret;
 
 #[cfg(test)]

@@ -293,6 +293,8 @@ pub struct Plan {
     /// Groups whose member removals are held back by `member_removal_percent` (each also an
     /// error): the rest of the run is applied, and it ends stopped by a threshold.
     pub held: Vec<Held>,
+    /// Groups whose new members the Tier-0 guard held back (each also an error).
+    pub guarded: Vec<Guarded>,
 }
 
 /// The thresholds that stop a whole run before anything is written.
@@ -365,6 +367,29 @@ pub struct Held {
     pub message: String,
 }
 
+/// A group whose new members the Tier-0 guard held back: nested into a protected group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Guarded {
+    pub cloud_id: CloudId,
+    pub display_name: String,
+    /// How it is nested into the protected group.
+    pub path: String,
+    /// New members held back.
+    pub held: usize,
+}
+
+impl Guarded {
+    /// What lets its members through: no command goes past the guard for a cycle, the
+    /// configuration (reviewed like any change to Tier 0) does.
+    pub fn resolution(&self) -> String {
+        format!(
+            "remove the nesting, or add \"{}\" to [writeback] allow_protected_nesting and reload \
+             (systemctl reload writeback)",
+            self.cloud_id
+        )
+    }
+}
+
 /// What stopped a run, or part of it: a threshold (nothing written) or groups whose removals
 /// were held (the rest written). Kept in the state until a run goes through, for `approve` and
 /// `status`.
@@ -372,6 +397,9 @@ pub struct Held {
 pub struct Stopped {
     pub blocked: Option<Blocked>,
     pub held: Vec<Held>,
+    /// Groups the Tier-0 guard held new members of.
+    #[serde(default)]
+    pub guarded: Vec<Guarded>,
 }
 
 impl Stopped {
@@ -417,6 +445,7 @@ impl Plan {
             summary: Summary::default(),
             blocked: self.blocked.clone(),
             held: self.held.iter().filter(|h| ids.contains(&h.cloud_id)).cloned().collect(),
+            guarded: self.guarded.iter().filter(|h| ids.contains(&h.cloud_id)).cloned().collect(),
         };
         p.summarize();
         p

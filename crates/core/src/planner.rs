@@ -503,6 +503,12 @@ fn plan_group(
                 ),
             });
             actions.push("new members held back by the Tier-0 guard");
+            p.guarded.push(crate::plan::Guarded {
+                cloud_id: id.into(),
+                display_name: d.group.name().to_string(),
+                path: path.clone(),
+                held: adds.len(),
+            });
             Vec::new()
         }
         _ => adds,

@@ -152,6 +152,9 @@ fn the_tier0_guard_holds_back_additions_but_lets_removals_through() {
     assert_eq!(p.errors.len(), 1);
     assert!(p.errors[0].message.contains("1 held back; removals still apply"), "{}", p.errors[0].message);
     assert!(p.report(&id(1))[0].action.contains("held back"));
+    let g = p.guarded.first().expect("the guard's hold is listed for the daemon's WARN and status");
+    assert_eq!((g.held, g.display_name.as_str()), (1, "SG-Helpdesk"));
+    assert!(g.resolution().contains(&format!("add \"{}\" to [writeback] allow_protected_nesting", id(1))));
     // Listed in allow_protected_nesting: both go through.
     w.cfg.allow_protected_nesting = vec![id(1).to_uppercase().into()];
     let p = w.plan();

@@ -93,12 +93,37 @@ impl std::fmt::Display for RunKind {
 pub struct Check {
     pub name: &'static str,
     pub result: Result<String, String>,
+    /// Passed, but needs the admin soon (a credential that expires within [`EXPIRY_WARNING_DAYS`]).
+    pub warning: bool,
 }
 
 impl Check {
     pub fn new(name: &'static str, result: Result<String, String>) -> Self {
-        Check { name, result }
+        Check { name, result, warning: false }
     }
+
+    pub fn warning(name: &'static str, message: String) -> Self {
+        Check { name, result: Ok(message), warning: true }
+    }
+}
+
+/// How long before a credential expires `check` warns (and the alert rule fires).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The check of a credential that expires at `not_after` (seconds since 1970): failed once it
+/// has expired, a warning within [`EXPIRY_WARNING_DAYS`], passed before. `what` names it and
+/// `rotate` says how to replace it.
+pub fn expiry_check(what: &str, not_after: i64, now: i64, rotate: &str) -> Check {
+    const NAME: &str = "Graph credential expiry";
+    let days = (not_after - now).div_euclid(86_400);
+    if not_after <= now {
+        let ago = (now - not_after) / 86_400;
+        return Check::new(NAME, Err(format!("{what} expired {ago} days ago: Entra refuses it; {rotate}")));
+    }
+    if days < EXPIRY_WARNING_DAYS {
+        return Check::warning(NAME, format!("{what} expires in {days} days: {rotate}"));
+    }
+    Check::new(NAME, Ok(format!("{what} is valid for {days} more days")))
 }
 
 #[cfg(test)]
@@ -114,5 +139,17 @@ mod tests {
         assert_eq!(serde_json::to_value(RunKind::Delta).expect("json"), serde_json::json!("delta"));
         assert_eq!(RunKind::parse("full"), Some(RunKind::Full));
         assert_eq!(RunStatus::parse("stopped"), None);
+    }
+
+    #[test]
+    fn credentials_warn_thirty_days_ahead_and_fail_once_expired() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        let ok = expiry_check("the certificate", now + 31 * day, now, "rotate it");
+        assert!(ok.result.is_ok() && !ok.warning, "{ok:?}");
+        let soon = expiry_check("the certificate", now + 29 * day + 5, now, "rotate it");
+        assert!(soon.warning && soon.result.as_ref().is_ok_and(|m| m.contains("in 29 days: rotate it")), "{soon:?}");
+        let gone = expiry_check("the secret", now - 2 * day, now, "rotate it");
+        assert!(gone.result.as_ref().is_err_and(|m| m.contains("expired 2 days ago")), "{gone:?}");
     }
 }

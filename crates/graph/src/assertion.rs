@@ -19,6 +19,8 @@ use crate::GraphError;
 pub struct Certificate {
     thumbprint_s256: String,
     key: RsaKeyPair,
+    /// The certificate's notAfter, in seconds since 1970: `check` warns before it comes.
+    not_after: i64,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -49,8 +51,16 @@ impl Certificate {
             }
         }
         .map_err(|e| GraphError::Config(format!("client_certificate_file {shown}: not a usable RSA key ({e})")))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|e| GraphError::Config(format!("client_certificate_file {shown}: not an X.509 certificate ({e})")))?;
+        let not_after = parsed.validity().not_after.timestamp();
         let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-        Ok(Certificate { thumbprint_s256: B64.encode(digest.as_ref()), key })
+        Ok(Certificate { thumbprint_s256: B64.encode(digest.as_ref()), key, not_after })
+    }
+
+    /// When the certificate expires (notAfter), in seconds since 1970.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
     }
 
     /// A signed assertion for `client_id` at `token_url`.

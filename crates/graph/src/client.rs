@@ -416,6 +416,7 @@ mod tests {
             login_url: "https://login.microsoftonline.com".into(),
             graph_url: graph.into(),
             max_retries: 0,
+            secret_expires: None,
         })
         .expect("client")
     }

@@ -16,6 +16,7 @@ pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
 pub use read::{PageSink, GROUP_SELECT, MEMBER_SELECT};
 
 pub use writeback_core::Secret;
+use writeback_core::{expiry_check, Check};
 
 /// The cloud environments and their endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,10 @@ pub struct GraphConfig {
     pub graph_url: String,
     /// Retries of one request on throttling or a lost connection.
     pub max_retries: u32,
+    /// When the client secret expires (seconds since 1970), as the admin recorded it: Entra
+    /// shows it when the secret is made, and an app cannot read its own registration without
+    /// Application.Read.All, a permission writeback does not ask for.
+    pub secret_expires: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,35 @@ pub enum GraphError {
     Config(String),
 }
 
+impl GraphConfig {
+    /// Whether the credential is still good for a while (`writeback check`): the certificate's
+    /// notAfter, or the client secret's expiry as recorded in the configuration.
+    pub fn expiry_check(&self, now: i64) -> Check {
+        const ROTATE_CERT: &str = "register a new certificate on the app, point client_certificate_file at it, \
+            and reload (docs/setup.md, Rotating)";
+        const ROTATE_SECRET: &str = "add a new client secret to the app, write it to client_secret_file, set \
+            client_secret_expires, and reload (docs/setup.md, Rotating)";
+        match (&self.credential, self.secret_expires) {
+            (Credential::Certificate(c), _) => expiry_check("the client certificate", c.not_after(), now, ROTATE_CERT),
+            (Credential::Secret(_), Some(t)) => expiry_check("the client secret", t, now, ROTATE_SECRET),
+            (Credential::Secret(_), None) => Check::new(
+                "Graph credential expiry",
+                Ok("unknown for a client secret: set [cloud] client_secret_expires (the date Entra showed) and \
+                    check warns before it expires"
+                    .into()),
+            ),
+        }
+    }
+
+    /// When the credential expires (seconds since 1970), when that is known (`/metrics`).
+    pub fn expires_at(&self) -> Option<i64> {
+        match &self.credential {
+            Credential::Certificate(c) => Some(c.not_after()),
+            Credential::Secret(_) => self.secret_expires,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +143,7 @@ mod tests {
             login_url: "https://login.microsoftonline.com".into(),
             graph_url: "https://graph.microsoft.com".into(),
             max_retries: 3,
+            secret_expires: None,
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }
@@ -122,6 +157,7 @@ mod tests {
             login_url: g.into(),
             graph_url: g.into(),
             max_retries: 0,
+            secret_expires: None,
         };
         assert!(GraphClient::new(mk("http://127.0.0.1:8080")).is_ok());
         assert!(GraphClient::new(mk("http://graph.example.com")).is_err());

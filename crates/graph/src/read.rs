@@ -286,7 +286,8 @@ impl GraphClient {
 
     /// Preflight: a token, then one read of groups (beta, with writebackConfiguration) and users.
     pub async fn check(&self) -> Vec<Check> {
-        let mut out = Vec::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut out = vec![self.cfg.expiry_check(now)];
         match self.token().await {
             Ok(_) => {
                 let accepted = format!("client credentials accepted by {}", self.cfg.login_url);

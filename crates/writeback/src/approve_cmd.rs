@@ -159,7 +159,7 @@ mod tests {
         let g = CloudId::new("3a5c3221-c465-48c0-95b8-e9305786a271");
         let held = Held { cloud_id: g.clone(), display_name: "SG-Finance".into(), removals: 140, message: "m".into() };
         let blocked = Blocked { threshold: Threshold::Deletes, count: 12, message: "m".into() };
-        let stopped = Stopped { blocked: Some(blocked), held: vec![held] };
+        let stopped = Stopped { blocked: Some(blocked), held: vec![held], ..Stopped::default() };
         let args = |removals: &[&str], deletes| Args {
             deletes,
             creates: None,

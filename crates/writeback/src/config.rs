@@ -35,10 +35,26 @@ pub struct CloudSection {
     pub client_id: String,
     pub client_secret_file: Option<PathBuf>,
     pub client_certificate_file: Option<PathBuf>,
+    /// The date the client secret expires ("2027-06-30", as Entra showed it): `check` and
+    /// `/metrics` warn ahead of it. A certificate's own expiry is read from the certificate.
+    pub client_secret_expires: Option<String>,
     #[serde(default = "default_environment")]
     pub environment: String,
     pub graph_url: Option<String>,
     pub login_url: Option<String>,
+}
+
+/// `client_secret_expires` as seconds since 1970: a date (the end of that day, UTC) or a UTC time.
+pub fn expiry_date(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let full = if t.len() == 10 { format!("{t}T23:59:59Z") } else { t.to_string() };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| {
+            format!("[cloud] client_secret_expires = \"{text}\" is not a date: write it as \"2027-06-30\"")
+        })
 }
 
 fn default_environment() -> String {
@@ -373,6 +389,7 @@ impl Config {
             )?)),
         };
         Ok(GraphConfig {
+            secret_expires: self.cloud.client_secret_expires.as_deref().and_then(|d| expiry_date(d).ok()),
             tenant_id: self.cloud.tenant_id.clone(),
             client_id: self.cloud.client_id.clone(),
             credential,
@@ -445,8 +462,13 @@ fn secret(var: &str, file: Option<PathBuf>, key: &str) -> anyhow::Result<String>
 fn warn_if_readable_by_others(file: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(file) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(file = %file.display(), "this secret file can be read by other users: chmod 600 it");
+        // Group-readable is the packaged layout (root:writeback 640); others, or a group that
+        // may write it, are not.
+        if meta.permissions().mode() & 0o027 != 0 {
+            tracing::warn!(
+                file = %file.display(),
+                "this secret file can be read by other users: chmod 640 it (group writeback) or 600"
+            );
         }
     }
 }

@@ -34,6 +34,9 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             out.extend(dn(&format!("[[rules]] #{} target_ou", i + 1), ou));
         }
     }
+    if let Some(Err(e)) = cfg.cloud.client_secret_expires.as_deref().map(crate::config::expiry_date) {
+        out.push(e);
+    }
     out.extend(dn("[ad] target_ou", &cfg.ad.target_ou));
     for ou in &cfg.ad.adopt_from {
         out.extend(dn("[ad] adopt_from", ou));

@@ -367,7 +367,7 @@ impl Cycle<'_> {
             let mut summary = plan.summary.clone();
             summary.errors = plan.errors.len();
             let (errors, reports) = (plan.errors.clone(), plan.groups.clone());
-            let stopped = Stopped { blocked: Some(blocked.clone()), held: Vec::new() };
+            let stopped = Stopped { blocked: Some(blocked.clone()), ..Stopped::default() };
             self.store.save_stopped(&stopped)?;
             let status = RunStatus::StoppedDeleteThreshold;
             let message = Some(with_note(blocked.message.clone(), used));
@@ -441,7 +441,7 @@ impl Cycle<'_> {
         reach.save_errors(self.store, run_id, &errors)?;
         self.store.save_watermarks(&marks)?;
         tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
-        let stopped = Stopped { blocked: None, held: plan.held.clone() };
+        let stopped = Stopped { blocked: None, held: plan.held.clone(), guarded: plan.guarded.clone() };
         self.store.save_stopped(&stopped)?;
         if !plan.held.is_empty() {
             // Applied but for the held removals: a threshold stopped part of the run (exit 3).

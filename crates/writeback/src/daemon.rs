@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
-use writeback_core::{CloudId, GroupReport, RunKind, RunStatus, SkipReason};
+use writeback_core::{CloudId, GroupReport, Guarded, RunKind, RunStatus, SkipReason};
 
 use crate::config::Config;
 use crate::cycle::{self, RunResult};
@@ -55,6 +55,13 @@ pub struct Status {
     /// Set when the last cycle was stopped (or its removals held) by a threshold: what it
     /// said, with the command that goes past it.
     pub threshold: Option<String>,
+    /// Groups whose new members the Tier-0 guard held back in the last cycle.
+    pub guarded: Vec<Guarded>,
+    /// Worst-case propagation of the last cycle: from the start of the cycle before it (a
+    /// cloud change just after that read) to the end of this one's writes.
+    pub propagation: Option<Duration>,
+    /// When the last cycle that did its work started (its Graph read).
+    pub last_done_start: Option<Instant>,
     /// The explanation of every group, as of the last cycle that planned it.
     pub reports: BTreeMap<CloudId, GroupReport>,
     /// When `POST /sync` last queued a cycle (at most one per interval).
@@ -97,6 +104,9 @@ impl Daemon {
             lock_lost: false,
             quarantined: None,
             threshold: None,
+            guarded: Vec::new(),
+            propagation: None,
+            last_done_start: None,
             reports: BTreeMap::new(),
             last_requested: None,
         };
@@ -149,6 +159,7 @@ impl Daemon {
                 ),
             ),
             Role::Active => match s.last_success {
+                Some((t, _)) if t.elapsed() <= limit && !s.guarded.is_empty() => (true, guard_reason(&s.guarded)),
                 Some((t, _)) if t.elapsed() <= limit => (true, "ok".into()),
                 None if self.started.elapsed() <= limit => (true, "starting".into()),
                 _ => (
@@ -162,6 +173,13 @@ impl Daemon {
             },
         }
     }
+}
+
+/// Healthy, and what the Tier-0 guard holds: the same words as the daemon's WARN.
+fn guard_reason(guarded: &[Guarded]) -> String {
+    let each: Vec<String> =
+        guarded.iter().map(|g| format!("{} ({} new members; {}: {})", g.display_name, g.held, g.path, g.resolution())).collect();
+    format!("ok, but the Tier-0 guard holds back new members of {} groups: {}", guarded.len(), each.join(" | "))
 }
 
 /// `[daemon] interval` (at least a second) and `full_interval`.
@@ -309,7 +327,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
         s.running = None;
         match result {
             Ok(r) if r.status == RunStatus::Quarantined => {
-                record(&mut s, &r, started.elapsed());
+                record(&mut s, &r, started);
                 let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
                 s.failures += 1;
                 let wait = backoff(interval, s.failures);
@@ -323,7 +341,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
                 if r.kind == RunKind::Full {
                     last_full = Some(Instant::now());
                 }
-                record(&mut s, &r, started.elapsed());
+                record(&mut s, &r, started);
                 s.threshold =
                     (r.status == RunStatus::StoppedDeleteThreshold).then(|| r.message.clone().unwrap_or_default());
                 if let Some(why) = &s.threshold {
@@ -338,6 +356,20 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
                         "stopped by a threshold: approve it, and the next cycle goes ahead"
                     );
                 }
+                for g in &r.stopped.guarded {
+                    tracing::warn!(
+                        run_id = r.run_id,
+                        group = %g.cloud_id,
+                        name = %g.display_name,
+                        reason = %g.path,
+                        count = g.held,
+                        resolve = %g.resolution(),
+                        "the Tier-0 guard held back new members"
+                    );
+                }
+                s.guarded = r.stopped.guarded.clone();
+                gauge!("writeback_stopped").set(if s.threshold.is_some() { 1.0 } else { 0.0 });
+                gauge!("writeback_guarded_groups").set(s.guarded.len() as f64);
                 s.failures = 0;
                 s.backoff_reason = None;
                 s.quarantined = None;
@@ -382,9 +414,17 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
     (interval * factor).min(MAX_BACKOFF.max(interval))
 }
 
-fn record(s: &mut Status, r: &RunResult, took: Duration) {
+fn record(s: &mut Status, r: &RunResult, started: Instant) {
+    let took = started.elapsed();
     let now = (Instant::now(), SystemTime::now());
+    gauge!("writeback_interval_seconds").set(s.interval.as_secs_f64());
     if r.status.done() {
+        // A change made in the cloud just after the last done cycle read reached AD now.
+        if let Some(prev) = s.last_done_start.replace(started) {
+            let p = prev.elapsed();
+            s.propagation = Some(p);
+            gauge!("writeback_propagation_seconds").set(p.as_secs_f64());
+        }
         s.last_success = Some(now);
         let unix = now.1.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         gauge!("writeback_last_success_timestamp_seconds").set(unix);

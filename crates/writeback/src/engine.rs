@@ -239,7 +239,11 @@ pub(crate) async fn resolve(
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> {
-    let graph = GraphClient::new(cfg.graph()?)?;
+    let graph_cfg = cfg.graph()?;
+    if let Some(t) = graph_cfg.expires_at() {
+        metrics::gauge!("writeback_credential_expiry_timestamp_seconds").set(t as f64);
+    }
+    let graph = GraphClient::new(graph_cfg)?;
     let ad = AdConn::connect(&cfg.ad()?).await?;
     Ok((graph, ad))
 }

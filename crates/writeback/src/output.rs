@@ -241,7 +241,7 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
         let checks: Vec<_> = results
             .iter()
             .map(|c| match &c.result {
-                Ok(m) => json!({"check": c.name, "ok": true, "detail": m}),
+                Ok(m) => json!({"check": c.name, "ok": true, "warning": c.warning, "detail": m}),
                 Err(m) => json!({"check": c.name, "ok": false, "detail": m}),
             })
             .collect();
@@ -249,6 +249,7 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
     } else {
         for c in &results {
             match &c.result {
+                Ok(m) if c.warning => println!("WARN  {}: {m}", c.name),
                 Ok(m) => println!("ok    {}: {m}", c.name),
                 Err(m) => println!("FAIL  {}: {m}", c.name),
             }

@@ -65,6 +65,15 @@ pub fn status(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleErro
     for cmd in stopped.approve_commands() {
         println!("to go ahead: {cmd}");
     }
+    for g in &stopped.guarded {
+        println!(
+            "held by the Tier-0 guard: {} new members of {} ({}): {}",
+            g.held,
+            printable(&g.display_name),
+            printable(&g.path),
+            g.resolution()
+        );
+    }
     print_open(&open);
     println!();
     output::history(&runs, false);

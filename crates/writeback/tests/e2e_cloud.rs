@@ -166,6 +166,11 @@ fn certificate_authentication_works_and_a_wrong_key_is_refused_clearly() {
     let (code, out) = fx.sync_json(&[]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["adds"], 1);
+    // The certificate expires in two days: check passes, with a warning that says what to do.
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let warned = r.stdout.lines().find(|l| l.starts_with("WARN  Graph credential expiry: the client certificate"));
+    assert!(warned.is_some_and(|l| l.contains("days: register a new certificate")), "{}", r.stdout);
     let log = fx.sim_call("GET", "/_control/requests", None);
     assert!(log
         .as_array()
@@ -184,6 +189,34 @@ fn certificate_authentication_works_and_a_wrong_key_is_refused_clearly() {
     let r = fx.writeback(&["sync"]);
     assert_eq!(r.code, 2, "a configuration error is exit status 2: {}", r.stderr);
     assert!(r.stderr.contains("holds no private key"), "{}", r.stderr);
+}
+
+#[test]
+fn a_client_secret_past_its_recorded_expiry_fails_check_and_a_bad_date_is_a_config_error() {
+    let mut fx = Fixture::new("secretexpiry");
+    fx.start_sim(&tenant(vec![], vec![]));
+    fx.write_config("");
+    let cfg_path = fx.dir.join("writeback.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    let with = |date: &str| {
+        let line = format!("client_secret_file = \"client-secret\"\nclient_secret_expires = \"{date}\"");
+        std::fs::write(&cfg_path, cfg.replace("client_secret_file = \"client-secret\"", &line)).expect("write");
+    };
+    with("2021-01-31");
+    let r = fx.writeback(&["--json", "check"]);
+    assert_eq!(r.code, 4, "{}", r.stdout);
+    let checks = r.json()["checks"].as_array().cloned().unwrap_or_default();
+    let expiry = checks.iter().find(|c| c["check"] == "Graph credential expiry").expect("an expiry check");
+    assert_eq!(expiry["ok"], false);
+    assert!(expiry["detail"].as_str().is_some_and(|d| d.starts_with("the client secret expired")), "{expiry}");
+    with("2099-01-31");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("ok    Graph credential expiry: the client secret is valid for"), "{}", r.stdout);
+    with("next tuesday");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("client_secret_expires = \"next tuesday\" is not a date"), "{}", r.stderr);
 }
 
 #[test]

@@ -61,9 +61,14 @@ fn secrets_never_appear_in_any_output() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(fx.dir.join("client-secret"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let secret = fx.dir.join("client-secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let r = fx.writeback(&["plan"]);
         assert!(r.stderr.contains("can be read by other users"), "{}", r.stderr);
+        // The packaged layout, readable by the service user's group only: no warning.
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let r = fx.writeback(&["plan"]);
+        assert!(!r.stderr.contains("can be read by other users"), "{}", r.stderr);
     }
 }
 
