@@ -27,8 +27,8 @@ pub use model::{
     SchemaFeatures, State,
 };
 pub use plan::{
-    Blocked, GroupReport, GroupTarget, Guarded, Held, MemberStatus, ObjectError, Operation, Plan, SkipReason, Stopped, Summary,
-    Threshold,
+    Blocked, GroupReport, GroupTarget, Guarded, Held, MemberStatus, ObjectError, Operation, Plan, SkipReason, Stopped,
+    Summary, Threshold,
 };
 pub use planner::plan;
 pub use rules::{Rule, RuleAction, RuleKind};

@@ -51,8 +51,9 @@ impl Certificate {
             }
         }
         .map_err(|e| GraphError::Config(format!("client_certificate_file {shown}: not a usable RSA key ({e})")))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-            .map_err(|e| GraphError::Config(format!("client_certificate_file {shown}: not an X.509 certificate ({e})")))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+            GraphError::Config(format!("client_certificate_file {shown}: not an X.509 certificate ({e})"))
+        })?;
         let not_after = parsed.validity().not_after.timestamp();
         let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
         Ok(Certificate { thumbprint_s256: B64.encode(digest.as_ref()), key, not_after })

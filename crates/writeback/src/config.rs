@@ -52,9 +52,7 @@ pub fn expiry_date(text: &str) -> Result<i64, String> {
         .ok()
         .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64)
-        .ok_or_else(|| {
-            format!("[cloud] client_secret_expires = \"{text}\" is not a date: write it as \"2027-06-30\"")
-        })
+        .ok_or_else(|| format!("[cloud] client_secret_expires = \"{text}\" is not a date: write it as \"2027-06-30\""))
 }
 
 fn default_environment() -> String {

@@ -3,6 +3,7 @@
 mod access;
 mod approve_cmd;
 mod audit;
+mod charts;
 mod cloud_cmd;
 mod config;
 mod config_check;
@@ -16,6 +17,7 @@ mod lock;
 mod log_cmd;
 mod logs;
 mod output;
+mod page;
 mod progress;
 mod published;
 mod reload;

@@ -1,9 +1,8 @@
-//! The daemon's listener: `/healthz`, `/metrics` (Prometheus), `POST /sync`, and a status page
-//! (one HTML document, no external assets) with the run history, current errors and a search
-//! box that explains one group as `writeback show` does.
+//! The daemon's listener: `/healthz`, `/metrics` (Prometheus), `POST /sync`, `/api/status`, and
+//! the status page (rendered by `page`) with what it needs copied out of the daemon's status
+//! and read from the state.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,14 +13,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use writeback_core::{GroupReport, MemberStatus, RunStatus, Summary};
-use writeback_store::AuditQuery;
+use writeback_core::{GroupReport, Stopped};
+use writeback_store::{AuditQuery, Recorded, RunRecord};
 
 use crate::daemon::{Daemon, Role};
+use crate::page::{Filter, GroupRow, Live, Stored};
 
-/// Member rows and groups the status page renders at most: a search matching thousands must
-/// not hold the shared state (the cycle loop waits for it) or build a page of megabytes.
-const MAX_MEMBER_ROWS: usize = 500;
+/// Groups a search explains at most: a search matching thousands must not hold the shared
+/// state (the cycle loop waits for it) or build a page of megabytes.
 const MAX_GROUPS_SHOWN: usize = 20;
 /// Audit lines shown per group (`writeback log --group` has them all).
 const MAX_CHANGES_SHOWN: usize = 20;
@@ -154,83 +153,99 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     .into_response()
 }
 
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn ago(t: SystemTime) -> String {
-    let s = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{s} s ago")
-}
-
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\
-h2{font-size:16px;margin-top:2em}\
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}\
-td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}.muted{color:#777}\
-input{font:inherit;padding:3px;width:24em}";
+/// Runs the charts read at most: a day of cycles every 30 s.
+const MAX_DAY_RUNS: usize = 3_000;
 
 async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Html<String> {
     let (healthy, reason) = d.health();
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=utf-8><title>writeback</title><style>{STYLE}</style></head><body>"
-    );
-    let _ = write!(h, "<h1>writeback</h1><p>Target OU <b>{}</b></p>", esc(&d.cfg().ad.target_ou));
-    {
-        let s = d.status();
-        let class = if healthy { "ok" } else { "bad" };
-        let _ = write!(h, "<p>Role: <b>{:?}</b> — <span class={class}>{}</span>", s.role, esc(&reason));
-        if let Some(k) = s.running {
-            let _ = write!(h, " — a {k} cycle is running");
-        }
-        if let Some((_, at)) = s.last_success {
-            let _ = write!(h, " — last success {}", ago(at));
-        }
-        if let Some(q) = &s.quarantined {
-            let _ = write!(h, "<br><span class=bad><b>Quarantined</b>: writing is stopped — {}</span>", esc(q));
-        }
-        if let Some(b) = &s.backoff_reason {
-            let _ = write!(h, "<br><span class=bad>Backing off: {}</span>", esc(b));
-        }
-        h.push_str("</p>");
-    }
     let needle = q.get("group").map(|s| s.trim().to_string()).unwrap_or_default();
-    let _ = write!(
-        h,
-        "<form method=get><input name=group placeholder='group object id or \
-            display name' value=\"{}\"> <button>Show</button></form>",
-        esc(&needle)
-    );
-    if !needle.is_empty() {
-        let groups = found(&d, &needle);
-        h.push_str(&show(&groups, &needle));
-        // A group no cycle has planned yet (or one deleted) still has its trail.
-        let ids: Vec<String> = match groups.is_empty() {
-            true => vec![needle.clone()],
-            false => groups.into_iter().map(|g| g.cloud_id.to_string()).collect(),
+    let filter = Filter::from_query(&q);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| t.as_secs() as i64);
+    // Copied out of the shared state (the cycle loop takes it too) before anything is read or
+    // rendered: a group's line, not its members.
+    let (live, rows) = {
+        let s = d.status();
+        let live = Live {
+            target_ou: d.cfg().ad.target_ou.clone(),
+            role: s.role,
+            healthy,
+            reason,
+            running: s.running,
+            last_success_ago: s.last_success.map(|(_, at)| at.elapsed().map_or(0, |e| e.as_secs())),
+            quarantined: s.quarantined.clone(),
+            threshold: s.threshold.clone(),
+            backoff: s.backoff_reason.clone().filter(|_| s.failures > 0),
+            lock_lost: s.lock_lost,
+            guarded: s.guarded.clone(),
+            interval: s.interval,
+            propagation: s.propagation,
+            now,
         };
-        let state = d.cfg().state_path();
-        let trail = tokio::task::spawn_blocking(move || recent_changes(&state, ids)).await;
-        h.push_str(&trail.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
-    }
+        let rows: Vec<GroupRow> = s.reports.values().filter(|g| g.in_scope).map(GroupRow::of).collect();
+        (live, rows)
+    };
+    let found = if needle.is_empty() { Vec::new() } else { found(&d, &needle) };
+    // A group no cycle has planned yet (or one deleted) still has its trail.
+    let trail_ids: Vec<String> = match (needle.is_empty(), found.is_empty()) {
+        (true, _) => Vec::new(),
+        (false, true) => vec![needle.clone()],
+        (false, false) => found.iter().map(|g| g.cloud_id.to_string()).collect(),
+    };
     let state = d.cfg().state_path();
     // SQLite is read off the async workers: a slow disk must not stall the listener.
-    let runs = tokio::task::spawn_blocking(move || history(&state)).await;
-    h.push_str(&runs.unwrap_or_else(|e| format!("<p class=bad>{}</p>", esc(&e.to_string()))));
-    h.push_str("</body></html>");
-    Html(h)
+    let stored = tokio::task::spawn_blocking(move || read_stored(&state, trail_ids, now)).await;
+    let stored = stored.unwrap_or_else(|e| Stored {
+        recorded: Err(e.to_string()),
+        day: Vec::new(),
+        stopped: Stopped::default(),
+        trail: Vec::new(),
+    });
+    Html(crate::page::render(&live, &stored, &rows, &filter, &needle, &found).into_string())
+}
+
+/// The runs, errors, stops and audit lines the page shows, or why they cannot be read.
+fn read_stored(state: &std::path::Path, trail_ids: Vec<String>, now: i64) -> Stored {
+    let opened = writeback_store::Store::open_read_only(state);
+    let read = |s: &writeback_store::Store| -> Result<(Recorded, Stopped), writeback_store::StoreError> {
+        let runs = s.runs(MAX_DAY_RUNS)?;
+        Ok((Recorded { runs, errors: s.errors()? }, s.stopped()?))
+    };
+    let (recorded, stopped) = match &opened {
+        Ok(Some(s)) => match read(s) {
+            Ok((r, st)) => (Ok(r), st),
+            Err(e) => (Err(e.to_string()), Stopped::default()),
+        },
+        Ok(None) => (Ok(Recorded::default()), Stopped::default()),
+        Err(e) => (Err(e.to_string()), Stopped::default()),
+    };
+    let day = match &recorded {
+        Ok(r) => {
+            let since = now - crate::charts::DAY;
+            r.runs.iter().filter(|run| run.run_id > 0 && started_after(run, since)).cloned().collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    let trail = trail_ids
+        .into_iter()
+        .map(|id| {
+            let q = AuditQuery { group: Some(id.clone()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
+            let entries = match &opened {
+                Ok(Some(s)) => s.audit(&q).map_err(|e| e.to_string()),
+                Ok(None) => Ok(Vec::new()),
+                Err(e) => Err(e.to_string()),
+            };
+            (id, entries)
+        })
+        .collect();
+    Stored { recorded, day, stopped, trail }
+}
+
+/// Whether a run started after `since` (seconds since 1970); one whose time cannot be read is kept.
+fn started_after(run: &RunRecord, since: i64) -> bool {
+    humantime::parse_rfc3339_weak(&run.started_at)
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .is_none_or(|t| t.as_secs() as i64 + run.duration_ms / 1000 > since)
 }
 
 /// The groups a search names, copied out of the shared state (which the cycle loop also takes)
@@ -254,163 +269,6 @@ fn found(d: &Daemon, needle: &str) -> Vec<GroupReport> {
         .take(MAX_GROUPS_SHOWN)
         .cloned()
         .collect()
-}
-
-fn show(found: &[GroupReport], needle: &str) -> String {
-    let mut h = String::new();
-    if found.is_empty() {
-        let _ = write!(h, "<p class=bad>No group matches “{}” in the last cycles.</p>", esc(needle));
-    }
-    for g in found {
-        let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
-        let _ = write!(
-            h,
-            "<h2>{} <span class=muted>{}</span></h2><p>In scope: <b>{}</b> — \
-                {}<br>AD: {}<br>groupType: {}<br>Last cycle: {}</p>",
-            esc(&g.display_name),
-            esc(&g.cloud_id),
-            if g.in_scope { "yes" } else { "no" },
-            esc(&g.reason),
-            esc(g.dn.as_deref().unwrap_or("(none)")),
-            g.group_type.map(|t| t.to_string()).unwrap_or_default(),
-            esc(&g.action)
-        );
-        if g.in_scope {
-            let _ = write!(
-                h,
-                "<p>Members: {} in the cloud, {} written to AD</p><table><tr><th \
-                class=l>status</th><th class=l>type</th><th class=l>member</th><th \
-                class=l>name</th><th class=l>reason</th></tr>",
-                g.members.len(),
-                written
-            );
-            let members = g.members_by_id();
-            for m in members.iter().take(MAX_MEMBER_ROWS) {
-                let st = if m.status == MemberStatus::Written { "written" } else { "skipped" };
-                let _ = write!(
-                    h,
-                    "<tr><td class=l>{st}</td><td class=l>{}</td><td class=l>{}</td><td \
-                        class=l>{}</td><td class=l>{}</td></tr>",
-                    esc(m.kind),
-                    esc(&m.cloud_id),
-                    esc(m.display_name.as_deref().unwrap_or("")),
-                    esc(m.reason.map_or("", |r| r.as_str()))
-                );
-            }
-            h.push_str("</table>");
-            if members.len() > MAX_MEMBER_ROWS {
-                let _ = write!(
-                    h,
-                    "<p class=muted>… and {} more members: <code>writeback show {}</code> lists them all.</p>",
-                    members.len() - MAX_MEMBER_ROWS,
-                    esc(&g.cloud_id)
-                );
-            }
-        }
-    }
-    h
-}
-
-/// Changes the audit trail recorded for these groups, newest first (`writeback log --group`).
-fn recent_changes(state: &std::path::Path, groups: Vec<String>) -> String {
-    let mut h = String::new();
-    for id in groups {
-        let q = AuditQuery { group: Some(id.clone()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
-        let entries = match writeback_store::Store::open_read_only(state).and_then(|s| match s {
-            Some(s) => s.audit(&q),
-            None => Ok(Vec::new()),
-        }) {
-            Ok(e) => e,
-            Err(e) => return h + &format!("<p class=bad>The audit trail cannot be read: {}</p>", esc(&e.to_string())),
-        };
-        let _ = write!(h, "<h2>Recent changes in AD <span class=muted>{}</span></h2>", esc(&id));
-        if entries.is_empty() {
-            h.push_str("<p class=muted>None recorded.</p>");
-            continue;
-        }
-        h.push_str(
-            "<table><tr><th class=l>when</th><th>run</th><th class=l>change</th><th class=l>member</th>\
-             <th class=l>why</th></tr>",
-        );
-        for e in &entries {
-            let member = e.member_name.as_deref().or(e.member_dn.as_deref()).unwrap_or("");
-            let _ = write!(
-                h,
-                "<tr><td class=l>{}</td><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
-                esc(&e.at),
-                e.run_id,
-                e.op.as_str(),
-                esc(member),
-                esc(&e.why)
-            );
-        }
-        h.push_str("</table>");
-    }
-    h
-}
-
-/// The run history and the current errors, or the reason they cannot be read (shown, not
-/// swallowed).
-fn history(state: &std::path::Path) -> String {
-    let mut h = String::from("<h2>Run history</h2>");
-    let recorded = match writeback_store::recorded(state, 50) {
-        Ok(r) => r,
-        Err(e) => return h + &format!("<p class=bad>The state cannot be read: {}</p>", esc(&e.to_string())),
-    };
-    if recorded.runs.is_empty() {
-        h.push_str("<p class=muted>No runs yet.</p>");
-    } else {
-        h.push_str("<table><tr><th>run</th><th class=l>started</th><th class=l>kind</th><th class=l>status</th>");
-        for head in Summary::HEADINGS {
-            let _ = write!(h, "<th>{}</th>", esc(head));
-        }
-        h.push_str("<th>ms</th></tr>");
-    }
-    for r in &recorded.runs {
-        let class = match r.status {
-            RunStatus::Success => "ok",
-            RunStatus::Running => "muted",
-            _ => "bad",
-        };
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=l>{}</td><td class=l>{}</td><td class='l {class}' title=\"{}\">{}</td>",
-            r.run_id,
-            esc(&r.started_at),
-            r.kind,
-            esc(r.message.as_deref().unwrap_or("")),
-            r.status
-        );
-        for (_, n) in r.counts.columns() {
-            let _ = write!(h, "<td>{n}</td>");
-        }
-        let _ = write!(h, "<td>{}</td></tr>", r.duration_ms);
-    }
-    if !recorded.runs.is_empty() {
-        h.push_str("</table>");
-    }
-    h.push_str("<h2>Current errors</h2>");
-    if recorded.errors.is_empty() {
-        h.push_str("<p class=ok>None.</p>");
-        return h;
-    }
-    h.push_str(
-        "<table><tr><th class=l>group</th><th class=l>member</th><th class=l>error</th><th class=l>since</th></tr>",
-    );
-    for e in &recorded.errors {
-        let _ = write!(
-            h,
-            "<tr><td class=l><a href=\"?group={}\">{}</a></td><td class=l>{}</td><td \
-                class='l bad'>{}</td><td class=l>{}</td></tr>",
-            esc(&e.cloud_id),
-            esc(&e.cloud_id),
-            esc(e.member_id.as_deref().unwrap_or("")),
-            esc(&e.message),
-            esc(&e.since)
-        );
-    }
-    h.push_str("</table>");
-    h
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ async fn the_page_escapes_cloud_text_and_caps_the_member_rows() {
     assert_eq!(code, StatusCode::OK);
     assert!(!body.contains("<script>alert") && !body.contains("<img src=x"), "cloud text reached the page raw");
     assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert_eq!(body.matches("<tr><td class=l>skipped").count(), 500);
+    assert_eq!(body.matches("<tr class=\"member\"><td class=\"l\">skipped").count(), 500);
     assert!(body.contains("… and 100 more members"));
     assert!(body.contains("No runs yet."), "a state that does not exist yet has no runs");
 }
@@ -160,4 +160,58 @@ async fn a_state_that_cannot_be_read_is_said_on_the_page() {
     assert_eq!(code, StatusCode::OK);
     let _ = std::fs::remove_dir_all(d.cfg().state_path().parent().expect("a directory"));
     assert!(body.contains("The state cannot be read"), "{body}");
+}
+
+fn group(n: u32, name: &str) -> GroupReport {
+    GroupReport {
+        cloud_id: format!("22222222-0000-0000-0000-{n:012}").into(),
+        display_name: name.into(),
+        in_scope: true,
+        reason: "writeback enabled".into(),
+        dn: Some(format!("CN={name},OU=Groups,DC=corp,DC=example")),
+        group_type: Some(-2147483640),
+        action: "in sync".into(),
+        members: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_lists_every_group_with_its_state_and_the_command_that_resolves_an_incident() {
+    let d = daemon(None, "g.db");
+    {
+        let mut s = d.status();
+        for (n, name) in [(1, "SG-Finance"), (2, "SG-Helpdesk"), (3, "<b>SG-Evil</b>")] {
+            let g = group(n, name);
+            s.reports.insert(g.cloud_id.clone(), g);
+        }
+        s.guarded = vec![writeback_core::Guarded {
+            cloud_id: group(2, "").cloud_id,
+            display_name: "SG-Helpdesk".into(),
+            path: "nested into the protected group CN=Domain Admins".into(),
+            held: 3,
+        }];
+        s.threshold = Some("12 groups would be deleted; delete_threshold is 10".into());
+    }
+    let (code, _, body) = send(&d, get("/").body(Body::empty()).expect("request")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("The Tier-0 guard holds back new members"), "{body}");
+    assert!(body.contains("allow_protected_nesting and reload"), "the command that resolves it: {body}");
+    assert!(body.contains("Stopped by a threshold") && body.contains("systemctl kill -s USR1 writeback"));
+    assert!(body.contains("3 groups") && body.contains("1 held by the guard"), "{body}");
+    assert!(!body.contains("<b>SG-Evil</b>") && body.contains("&lt;b&gt;SG-Evil&lt;/b&gt;"), "escaped");
+    assert_eq!(body.matches("<svg").count(), 2, "two charts");
+    assert!(body.contains("no cycles in the last 24 hours"));
+    // The filter: by state, and by part of a name in any case.
+    let (_, held) = {
+        let (c, _, b) = send(&d, get("/?state=guard").body(Body::empty()).expect("request")).await;
+        (c, b)
+    };
+    let table = |b: &str| b.split("id=\"groups\"").nth(1).map(|t| t.split("</table>").next().unwrap_or("").to_string());
+    let rows = table(&held).expect("a table of groups");
+    assert!(rows.contains("SG-Helpdesk") && !rows.contains("SG-Finance"), "{rows}");
+    let (_, _, by_name) = send(&d, get("/?filter=finance").body(Body::empty()).expect("request")).await;
+    let rows = table(&by_name).expect("a table of groups");
+    assert!(rows.contains("SG-Finance") && !rows.contains("SG-Helpdesk"), "{rows}");
+    let (_, _, none) = send(&d, get("/?filter=nothing-like-it").body(Body::empty()).expect("request")).await;
+    assert!(none.contains("No group matches the filter."));
 }

@@ -152,6 +152,11 @@ fn the_status_page_shows_history_errors_and_one_group_in_chromium() {
         dom.contains("Run history") && dom.contains("300 characters") && dom.contains("SG-Daemon"),
         "rendered DOM: {dom}"
     );
+    // The dashboard: the written group with its state, and the day's cycles drawn as SVG.
+    let groups = dom.split("id=\"groups\"").nth(1).unwrap_or_default();
+    assert!(groups.contains("SG-Daemon") && groups.contains("in sync"), "the group list: {dom}");
+    let duration = dom.split("id=\"chart-duration\"").nth(1).and_then(|c| c.split("</figure>").next());
+    assert!(duration.is_some_and(|c| c.contains("<svg") && c.matches("<circle").count() >= 1), "{dom}");
     let status = Command::new(chromium)
         .args(&flags)
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -346,4 +351,77 @@ fn a_listener_beyond_loopback_needs_a_token() {
     let log = std::fs::read_to_string(fx.dir.join(format!("daemon-{}.log", d.url.rsplit(':').next().unwrap_or(""))))
         .unwrap_or_default();
     assert!(!log.contains(token), "the token is never logged");
+}
+
+/// The metric names an alert rule or the dashboard uses (`writeback_…`).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("writeback_") {
+        let name: String =
+            text[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        // `job="writeback"` is a label value, not a metric.
+        if name.len() > "writeback_".len() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_exposes() {
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring");
+    // promtool validates the rules and runs their unit tests (each alert fires on its series).
+    for args in [&["check", "rules", "alerts.yml"][..], &["test", "rules", "alerts_test.yml"][..]] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&docs)
+            .output()
+            .expect("promtool: scripts/test installs Debian's prometheus package");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(docs.join("alerts.yml")).expect("alerts.yml");
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).expect("dashboard");
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let panels = parsed["panels"].as_array().expect("panels");
+    let mut ids = std::collections::BTreeSet::new();
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().expect("a panel id")), "panel ids are unique");
+        let (x, w) = (p["gridPos"]["x"].as_u64().unwrap_or(99), p["gridPos"]["w"].as_u64().unwrap_or(99));
+        assert!(x + w <= 24, "{} fits the 24-column grid", p["title"]);
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(
+            !targets.is_empty() && targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| e.contains("writeback_")))
+        );
+    }
+
+    // A daemon whose secret's expiry is recorded, after two cycles that did their work (the
+    // second measures propagation) and one refused request.
+    let (fx, _, _, _) = setup("monitoring");
+    let cfg_path = fx.dir.join("writeback.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    let cfg = cfg.replace(
+        "client_secret_file = \"client-secret\"",
+        "client_secret_file = \"client-secret\"\nclient_secret_expires = \"2099-01-31\"",
+    );
+    std::fs::write(&cfg_path, cfg).expect("write");
+    let mut d = Daemon::start(&fx);
+    wait_until("two cycles", || d.metric("writeback_propagation_seconds").is_some());
+    let forged = [("Host", "127.0.0.1"), ("Content-Type", "text/plain")];
+    assert_eq!(http_with(&d.url, "POST", "/sync", &forged, b"x").map(|r| r.0), Some(415));
+    let (_, exposed) = d.get("/metrics").expect("metrics");
+    let exposed = metric_names(&exposed);
+    for name in metric_names(&rules).into_iter().chain(metric_names(&dashboard)) {
+        assert!(
+            exposed.contains(&name),
+            "{name} is used by docs/monitoring but /metrics has no such metric: {exposed:?}"
+        );
+    }
+    let expiry = d.metric("writeback_credential_expiry_timestamp_seconds").expect("the recorded expiry");
+    assert_eq!(expiry, 4_073_587_199.0, "2099-01-31 at the end of the day, UTC");
+    assert_eq!(d.stop(), 0);
 }
