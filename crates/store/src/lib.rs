@@ -463,6 +463,23 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
         if mode & 0o077 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         }
+        to_directory_owner(path)?;
+    }
+    Ok(())
+}
+
+/// A file root made in a directory that belongs to another user (the package's
+/// `/var/lib/writeback`, the `writeback` user's) is given to that user: an administrator's
+/// `writeback sync` as root must not leave a state or lock file the service cannot open.
+/// (SQLite gives its journal the database file's owner itself when it runs as root.)
+#[cfg(unix)]
+fn to_directory_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::metadata(path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = std::fs::metadata(dir)?;
+    if file.uid() == 0 && dir.uid() != 0 {
+        std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))?;
     }
     Ok(())
 }

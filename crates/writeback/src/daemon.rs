@@ -292,10 +292,16 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
 async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
     let mut last_full: Option<Instant> = None;
     let mut next = Instant::now();
+    // Every gauge an alert rule compares exists from the start: a daemon whose first cycles
+    // fail still raises WritebackCyclesFailing (docs/monitoring).
+    for g in ["writeback_quarantined", "writeback_stopped", "writeback_guarded_groups"] {
+        gauge!(g).set(0.0);
+    }
     loop {
         // A reload (SIGHUP) may change them: read for every cycle.
         let cfg = daemon.cfg();
         let Ok((interval, full_interval)) = intervals(&cfg) else { return exit::CONFIG };
+        gauge!("writeback_interval_seconds").set(interval.as_secs_f64());
         let backing_off = {
             let mut s = daemon.status();
             s.next_cycle = Some(next);
@@ -419,7 +425,6 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
 fn record(s: &mut Status, r: &RunResult, started: Instant) {
     let took = started.elapsed();
     let now = (Instant::now(), SystemTime::now());
-    gauge!("writeback_interval_seconds").set(s.interval.as_secs_f64());
     if r.status.done() {
         // A change made in the cloud just after the last done cycle read reached AD now.
         if let Some(prev) = s.last_done_start.replace(started) {

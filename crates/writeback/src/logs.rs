@@ -33,7 +33,7 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = format == LogFormat::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
@@ -41,6 +41,34 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
         LogFormat::Syslog => builder.event_format(Syslog).init(),
+    }
+}
+
+/// One event, one line: a line break inside a value (a display name from the cloud) is written
+/// as `\n`, so it cannot start a log line of its own (a forged journald priority or entry).
+/// The formatter hands over each event in one write.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            return self.0.write_all(buf).map(|()| buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b => out.push(*b),
+            }
+        }
+        out.extend_from_slice(&buf[body.len()..]);
+        self.0.write_all(&out).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -88,6 +116,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_break_in_a_value_does_not_start_a_log_line() {
+        use std::io::Write;
+        let mut w = super::OneLine(Vec::new());
+        w.write_all(b"<4>guard held name=SG\n<2>forged\r\n").expect("write");
+        w.write_all(b"<6>plain\n").expect("write");
+        assert_eq!(String::from_utf8_lossy(&w.0), "<4>guard held name=SG\\n<2>forged\\r\n<6>plain\n");
+    }
+
     #[test]
     fn priorities_are_sd_daemons() {
         use tracing::Level;

@@ -134,14 +134,13 @@ enum Command {
     Show {
         /// The group's object id or display name (any case).
         group: String,
-        /// At most this many member lines (0: all).
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        members: usize,
+        /// At most this many member lines (0: all; default 100, and all with --json).
+        #[arg(long, value_name = "N")]
+        members: Option<usize>,
         /// Only members written to AD, or only those skipped.
         #[arg(long, value_enum)]
         status: Option<output::MemberFilter>,
     },
-    /// The last runs with their counts.
     /// Is a daemon running and writing, when does it run next, why did the last cycle fail or
     /// stop, what is approved — then the last runs.
     Status {
@@ -339,7 +338,8 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
         }
         Command::Show { group, members, status } => engine::plan_groups(&cfg, &group).await.map(|shown| {
-            let shown_as = output::ShowAs { limit: members, status, as_json: cli.json };
+            let limit = members.unwrap_or(if cli.json { 0 } else { 100 });
+            let shown_as = output::ShowAs { limit, status, as_json: cli.json };
             output::show(&shown, &group, &shown_as)
         }),
         Command::Status { limit } => status_cmd::status(&cfg, limit, cli.json),

@@ -1,12 +1,14 @@
 //! The Debian package (issue #18), built from the tests' own binary, installed on this machine
-//! and run as the service runs it: `writeback check` and one cycle as the `writeback` user
-//! with the unit's command line (systemd is not running here; the unit is verified by
-//! systemd-analyze). Needs root and dpkg: CI runs as root on Debian 12.
+//! and run as the service runs it: `writeback check`, then the unit's command line as the
+//! `writeback` user until its first cycle, after the administrator's first sync as root
+//! (systemd is not running here; the unit is verified by systemd-analyze). Needs root and
+//! dpkg: CI runs as root on Debian 12.
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 
 use common::*;
 
@@ -21,6 +23,16 @@ fn as_service(args: &[&str]) -> (i32, String, String) {
     run(Command::new("runuser")
         .args(["-u", "writeback", "--", "/usr/bin/writeback", "--config", "/etc/writeback/writeback.toml"])
         .args(args))
+}
+
+/// The service's process, killed if the test fails before it stops it.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn install_secret(from: &Path, name: &str, mode: &str) {
@@ -40,7 +52,8 @@ fn the_package_installs_a_hardened_service_that_runs_as_its_own_user() {
     let (_, uids, cloud) = fx.synced_users(1);
     let g = fx.id(1);
     fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Packaged", Some(true), &[&uids[0]])]));
-    fx.write_config("");
+    let port = free_port();
+    fx.write_config(&format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\n"));
 
     let bin = env!("CARGO_BIN_EXE_writeback");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -81,10 +94,10 @@ fn the_package_installs_a_hardened_service_that_runs_as_its_own_user() {
     install_secret(Path::new(ca), "ca.pem", "640");
     install_secret(&fx.dir.join("bind-password"), "bind-password", "640");
     install_secret(&fx.dir.join("client-secret"), "client-secret", "600");
-    let config = config
-        .replace(ca, "/etc/writeback/ca.pem")
-        .replace("path = \"state.db\"", &format!("path = \"/var/lib/writeback/{}.db\"", fx.id(0)));
-    std::fs::write("/etc/writeback/writeback.toml", config).expect("config");
+    let state = format!("/var/lib/writeback/{}.db", fx.id(0));
+    let config =
+        config.replace(ca, "/etc/writeback/ca.pem").replace("path = \"state.db\"", &format!("path = \"{state}\""));
+    std::fs::write("/etc/writeback/writeback.toml", &config).expect("config");
 
     // A secret the service cannot read is a configuration error that says whose.
     let (code, _, err) = as_service(&["check"]);
@@ -96,10 +109,38 @@ fn the_package_installs_a_hardened_service_that_runs_as_its_own_user() {
     assert!(exec.starts_with("/usr/bin/writeback --config /etc/writeback/writeback.toml --log-format syslog run"));
     let (code, out, err) = as_service(&["check"]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = as_service(&["--log-format", "syslog", "-v", "sync"]);
+    // The administrator's first run is as root (README): the state and its lock file go to the
+    // service user, who owns the state directory, or the service could not open them.
+    let (code, _, err) = run(Command::new("/usr/bin/writeback").arg("sync"));
     assert_eq!(code, 0, "{err}");
-    assert!(err.lines().all(|l| l.starts_with('<')), "syslog priorities: {err}");
-    assert!(fx.group(&g).is_some(), "the service user's cycle wrote the group");
+    assert!(fx.group(&g).is_some(), "root's first cycle wrote the group");
+    let (_, owners, _) = run(Command::new("sh").arg("-c").arg(format!("stat -c '%U %a' {state} {state}.lock 2>&1")));
+    assert!(owners.lines().all(|l| l == "writeback 600"), "{owners}");
+
+    // The unit's command line as its user: the daemon runs a cycle, in journald's format.
+    let log = fx.dir.join("service.log");
+    let ids: Vec<u32> = passwd.split(':').skip(2).take(2).filter_map(|n| n.parse().ok()).collect();
+    let mut words = exec.split_whitespace();
+    let daemon = Command::new(words.next().expect("a program"))
+        .args(words)
+        .uid(ids[0])
+        .gid(ids[1])
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start the service's command line");
+    let mut daemon = Reap(daemon);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until("the service's first cycle", || {
+        http_raw(&url, "GET", "/healthz", None).is_some_and(|(code, _)| code == 200)
+            && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("cycle finished"))
+    });
+    let (_, status, _) = as_service(&["--json", "status"]);
+    let pid = serde_json::from_str::<serde_json::Value>(&status).ok().and_then(|s| s["daemon"]["pid"].as_u64());
+    assert_eq!(pid, Some(u64::from(daemon.0.id())), "writeback status names the service's pid: {status}");
+    run(Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]));
+    assert!(daemon.0.wait().expect("wait").success(), "stopped by SIGTERM, exit 0");
+    let err = std::fs::read_to_string(&log).expect("log");
+    assert!(err.contains("cycle finished") && err.lines().all(|l| l.starts_with('<')), "syslog priorities: {err}");
     let (code, man, _) = run(Command::new("sh").arg("-c").arg("zcat /usr/share/man/man1/writeback.1.gz"));
     assert!(code == 0 && man.contains("approve"), "the man page lists the commands");
 
