@@ -44,6 +44,21 @@ pub struct CloudSection {
     pub login_url: Option<String>,
 }
 
+/// Where a TOML error is and what it is, without the line itself: a secret pasted into the
+/// file (an unknown key such as `client_secret = "…"`) must not reach the log or the journal.
+fn where_(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
+    }
+}
+
 /// `client_secret_expires` as seconds since 1970: a date (the end of that day, UTC) or a UTC time.
 pub fn expiry_date(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -192,8 +207,8 @@ impl Config {
             format!("cannot read the config file {} (set it with -c or $WRITEBACK_CONFIG)", path.display())
         })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let cfg = Config::parse(&text, base_dir)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let cfg =
+            Config::parse(&text, base_dir).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), where_(&text, &e)))?;
         let mut problems = crate::config_check::problems(&cfg);
         problems.extend(crate::config_check::files(&cfg));
         if !problems.is_empty() {
@@ -203,6 +218,7 @@ impl Config {
     }
 
     /// The settings in `text`, with relative paths taken from `base_dir`; not validated.
+    /// (A parse error quotes the line it is on: shown through [`where_`], never as it is.)
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, toml::de::Error> {
         let mut cfg: Config = toml::from_str(text)?;
         cfg.base_dir = base_dir;
@@ -477,6 +493,15 @@ fn warn_if_readable_by_others(_file: &Path) {}
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_parse_error_names_its_place_but_never_quotes_the_line() {
+        let text = "[cloud]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"hunter2-pasted\"\n";
+        let e = Config::parse(text, "/etc/writeback".into()).err().expect("an unknown key");
+        let shown = where_(text, &e);
+        assert!(shown.starts_with("line 4, column 1: unknown field `client_secret`"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     fn parse(s: &str) -> anyhow::Result<Config> {
         let c = Config::parse(s, "/etc/writeback".into()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -424,3 +424,47 @@ fn the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_exposes() {
     assert_eq!(expiry, 4_073_587_199.0, "2099-01-31 at the end of the day, UTC");
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn sighup_reloads_a_good_configuration_keeps_the_running_one_otherwise_and_sigusr1_runs_a_cycle() {
+    let (fx, _, _, _) = setup_with("reload", "[daemon]\ninterval = \"60s\"\nfull_interval = \"1h\"\n");
+    let d = Daemon::start(&fx);
+    d.wait_for("the first cycle", |h| h["reason"] == "ok");
+    wait_until("the first cycle recorded", || runs(&fx) == 1);
+    let log = || {
+        let logs = std::fs::read_dir(&fx.dir).expect("dir").flatten().map(|e| e.path());
+        let daemon_log = logs.filter(|p| p.to_string_lossy().contains("daemon-")).last().expect("the daemon's log");
+        std::fs::read_to_string(daemon_log).unwrap_or_default()
+    };
+    let interval_s = || fx.writeback(&["--json", "status"]).json()["daemon"]["interval_s"].as_u64();
+    assert_eq!(interval_s(), Some(60));
+
+    // SIGUSR1: a cycle now, not in 60 s.
+    d.signal("USR1");
+    wait_until("a cycle on SIGUSR1", || runs(&fx) == 2);
+
+    // A good file: the next cycle runs with it (the daemon publishes the new interval).
+    let cfg_path = fx.dir.join("writeback.toml");
+    let good = std::fs::read_to_string(&cfg_path).expect("config");
+    std::fs::write(&cfg_path, good.replace("interval = \"60s\"", "interval = \"30s\"")).expect("write");
+    d.signal("HUP");
+    wait_until("reloaded", || log().contains("SIGHUP: configuration reloaded"));
+    d.signal("USR1");
+    wait_until("a cycle with the new configuration", || runs(&fx) == 3);
+    wait_until("the new interval published", || interval_s() == Some(30));
+
+    // A file with an error, then one that changes the listener: both kept out, and said why.
+    std::fs::write(&cfg_path, good.replace("interval = \"60s\"", "interval = \"0s\"")).expect("write");
+    d.signal("HUP");
+    wait_until("the bad file refused", || log().contains("SIGHUP: the configuration has errors"));
+    assert!(log().contains("must be longer than 0"), "the error says what is wrong: {}", log());
+    let moved = good.replace("[daemon]\n", "[daemon]\nlisten = \"127.0.0.1:1\"\n");
+    std::fs::write(&cfg_path, moved).expect("write");
+    d.signal("HUP");
+    wait_until("the restart-only change refused", || log().contains("apply only at a restart"));
+    assert!(log().contains("[daemon] listen"), "{}", log());
+    d.signal("USR1");
+    wait_until("a cycle with the configuration kept", || runs(&fx) == 4);
+    assert_eq!(interval_s(), Some(30), "the last good configuration is still in force");
+    assert_eq!(d.health().map(|h| h.0), Some(200));
+}

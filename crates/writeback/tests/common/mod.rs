@@ -817,6 +817,13 @@ impl Daemon {
         http_raw(&self.url, "GET", path, None)
     }
 
+    /// Sends the daemon a signal (`HUP`, `USR1`, …) as an administrator on the host does.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("a running daemon").to_string();
+        let ok = Command::new("kill").args([&format!("-{name}"), &pid]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {pid}");
+    }
+
     pub fn health(&self) -> Option<(u16, Value)> {
         self.get("/healthz").map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
     }
