@@ -107,8 +107,19 @@ fn connect_error(url: &str, e: &ldap3::LdapError) -> AdError {
             "{url}: {e} — set [ad] ca_file to the CA that issued the DC's \
                 certificate, and use a host name the certificate names"
         )),
+        // A DC's plain LDAP port may also drop a TLS hello it cannot parse (Samba resets it).
+        _ if url.starts_with("ldaps://") && dropped_at_hello(e) => AdError::Connect(format!(
+            "{url}: {e} — the server closed the connection at the TLS hello: is this a plain LDAP \
+             port (389)? Use ldaps://host (636), or ldap://host (389, upgraded with StartTLS)"
+        )),
         _ => AdError::Connect(format!("{url}: {e}")),
     }
+}
+
+/// The connection was reset or closed before TLS was up (told by the I/O error's kind).
+fn dropped_at_hello(e: &ldap3::LdapError) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(e, ldap3::LdapError::Io { source } if matches!(source.kind(), ConnectionReset | ConnectionAborted | UnexpectedEof))
 }
 
 async fn bind(ldap: &mut ldap3::Ldap, auth: &Auth, url: &str) -> Result<(), AdError> {

@@ -404,7 +404,7 @@ pub struct Stopped {
 
 impl Stopped {
     pub fn is_empty(&self) -> bool {
-        self.blocked.is_none() && self.held.is_empty()
+        self.blocked.is_none() && self.held.is_empty() && self.guarded.is_empty()
     }
 
     /// The commands that let the next cycle go ahead, one per threshold or group.

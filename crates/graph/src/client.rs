@@ -260,7 +260,9 @@ pub(crate) fn collect_page(
 }
 
 /// Refuses plain HTTP except to loopback (the simulator).
-fn check_transport(url: &str) -> Result<(), GraphError> {
+/// A Graph or login URL is HTTPS, or plain HTTP to a loopback address (the simulator): the one
+/// rule, also for the configuration check.
+pub fn check_transport(url: &str) -> Result<(), GraphError> {
     let parsed = url::Url::parse(url).map_err(|e| GraphError::Config(format!("'{url}' is not a URL: {e}")))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -10,7 +10,7 @@ mod delta;
 mod read;
 
 pub use assertion::Certificate;
-pub use client::{GraphClient, Stats};
+pub use client::{check_transport, GraphClient, Stats};
 pub use cloud::{DefaultChange, NewGroupDefault, GROUP_UNIFIED_TEMPLATE};
 pub use delta::{is_expired, Collection, DeltaRound, Removed, USER_DELTA_SELECT};
 pub use read::{PageSink, GROUP_SELECT, MEMBER_SELECT};

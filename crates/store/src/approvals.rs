@@ -64,6 +64,9 @@ pub struct Approval {
     pub used_at: Option<String>,
 }
 
+/// How long an approval waits for a cycle to use it.
+pub const APPROVAL_HOURS: u32 = 24;
+
 /// What the open approvals let a run do (the latest of each kind counts).
 pub fn approved(approvals: &[Approval]) -> Approved {
     let mut out = Approved::default();
@@ -108,9 +111,12 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Approvals no run has used yet, oldest first.
+    /// Approvals no run has used yet, oldest first; one made over a day ago has lapsed (an
+    /// approval is for the stop an administrator looked at, not for one next month).
     pub fn open_approvals(&self) -> Result<Vec<Approval>> {
-        self.approvals_where("used_run IS NULL ORDER BY id")
+        self.approvals_where(&format!(
+            "used_run IS NULL AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ','now','-{APPROVAL_HOURS} hours') ORDER BY id"
+        ))
     }
 
     /// The latest approvals, used or not, newest first.
@@ -177,6 +183,15 @@ mod tests {
         let recent = s.recent_approvals(10).expect("recent");
         assert_eq!((recent.len(), recent[2].id, recent[2].used_run), (3, a, Some(run)));
         assert_eq!(s.stopped().expect("stopped"), Stopped::default());
+        // One no cycle used within a day has lapsed.
+        let old = s.approve(&Approve::Past { threshold: Threshold::Creates, up_to: 3 }, "dave").expect("d");
+        s.conn
+            .execute(
+                "UPDATE approvals SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ','now','-25 hours') WHERE id = ?1",
+                [old],
+            )
+            .expect("age it");
+        assert!(s.open_approvals().expect("open").is_empty(), "lapsed after a day");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

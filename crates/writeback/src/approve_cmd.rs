@@ -25,12 +25,15 @@ impl Args {
     }
 }
 
-/// Who runs this command, for the record: the login behind sudo, and the uid.
+/// Who runs this command, for the record: the uid (which the caller cannot choose), with the
+/// login name its environment gives (behind sudo, the one sudo names).
 fn approver() -> String {
-    let user = ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
     let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
     });
+    let names: &[&str] =
+        if uid.as_deref() == Some("0") { &["SUDO_USER", "USER", "LOGNAME"] } else { &["USER", "LOGNAME"] };
+    let user = names.iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
     match (user, uid) {
         (Some(u), Some(id)) => format!("{u} (uid {id})"),
         (Some(u), None) => u,
@@ -56,10 +59,25 @@ fn wanted(args: &Args, stopped: &Stopped) -> Result<Vec<Approve>, String> {
     }
     for g in &args.removals {
         let id = CloudId::new(g.trim());
-        let held = stopped.held.iter().find(|h| h.cloud_id == id || h.display_name.eq_ignore_ascii_case(g.trim()));
-        match held {
-            Some(h) => out.push(Approve::Removals { group: h.cloud_id.clone(), up_to: h.removals }),
-            None => {
+        let by_id: Vec<_> = stopped.held.iter().filter(|h| h.cloud_id == id).collect();
+        let held = if by_id.is_empty() {
+            stopped.held.iter().filter(|h| h.display_name.eq_ignore_ascii_case(g.trim())).collect()
+        } else {
+            by_id
+        };
+        match held.as_slice() {
+            [h] => out.push(Approve::Removals { group: h.cloud_id.clone(), up_to: h.removals }),
+            // Display names are not unique (and a group's owner chooses them): the id decides.
+            [_, _, ..] => {
+                let ids: Vec<String> = held.iter().map(|h| h.cloud_id.to_string()).collect();
+                return Err(format!(
+                    "{} names {} groups whose removals were held: approve one by its id ({})",
+                    printable(g),
+                    held.len(),
+                    ids.join(", ")
+                ));
+            }
+            [] => {
                 let now: Vec<String> =
                     stopped.held.iter().map(|h| format!("{} ({})", h.display_name, h.cloud_id)).collect();
                 return Err(format!(
@@ -107,9 +125,14 @@ pub fn approve(cfg: &Config, args: &Args, as_json: bool) -> Result<u8, CycleErro
     if as_json {
         println!("{}", json!({"approvals": recorded}));
     } else {
+        if stopped.blocked.is_none() && args.removals.is_empty() {
+            println!("Nothing is stopped now: the approval waits for the next cycle (a day at most).");
+        }
         println!(
             "The next cycle uses it once, then it is gone; a cycle that would go further still stops. \
-             A running daemon starts its next cycle on SIGUSR1 or POST /sync, or at its interval."
+             A running daemon starts its next cycle on SIGUSR1 or POST /sync, or at its interval. \
+             State: {}",
+            cfg.state_path().display()
         );
     }
     Ok(exit::OK)
@@ -124,6 +147,15 @@ fn show(stopped: &Stopped, open: &[Approval], as_json: bool) {
     }
     if stopped.is_empty() {
         println!("Nothing is stopped: the last cycle went past no threshold.");
+    }
+    for g in &stopped.guarded {
+        println!(
+            "held by the Tier-0 guard: {} new members of {} ({})\n  no approval goes past the guard: {}",
+            g.held,
+            printable(&g.display_name),
+            printable(&g.path),
+            g.resolution()
+        );
     }
     if let Some(b) = &stopped.blocked {
         println!("stopped: {}\n  approve: {}", printable(&b.message), b.approve_command());

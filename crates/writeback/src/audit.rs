@@ -44,9 +44,11 @@ pub fn unnamed_removals(plan: &Plan, applied: &[(&Operation, &OpOutcome)], hints
     out.into_iter().collect()
 }
 
-/// Reports for users read from Graph, by the AD object they stand for: the objectGUID their
-/// `onPremisesImmutableId` names, or the owned groups' member value with their SID. To name
-/// removed members only: nothing is written from them.
+/// Reports for users read from Graph, by the AD object they stand for, as the anchor rule
+/// takes it: synced users only, the owned groups' member value with their SID first, else the
+/// objectGUID their `onPremisesImmutableId` names. To name removed members only: nothing is
+/// written from them (a cloud-only user's immutable id, which anyone who may edit users can
+/// set, never names who was removed).
 pub fn name_users(users: &[CloudObject], groups: &[AdGroup]) -> Vec<MemberReport> {
     let by_sid: HashMap<&str, &str> = groups
         .iter()
@@ -55,10 +57,12 @@ pub fn name_users(users: &[CloudObject], groups: &[AdGroup]) -> Vec<MemberReport
         .collect();
     users
         .iter()
+        .filter(|u| u.is_synced())
         .filter_map(|u| {
-            let by_anchor = u.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id);
             let sid = u.on_premises_security_identifier.as_deref();
-            let guid = by_anchor.or_else(|| sid.and_then(|s| by_sid.get(s)).map(|g| g.to_string()))?;
+            let by_sid = sid.and_then(|s| by_sid.get(s)).map(|g| g.to_string());
+            let guid =
+                by_sid.or_else(|| u.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id))?;
             Some(MemberReport {
                 cloud_id: u.id.as_str().into(),
                 display_name: u.display_name.as_deref().map(Arc::from),

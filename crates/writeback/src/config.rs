@@ -497,7 +497,7 @@ pub(crate) mod tests {
     #[test]
     fn a_parse_error_names_its_place_but_never_quotes_the_line() {
         let text = "[cloud]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"hunter2-pasted\"\n";
-        let e = Config::parse(text, "/etc/writeback".into()).err().expect("an unknown key");
+        let e = Config::parse(text, "/etc/writeback".into()).expect_err("an unknown key");
         let shown = where_(text, &e);
         assert!(shown.starts_with("line 4, column 1: unknown field `client_secret`"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -53,6 +53,9 @@ pub fn problems(cfg: &Config) -> Vec<String> {
         ),
         _ => {}
     }
+    if cfg.state.audit_days == 0 {
+        out.push("[state] audit_days must be at least 1 (the audit trail keeps each change that many days)".into());
+    }
     if cfg.writeback.member_removal_percent > 100 {
         out.push("[writeback] member_removal_percent must be between 0 and 100".into());
     }
@@ -75,22 +78,21 @@ pub fn problems(cfg: &Config) -> Vec<String> {
 pub fn files(cfg: &Config) -> Vec<String> {
     let env_set = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty());
     let mut wanted: Vec<(&str, &Path)> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     match (&cfg.cloud.client_certificate_file, &cfg.cloud.client_secret_file) {
         (Some(c), _) => wanted.push(("[cloud] client_certificate_file", c)),
         (None, Some(s)) if !env_set("WRITEBACK_CLIENT_SECRET") => wanted.push(("[cloud] client_secret_file", s)),
-        (None, None) if !env_set("WRITEBACK_CLIENT_SECRET") => {
-            return vec!["no client credential: set [cloud] client_secret_file or client_certificate_file (or \
-                         $WRITEBACK_CLIENT_SECRET)"
-                .into()];
-        }
+        (None, None) if !env_set("WRITEBACK_CLIENT_SECRET") => missing.push(
+            "no client credential: set [cloud] client_secret_file or client_certificate_file (or \
+             $WRITEBACK_CLIENT_SECRET)"
+                .into(),
+        ),
         _ => {}
     }
     match cfg.ad.auth {
         AdAuthKind::Simple if !env_set("WRITEBACK_BIND_PASSWORD") => match &cfg.ad.bind_password_file {
             Some(p) => wanted.push(("[ad] bind_password_file", p)),
-            None => {
-                return vec!["no bind password: set [ad] bind_password_file (or $WRITEBACK_BIND_PASSWORD)".into()];
-            }
+            None => missing.push("no bind password: set [ad] bind_password_file (or $WRITEBACK_BIND_PASSWORD)".into()),
         },
         AdAuthKind::Kerberos => wanted.extend(cfg.ad.keytab.as_deref().map(|k| ("[ad] keytab", k))),
         _ => {}
@@ -98,23 +100,21 @@ pub fn files(cfg: &Config) -> Vec<String> {
     wanted.extend(cfg.ad.ca_file.as_deref().map(|p| ("[ad] ca_file", p)));
     wanted.extend(cfg.ad.krb5_conf.as_deref().map(|p| ("[ad] krb5_conf", p)));
     wanted.extend(cfg.daemon.token_file.as_deref().map(|p| ("[daemon] token_file", p)));
-    wanted
-        .into_iter()
-        .filter_map(|(key, p)| {
-            let path = cfg.resolve(p);
-            std::fs::File::open(&path).err().map(|e| {
-                let fix = match e.kind() {
-                    std::io::ErrorKind::PermissionDenied => format!(
-                        "make it readable by {} (for the service: chown root:writeback, chmod 640)",
-                        current_user()
-                    ),
-                    std::io::ErrorKind::NotFound => "create it, or point the key at the file".to_string(),
-                    _ => "check the path".to_string(),
-                };
-                format!("{key} {}: cannot be read by {} ({e}): {fix}", path.display(), current_user())
-            })
+    let unreadable = wanted.into_iter().filter_map(|(key, p)| {
+        let path = cfg.resolve(p);
+        std::fs::File::open(&path).err().map(|e| {
+            let fix = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("make it readable by {} (for the service: chown root:writeback, chmod 640)", current_user())
+                }
+                std::io::ErrorKind::NotFound => "create it, or point the key at the file".to_string(),
+                _ => "check the path".to_string(),
+            };
+            format!("{key} {}: cannot be read by {} ({e}): {fix}", path.display(), current_user())
         })
-        .collect()
+    });
+    missing.extend(unreadable);
+    missing
 }
 
 /// Who this process runs as, for messages about files it cannot read: `name (uid N)`.
@@ -162,9 +162,10 @@ fn https_url(key: &str, url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
         None => Some(format!("{key} '{url}' must start with https:// (http:// only to a loopback address)")),
-        Some(hostport) => {
-            host_port(hostport.split('/').next().unwrap_or("")).err().map(|why| format!("{key} '{url}': {why}"))
-        }
+        Some(hostport) => match host_port(hostport.split('/').next().unwrap_or("")) {
+            Err(why) => Some(format!("{key} '{url}': {why}")),
+            Ok(()) => writeback_graph::check_transport(url).err().map(|e| format!("{key}: {e}")),
+        },
     }
 }
 
@@ -224,6 +225,13 @@ mod tests {
         assert!(has("[daemon] interval", "longer than 0"), "{p:#?}");
         assert!(has("[ad] ca_file", "cannot be read by"), "{p:#?}");
         assert_eq!(p.len(), 6, "{p:#?}");
+
+        // No credential and no bind password: both said, with the rest.
+        let mut c = config("", &dir);
+        c.state.audit_days = 0;
+        let p: Vec<String> = problems(&c).into_iter().chain(files(&c)).collect();
+        let has = |key: &str| p.iter().any(|l| l.contains(key));
+        assert!(has("no client credential") && has("no bind password") && has("[state] audit_days"), "{p:#?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -234,6 +242,8 @@ mod tests {
         assert!(ldap_url("ldaps://").is_some());
         assert!(https_url("k", "https://graph.microsoft.com").is_none());
         assert!(https_url("k", "graph.microsoft.com").is_some());
+        assert!(https_url("k", "http://127.0.0.1:8080").is_none(), "the simulator");
+        assert!(https_url("k", "http://graph.example.com").is_some_and(|e| e.contains("loopback")));
         assert!(dn("k", "OU=a\\,b,DC=x").is_none());
         assert!(dn("k", "").is_some());
         assert!(dn("k", "Groups;OU=x,DC=y").is_some(), "not an attribute type");

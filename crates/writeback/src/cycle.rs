@@ -367,7 +367,7 @@ impl Cycle<'_> {
             let mut summary = plan.summary.clone();
             summary.errors = plan.errors.len();
             let (errors, reports) = (plan.errors.clone(), plan.groups.clone());
-            let stopped = Stopped { blocked: Some(blocked.clone()), ..Stopped::default() };
+            let stopped = Stopped { blocked: Some(blocked.clone()), held: Vec::new(), guarded: plan.guarded.clone() };
             self.store.save_stopped(&stopped)?;
             let status = RunStatus::StoppedDeleteThreshold;
             let message = Some(with_note(blocked.message.clone(), used));

@@ -17,16 +17,14 @@ pub fn since(text: &str, now: SystemTime) -> Result<String, String> {
     let t = text.trim();
     let bad =
         || format!("--since {t}: give a date (2026-12-01), a UTC time (2026-12-01T10:00:00Z) or an age (90m, 24h, 7d)");
-    let age = |n: &str, unit: u64| n.parse::<u64>().ok().map(|n| Duration::from_secs(n * unit));
-    let ago = match t.split_at(t.len().saturating_sub(1)) {
-        (n, "m") => age(n, 60),
-        (n, "h") => age(n, 3600),
-        (n, "d") => age(n, 86_400),
-        _ => None,
+    let age = |unit: char, secs: u64| {
+        let n = t.strip_suffix(unit)?.parse::<u64>().ok()?;
+        n.checked_mul(secs).map(Duration::from_secs)
     };
-    if let Some(d) = ago {
+    if let Some(d) = age('m', 60).or_else(|| age('h', 3600)).or_else(|| age('d', 86_400)) {
         let at = now.checked_sub(d).ok_or_else(bad)?;
-        return Ok(utc(at));
+        // Without the `Z`: a time the state wrote in that second (`…05.123Z`) sorts after it.
+        return Ok(utc(at).trim_end_matches('Z').to_string());
     }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let date_ok = |d: &str| {
@@ -112,11 +110,12 @@ mod tests {
     fn since_takes_dates_times_and_ages() {
         let now = UNIX_EPOCH + Duration::from_secs(1_764_687_845); // 2025-12-02T15:04:05Z
         assert_eq!(utc(now), "2025-12-02T15:04:05Z");
-        assert_eq!(since("7d", now).as_deref(), Ok("2025-11-25T15:04:05Z"));
-        assert_eq!(since("90m", now).as_deref(), Ok("2025-12-02T13:34:05Z"));
+        assert_eq!(since("7d", now).as_deref(), Ok("2025-11-25T15:04:05"));
+        assert_eq!(since("90m", now).as_deref(), Ok("2025-12-02T13:34:05"));
+        assert!(since("90m", now).is_ok_and(|s| "2025-12-02T13:34:05.123Z" >= s.as_str()), "that second is in");
         assert_eq!(since("2026-12-01", now).as_deref(), Ok("2026-12-01"));
         assert_eq!(since("2026-12-01T10:00:00Z", now).as_deref(), Ok("2026-12-01T10:00:00"));
-        for bad in ["yesterday", "7w", "2026-1-01", "2026-12-01T10:xx", "' OR 1=1 --"] {
+        for bad in ["yesterday", "7w", "2026-1-01", "2026-12-01T10:xx", "' OR 1=1 --", "7é", "99999999999999999999d"] {
             assert!(since(bad, now).is_err(), "{bad}");
         }
         assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");

@@ -4,7 +4,7 @@ use serde_json::json;
 use writeback_ad::Preflight;
 use writeback_core::plan::{MemberReport, MemberStatus, Plan};
 use writeback_core::{render, Check, RunStatus, Summary};
-use writeback_graph::GraphClient;
+use writeback_graph::{GraphClient, GraphConfig};
 use writeback_store::{ErrorRecord, RunRecord};
 
 use crate::config::Config;
@@ -221,7 +221,10 @@ pub fn errors(errors: &[ErrorRecord], as_json: bool) {
 /// AD crates run their checks; this renders them.
 pub async fn check(cfg: &Config, as_json: bool) -> u8 {
     let mut results = vec![Check::new("config", Ok("parsed".into()))];
-    match cfg.graph().map_err(|e| e.to_string()).and_then(|g| GraphClient::new(g).map_err(|e| e.to_string())) {
+    // A preflight answers in seconds: one retry, not a cycle's back-off over a minute (a name
+    // that does not resolve would otherwise keep the admin waiting for the hint).
+    let graph = cfg.graph().map(|g| GraphConfig { max_retries: 1, ..g });
+    match graph.map_err(|e| e.to_string()).and_then(|g| GraphClient::new(g).map_err(|e| e.to_string())) {
         Ok(graph) => results.extend(graph.check().await),
         Err(e) => results.push(Check::new("Graph", Err(e))),
     }

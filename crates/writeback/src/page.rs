@@ -131,12 +131,13 @@ impl Filter {
     }
 }
 
-/// Each group's state: held by the guard or a threshold (as the last cycle recorded), with a
-/// current error, or in sync.
+/// Each group's state: held by the guard or its removals by a threshold (as the last cycle
+/// recorded), with a current error, or in sync. A run a threshold stopped as a whole is the
+/// incident above the list, not a state of every group.
 pub fn state_of(row: &GroupRow, live: &Live, stopped: &Stopped, errors: &BTreeSet<&str>) -> GroupState {
     if live.guarded.iter().chain(&stopped.guarded).any(|g| g.cloud_id == row.cloud_id) {
         GroupState::Guard
-    } else if stopped.blocked.is_some() || stopped.held.iter().any(|h| h.cloud_id == row.cloud_id) {
+    } else if stopped.held.iter().any(|h| h.cloud_id == row.cloud_id) {
         GroupState::Threshold
     } else if errors.contains(row.cloud_id.as_str()) {
         GroupState::Error
@@ -320,7 +321,7 @@ fn charts_of(live: &Live, stored: &Stored) -> Markup {
         div.charts {
             (charts::chart("chart-duration", "Cycle duration", &durations, live.now, None))
             (charts::chart("chart-propagation", "Propagation (cloud change to AD, at most)", &propagation, live.now,
-                Some((interval * 2.0, "2 × interval"))))
+                Some((interval * 3.0, "3 × interval: the alert"))))
         }
     }
 }

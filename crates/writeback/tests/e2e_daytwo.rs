@@ -264,3 +264,28 @@ fn the_cli_answers_about_one_group_of_many_and_gates_a_pipeline() {
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert_eq!(ops[0]["op"], "delete");
 }
+
+#[test]
+fn the_common_network_mistakes_name_their_likely_cause() {
+    let mut fx = Fixture::new("netmistakes");
+    fx.start_sim(&tenant(vec![], vec![]));
+    let config = fx.write_config("");
+    let good = std::fs::read_to_string(&config).expect("config");
+    // LDAPS to the DC's plain LDAP port.
+    let url = good.lines().find_map(|l| l.strip_prefix("url = \"")).map(|u| u.trim_end_matches('"')).expect("url");
+    let host = url.trim_start_matches("ldaps://").split(':').next().unwrap_or("127.0.0.1");
+    std::fs::write(&config, good.replace(url, &format!("ldaps://{host}:389"))).expect("write");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 4, "{}", r.stdout);
+    assert!(r.stdout.contains("is this a plain LDAP port (389)? Use ldaps://host (636)"), "{}", r.stdout);
+    // Graph under a name that does not resolve (.invalid never does: RFC 6761).
+    let sim = fx.sim_url();
+    std::fs::write(&config, good.replace(sim, "https://graph.writeback-test.invalid")).expect("write");
+    let r = fx.writeback(&["check"]);
+    assert_eq!(r.code, 4, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("the name does not resolve: check DNS") && r.stdout.contains("HTTPS_PROXY"),
+        "{}",
+        r.stdout
+    );
+}

@@ -226,6 +226,26 @@ fn tier0_guard_holds_back_new_members_of_groups_nested_into_protected_groups() {
     assert!(message(&dns).contains("CN=DnsAdmins"), "{}", message(&dns));
     assert!(message(&schema).contains("CN=Schema Admins"), "{}", message(&schema));
 
+    // status and approve say what the guard holds and what resolves it (no approval does).
+    let status = fx.writeback(&["status"]).stdout;
+    assert!(status.contains("held by the Tier-0 guard: 1 new members of SG-Helpdesk"), "{status}");
+    assert!(status.contains(&format!("add \"{g}\" to [writeback] allow_protected_nesting")), "{status}");
+    let approve = fx.writeback(&["approve"]).stdout;
+    assert!(approve.contains("no approval goes past the guard"), "{approve}");
+    // The daemon logs each hold at WARN, and /healthz gives the reason.
+    let d = Daemon::start(&fx);
+    let h = d.wait_for("a cycle", |h| h["reason"].as_str().is_some_and(|r| r.contains("Tier-0 guard")));
+    assert!(h["reason"].as_str().is_some_and(|r| r.contains("new members of 3 groups")), "{h}");
+    let log = std::fs::read_dir(&fx.dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    let warn = log.lines().find(|l| l.contains("WARN") && l.contains("the Tier-0 guard held back new members"));
+    assert!(warn.is_some_and(|l| l.contains("SG-Helpdesk") && l.contains("count=1")), "{log}");
+    drop(d);
+
     // An explicit override for this group lets the change through.
     fx.write_config(&format!("allow_protected_nesting = [\"{g}\"]"));
     let (code, out) = fx.sync_json(&[]);
