@@ -119,7 +119,8 @@ fn connect_error(url: &str, e: &ldap3::LdapError) -> AdError {
 /// The connection was reset or closed before TLS was up (told by the I/O error's kind).
 fn dropped_at_hello(e: &ldap3::LdapError) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
-    matches!(e, ldap3::LdapError::Io { source } if matches!(source.kind(), ConnectionReset | ConnectionAborted | UnexpectedEof))
+    let ldap3::LdapError::Io { source } = e else { return false };
+    matches!(source.kind(), ConnectionReset | ConnectionAborted | UnexpectedEof)
 }
 
 async fn bind(ldap: &mut ldap3::Ldap, auth: &Auth, url: &str) -> Result<(), AdError> {

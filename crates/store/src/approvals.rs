@@ -114,9 +114,8 @@ impl Store {
     /// Approvals no run has used yet, oldest first; one made over a day ago has lapsed (an
     /// approval is for the stop an administrator looked at, not for one next month).
     pub fn open_approvals(&self) -> Result<Vec<Approval>> {
-        self.approvals_where(&format!(
-            "used_run IS NULL AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ','now','-{APPROVAL_HOURS} hours') ORDER BY id"
-        ))
+        let lapse = format!("strftime('%Y-%m-%dT%H:%M:%fZ','now','-{APPROVAL_HOURS} hours')");
+        self.approvals_where(&format!("used_run IS NULL AND created_at >= {lapse} ORDER BY id"))
     }
 
     /// The latest approvals, used or not, newest first.

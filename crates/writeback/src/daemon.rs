@@ -1,7 +1,8 @@
 //! `writeback run`: delta cycles every `[daemon] interval`, a full cycle every
 //! `[daemon] full_interval`, a cycle on demand (`POST /sync` or SIGUSR1), the configuration read
-//! again on SIGHUP (`reload`), one active instance per state database (a second waits as standby and takes over), back-off while
-//! the DC or Graph is down, and a graceful stop on SIGTERM/SIGINT after the current cycle.
+//! again on SIGHUP (`reload`), one active instance per state database (a second waits as
+//! standby and takes over), back-off while the DC or Graph is down, and a graceful stop on
+//! SIGTERM/SIGINT after the current cycle.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -193,8 +193,10 @@ pub fn incidents(live: &Live, stopped: &Stopped) -> Vec<Incident> {
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}h1{font-size:20px}\
-h2{font-size:16px;margin-top:2em}table{border-collapse:collapse;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;\
-text-align:right}th{background:#f3f3f3;white-space:nowrap}.nw{white-space:nowrap}td.w{overflow-wrap:anywhere;min-width:8em;max-width:32em}td.l,th.l{text-align:left}.ok{color:#176b2c}.bad{color:#b00020}\
+h2{font-size:16px;margin-top:2em}table{border-collapse:collapse;max-width:100%}\
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3;white-space:nowrap}\
+.nw{white-space:nowrap}td.w{overflow-wrap:anywhere;min-width:8em;max-width:32em}td.l,th.l{text-align:left}\
+.ok{color:#176b2c}.bad{color:#b00020}\
 .muted{color:#777}.warn{color:#8a5a00}input,select{font:inherit;padding:3px}input[name=group]{width:24em}\
 .incident{border:2px solid #b00020;background:#fff4f4;padding:8px 12px;margin:1em 0}.incident h2{margin:0 0 4px}\
 pre{background:#f6f6f6;padding:6px;margin:4px 0;white-space:pre-wrap}.charts{display:flex;flex-wrap:wrap;gap:1em}\
@@ -293,7 +295,10 @@ fn groups(live: &Live, stored: &Stored, rows: &[GroupRow], filter: &Filter) -> M
             p.muted { "No group matches the filter." }
         } @else {
             table #groups {
-                tr { th.l { "state" } th.l { "group" } th.l { "AD" } th { "members" } th { "written" } th.l { "last cycle" } }
+                tr {
+                    th.l { "state" } th.l { "group" } th.l { "AD" } th { "members" } th { "written" }
+                    th.l { "last cycle" }
+                }
                 @for (s, r) in states.iter().take(MAX_GROUP_ROWS) {
                     tr {
                         td class=(if *s == GroupState::InSync { "l ok nw" } else { "l bad nw" }) { (s.as_str()) }

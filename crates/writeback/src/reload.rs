@@ -33,7 +33,11 @@ pub fn reload(daemon: &Daemon) {
         Ok(c) => c,
         Err(e) => {
             let error = format!("{e:#}");
-            tracing::error!(config = %path, %error, "SIGHUP: the configuration has errors; the daemon goes on with the one it has");
+            tracing::error!(
+                config = %path,
+                %error,
+                "SIGHUP: the configuration has errors; the daemon goes on with the one it has"
+            );
             return;
         }
     };
