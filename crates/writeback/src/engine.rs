@@ -315,9 +315,15 @@ pub fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
     })
 }
 
-/// A plan of a full cycle against the current cloud and AD; writes nothing anywhere.
+/// A plan of a full cycle against the current cloud and AD, with the approvals the next cycle
+/// would use (so `plan` after `approve` says the sync goes ahead); writes nothing anywhere.
 pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleError> {
     let state = state_read_only(cfg)?;
+    let approved = match Store::open_read_only(&cfg.state_path())? {
+        Some(s) => writeback_store::approved(&s.open_approvals()?),
+        None => Default::default(),
+    };
+    let allow = Allow { approved, ..allow };
     let (graph, mut ad) = connect(cfg).await?;
     let ous = cfg.managed_ous(&state);
     let snap = read(&graph, &mut ad, &ous, &cfg.rules, cfg.writeback.write_owners).await;

@@ -263,6 +263,10 @@ fn the_cli_answers_about_one_group_of_many_and_gates_a_pipeline() {
     let ops = team.json()["operations"].as_array().cloned().unwrap_or_default();
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert_eq!(ops[0]["op"], "delete");
+    // Approved: the plan says the sync goes ahead, as the next cycle would.
+    assert_eq!(fx.writeback(&["approve", "--deletes", "2"]).code, 0);
+    let approved = fx.writeback(&["plan", "--summary"]);
+    assert_eq!(approved.code, 0, "{}", approved.stdout);
 }
 
 #[test]
