@@ -153,8 +153,8 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     .into_response()
 }
 
-/// Runs the charts read at most: a day of cycles every 30 s.
-const MAX_DAY_RUNS: usize = 3_000;
+/// Runs the charts read at most: a day of cycles every 10 s.
+const MAX_DAY_RUNS: usize = 9_000;
 
 async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Html<String> {
     let (healthy, reason) = d.health();
