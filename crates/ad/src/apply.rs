@@ -308,8 +308,11 @@ impl AdConn {
                 Ok(())
             }
             // 68 is either the DN or the domain-wide sAMAccountName (AD's text tells which).
+            // Windows says ERROR_USER_EXISTS; Samba names the attribute.
             Err(ldap3::LdapError::LdapResult { result })
-                if result.rc == 68 && result.text.to_ascii_lowercase().contains("samaccountname") =>
+                if result.rc == 68
+                    && (crate::win32_code(&result.text) == Some(crate::WIN32_ACCOUNT_EXISTS)
+                        || result.text.to_ascii_lowercase().contains("samaccountname")) =>
             {
                 let sam = attrs
                     .iter()

@@ -59,13 +59,32 @@ pub(crate) fn missing_ou(ou: &str, e: ldap3::LdapError) -> AdError {
     }
 }
 
+/// The Win32 error code AD puts first in its diagnostic text (`00002146: SvcErr: …`): what a
+/// client can rely on, where result codes differ between Windows and Samba
+/// (facts-microsoft.md). Samba writes some without the colon (`00002071 samldb: …`).
+pub(crate) fn win32_code(text: &str) -> Option<u32> {
+    let hex = text.trim_start().get(..8)?;
+    hex.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u32::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// ERROR_DS_UNIVERSAL_CANT_HAVE_LOCAL_MEMBER, 8518.
+pub(crate) const WIN32_UNIVERSAL_LOCAL: u32 = 0x2146;
+/// ERROR_USER_EXISTS, 1316: Windows' answer to a sAMAccountName already in use.
+pub(crate) const WIN32_ACCOUNT_EXISTS: u32 = 0x524;
+
 /// An LDAP result code and AD's diagnostic text as a sentence.
 pub(crate) fn describe(rc: u32, text: &str) -> String {
     let text = text.trim_end_matches('\0').trim();
-    if text.contains("00002146") {
-        return writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL.to_string();
+    if win32_code(text) == Some(WIN32_UNIVERSAL_LOCAL) {
+        return format!(
+            "{} (AD error 8518): the member is a domain-local group; change its scope in AD or remove it from \
+             the cloud group",
+            writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL
+        );
     }
     let name = match rc {
+        3 => "time limit exceeded (the DC's MaxQueryDuration, 120 s by default)",
+        4 => "size limit exceeded (the DC's MaxPageSize)",
         16 => "no such attribute",
         19 => "constraint violation",
         20 => "attribute or value exists",
@@ -109,6 +128,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn win32_codes_are_read_from_windows_and_samba_texts() {
+        assert_eq!(
+            win32_code("00002146: SvcErr: DSID-031A1236, problem 5003 (WILL_NOT_PERFORM), data 0\n"),
+            Some(0x2146)
+        );
+        assert_eq!(win32_code("00000524: UpdErr: DSID-031A11E0, problem 6005 (ENTRY_EXISTS), data 0"), Some(0x524));
+        assert_eq!(win32_code("00002071 samldb: samAccountName 'x' already in use"), Some(0x2071));
+        assert_eq!(win32_code("Entry CN=x already exists"), None);
+        assert!(describe(53, "00002146: SvcErr: DSID-031A1236").starts_with("A universal group cannot have a local"));
+    }
+
+    #[test]
     fn extended_dn_forms() {
         let (g, s, dn) = parse_extended_dn(
             "<GUID=F18A71E1-76e4-4eb0-82b0-d8c4502cff42>;<SID=S-1-5-21-1-2-3-1102>;CN=u1,OU=probe,DC=corp",
@@ -123,7 +154,10 @@ mod tests {
 
     #[test]
     fn windows_nesting_error_is_named() {
-        assert_eq!(describe(53, "00002146: SvcErr: DSID-031A1254"), writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL);
+        let said = describe(53, "00002146: SvcErr: DSID-031A1254");
+        assert!(
+            said.starts_with(writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL) && said.contains("change its scope")
+        );
         assert!(describe(68, "").contains("already exists"));
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod chaos;
+pub mod windows;
 
 use ldap3::controls::RawControl;
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -24,6 +25,7 @@ pub const UNIVERSAL_SECURITY: i32 = -2147483640;
 pub const UNIVERSAL_DISTRIBUTION: i32 = 8;
 
 /// The DC, from the environment `scripts/samba-dc` writes.
+#[derive(Clone)]
 pub struct Dc {
     pub url: String,
     pub ca: PathBuf,
@@ -378,6 +380,7 @@ impl Fixture {
             "description",
             "groupType",
             "adminDescription",
+            "msDS-ExternalDirectoryObjectId",
             "mail",
             "proxyAddresses",
             "whenChanged",

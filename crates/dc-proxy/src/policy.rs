@@ -1,0 +1,306 @@
+//! What a Windows DC does where Samba does not, as pure rewrites of messages: the default LDAP
+//! policies (KB 315071, "View and set LDAP policy in Active Directory by using Ntdsutil.exe":
+//! MaxPageSize 1,000, MaxValRange 1,500, MaxQueryDuration 120 s), a 2012 R2 schema's missing
+//! attributes, and Windows' result codes and extended error texts (the 8-hex Win32 code first;
+//! facts-microsoft.md: parse the code, not the result code). The texts' DSIDs vary by build;
+//! the Win32 codes are what a client can rely on.
+
+use std::time::{Duration, Instant};
+
+use lber::structure::{StructureTag, PL};
+
+use crate::msg::{self, op, Message};
+
+pub struct Policy {
+    pub max_page_size: usize,
+    pub max_val_range: usize,
+    pub max_query: Duration,
+    /// Attributes the emulated schema lacks (lower case): a 2012 R2 schema has no
+    /// msDS-ExternalDirectoryObjectId.
+    pub hidden: Vec<String>,
+}
+
+/// A search in flight on one connection.
+pub struct Search {
+    paged: bool,
+    sent: usize,
+    cut: Option<Cut>,
+    started: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// An unpaged search past MaxPageSize: sizeLimitExceeded (4).
+    Size,
+    /// A search past MaxQueryDuration: timeLimitExceeded (3).
+    Time,
+}
+
+/// What the proxy did, for its log (the tests read it).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Note {
+    PageCut { asked: i64 },
+    Ranged { attr: String, values: usize },
+    Cut(Cut),
+    Hidden(String),
+    Refused(String),
+    Error { from: i64, to: i64, win32: &'static str },
+}
+
+/// Windows' refusals, as result code and diagnostic text (the Win32 code first).
+pub mod windows {
+    /// ERROR_DS_UNIVERSAL_CANT_HAVE_LOCAL_MEMBER (8518, 0x2146).
+    pub const UNIVERSAL_LOCAL: (i64, &str) =
+        (53, "00002146: SvcErr: DSID-031A1236, problem 5003 (WILL_NOT_PERFORM), data 0\n");
+    /// ERROR_USER_EXISTS (1316, 0x524): a sAMAccountName already used in the domain.
+    pub const ACCOUNT_EXISTS: (i64, &str) =
+        (68, "00000524: UpdErr: DSID-031A11E0, problem 6005 (ENTRY_EXISTS), data 0\n");
+    /// ERROR_DS_OBJ_STRING_NAME_EXISTS (8305, 0x2071): the DN is taken.
+    pub const NAME_EXISTS: (i64, &str) = (68, "00002071: UpdErr: DSID-0305038D, problem 6005 (ENTRY_EXISTS), data 0\n");
+    /// ERROR_MEMBER_IN_GROUP (1320, 0x562), attributeOrValueExists.
+    pub const MEMBER_IN_GROUP: (i64, &str) =
+        (20, "00000562: UpdErr: DSID-031A11C4, problem 6005 (ENTRY_EXISTS), data 0\n");
+    /// ERROR_MEMBER_NOT_IN_GROUP (1321, 0x561), noSuchAttribute.
+    pub const MEMBER_NOT_IN_GROUP: (i64, &str) = (
+        16,
+        concat!(
+            "00000561: AtrErr: DSID-03151E6D, #1:\n",
+            "\t0: 00000561: DSID-03151E6D, problem 1001 (NO_ATTRIBUTE_OR_VAL), data 0, Att 1f (member)\n"
+        ),
+    );
+    /// ERROR_DS_CONSTRAINT_VIOLATION (8239, 0x202F): a value longer than the attribute's rangeUpper.
+    pub const TOO_LONG: (i64, &str) = (
+        19,
+        concat!(
+            "0000202F: AtrErr: DSID-03151904, #1:\n",
+            "\t0: 0000202F: DSID-03151904, problem 1005 (CONSTRAINT_ATT_TYPE), data 0\n"
+        ),
+    );
+    /// ERROR_DS_ATT_NOT_DEF_IN_SCHEMA (8310, 0x2076): an attribute the schema does not have.
+    pub const NOT_IN_SCHEMA: (i64, &str) = (
+        17,
+        concat!(
+            "00002076: AtrErr: DSID-03152DDE, #1:\n",
+            "\t0: 00002076: DSID-03152DDE, problem 1003 (UNDEFINED_ATT_TYPE), data 0\n"
+        ),
+    );
+}
+
+impl Policy {
+    /// A request on its way to the DC: a page size past MaxPageSize is cut to it; a search is
+    /// remembered until it is done. `Err` is Windows' answer instead of the DC's.
+    pub fn request(&self, m: &mut Message, notes: &mut Vec<Note>) -> Result<Option<Search>, (i64, &'static str)> {
+        match m.kind() {
+            Some(op::SEARCH_REQUEST) => {
+                let paged = match m.control_mut(msg::PAGED_RESULTS) {
+                    Some(c) => {
+                        if let Some(asked) = cut_page_size(c, self.max_page_size) {
+                            notes.push(Note::PageCut { asked });
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                Ok(Some(Search { paged, sent: 0, cut: None, started: Instant::now() }))
+            }
+            Some(op::ADD_REQUEST | op::MODIFY_REQUEST) => {
+                match written_attributes(m).into_iter().find(|a| self.hidden.contains(&a.to_ascii_lowercase())) {
+                    Some(a) => {
+                        notes.push(Note::Refused(format!("{a} is not in the schema")));
+                        Err(windows::NOT_IN_SCHEMA)
+                    }
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A search entry on its way to the client; `None` drops it.
+    pub fn entry(&self, mut m: Message, s: &mut Search, notes: &mut Vec<Note>) -> Option<Message> {
+        if s.cut.is_none() && s.started.elapsed() > self.max_query {
+            s.cut = Some(Cut::Time);
+            notes.push(Note::Cut(Cut::Time));
+        }
+        if s.cut.is_none() && !s.paged && s.sent >= self.max_page_size {
+            s.cut = Some(Cut::Size);
+            notes.push(Note::Cut(Cut::Size));
+        }
+        if s.cut.is_some() {
+            return None;
+        }
+        let attrs = m.parts_mut().and_then(|p| p.get_mut(1)).and_then(|a| match &mut a.payload {
+            PL::C(list) => Some(list),
+            PL::P(_) => None,
+        })?;
+        if !self.hidden.is_empty() {
+            if attrs.iter().any(|a| is_hidden_definition(a, &self.hidden)) {
+                notes.push(Note::Hidden("a schema entry".into()));
+                return None;
+            }
+            attrs
+                .retain(|a| !description(a).is_some_and(|d| self.hidden.contains(&base_name(&d).to_ascii_lowercase())));
+            for a in attrs.iter_mut() {
+                if let Some(PL::C(vals)) = a.payload_values_mut() {
+                    vals.retain(|v| !msg::text(v).is_some_and(|t| self.hidden.contains(&t.to_ascii_lowercase())));
+                }
+            }
+        }
+        for a in attrs.iter_mut() {
+            if let Some((attr, values)) = range(a, self.max_val_range) {
+                notes.push(Note::Ranged { attr, values });
+            }
+        }
+        s.sent += 1;
+        Some(m)
+    }
+
+    /// The end of a search: cut short as Windows would have cut it.
+    pub fn done(&self, m: Message, s: &Search, notes: &mut Vec<Note>) -> Message {
+        match s.cut {
+            Some(Cut::Size) => Message { op: msg::result(op::SEARCH_DONE, 4, ""), controls: None, ..m },
+            Some(Cut::Time) => Message { op: msg::result(op::SEARCH_DONE, 3, ""), controls: None, ..m },
+            None => {
+                let _ = notes;
+                m
+            }
+        }
+    }
+
+    /// A write's result: Samba's refusals in Windows' words (and codes where Windows differs).
+    pub fn write_result(&self, m: Message, notes: &mut Vec<Note>) -> Message {
+        let Some(kind @ (op::ADD_RESPONSE | op::MODIFY_RESPONSE | op::MODDN_RESPONSE)) = m.kind() else { return m };
+        let Some((code, text)) = msg::result_of(&m) else { return m };
+        let lower = text.to_ascii_lowercase();
+        let windows = match code {
+            68 if lower.contains("samaccountname") => windows::ACCOUNT_EXISTS,
+            68 if lower.contains("attribute member already exists") => windows::MEMBER_IN_GROUP,
+            68 => windows::NAME_EXISTS,
+            53 if lower.contains("member")
+                && (lower.contains("doesn't exist") || lower.contains("already deleted")) =>
+            {
+                windows::MEMBER_NOT_IN_GROUP
+            }
+            19 => windows::TOO_LONG,
+            _ => return m,
+        };
+        notes.push(Note::Error { from: code, to: windows.0, win32: &windows.1[..8] });
+        Message { op: msg::result(kind, windows.0, windows.1), ..m }
+    }
+}
+
+/// Cuts a paged-results control's size to `max`; the size asked when it was larger.
+fn cut_page_size(control: &mut StructureTag, max: usize) -> Option<i64> {
+    // Control ::= SEQUENCE { controlType, criticality BOOLEAN DEFAULT FALSE, controlValue }:
+    // the value is the last OCTET STRING after the OID.
+    let PL::C(parts) = &mut control.payload else { return None };
+    let value = parts.iter_mut().skip(1).rfind(|p| p.id == 4)?;
+    let PL::P(bytes) = &value.payload else { return None };
+    let (_, inner) = lber::parse::parse_tag(bytes).ok()?;
+    let PL::C(mut fields) = inner.payload else { return None };
+    let asked = match fields.first().map(|f| &f.payload) {
+        Some(PL::P(b)) => msg::int(b),
+        _ => return None,
+    };
+    if asked <= max as i64 {
+        return None;
+    }
+    fields[0] = msg::integer(2, max as i64);
+    let mut buf = bytes::BytesMut::new();
+    let seq = StructureTag { class: lber::common::TagClass::Universal, id: 16, payload: PL::C(fields) };
+    lber::write::encode_into(&mut buf, seq).ok()?;
+    value.payload = PL::P(buf.to_vec());
+    Some(asked)
+}
+
+/// The attributes an add or a modify writes.
+fn written_attributes(m: &Message) -> Vec<String> {
+    let parts = m.parts();
+    let Some(list) = parts.get(1) else { return Vec::new() };
+    let PL::C(items) = &list.payload else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| match (m.kind(), &item.payload) {
+            // AddRequest: attributes are PartialAttribute { type, vals }.
+            (Some(op::ADD_REQUEST), PL::C(p)) => p.first().and_then(msg::text),
+            // ModifyRequest: change { operation, modification { type, vals } }.
+            (_, PL::C(p)) => p.get(1).and_then(description),
+            _ => None,
+        })
+        .map(|d| base_name(&d).to_string())
+        .collect()
+}
+
+/// An attribute's description (`member;range=0-1499`) from a PartialAttribute.
+fn description(a: &StructureTag) -> Option<String> {
+    match &a.payload {
+        PL::C(p) => p.first().and_then(msg::text),
+        PL::P(_) => None,
+    }
+}
+
+fn base_name(description: &str) -> &str {
+    description.split(';').next().unwrap_or(description)
+}
+
+/// The schema entry of an attribute the emulated schema lacks (its lDAPDisplayName).
+fn is_hidden_definition(a: &StructureTag, hidden: &[String]) -> bool {
+    let hidden_value = |v: &StructureTag| msg::text(v).is_some_and(|t| hidden.contains(&t.to_ascii_lowercase()));
+    description(a).is_some_and(|d| d.eq_ignore_ascii_case("lDAPDisplayName"))
+        && matches!(a.payload_values(), Some(PL::C(vals)) if vals.iter().any(hidden_value))
+}
+
+/// A multi-valued attribute past MaxValRange, cut to it and named as Windows names a range
+/// (`member;range=0-1499`; from a range the client asked for, `member;range=1500-2999`).
+fn range(a: &mut StructureTag, max: usize) -> Option<(String, usize)> {
+    let PL::C(p) = &mut a.payload else { return None };
+    let total = match p.get(1).map(|v| &v.payload) {
+        Some(PL::C(vals)) if vals.len() > max => vals.len(),
+        _ => return None,
+    };
+    let desc = p.first().and_then(msg::text)?;
+    let mut options: Vec<&str> = desc.split(';').collect();
+    let name = options.remove(0).to_string();
+    let low: usize = options
+        .iter()
+        .find_map(|o| o.to_ascii_lowercase().strip_prefix("range=").and_then(|r| r.split('-').next()?.parse().ok()))
+        .unwrap_or(0);
+    options.retain(|o| !o.to_ascii_lowercase().starts_with("range="));
+    let mut ranged = name.clone();
+    for o in options {
+        ranged.push(';');
+        ranged.push_str(o);
+    }
+    ranged.push_str(&format!(";range={low}-{}", low + max - 1));
+    p[0] = msg::octets(ranged.into_bytes());
+    if let Some(PL::C(vals)) = p.get_mut(1).map(|v| &mut v.payload) {
+        vals.truncate(max);
+    }
+    Some((name, total))
+}
+
+trait Values {
+    fn payload_values(&self) -> Option<&PL>;
+    fn payload_values_mut(&mut self) -> Option<&mut PL>;
+}
+
+impl Values for StructureTag {
+    /// A PartialAttribute's SET of values.
+    fn payload_values(&self) -> Option<&PL> {
+        match &self.payload {
+            PL::C(p) => p.get(1).map(|v| &v.payload),
+            PL::P(_) => None,
+        }
+    }
+
+    fn payload_values_mut(&mut self) -> Option<&mut PL> {
+        match &mut self.payload {
+            PL::C(p) => p.get_mut(1).map(|v| &mut v.payload),
+            PL::P(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
