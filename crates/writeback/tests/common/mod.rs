@@ -193,6 +193,8 @@ pub struct Fixture {
     pub as_administrator: bool,
     /// Leave the OU, the files and the simulator in place (the demo).
     keep: bool,
+    /// The Windows-limits layer writeback talks to, in the suite's second pass (see `create`).
+    layer: Option<windows::WindowsDc>,
 }
 
 impl Fixture {
@@ -236,7 +238,7 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("work dir");
         let dir = dir.canonicalize().expect("work dir path");
-        Fixture {
+        let mut fx = Fixture {
             dc,
             ldap,
             token,
@@ -248,7 +250,23 @@ impl Fixture {
             n: 0,
             as_administrator: false,
             keep: keep_in.is_some(),
+            layer: None,
+        };
+        // The suite's second pass (scripts/test): writeback talks to the DC through the
+        // Windows-limits layer, as a Windows Server 2012 R2 DC (`windows-2012r2`: no
+        // msDS-ExternalDirectoryObjectId) or a 2016 one (`windows`). The fixture's own reads
+        // and writes stay direct.
+        let extra: Option<&[&str]> = match std::env::var("WRITEBACK_TEST_LAYER").as_deref() {
+            Ok("windows") => Some(&[]),
+            Ok("windows-2012r2") => Some(&["--hide-attribute", "msDS-ExternalDirectoryObjectId"]),
+            _ => None,
+        };
+        if let Some(extra) = extra {
+            let layer = windows::WindowsDc::start(&fx, extra);
+            fx.dc.url = layer.url.clone();
+            fx.layer = Some(layer);
         }
+        fx
     }
 
     /// A cloud object id unique to this fixture.
