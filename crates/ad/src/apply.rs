@@ -418,11 +418,28 @@ impl AdConn {
     }
 }
 
-/// AD's ways of saying a member value is already as wanted (Samba and Windows differ).
+/// AD's ways of saying a member value is already as wanted (Samba and Windows differ):
+/// Windows names it by its Win32 code (0x562 ERROR_MEMBER_IN_ALIAS on an add, 0x561
+/// ERROR_MEMBER_NOT_IN_ALIAS on a removal), Samba by its words.
 fn already_done(add: bool, rc: u32, text: &str) -> bool {
+    let code = crate::win32_code(text);
     if add {
-        rc == 68 || rc == 20
+        rc == 68 || rc == 20 || code == Some(0x562)
     } else {
-        rc == 16 || (rc == 53 && (text.contains("doesn't exist") || text.contains("already deleted")))
+        rc == 16
+            || code == Some(0x561)
+            || (rc == 53 && (text.contains("doesn't exist") || text.contains("already deleted")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_member_already_as_wanted_is_known_in_windows_and_samba_words() {
+        use super::already_done;
+        assert!(already_done(true, 68, "00000562: UpdErr: DSID-031A11C4, problem 6005 (ENTRY_EXISTS), data 0"));
+        assert!(already_done(false, 53, "00000561: SvcErr: DSID-031A124C, problem 5003 (WILL_NOT_PERFORM), data 0"));
+        assert!(already_done(false, 53, "Attribute member doesn't exist for target GUID x"));
+        assert!(!already_done(false, 53, "00002146: SvcErr: DSID-031A1236, problem 5003 (WILL_NOT_PERFORM)"));
     }
 }

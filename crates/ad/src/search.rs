@@ -15,6 +15,15 @@ const TIME_LIMIT_EXCEEDED: u32 = 3;
 const SIZE_LIMIT_EXCEEDED: u32 = 4;
 const ADMIN_LIMIT_EXCEEDED: u32 = 11;
 
+/// DCs (by URL) that have cut an unpaged search short: asked paged from then on, for the life
+/// of the process (the daemon's too), instead of paying a capped read, or MaxQueryDuration's
+/// wait, on every cycle.
+static CUTS_UNPAGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn cuts_unpaged(url: &str) -> bool {
+    CUTS_UNPAGED.lock().is_ok_and(|dcs| dcs.iter().any(|u| u == url))
+}
+
 /// How a search takes its entries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Answer {
@@ -49,7 +58,7 @@ impl AdConn {
         controls: Vec<RawControl>,
     ) -> Result<Vec<SearchEntry>, LdapError> {
         let wanted = |e: &ResultEntry| !e.is_ref() && !e.is_intermediate();
-        if let Answer::Whole = answer {
+        if matches!(answer, Answer::Whole) && !cuts_unpaged(&self.url) {
             let res = self.op().with_controls(controls.clone()).search(base, scope, filter, attrs.clone()).await?;
             if !matches!(res.1.rc, TIME_LIMIT_EXCEEDED | SIZE_LIMIT_EXCEEDED | ADMIN_LIMIT_EXCEEDED) {
                 let (entries, _) = res.success()?;
@@ -59,10 +68,14 @@ impl AdConn {
             tracing::info!(
                 base,
                 rc = res.1.rc,
-                entries = res.0.len(),
+                entries = res.0.iter().filter(|e| wanted(e)).count(),
+                dc = %self.url,
                 "the DC cut an unpaged search short at its limit (Windows: MaxPageSize 1,000 entries, \
-                 MaxQueryDuration 120 s): reading it again, paged"
+                 MaxQueryDuration 120 s): reading it again, paged, and this DC's searches paged from now on"
             );
+            if let Ok(mut dcs) = CUTS_UNPAGED.lock() {
+                dcs.push(self.url.clone());
+            }
         }
         // A page at a time, each page a request of its own (and counted as one by `op`).
         let mut out = Vec::new();

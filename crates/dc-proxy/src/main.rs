@@ -6,8 +6,9 @@
 //! Why not OpenLDAP's slapd with back-ldap and `limits` (the first candidate): slapd has no
 //! ranged retrieval (MaxValRange cannot be emulated at all), and it does not know AD's controls
 //! (extended DN, show deleted, SD flags), which it would refuse when critical or drop.
-//! This proxy passes every message it does not change byte for byte (binds included, SASL
-//! GSSAPI too: TLS ends here, the SASL exchange is the client's and the DC's).
+//! This proxy passes requests it does not change byte for byte (binds included, SASL GSSAPI too:
+//! TLS ends here, the SASL exchange is the client's and the DC's); search entries are
+//! re-encoded, unchanged unless a rule applies.
 //!
 //! Prints `listening on ADDR` once it accepts; each rule it applies is a line on stderr.
 
@@ -49,6 +50,9 @@ struct Args {
     max_val_range: usize,
     #[arg(long, default_value = "120s")]
     max_query_duration: humantime::Duration,
+    /// A slow DC for tests: an unpaged search runs out of time after this many entries.
+    #[arg(long)]
+    slow_after_entries: Option<usize>,
     /// An attribute the emulated schema lacks (a 2012 R2 schema: msDS-ExternalDirectoryObjectId).
     #[arg(long = "hide-attribute")]
     hidden: Vec<String>,
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             max_page_size: args.max_page_size,
             max_val_range: args.max_val_range,
             max_query: *args.max_query_duration,
+            slow_after: args.slow_after_entries,
             hidden: args.hidden.iter().map(|h| h.to_ascii_lowercase()).collect(),
         },
         upstream: args.upstream.clone(),
@@ -224,7 +229,7 @@ async fn to_client(
                 (Some(op::SEARCH_ENTRY), Some(s)) => proxy.policy.entry(m, s, &mut notes).map(Message::encode),
                 (Some(op::SEARCH_DONE), Some(_)) => {
                     let s = all.remove(&m.id);
-                    s.map(|s| proxy.policy.done(m, &s, &mut notes).encode())
+                    s.map(|mut s| proxy.policy.done(m, &mut s, &mut notes).encode())
                 }
                 (Some(op::ADD_RESPONSE | op::MODIFY_RESPONSE | op::MODDN_RESPONSE), _) => {
                     Some(proxy.policy.write_result(m, &mut notes).encode())

@@ -8,6 +8,7 @@ fn policy() -> Policy {
         max_page_size: 3,
         max_val_range: 4,
         max_query: Duration::from_secs(120),
+        slow_after: None,
         hidden: vec!["msds-externaldirectoryobjectid".into()],
     }
 }
@@ -66,7 +67,7 @@ fn an_unpaged_search_ends_with_size_limit_exceeded_after_max_page_size_entries()
     let mut s = p.request(&mut search(None), &mut notes).expect("forwarded").expect("a search");
     let passed = (0..5).filter(|_| p.entry(entry(vec![]), &mut s, &mut notes).is_some()).count();
     assert_eq!(passed, 3);
-    let done = p.done(Message { id: 2, op: msg::result(op::SEARCH_DONE, 0, ""), controls: None }, &s, &mut notes);
+    let done = p.done(Message { id: 2, op: msg::result(op::SEARCH_DONE, 0, ""), controls: None }, &mut s, &mut notes);
     assert_eq!(msg::result_of(&done), Some((4, String::new())));
     assert_eq!(notes, vec![Note::Cut(Cut::Size)]);
 }

@@ -50,6 +50,21 @@ fn past_max_page_size_unpaged_searches_fall_back_to_paging_for_writes_reads_and_
     assert_eq!(delta.code, 0, "{}", delta.stderr);
     assert_eq!((delta.json()["kind"].as_str(), delta.json()["updates"].as_u64()), (Some("delta"), Some(1200)));
     assert!(delta.stderr.contains(FALLBACK), "{}", delta.stderr);
+
+    // A DC too slow for the delta's unpaged search of 1,200 changed groups within
+    // MaxQueryDuration (made deterministic: out of time after 800 entries): asked again, paged
+    // (each page a short search of its own), and the cycle goes through.
+    let slow = WindowsDc::start(&fx, &["--slow-after-entries", "800", "--max-page-size", "5000"]);
+    fx.dc.url = slow.url.clone();
+    fx.write_config("");
+    for g in fx.groups(&ou) {
+        fx.modify(&g.dn, vec![Mod::Replace("description", HashSet::from(["changed again"]))]);
+    }
+    let r = fx.writeback(&["-v", "--json", "sync"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(FALLBACK) && r.stderr.contains("rc=3"), "{}", r.stderr);
+    assert!(slow.log().contains("Cut(Time)") && !slow.log().contains("Cut(Size)"), "{}", slow.log());
+    assert_eq!(r.json()["updates"], 1200, "{}", r.stdout);
 }
 
 #[test]
@@ -136,9 +151,7 @@ fn windows_refusals_reach_the_per_object_errors_in_windows_words() {
     // writing: planner_tests.rs; this shows the refusal it would get, in AD's own words.)
     let local = fx.create_group("local", -2147483644, None);
     let universal = fx.create_group("universal", UNIVERSAL_SECURITY, None);
-    let mut through = fx.dc.clone();
-    through.url = layer.url.clone();
-    let mut ldap = through.connect();
+    let mut ldap = fx.dc.connect_to(&layer.url);
     let add = Mod::Add("member", HashSet::from([local.dn.as_str()]));
     let res = ldap.modify(&universal.dn, vec![add]).expect("an answer");
     assert_eq!(res.rc, 53, "{res:?}");
@@ -153,32 +166,14 @@ fn a_2012_r2_schema_without_the_2016_anchor_and_a_search_past_max_query_duration
     let g = fx.id(1);
     fx.start_sim(&tenant(cloud.clone(), vec![security_group(&g, "SG-Anchor", Some(true), &[&uids[0]])]));
 
-    // The test DC has the 2016 schema: the anchor is written as Cloud Sync writes it.
+    // The test DC has the 2016 schema (scripts/samba-dc; WRITEBACK_DC_SCHEMA=2012r2 makes one
+    // without, and the env file says which): the anchor is written as Cloud Sync writes it.
+    let has_2016 = std::env::var("WRITEBACK_TEST_SCHEMA").as_deref() != Ok("2012r2");
     fx.write_config("");
-    assert!(fx.writeback(&["check"]).stdout.contains("msDS-ExternalDirectoryObjectId present"));
-    assert_eq!(fx.sync_json(&[]).0, 0);
-    let anchor = format!("Group_{g}");
-    assert_eq!(fx.group(&g).expect("written").one("msDS-ExternalDirectoryObjectId"), Some(anchor.as_str()));
-
-    // A group Cloud Sync wrote (its anchor only, no adminDescription) is adopted in place.
-    let c = fx.id(2);
-    let groups_ou = fx.groups_ou.clone();
-    let cloud_sync = fx.create_group("From Cloud Sync", UNIVERSAL_SECURITY, Some(&groups_ou));
-    let value = format!("Group_{c}");
-    fx.modify(&cloud_sync.dn, vec![Mod::Replace("msDS-ExternalDirectoryObjectId", HashSet::from([value.as_str()]))]);
-    let mut t = tenant(
-        cloud,
-        vec![
-            security_group(&g, "SG-Anchor", Some(true), &[&uids[0]]),
-            security_group(&c, "SG-CloudSync", Some(true), &[&uids[0]]),
-        ],
-    );
-    fx.set_tenant(&t);
-    let (code, out) = fx.sync_json(&["--full"]);
-    assert_eq!((code, out["adds"].as_u64()), (0, Some(0)), "adopted, not created beside it: {out}");
-    let adopted = fx.group(&c).expect("adopted: it carries the marker now");
-    assert_eq!(adopted.guid, cloud_sync.guid, "the same object");
-
+    let mut t = tenant(cloud.clone(), vec![security_group(&g, "SG-Anchor", Some(true), &[&uids[0]])]);
+    if has_2016 {
+        t = adopts_by_the_2016_anchor(&mut fx, &g, &uids, cloud);
+    }
     // Through a 2012 R2 schema (the layer hides the attribute): no anchor written, and a
     // write of it would be refused as Windows refuses an attribute the schema lacks.
     let layer = WindowsDc::start(&fx, &["--hide-attribute", "msDS-ExternalDirectoryObjectId"]);
@@ -193,11 +188,41 @@ fn a_2012_r2_schema_without_the_2016_anchor_and_a_search_past_max_query_duration
     assert_eq!(fx.group(&n).expect("written").one("msDS-ExternalDirectoryObjectId"), None);
     assert!(layer.log().contains("Hidden"), "{}", layer.log());
 
-    // A DC that ends every search at MaxQueryDuration: a clear error, not a partial read.
+    // A DC that ends every search at MaxQueryDuration, the rootDSE's too: a clear error, not
+    // a partial read. (A slow search of 1,200 groups: past_max_page_size_….)
     let slow = WindowsDc::start(&fx, &["--max-query-duration", "0s"]);
     fx.dc.url = slow.url.clone();
     fx.write_config("");
     let r = fx.writeback(&["sync", "--full"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("time limit exceeded (the DC's MaxQueryDuration"), "{}", r.stderr);
+}
+
+/// On a 2016 schema: the anchor written, and a group Cloud Sync wrote adopted by it.
+fn adopts_by_the_2016_anchor(fx: &mut Fixture, g: &str, uids: &[String], cloud: Vec<Value>) -> Value {
+    assert!(fx.writeback(&["check"]).stdout.contains("msDS-ExternalDirectoryObjectId present"));
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let anchor = format!("Group_{g}");
+    assert_eq!(fx.group(g).expect("written").one("msDS-ExternalDirectoryObjectId"), Some(anchor.as_str()));
+
+    // A group Cloud Sync wrote (its anchor only, no adminDescription) is adopted in place.
+    let c = fx.id(2);
+    let groups_ou = fx.groups_ou.clone();
+    let cloud_sync = fx.create_group("From Cloud Sync", UNIVERSAL_SECURITY, Some(&groups_ou));
+    let value = format!("Group_{c}");
+    fx.modify(&cloud_sync.dn, vec![Mod::Replace("msDS-ExternalDirectoryObjectId", HashSet::from([value.as_str()]))]);
+    let t = tenant(
+        cloud,
+        vec![
+            security_group(g, "SG-Anchor", Some(true), &[&uids[0]]),
+            security_group(&c, "SG-CloudSync", Some(true), &[&uids[0]]),
+        ],
+    );
+    fx.set_tenant(&t);
+    let (code, out) = fx.sync_json(&["--full"]);
+    assert_eq!((code, out["adds"].as_u64()), (0, Some(0)), "adopted, not created beside it: {out}");
+    let adopted = fx.group(&c).expect("adopted: it carries the marker now");
+    assert_eq!(adopted.guid, cloud_sync.guid, "the same object");
+
+    t
 }

@@ -27,7 +27,10 @@ pub const UNIVERSAL_DISTRIBUTION: i32 = 8;
 /// The DC, from the environment `scripts/samba-dc` writes.
 #[derive(Clone)]
 pub struct Dc {
+    /// What writeback is given as `[ad] url`: the DC, or a layer in front of it.
     pub url: String,
+    /// The DC itself (the layer's upstream).
+    pub upstream: String,
     pub ca: PathBuf,
     pub bind_dn: String,
     pub password: String,
@@ -82,6 +85,7 @@ impl Dc {
             .to_string();
         Dc {
             url: env("WRITEBACK_TEST_LDAP_URL"),
+            upstream: env("WRITEBACK_TEST_LDAP_URL"),
             ca: env("WRITEBACK_TEST_CA").into(),
             bind_dn: env("WRITEBACK_TEST_BIND_DN"),
             password,
@@ -91,7 +95,12 @@ impl Dc {
         }
     }
 
+    /// The harness's own connection: to the DC itself, never through a layer.
     pub fn connect(&self) -> LdapConn {
+        self.connect_to(&self.upstream)
+    }
+
+    pub fn connect_to(&self, url: &str) -> LdapConn {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&self.ca).expect("CA file");
@@ -100,7 +109,7 @@ impl Dc {
         }
         let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let settings = LdapConnSettings::new().set_config(Arc::new(tls));
-        let mut ldap = LdapConn::with_settings(settings, &self.url).expect("connect to the test DC");
+        let mut ldap = LdapConn::with_settings(settings, url).expect("connect to the test DC");
         ldap.simple_bind(&self.bind_dn, &self.password).expect("bind").success().expect("bind ok");
         ldap
     }
@@ -259,7 +268,8 @@ impl Fixture {
         let extra: Option<&[&str]> = match std::env::var("WRITEBACK_TEST_LAYER").as_deref() {
             Ok("windows") => Some(&[]),
             Ok("windows-2012r2") => Some(&["--hide-attribute", "msDS-ExternalDirectoryObjectId"]),
-            _ => None,
+            Ok("") | Err(_) => None,
+            Ok(other) => panic!("WRITEBACK_TEST_LAYER={other}: give windows or windows-2012r2"),
         };
         if let Some(extra) = extra {
             let layer = windows::WindowsDc::start(&fx, extra);

@@ -23,8 +23,14 @@ impl WindowsDc {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let log = fx.dir.join(format!("windows-dc-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
         let pw = fx.dir.join("proxy-admin-password");
-        std::fs::write(&pw, &fx.dc.password).expect("password file");
-        let upstream = fx.dc.url.trim_start_matches("ldaps://").to_string();
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&pw);
+            f.as_mut().map(|f| f.write_all(fx.dc.password.as_bytes())).expect("password file").expect("written");
+        }
+        // Always the DC itself: a layer never stands in front of another one.
+        let upstream = fx.dc.upstream.trim_start_matches("ldaps://").to_string();
         let mut child = Command::new(sibling_binary("writeback-dc-proxy"))
             .args(["--upstream", &upstream])
             .arg("--ca")
@@ -43,8 +49,12 @@ impl WindowsDc {
             .expect("start writeback-dc-proxy");
         let mut line = String::new();
         let out = child.stdout.take().expect("stdout");
-        BufReader::new(out).read_line(&mut line).expect("the proxy says where it listens");
-        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("proxy: {line}")).to_string();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let Some(addr) = line.trim().strip_prefix("listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("writeback-dc-proxy did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        };
         WindowsDc { child, url: format!("ldaps://{addr}"), log }
     }
 
@@ -88,15 +98,17 @@ pub fn user_pool(fx: &mut Fixture, n: usize) -> Vec<AdObj> {
         return have.into_iter().take(n).collect();
     }
     let _ = fx.ldap.add(&ou, vec![("objectClass", HashSet::from(["organizationalUnit"]))]);
-    let names: HashSet<String> = have.iter().map(|u| u.dn.clone()).collect();
+    let names: HashSet<String> = have.iter().map(|u| u.dn.to_ascii_lowercase()).collect();
     for i in 0..n {
         let dn = format!("CN=pool{i:05},{ou}");
-        if names.contains(&dn) {
+        if names.contains(&dn.to_ascii_lowercase()) {
             continue;
         }
         let sam = format!("pool{n}-{i:05}");
         let attrs = vec![("objectClass", HashSet::from(["user"])), ("sAMAccountName", HashSet::from([sam.as_str()]))];
-        fx.ldap.add(&dn, attrs).expect("add user").success().expect("pool user added");
+        // 68: made meanwhile by another run on this DC.
+        let rc = fx.ldap.add(&dn, attrs).expect("add user").rc;
+        assert!(rc == 0 || rc == 68, "adding pool user {dn}: LDAP {rc}");
     }
     read(fx).into_iter().take(n).collect()
 }
