@@ -426,7 +426,8 @@ impl Fixture {
             let e = SearchEntry::construct(e);
             let (guid, sid, dn) = split_extended(&e.dn);
             let attrs = e.attrs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-            let members = self.members(&dn);
+            // A group deleted (by a running daemon) between the list and its members is gone.
+            let Some(members) = self.members_if_there(&dn) else { continue };
             out.push(AdGroupView { dn, guid, sid: sid.unwrap_or_default(), attrs, members });
         }
         out.sort_by(|a, b| a.dn.cmp(&b.dn));
@@ -435,24 +436,31 @@ impl Fixture {
 
     /// Member GUIDs with explicit ranged retrieval, 1,000 at a time.
     pub fn members(&mut self, dn: &str) -> Vec<String> {
+        self.members_if_there(dn).unwrap_or_else(|| panic!("{dn} is gone"))
+    }
+
+    /// `None` when the object is gone (Samba: noSuchObject, 32).
+    fn members_if_there(&mut self, dn: &str) -> Option<Vec<String>> {
         let mut out = Vec::new();
         let mut lo = 0;
         loop {
             let attr = format!("member;range={lo}-{}", lo + 999);
-            let (entries, _) = self
+            let res = self
                 .ldap
                 .with_controls(vec![extended_dn()])
                 .search(dn, Scope::Base, "(objectClass=*)", vec![attr.as_str()])
-                .expect("search")
-                .success()
-                .expect("ok");
+                .expect("search");
+            if res.1.rc == 32 {
+                return None;
+            }
+            let (entries, _) = res.success().expect("ok");
             let e = SearchEntry::construct(entries.into_iter().next().expect("entry"));
             let Some((key, vals)) = e.attrs.into_iter().find(|(k, _)| k.starts_with("member;range=")) else {
-                return out;
+                return Some(out);
             };
             out.extend(vals.iter().map(|v| split_extended(v).0));
             if key.ends_with("-*") {
-                return out;
+                return Some(out);
             }
             lo += 1000;
         }
