@@ -68,7 +68,8 @@ struct Proxy {
     policy: Policy,
     upstream: String,
     client_tls: Arc<rustls::ClientConfig>,
-    lookups: Option<ldap3::Ldap>,
+    /// The account to look groupTypes up with (a connection per look-up: nothing to go idle).
+    lookups: Option<(String, PathBuf)>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -85,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
     let server_tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
     let lookups = match (&args.bind_dn, &args.bind_password_file) {
-        (Some(dn), Some(pw)) => Some(lookup_connection(&args.upstream, client_tls.clone(), dn, pw).await?),
+        (Some(dn), Some(pw)) => {
+            // Checked at start: a wrong account is said now, not as refusals that never come.
+            lookup_connection(&args.upstream, client_tls.clone(), dn, pw).await?.unbind().await?;
+            Some((dn.clone(), pw.clone()))
+        }
         _ => None,
     };
     let proxy = Arc::new(Proxy {
@@ -191,6 +196,10 @@ async fn to_dc(
             Err(refused) => Err(refused),
         };
         let changed = notes.iter().any(|n| matches!(n, Note::PageCut { .. }));
+        // AbandonRequest ([APPLICATION 16], the id of the operation): that search ends here.
+        if let (Some(op::ABANDON_REQUEST), lber::structure::PL::P(id)) = (m.kind(), &m.op.payload) {
+            searches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(&msg::int(id));
+        }
         log(notes);
         match verdict {
             Ok(search) => {
@@ -249,8 +258,15 @@ async fn to_client(
 /// does not. Looked up on the DC: the group's groupType, and the domain-local groups (one
 /// search, however many members are added), each by DN, `<GUID=…>` and `<SID=…>`.
 async fn refusal(proxy: &Proxy, m: &Message, notes: &mut Vec<Note>) -> Option<(i64, &'static str)> {
-    let mut ldap = proxy.lookups.clone()?;
+    let (dn, pw) = proxy.lookups.as_ref()?;
     let (target, target_type, members) = member_additions(m)?;
+    let mut ldap = match lookup_connection(&proxy.upstream, proxy.client_tls.clone(), dn, pw).await {
+        Ok(l) => l,
+        Err(e) => {
+            notes.push(Note::LookupFailed(format!("{e:#}")));
+            return None;
+        }
+    };
     let target_type = match target_type {
         Some(t) => t,
         None => group_type(&mut ldap, &target).await?,

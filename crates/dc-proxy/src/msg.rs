@@ -15,6 +15,7 @@ pub mod op {
     pub const ADD_REQUEST: u64 = 8;
     pub const ADD_RESPONSE: u64 = 9;
     pub const MODDN_RESPONSE: u64 = 13;
+    pub const ABANDON_REQUEST: u64 = 16;
 }
 
 pub const PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";

@@ -44,12 +44,23 @@ pub enum Cut {
 /// What the proxy did, for its log (the tests read it).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Note {
-    PageCut { asked: i64 },
-    Ranged { attr: String, values: usize },
+    PageCut {
+        asked: i64,
+    },
+    Ranged {
+        attr: String,
+        values: usize,
+    },
     Cut(Cut),
     Hidden(String),
     Refused(String),
-    Error { from: i64, to: i64, win32: &'static str },
+    /// The look-up behind a refusal could not be made (the refusal is skipped, and said).
+    LookupFailed(String),
+    Error {
+        from: i64,
+        to: i64,
+        win32: &'static str,
+    },
 }
 
 /// Windows' refusals, as result code and diagnostic text (the Win32 code first).
