@@ -68,8 +68,10 @@ struct Proxy {
     policy: Policy,
     upstream: String,
     client_tls: Arc<rustls::ClientConfig>,
-    /// The account to look groupTypes up with (a connection per look-up: nothing to go idle).
+    /// The account to look groupTypes up with, and its connection (made again when it failed:
+    /// an idle one is dropped by the DC after MaxConnIdleTime).
     lookups: Option<(String, PathBuf)>,
+    lookup_conn: tokio::sync::Mutex<Option<ldap3::Ldap>>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -104,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         upstream: args.upstream.clone(),
         client_tls,
         lookups,
+        lookup_conn: tokio::sync::Mutex::new(None),
     });
     let listener = TcpListener::bind(&args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
@@ -195,7 +198,7 @@ async fn to_dc(
             Ok(search) => refusal(&proxy, &m, &mut notes).await.map_or(Ok(search), Err),
             Err(refused) => Err(refused),
         };
-        let changed = notes.iter().any(|n| matches!(n, Note::PageCut { .. }));
+        let changed = notes.iter().any(|n| matches!(n, Note::PageCut { .. } | Note::Hidden(_)));
         // AbandonRequest ([APPLICATION 16], the id of the operation): that search ends here.
         if let (Some(op::ABANDON_REQUEST), lber::structure::PL::P(id)) = (m.kind(), &m.op.payload) {
             searches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(&msg::int(id));
@@ -260,21 +263,37 @@ async fn to_client(
 async fn refusal(proxy: &Proxy, m: &Message, notes: &mut Vec<Note>) -> Option<(i64, &'static str)> {
     let (dn, pw) = proxy.lookups.as_ref()?;
     let (target, target_type, members) = member_additions(m)?;
-    let mut ldap = match lookup_connection(&proxy.upstream, proxy.client_tls.clone(), dn, pw).await {
-        Ok(l) => l,
-        Err(e) => {
-            notes.push(Note::LookupFailed(format!("{e:#}")));
+    let mut conn = proxy.lookup_conn.lock().await;
+    let mut locals = None;
+    for _attempt in 0..2 {
+        if conn.is_none() {
+            match lookup_connection(&proxy.upstream, proxy.client_tls.clone(), dn, pw).await {
+                Ok(l) => *conn = Some(l),
+                Err(e) => {
+                    notes.push(Note::LookupFailed(format!("{e:#}")));
+                    return None;
+                }
+            }
+        }
+        let ldap = conn.as_mut()?;
+        let target_type = match target_type {
+            Some(t) => t,
+            None => group_type(ldap, &target).await?,
+        };
+        if target_type & 8 == 0 {
             return None;
         }
-    };
-    let target_type = match target_type {
-        Some(t) => t,
-        None => group_type(&mut ldap, &target).await?,
-    };
-    if target_type & 8 == 0 {
-        return None;
+        locals = domain_local_groups(ldap).await;
+        if locals.is_some() {
+            break;
+        }
+        // The connection failed (or went idle): once more on a new one.
+        *conn = None;
     }
-    let locals = domain_local_groups(&mut ldap).await?;
+    let Some(locals) = locals else {
+        notes.push(Note::LookupFailed("the domain-local groups could not be read".into()));
+        return None;
+    };
     let member = members.iter().find(|v| locals.contains(&v.to_ascii_lowercase()))?;
     notes.push(Note::Refused(format!("{member}: a domain-local group in a universal group")));
     Some(policy::windows::UNIVERSAL_LOCAL)
@@ -303,7 +322,8 @@ async fn domain_local_groups(ldap: &mut ldap3::Ldap) -> Option<std::collections:
         .ok()?;
     let root = ldap3::SearchEntry::construct(root.into_iter().next()?);
     let base = root.attrs.get("defaultNamingContext")?.first()?.clone();
-    let filter = "(&(objectClass=group)(groupType:1.2.840.113556.1.4.803:=4))";
+    // objectCategory is indexed (objectClass scans): a seventh of the time on the test DC.
+    let filter = "(&(objectCategory=group)(groupType:1.2.840.113556.1.4.803:=4))";
     let (entries, _) = ldap
         .with_controls(vec![extended])
         .search(&base, ldap3::Scope::Subtree, filter, vec!["1.1"])

@@ -114,6 +114,13 @@ impl Policy {
                     None => false,
                 };
                 let base = matches!(m.parts().get(1).map(|s| &s.payload), Some(PL::P(b)) if msg::int(b) == 0);
+                // SearchRequest: baseObject, scope, derefAliases, sizeLimit, timeLimit, typesOnly,
+                // filter (the seventh).
+                if let Some(filter) = m.parts_mut().and_then(|p| p.get_mut(6)) {
+                    if hide_in_filter(filter, &self.hidden) {
+                        notes.push(Note::Hidden("a filter".into()));
+                    }
+                }
                 Ok(Some(Search { paged, base, sent: 0, cut: None, started: Instant::now() }))
             }
             Some(op::ADD_REQUEST | op::MODIFY_REQUEST) => {
@@ -207,6 +214,32 @@ impl Policy {
         notes.push(Note::Error { from: code, to: windows.0, win32: &windows.1[..8] });
         Message { op: msg::result(kind, windows.0, windows.1), ..m }
     }
+}
+
+/// A filter item naming an attribute the schema lacks is Undefined on Windows, so it matches
+/// nothing: it becomes `(!(objectClass=*))`. True when something was rewritten.
+fn hide_in_filter(f: &mut StructureTag, hidden: &[String]) -> bool {
+    use lber::common::TagClass;
+    if hidden.is_empty() || f.class != TagClass::Context {
+        return false;
+    }
+    let names = |t: &StructureTag| msg::text(t).is_some_and(|a| hidden.contains(&base_name(&a).to_ascii_lowercase()));
+    let undefined = match (f.id, &mut f.payload) {
+        // and, or, not: their parts.
+        (0..=2, PL::C(parts)) => return parts.iter_mut().fold(false, |any, p| hide_in_filter(p, hidden) | any),
+        // equality, substrings, >=, <=, approx: the attribute first.
+        (3..=6 | 8, PL::C(parts)) => parts.first().is_some_and(names),
+        // present: the attribute itself.
+        (7, PL::P(_)) => names(f),
+        // extensible match: its [2] type.
+        (9, PL::C(parts)) => parts.iter().any(|p| p.id == 2 && names(p)),
+        _ => false,
+    };
+    if undefined {
+        let present = StructureTag { class: TagClass::Context, id: 7, payload: PL::P(b"objectClass".to_vec()) };
+        *f = StructureTag { class: TagClass::Context, id: 2, payload: PL::C(vec![present]) };
+    }
+    undefined
 }
 
 /// Cuts a paged-results control's size to `max`; the size asked when it was larger.

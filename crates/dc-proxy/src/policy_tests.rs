@@ -142,3 +142,30 @@ fn samba_refusals_are_answered_in_windows_words() {
     let ok = p.write_result(samba(op::MODIFY_RESPONSE, 0, ""), &mut notes);
     assert_eq!(msg::result_of(&ok), Some((0, String::new())));
 }
+
+#[test]
+fn a_filter_naming_an_attribute_the_schema_lacks_matches_nothing() {
+    let p = policy();
+    let mut notes = Vec::new();
+    let equality = |attr: &str, v: &str| seq(3, TagClass::Context, vec![octets(attr.as_bytes()), octets(v.as_bytes())]);
+    let filter = seq(
+        1,
+        TagClass::Context,
+        vec![equality("adminDescription", "Group_x"), equality("msDS-ExternalDirectoryObjectId", "Group_x")],
+    );
+    let mut parts: Vec<StructureTag> = (0..6).map(|i| integer(2, i)).collect();
+    parts.push(filter);
+    let mut m = Message { id: 5, op: seq(op::SEARCH_REQUEST, TagClass::Application, parts), controls: None };
+    p.request(&mut m, &mut notes).expect("forwarded");
+    assert_eq!(notes, vec![Note::Hidden("a filter".into())]);
+    let PL::C(or) = &m.parts()[6].payload else { panic!("an or") };
+    assert_eq!(or[0], equality("adminDescription", "Group_x"), "the other item stays");
+    assert_eq!((or[1].id, or[1].class), (2, TagClass::Context), "a not");
+    // The value lDAPDisplayName=msDS-ExternalDirectoryObjectId names no hidden attribute.
+    let mut notes = Vec::new();
+    let mut parts: Vec<StructureTag> = (0..6).map(|i| integer(2, i)).collect();
+    parts.push(equality("lDAPDisplayName", "msDS-ExternalDirectoryObjectId"));
+    let mut m = Message { id: 6, op: seq(op::SEARCH_REQUEST, TagClass::Application, parts), controls: None };
+    p.request(&mut m, &mut notes).expect("forwarded");
+    assert!(notes.is_empty(), "{notes:?}");
+}

@@ -13,6 +13,8 @@ pub struct WindowsDc {
     /// `ldaps://127.0.0.1:PORT`: give it to writeback as `[ad] url`.
     pub url: String,
     log: PathBuf,
+    /// It emulates a schema without some attribute: writeback must never name it in a filter.
+    hides: bool,
 }
 
 impl WindowsDc {
@@ -55,7 +57,8 @@ impl WindowsDc {
             let _ = child.wait();
             panic!("writeback-dc-proxy did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
         };
-        WindowsDc { child, url: format!("ldaps://{addr}"), log }
+        let hides = extra.contains(&"--hide-attribute");
+        WindowsDc { child, url: format!("ldaps://{addr}"), log, hides }
     }
 
     /// What the layer did: one line per rule applied (`windows-limits: Cut(Size)`, …).
@@ -68,6 +71,12 @@ impl Drop for WindowsDc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Against a schema without the anchor, a filter naming it matches nothing on Windows:
+        // writeback must have used only what its schema read found.
+        if self.hides && !std::thread::panicking() {
+            let log = self.log();
+            assert!(!log.contains("Hidden(\"a filter\")"), "a filter named a hidden attribute: {log}");
+        }
     }
 }
 
