@@ -381,6 +381,11 @@ pub struct Guarded {
 impl Guarded {
     /// What lets its members through: no command goes past the guard for a cycle, the
     /// configuration (reviewed like any change to Tier 0) does.
+    /// The hold in one line, as `status`, `approve` and `/healthz` say it.
+    pub fn describe(&self) -> String {
+        format!("{} new members of {} ({}): {}", self.held, self.display_name, self.path, self.resolution())
+    }
+
     pub fn resolution(&self) -> String {
         format!(
             "remove the nesting, or add \"{}\" to [writeback] allow_protected_nesting and reload \

@@ -149,13 +149,7 @@ fn show(stopped: &Stopped, open: &[Approval], as_json: bool) {
         println!("Nothing is stopped: the last cycle went past no threshold.");
     }
     for g in &stopped.guarded {
-        println!(
-            "held by the Tier-0 guard: {} new members of {} ({})\n  no approval goes past the guard: {}",
-            g.held,
-            printable(&g.display_name),
-            printable(&g.path),
-            g.resolution()
-        );
+        println!("held by the Tier-0 guard: {}\n  no approval goes past the guard", printable(&g.describe()));
     }
     if let Some(b) = &stopped.blocked {
         println!("stopped: {}\n  approve: {}", printable(&b.message), b.approve_command());

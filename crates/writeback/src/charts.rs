@@ -18,7 +18,8 @@ pub struct Point {
     pub ok: bool,
 }
 
-fn unix(rfc3339: &str) -> Option<i64> {
+/// A time the state wrote (RFC 3339, UTC) in seconds since 1970.
+pub fn unix(rfc3339: &str) -> Option<i64> {
     let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
     t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
 }

@@ -178,10 +178,7 @@ impl Daemon {
 
 /// Healthy, and what the Tier-0 guard holds: the same words as the daemon's WARN.
 fn guard_reason(guarded: &[Guarded]) -> String {
-    let each: Vec<String> = guarded
-        .iter()
-        .map(|g| format!("{} ({} new members; {}: {})", g.display_name, g.held, g.path, g.resolution()))
-        .collect();
+    let each: Vec<String> = guarded.iter().map(Guarded::describe).collect();
     format!("ok, but the Tier-0 guard holds back new members of {} groups: {}", guarded.len(), each.join(" | "))
 }
 

@@ -66,13 +66,7 @@ pub fn status(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleErro
         println!("to go ahead: {cmd}");
     }
     for g in &stopped.guarded {
-        println!(
-            "held by the Tier-0 guard: {} new members of {} ({}): {}",
-            g.held,
-            printable(&g.display_name),
-            printable(&g.path),
-            g.resolution()
-        );
+        println!("held by the Tier-0 guard: {}", printable(&g.describe()));
     }
     print_open(&open);
     println!();

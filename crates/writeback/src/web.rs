@@ -242,10 +242,7 @@ fn read_stored(state: &std::path::Path, trail_ids: Vec<String>, now: i64) -> Sto
 
 /// Whether a run started after `since` (seconds since 1970); one whose time cannot be read is kept.
 fn started_after(run: &RunRecord, since: i64) -> bool {
-    humantime::parse_rfc3339_weak(&run.started_at)
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .is_none_or(|t| t.as_secs() as i64 + run.duration_ms / 1000 > since)
+    crate::charts::unix(&run.started_at).is_none_or(|t| t + run.duration_ms / 1000 > since)
 }
 
 /// The groups a search names, copied out of the shared state (which the cycle loop also takes)
