@@ -72,6 +72,14 @@ pub(crate) const WIN32_UNIVERSAL_LOCAL: u32 = 0x2146;
 /// ERROR_USER_EXISTS, 1316: Windows' answer to a sAMAccountName already in use.
 pub(crate) const WIN32_ACCOUNT_EXISTS: u32 = 0x524;
 
+/// ERROR_DS_RANGE_CONSTRAINT, 8322: a value past the attribute's rangeUpper, with
+/// constraintViolation (MS-ADTS 3.1.1.5.2.2; Microsoft's protocol test suite checks it).
+pub(crate) const WIN32_RANGE_CONSTRAINT: u32 = 0x2082;
+/// Windows' LDAP front end cannot map a name or value to the schema ("Error in attribute
+/// conversion operation", Win32 0x57): an attribute this DC's schema does not have. The result code
+/// it comes with (17, or 16 in one report) is UNCONFIRMED, so the text decides.
+const ATTRIBUTE_CONVERSION: &str = "error in attribute conversion operation";
+
 /// An LDAP result code and AD's diagnostic text as a sentence.
 pub(crate) fn describe(rc: u32, text: &str) -> String {
     let text = text.trim_end_matches('\0').trim();
@@ -82,12 +90,26 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
             writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL
         );
     }
+    if rc == 19 && win32_code(text) == Some(WIN32_RANGE_CONSTRAINT) {
+        let attr = problem_attribute(text).unwrap_or("an attribute");
+        return format!(
+            "the DC refused a value of {attr} as longer than its schema allows (AD error 8322, rangeUpper): \
+             shorten it in Entra, or compare {attr}'s rangeUpper in this DC's schema with Windows' default \
+             (LDAP 19: {text})"
+        );
+    }
+    if rc == 17 || (rc == 16 && text.to_ascii_lowercase().contains(ATTRIBUTE_CONVERSION)) {
+        return format!(
+            "the DC's schema lacks an attribute writeback wrote (LDAP {rc}: {text}); if the schema was extended \
+             recently, wait until the change has replicated to this DC; `writeback check` shows the schema \
+             writeback found"
+        );
+    }
     let name = match rc {
         3 => "time limit exceeded (the DC's MaxQueryDuration, 120 s by default)",
         4 => "size limit exceeded (the DC's MaxPageSize)",
         16 => "no such attribute",
-        17 => "undefined attribute type (the DC's schema lacks it: `writeback check` shows what it found)",
-        19 => "constraint violation (a value longer or larger than the attribute allows?)",
+        19 => "constraint violation (a value longer or larger than the attribute allows)",
         20 => "attribute or value exists",
         21 => "invalid attribute syntax",
         32 => "no such object",
@@ -105,6 +127,13 @@ pub(crate) fn describe(rc: u32, text: &str) -> String {
     } else {
         format!("{name} (LDAP {rc}): {text}")
     }
+}
+
+/// The attribute AD names in an attribute error: `…, Att 2000d (displayName)`.
+fn problem_attribute(text: &str) -> Option<&str> {
+    let rest = &text[text.find(", Att ")? + 6..];
+    let name = &rest[rest.find('(')? + 1..];
+    Some(&name[..name.find(')')?]).filter(|n| !n.is_empty())
 }
 
 /// Splits a value in extended DN form, `<GUID=…>;<SID=…>;DN`, into (guid, sid, dn).
@@ -160,5 +189,23 @@ mod tests {
             said.starts_with(writeback_core::planner::UNIVERSAL_CANT_HAVE_LOCAL) && said.contains("change its scope")
         );
         assert!(describe(68, "").contains("already exists"));
+    }
+
+    #[test]
+    fn windows_schema_refusals_say_what_to_do() {
+        let long = describe(
+            19,
+            "00002082: AtrErr: DSID-03151904, #1:\n\t0: 00002082: DSID-03151904, problem 1005 \
+             (CONSTRAINT_ATT_TYPE), data 0, Att d (description)\n",
+        );
+        assert!(long.starts_with("the DC refused a value of description as longer"), "{long}");
+        assert!(long.contains("shorten it in Entra"), "{long}");
+        let missing = "00000057: LdapErr: DSID-0C090D8A, comment: Error in attribute conversion operation, data 0";
+        for rc in [16, 17] {
+            assert!(describe(rc, missing).starts_with("the DC's schema lacks an attribute"), "{rc}");
+        }
+        // A value AD could not convert is not a missing attribute.
+        assert!(describe(21, missing).starts_with("invalid attribute syntax"));
+        assert!(describe(16, "").starts_with("no such attribute"));
     }
 }

@@ -56,6 +56,13 @@ struct Args {
     /// An attribute the emulated schema lacks (a 2012 R2 schema: msDS-ExternalDirectoryObjectId).
     #[arg(long = "hide-attribute")]
     hidden: Vec<String>,
+    /// An attribute a write is refused for as unknown to the schema while reads still show it:
+    /// a DC that a schema extension made on another DC has not reached yet.
+    #[arg(long = "refuse-attribute")]
+    refused: Vec<String>,
+    /// An attribute's rangeUpper, in characters, instead of Windows' (`description=20`).
+    #[arg(long = "range-upper", value_parser = parse_range_upper)]
+    range_upper: Vec<(String, usize)>,
     /// An account to read groupType with, for the refusal of a domain-local group in a
     /// universal one (without it, that refusal is off).
     #[arg(long, requires = "bind_password_file")]
@@ -102,6 +109,13 @@ async fn main() -> anyhow::Result<()> {
             max_query: *args.max_query_duration,
             slow_after: args.slow_after_entries,
             hidden: args.hidden.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            refused: args.refused.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            range_upper: {
+                let mut limits = policy::default_range_upper();
+                limits.retain(|(a, _)| !args.range_upper.iter().any(|(b, _)| a == b));
+                limits.extend(args.range_upper.iter().cloned());
+                limits
+            },
         },
         upstream: args.upstream.clone(),
         client_tls,
@@ -162,6 +176,11 @@ fn log(notes: Vec<Note>) {
     }
 }
 
+fn parse_range_upper(s: &str) -> Result<(String, usize), String> {
+    let (attr, n) = s.split_once('=').ok_or("expected ATTRIBUTE=CHARACTERS")?;
+    Ok((attr.to_ascii_lowercase(), n.parse().map_err(|e| format!("{n}: {e}"))?))
+}
+
 /// Reads one BER frame; `None` at the end of the stream.
 async fn frame(rd: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> anyhow::Result<Option<Vec<u8>>> {
     loop {
@@ -195,7 +214,7 @@ async fn to_dc(
         };
         let mut notes = Vec::new();
         let verdict = match proxy.policy.request(&mut m, &mut notes) {
-            Ok(search) => refusal(&proxy, &m, &mut notes).await.map_or(Ok(search), Err),
+            Ok(search) => refusal(&proxy, &m, &mut notes).await.map_or(Ok(search), |(c, t)| Err((c, t.to_string()))),
             Err(refused) => Err(refused),
         };
         let changed = notes.iter().any(|n| matches!(n, Note::PageCut { .. } | Note::Hidden(_)));
@@ -214,7 +233,7 @@ async fn to_dc(
             }
             Err((code, text)) => {
                 let kind = if m.kind() == Some(op::ADD_REQUEST) { op::ADD_RESPONSE } else { op::MODIFY_RESPONSE };
-                let answer = Message { id: m.id, op: msg::result(kind, code, text), controls: None };
+                let answer = Message { id: m.id, op: msg::result(kind, code, &text), controls: None };
                 client_wr.lock().await.write_all(&answer.encode()).await?;
             }
         }

@@ -10,6 +10,8 @@ fn policy() -> Policy {
         max_query: Duration::from_secs(120),
         slow_after: None,
         hidden: vec!["msds-externaldirectoryobjectid".into()],
+        refused: vec!["info".into()],
+        range_upper: vec![("description".into(), 10)],
     }
 }
 
@@ -120,7 +122,39 @@ fn a_2012_r2_schema_has_no_external_directory_object_id() {
         ],
     );
     let refused = p.request(&mut Message { id: 3, op, controls: None }, &mut notes);
-    assert_eq!(refused.err(), Some(windows::NOT_IN_SCHEMA));
+    assert_eq!(refused.err(), Some((17, windows::NOT_IN_SCHEMA.1.to_string())));
+}
+
+fn add(attrs: Vec<StructureTag>) -> Message {
+    let op =
+        seq(op::ADD_REQUEST, TagClass::Application, vec![octets(&b"CN=g"[..]), seq(16, TagClass::Universal, attrs)]);
+    Message { id: 7, op, controls: None }
+}
+
+#[test]
+fn a_value_past_range_upper_and_an_attribute_this_dc_lacks_are_refused_before_the_dc() {
+    let p = policy();
+    let mut notes = Vec::new();
+    // Ten characters in UTF-16 (AD counts so): taken; eleven: refused, naming the attribute.
+    let ten = "é".repeat(10);
+    assert!(p.request(&mut add(vec![attribute("description", &[&ten])]), &mut notes).is_ok());
+    let eleven = format!("{ten}x");
+    let (code, text) =
+        p.request(&mut add(vec![attribute("Description", &[&eleven])]), &mut notes).expect_err("refused");
+    assert_eq!(code, 19);
+    assert!(text.starts_with("00002082: AtrErr") && text.contains("(Description)"), "{text}");
+    assert_eq!(notes, vec![Note::Refused("Description: 11 characters, past its rangeUpper 10".into())]);
+    // A modify's replace is checked as an add is.
+    let change = seq(16, TagClass::Universal, vec![integer(10, 2), attribute("description", &[&eleven])]);
+    let op = seq(
+        op::MODIFY_REQUEST,
+        TagClass::Application,
+        vec![octets(&b"CN=g"[..]), seq(16, TagClass::Universal, vec![change])],
+    );
+    assert_eq!(p.request(&mut Message { id: 8, op, controls: None }, &mut notes).err().map(|e| e.0), Some(19));
+    // An attribute refused on write, though reads show it.
+    let refused = p.request(&mut add(vec![attribute("info", &["x"])]), &mut notes);
+    assert_eq!(refused.err().map(|e| e.0), Some(17));
 }
 
 #[test]
@@ -133,7 +167,6 @@ fn samba_refusals_are_answered_in_windows_words() {
         (op::ADD_RESPONSE, 68, "Entry CN=x already exists", windows::NAME_EXISTS),
         (op::MODIFY_RESPONSE, 68, "Attribute member already exists for target GUID x", windows::MEMBER_IN_GROUP),
         (op::MODIFY_RESPONSE, 53, "Attribute member doesn't exist for target GUID x", windows::MEMBER_NOT_IN_GROUP),
-        (op::MODIFY_RESPONSE, 19, "value too long", windows::TOO_LONG),
     ];
     for (kind, code, text, (want_code, want_text)) in cases {
         let out = p.write_result(samba(kind, code, text), &mut notes);

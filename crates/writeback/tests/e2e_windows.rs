@@ -136,13 +136,10 @@ fn windows_refusals_reach_the_per_object_errors_in_windows_words() {
     fx.write_config("");
     let (code, _) = fx.sync_json(&[]);
     assert_eq!(code, 1);
-    let errors = fx.writeback(&["--json", "errors"]).json();
-    let message = |id: &str| -> String {
-        let all = errors["errors"].as_array().cloned().unwrap_or_default();
-        all.iter().find(|e| e["cloud_id"] == id).and_then(|e| e["message"].as_str()).unwrap_or("").to_string()
-    };
-    assert!(message(&taken_sam).contains(&format!("the sAMAccountName {sam} is already used")), "{errors}");
-    assert!(message(&taken_cn).contains("already exists and writeback does not own it"), "{errors}");
+    let said = fx.error_message(&taken_sam);
+    assert!(said.contains(&format!("the sAMAccountName {sam} is already used")), "{said}");
+    let said = fx.error_message(&taken_cn);
+    assert!(said.contains("already exists and writeback does not own it"), "{said}");
     let log = layer.log();
     assert!(log.contains("win32: \"00000524\"") && log.contains("win32: \"00002071\""), "Windows' codes: {log}");
 
@@ -157,6 +154,55 @@ fn windows_refusals_reach_the_per_object_errors_in_windows_words() {
     assert_eq!(res.rc, 53, "{res:?}");
     assert!(res.text.starts_with("00002146:"), "{res:?}");
     fx.modify(&universal.dn, vec![Mod::Add("member", HashSet::from([local.dn.as_str()]))]);
+}
+
+#[test]
+fn a_value_past_range_upper_and_an_attribute_this_dc_lacks_are_per_object_errors_that_say_what_to_do() {
+    let mut fx = Fixture::new("winrange");
+    let (_, uids, cloud) = fx.synced_users(1);
+    let (long, short) = (fx.id(1), fx.id(2));
+    let description = "twenty-nine characters, this.";
+    let mut long_group = security_group(&long, "SG-Long", Some(true), &[&uids[0]]);
+    long_group["description"] = description.into();
+    let mut t = tenant(cloud, vec![long_group, security_group(&short, "SG-Short", Some(true), &[&uids[0]])]);
+    fx.start_sim(&t);
+    // Windows' description allows 1,024 characters and writeback sends at most 448 (every
+    // layered test checks Windows' rangeUpper): a DC that allows 20 is what makes it refuse.
+    let narrow = WindowsDc::start(&fx, &["--range-upper", "description=20"]);
+    fx.dc.url = narrow.url.clone();
+    fx.write_config("");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64()), (1, Some(1)), "the other group is written: {out}");
+    let said = fx.error_message(&long);
+    assert!(said.contains("the DC refused a value of description as longer than its schema allows"), "{said}");
+    assert!(said.contains("AD error 8322") && said.contains("shorten it in Entra"), "{said}");
+    assert!(fx.group(&long).is_none() && fx.group(&short).is_some());
+    assert!(narrow.log().contains("description: 29 characters, past its rangeUpper 20"), "{}", narrow.log());
+
+    // A DC that a schema extension made on another DC has not reached yet (its reads show the
+    // anchor, its writes refuse it): only where the anchor is written, on the 2016 schema.
+    let lagging_schema = std::env::var("WRITEBACK_TEST_SCHEMA").as_deref() != Ok("2012r2");
+    let late = fx.id(3);
+    if lagging_schema {
+        t["groups"].as_array_mut().expect("groups").push(security_group(&late, "SG-Late", Some(true), &[&uids[0]]));
+        fx.set_tenant(&t);
+        let lagging = WindowsDc::start(&fx, &["--refuse-attribute", "msDS-ExternalDirectoryObjectId"]);
+        fx.dc.url = lagging.url.clone();
+        fx.write_config("");
+        assert_eq!(fx.sync_json(&[]).0, 1);
+        let said = fx.error_message(&late);
+        assert!(said.contains("the DC's schema lacks an attribute writeback wrote"), "{said}");
+        assert!(said.contains("wait until the change has replicated"), "{said}");
+        assert!(fx.group(&late).is_none());
+    }
+
+    // The DC as it is: what was refused is written by the next run; nothing was lost.
+    fx.dc.url = fx.dc.upstream.clone();
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    assert_eq!(fx.group(&long).expect("written now").one("description"), Some(description));
+    assert!(!lagging_schema || fx.group(&late).is_some());
+    assert_eq!(fx.error_message(&long), "");
 }
 
 #[test]

@@ -639,6 +639,13 @@ path = "state.db"
         let r = self.writeback(&args);
         (r.code, r.json())
     }
+
+    /// The error `writeback errors` records for one cloud group, or "" when it has none.
+    pub fn error_message(&self, cloud_id: &str) -> String {
+        let errors = self.writeback(&["--json", "errors"]).json();
+        let all = errors["errors"].as_array().cloned().unwrap_or_default();
+        all.iter().find(|e| e["cloud_id"] == cloud_id).and_then(|e| e["message"].as_str()).unwrap_or("").to_string()
+    }
 }
 
 /// `[writeback]` keys and other sections from a test's extra config.
