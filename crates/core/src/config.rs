@@ -92,6 +92,9 @@ pub struct PlannerConfig {
     pub write_owners: bool,
     /// Cloud ids whose membership may change although the group is nested into a protected group.
     pub allow_protected_nesting: Vec<crate::CloudId>,
+    /// OUs in which the original AD groups of converted cloud groups (SOA) are taken over in
+    /// place, by SID; their groups stay where they are.
+    pub converted_ous: Vec<String>,
 }
 
 impl PlannerConfig {
@@ -123,6 +126,7 @@ impl PlannerConfig {
             rules: Vec::new(),
             write_owners: false,
             allow_protected_nesting: Vec::new(),
+            converted_ous: Vec::new(),
         }
     }
 }

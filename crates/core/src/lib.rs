@@ -6,6 +6,7 @@
 
 pub mod anchor;
 pub mod config;
+pub mod convert;
 pub mod ids;
 pub mod keytab;
 pub mod model;
@@ -23,7 +24,7 @@ pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers
 pub use config::{Allow, Approved, CnFormat, OnRemoval, PlannerConfig};
 pub use ids::{CloudId, Dn, ObjectGuid};
 pub use model::{
-    AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead,
+    AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead, Original,
     SchemaFeatures, State,
 };
 pub use plan::{

@@ -147,6 +147,10 @@ pub struct CloudSnapshot {
     pub soft_deleted: BTreeSet<CloudId>,
     /// Objects Graph sent that could not be understood: (id or position, what is wrong).
     pub rejected: Vec<(String, String)>,
+    /// `onPremisesSyncBehavior.isCloudManaged` (Graph beta, read per group) of the groups that
+    /// carry an on-premises SID without being synced: converted groups, or ones given back.
+    /// Absent where it was not read or could not be.
+    pub cloud_managed: HashMap<CloudId, bool>,
 }
 
 /// Where a member value points, as AD reported it (extended DN form).
@@ -257,6 +261,25 @@ pub struct AdSnapshot {
     /// by objectGUID elsewhere, still carrying their marker: cloud id → where they are. Not
     /// created again (that would leave a duplicate), not written to: reported.
     pub outside: BTreeMap<CloudId, String>,
+    /// The AD groups converted cloud groups name by their on-premises SID, looked up in the
+    /// whole domain (a converted group not owned yet): cloud id → what AD holds.
+    pub originals: BTreeMap<CloudId, Original>,
+}
+
+/// What AD holds at a converted group's SID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Original {
+    /// A group with that objectSid: its `cloud_id` is the converted group's (claimed, not
+    /// verified), its `attrs` include `admindescription` when set.
+    Found {
+        group: AdGroup,
+        /// `isCriticalSystemObject` (built-in groups): never taken over.
+        critical: bool,
+    },
+    /// No object has that SID (deleted in AD, or from another domain).
+    NotFound,
+    /// An object that is not a group has that SID: its class.
+    NotAGroup(String),
 }
 
 /// The AD group last written for a cloud group.
@@ -282,6 +305,7 @@ pub mod group_type {
     pub const UNIVERSAL_DISTRIBUTION: i32 = 8;
     pub const UNIVERSAL_SECURITY: i32 = -2147483640;
     pub const DOMAIN_LOCAL_BIT: i32 = 0x4;
+    pub const UNIVERSAL_BIT: i32 = 0x8;
     pub const SECURITY_BIT: i32 = i32::MIN;
 
     pub fn is_domain_local(gt: i32) -> bool {

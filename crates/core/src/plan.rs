@@ -75,6 +75,25 @@ pub enum Operation {
         dn: String,
         reason: String,
     },
+    /// Take over the original AD group of a converted cloud group (SOA) in place: once AD
+    /// confirms it is still the group with `sid` and carries no other marker, stamp `marker`
+    /// (the ownership attributes). Its DN, cn and sAMAccountName are kept.
+    Adopt {
+        cloud_id: CloudId,
+        guid: ObjectGuid,
+        dn: String,
+        sid: String,
+        marker: Vec<(String, Vec<String>)>,
+    },
+    /// Stop managing a group: remove the ownership attributes `marker` (ours only), keep the
+    /// group and its members.
+    Release {
+        cloud_id: CloudId,
+        guid: ObjectGuid,
+        dn: String,
+        marker: Vec<String>,
+        reason: String,
+    },
 }
 
 impl Operation {
@@ -85,7 +104,9 @@ impl Operation {
             | Operation::Rename { cloud_id, .. }
             | Operation::AddMembers { cloud_id, .. }
             | Operation::RemoveMembers { cloud_id, .. }
-            | Operation::Delete { cloud_id, .. } => cloud_id,
+            | Operation::Delete { cloud_id, .. }
+            | Operation::Adopt { cloud_id, .. }
+            | Operation::Release { cloud_id, .. } => cloud_id,
         }
     }
 
@@ -94,7 +115,9 @@ impl Operation {
     pub fn phase(&self) -> u8 {
         match self {
             Operation::Rename { .. } => 0,
-            Operation::Add { .. } => 1,
+            // Before the update and member writes that follow it, which it makes ours.
+            Operation::Adopt { .. } | Operation::Add { .. } => 1,
+            Operation::Release { .. } => 2,
             Operation::Update { .. } => 2,
             Operation::AddMembers { .. } => 3,
             Operation::RemoveMembers { .. } => 4,
@@ -125,7 +148,7 @@ impl Summary {
                 self.adds += 1;
                 self.member_adds += members.len();
             }
-            Operation::Update { .. } => self.updates += 1,
+            Operation::Update { .. } | Operation::Adopt { .. } | Operation::Release { .. } => self.updates += 1,
             Operation::Rename { dn, new_dn, new_parent, .. } => {
                 if new_parent.is_some() {
                     self.moves += 1;

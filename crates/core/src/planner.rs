@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::anchor::{self, Resolved};
 use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
+use crate::convert::{self, Conversion};
 use crate::ids::{CloudId, Dn};
 use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
@@ -40,6 +41,19 @@ struct Desired<'a> {
     display: String,
     cn: String,
     dn: String,
+    /// The sAMAccountName to keep (a converted group's original keeps its own).
+    sam: Option<String>,
+    /// Converted from AD and taken over by this run: the SID it was matched by.
+    adopted: Option<String>,
+}
+
+impl Desired<'_> {
+    /// A converted group's original AD group keeps its DN, cn and sAMAccountName.
+    fn keep_name(&mut self, g: &AdGroup) {
+        self.cn = g.cn.clone();
+        self.dn = g.dn.to_string();
+        self.sam = g.attrs.get("samaccountname").and_then(|v| v.first()).cloned();
+    }
 }
 
 /// Computes the plan. Pure: reads nothing, writes nothing.
@@ -57,6 +71,8 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     // Desired shape of every group in scope; naming failures become per-object errors.
     let mut desired: Vec<Desired> = Vec::with_capacity(cloud.groups.len());
     let mut seen: Set<&str> = Set::default();
+    // Owned groups given back to AD (SOA rollback): released, neither updated nor orphaned.
+    let mut released: Set<&str> = Set::default();
     for g in &cloud.groups {
         let id = lower(&g.id);
         let Some((key, decision)) = decisions.get_key_value(&id) else { continue };
@@ -77,8 +93,16 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
             p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: decision.reason.clone() });
         }
         if !decision.in_scope {
-            if !owned.contains_key(&*id) {
-                p.groups.push(report(g, &id, decision, None, "not written", vec![]));
+            match owned.get_key_value(&*id) {
+                None => p.groups.push(report(g, &id, decision, None, "not written", vec![])),
+                Some((key, group)) => {
+                    if let Conversion::GivenBack(sid) = convert::conversion(g, cloud) {
+                        if convert::same_sid(group, sid) {
+                            give_back(&mut p, group, ad, "synced from AD again after its conversion was rolled back");
+                            released.insert(*key);
+                        }
+                    }
+                }
             }
             continue;
         }
@@ -92,6 +116,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     }
     // Planned in id order: plans read the same every time.
     desired.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let owned = converted(&mut p, &mut desired, cloud, ad, owned, &mut released, cfg);
 
     // Which groups exist in AD once this run is through, for nesting: owned ones that
     // stay, and the ones this run adds. A group whose read is incomplete is not added.
@@ -112,6 +137,9 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     let mut users = UserMembers::default();
     for d in &desired {
         plan_group(&mut p, d, owned.get(&*d.id).copied(), cloud, ad, state, &targets, &mut users, cfg);
+        if let (Some(sid), Some(r)) = (&d.adopted, p.groups.last_mut()) {
+            r.action = format!("adopt (converted from AD, SID {sid}), then {}", r.action);
+        }
     }
 
     let mut orphans: Vec<(&str, &AdGroup)> = owned
@@ -120,10 +148,11 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
         // In scope but not writable this run (reported above): leave it alone.
         .filter(|(id, _)| !decisions.get(*id).is_some_and(|d| d.in_scope))
         .filter(|(id, _)| desired.binary_search_by(|d| (*d.id).cmp(id)).is_err())
+        .filter(|(id, _)| !released.contains(id))
         .collect();
     orphans.sort_unstable_by_key(|(id, _)| *id);
     for (id, group) in orphans {
-        plan_orphan(&mut p, id, group, cloud, &decisions, cfg);
+        plan_orphan(&mut p, id, group, cloud, ad, &decisions, cfg);
     }
 
     p.operations.sort_by_key(Operation::phase);
@@ -175,7 +204,7 @@ fn shape<'a>(
     let display = naming::display_name(g.name())?;
     let cn = naming::cn_for(cfg.cn_format, id, g.name());
     let dn = naming::group_dn(&cn, decision.target_ou.as_deref().unwrap_or(&cfg.target_ou));
-    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn })
+    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn, sam: None, adopted: None })
 }
 
 /// The attributes a group should have, and the values left out because AD cannot hold
@@ -192,7 +221,7 @@ fn desired_attrs(
     let gt = decision.group_type.unwrap_or(group_type::UNIVERSAL_SECURITY);
     let mut attrs: Vec<(&'static str, Vec<String>)> = Vec::with_capacity(10);
     attrs.extend([
-        ("sAMAccountName", vec![naming::sam_account_name(cn)]),
+        ("sAMAccountName", vec![d.sam.clone().unwrap_or_else(|| naming::sam_account_name(cn))]),
         ("groupType", vec![gt.to_string()]),
         ("displayName", opt(Some(d.display.clone()))),
         ("description", opt(naming::description(g.description.as_deref()))),
@@ -433,7 +462,7 @@ fn plan_group(
     // Where it belongs: the target OU, unless it sits in an OU whose groups stay in place
     // (adopted from Azure AD Connect without moving them).
     let parent = Dn::new(existing.dn.parent());
-    let stays = cfg.stay_in.iter().any(|ou| parent.is_within(ou));
+    let stays = cfg.stay_in.iter().chain(&cfg.converted_ous).any(|ou| parent.is_within(ou));
     let want_parent =
         if stays { parent.to_string() } else { d.decision.target_ou.clone().unwrap_or_else(|| cfg.target_ou.clone()) };
     let moved = parent != *want_parent;
@@ -729,6 +758,7 @@ fn plan_orphan(
     id: &str,
     group: &AdGroup,
     cloud: &CloudSnapshot,
+    ad: &AdSnapshot,
     decisions: &Map<Cow<str>, Decision>,
     cfg: &PlannerConfig,
 ) {
@@ -739,9 +769,15 @@ fn plan_orphan(
         }
         None => ("permanently deleted in the cloud".to_string(), None),
     };
+    let converted_ou = cfg.converted_ous.iter().any(|ou| naming::dn_is_within(&group.dn, ou));
     let action = match policy {
         Some((OnRemoval::Keep, key)) => {
             format!("kept, no longer updated ([writeback] {key} = \"keep\")")
+        }
+        // A group in converted_ous was AD's before writeback took it over: given back, never deleted.
+        _ if converted_ou => {
+            give_back(p, group, ad, &format!("{why}; in [writeback] converted_ous, so given back, not deleted"));
+            return;
         }
         _ => {
             p.operations.push(Operation::Delete {
@@ -762,6 +798,104 @@ fn plan_orphan(
         dn: Some(group.dn.to_string()),
         group_type: Some(group.group_type),
         action,
+        members: vec![],
+    });
+}
+
+/// Converted groups (SOA), before anything else is planned: the original AD group of a converted
+/// cloud group is taken over in place (it becomes owned, named as it is), one already taken over
+/// keeps its name, one given back to AD is released, and one that may not be taken over is
+/// reported and dropped (no second group beside it). Returns the owned groups with the ones
+/// taken over.
+fn converted<'a>(
+    p: &mut Plan,
+    desired: &mut Vec<Desired<'a>>,
+    cloud: &'a CloudSnapshot,
+    ad: &'a AdSnapshot,
+    mut owned: Map<&'a str, &'a AdGroup>,
+    released: &mut Set<&'a str>,
+    cfg: &PlannerConfig,
+) -> Map<&'a str, &'a AdGroup> {
+    let mut dropped: Set<usize> = Set::default();
+    for (i, d) in desired.iter_mut().enumerate() {
+        let id: &str = &d.id;
+        match (convert::conversion(d.group, cloud), owned.get(id).copied()) {
+            (Conversion::None, _) => {}
+            (Conversion::Converted(sid), Some(g)) if convert::same_sid(g, sid) => d.keep_name(g),
+            // Written by writeback before (its original was gone): as any group.
+            (Conversion::Converted(_), Some(_)) => {}
+            (Conversion::Converted(sid), None) => {
+                match convert::may_take_over(id, sid, ad.originals.get(id), cfg) {
+                    Ok(None) => {}
+                    Ok(Some(g)) => {
+                        let Some((key, _)) = ad.originals.get_key_value(id) else { continue };
+                        let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(id)])];
+                        if ad.schema.external_directory_object_id {
+                            marker.push(("msDS-ExternalDirectoryObjectId".to_string(), vec![naming::marker(id)]));
+                        }
+                        p.operations.push(Operation::Adopt {
+                            cloud_id: id.into(),
+                            guid: g.guid.clone(),
+                            dn: g.dn.to_string(),
+                            sid: sid.to_string(),
+                            marker,
+                        });
+                        d.keep_name(g);
+                        d.adopted = Some(sid.to_string());
+                        owned.insert(key.as_str(), g);
+                    }
+                    Err(message) => {
+                        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+                        p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {message}"), vec![]));
+                        dropped.insert(i);
+                    }
+                }
+            }
+            (Conversion::GivenBack(sid), Some(g)) if convert::same_sid(g, sid) => {
+                let why = "given back to AD (onPremisesSyncBehavior.isCloudManaged = false)";
+                give_back(p, g, ad, why);
+                if let Some((key, _)) = owned.get_key_value(id) {
+                    released.insert(key);
+                }
+                dropped.insert(i);
+            }
+            (Conversion::GivenBack(_), _) => {
+                let why = "given back to AD (onPremisesSyncBehavior.isCloudManaged = false): AD manages it";
+                p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {why}"), vec![]));
+                dropped.insert(i);
+            }
+        }
+    }
+    let mut i = 0;
+    desired.retain(|_| {
+        i += 1;
+        !dropped.contains(&(i - 1))
+    });
+    owned
+}
+
+/// Stops managing an owned group: its marker is removed; the group and its members stay.
+fn give_back(p: &mut Plan, group: &AdGroup, ad: &AdSnapshot, why: &str) {
+    let mut marker = vec!["adminDescription".to_string()];
+    if ad.schema.external_directory_object_id {
+        marker.push("msDS-ExternalDirectoryObjectId".to_string());
+    }
+    p.operations.push(Operation::Release {
+        cloud_id: group.cloud_id.clone(),
+        guid: group.guid.clone(),
+        dn: group.dn.to_string(),
+        marker,
+        reason: why.to_string(),
+    });
+    let name = group.attrs.get("displayname").and_then(|v| v.first()).cloned().unwrap_or_default();
+    p.groups.push(GroupReport {
+        cloud_id: group.cloud_id.clone(),
+        display_name: name,
+        in_scope: false,
+        reason: why.to_string(),
+        dn: Some(group.dn.to_string()),
+        group_type: Some(group.group_type),
+        action: "release: marker removed, the group and its members kept".into(),
         members: vec![],
     });
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{group_type as gt, AdClass, AdObject, AdRef, Link};
+use crate::model::{group_type as gt, AdClass, AdObject, AdRef, Link, Original};
 use crate::plan::SkipReason;
 use crate::planner::UNIVERSAL_CANT_HAVE_LOCAL;
 use crate::test_world::*;
@@ -579,4 +579,95 @@ fn owners_become_managed_by_and_follow_changes() {
     let p = w.converge();
     let Operation::Update { changes, .. } = ops(&p, "update")[0] else { unreachable!() };
     assert_eq!((changes[0].attr.as_str(), changes[0].values.len()), ("managedBy", 0));
+}
+
+/// A converted group (SOA) in the world: its original AD group `CN=Finance` in `OU=Legacy`, with
+/// one member of its own, AD's sAMAccountName and a universal scope.
+fn converted_world() -> (World, AdGroup) {
+    let mut w = World::new();
+    let sid = "S-1-5-21-1-2-3-5001";
+    let mut g = security(7, "SG-Finance (cloud)", Some(true));
+    g.on_premises_security_identifier = Some(sid.into());
+    w.group(g, vec![synced_user(1), synced_user(2)]);
+    w.cloud.cloud_managed.insert(id(7), true);
+    let mut attrs = BTreeMap::new();
+    attrs.insert("samaccountname".to_string(), vec!["Finance".to_string()]);
+    attrs.insert("displayname".to_string(), vec!["Finance".to_string()]);
+    let original = AdGroup {
+        guid: ObjectGuid::new("cccccccc-0000-0000-0000-000000000007"),
+        sid: Some(sid.into()),
+        dn: Dn::new("CN=Finance,OU=Legacy,DC=corp,DC=test"),
+        cloud_id: id(7),
+        cn: "Finance".into(),
+        attrs,
+        group_type: gt::UNIVERSAL_SECURITY,
+        members: Some(vec![AdRef {
+            guid: ObjectGuid::new("aaaaaaaa-0000-0000-0000-000000000001"),
+            dn: "CN=user1,CN=Users,DC=corp,DC=test".into(),
+            sid: None,
+        }]),
+        ..Default::default()
+    };
+    w.cfg.converted_ous = vec!["OU=Legacy,DC=corp,DC=test".into()];
+    (w, original)
+}
+
+#[test]
+fn a_converted_group_takes_over_its_original_in_place_and_is_released_when_given_back() {
+    let (mut w, original) = converted_world();
+    w.ad.originals.insert(id(7), Original::Found { group: original.clone(), critical: false });
+    let p = w.plan();
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(ops(&p, "add").is_empty(), "no second group beside the original");
+    let [Operation::Adopt { dn, sid, marker, .. }] = ops(&p, "adopt")[..] else { panic!("one adopt: {p:?}") };
+    assert_eq!((dn.as_str(), sid.as_str()), ("CN=Finance,OU=Legacy,DC=corp,DC=test", "S-1-5-21-1-2-3-5001"));
+    assert_eq!(marker[0], ("adminDescription".to_string(), vec![format!("Group_{}", id(7))]));
+    assert!(ops(&p, "rename").is_empty(), "its DN and cn are kept");
+    let [Operation::Update { changes, .. }] = ops(&p, "update")[..] else { panic!("one update: {p:?}") };
+    assert!(!changes.iter().any(|c| c.attr == "sAMAccountName"), "its sAMAccountName is kept: {changes:?}");
+    assert_eq!(p.summary.member_adds, 1, "its members follow the cloud");
+    assert!(p.report(&id(7))[0].action.starts_with("adopt (converted from AD, SID S-1-5-21-1-2-3-5001)"));
+    assert!(render::plan(&p).contains("= adopt (converted)"));
+    w.apply(&p);
+    assert!(w.plan().operations.is_empty(), "taken over once: {:?}", w.plan().operations);
+
+    // Rolled back: isCloudManaged false. Released: marker off, group and members kept.
+    w.cloud.cloud_managed.insert(id(7), false);
+    let p = w.plan();
+    let [Operation::Release { dn, marker, .. }] = ops(&p, "release")[..] else { panic!("one release: {p:?}") };
+    assert_eq!((dn.as_str(), marker.as_slice()), ("CN=Finance,OU=Legacy,DC=corp,DC=test", &["adminDescription".into()][..]));
+    assert_eq!(p.operations.len(), 1, "nothing else: {:?}", p.operations);
+    // Synced from AD again (Connect took it back): the same.
+    w.cloud.groups[0].on_premises_sync_enabled = Some(true);
+    let p = w.plan();
+    assert_eq!(ops(&p, "release").len(), 1, "{p:?}");
+    assert!(ops(&p, "delete").is_empty());
+}
+
+#[test]
+fn a_converted_group_outside_converted_ous_or_not_looked_up_writes_nothing() {
+    let (mut w, original) = converted_world();
+    let p = w.plan();
+    assert!(p.operations.is_empty() && p.errors[0].message.contains("not looked up"), "{p:?}");
+    w.cfg.converted_ous = vec!["OU=Elsewhere,DC=corp,DC=test".into()];
+    w.ad.originals.insert(id(7), Original::Found { group: original, critical: false });
+    let p = w.plan();
+    assert!(p.operations.is_empty(), "{:?}", p.operations);
+    assert!(p.errors[0].message.starts_with("converted-outside-managed-ous"), "{:?}", p.errors);
+    // Gone from AD: written as a new group, as Cloud Sync does.
+    w.ad.originals.insert(id(7), Original::NotFound);
+    assert_eq!(ops(&w.plan(), "add").len(), 1);
+}
+
+#[test]
+fn an_orphan_in_converted_ous_is_given_back_never_deleted() {
+    let (mut w, original) = converted_world();
+    w.cfg.on_out_of_scope = OnRemoval::Delete;
+    w.ad.originals.insert(id(7), Original::Found { group: original, critical: false });
+    let p = w.plan();
+    w.apply(&p);
+    w.cloud.groups[0].writeback_configuration = wb(Some(false), None);
+    let p = w.plan();
+    assert!(ops(&p, "delete").is_empty(), "{p:?}");
+    assert_eq!(ops(&p, "release").len(), 1, "{p:?}");
 }

@@ -59,6 +59,12 @@ pub fn plan(p: &Plan) -> String {
                 }
             }
             Operation::Delete { dn, reason, .. } => line(format_args!("- delete   {n}{} ({})", t(dn), t(reason))),
+            Operation::Adopt { dn, sid, .. } => {
+                line(format_args!("= adopt (converted) {n}{} (SID {}): taken over in place", t(dn), t(sid)))
+            }
+            Operation::Release { dn, reason, .. } => {
+                line(format_args!("< release  {n}{}: marker removed, group kept ({})", t(dn), t(reason)))
+            }
         }
     }
     for n in &p.notices {

@@ -169,6 +169,19 @@ impl World {
                     }
                 }
                 Operation::Delete { guid, .. } => self.ad.groups.retain(|g| &g.guid != guid),
+                // The original becomes an owned group; it is read as one from now on.
+                Operation::Adopt { cloud_id, marker, .. } => {
+                    let Some(crate::model::Original::Found { mut group, .. }) = self.ad.originals.remove(cloud_id)
+                    else {
+                        panic!("adopting what was not found")
+                    };
+                    for (attr, values) in marker {
+                        group.attrs.insert(attr.to_ascii_lowercase(), values.clone());
+                    }
+                    group.cloud_id = cloud_id.clone();
+                    self.ad.groups.push(group);
+                }
+                Operation::Release { guid, .. } => self.ad.groups.retain(|g| &g.guid != guid),
             }
         }
     }
