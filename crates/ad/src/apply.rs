@@ -31,6 +31,8 @@ pub struct ApplyReport {
     pub ldap_writes: u64,
     /// Set when the circuit breaker stopped the run: most operations were failing.
     pub stopped: Option<String>,
+    /// Converted groups whose original was not taken over: nothing else is written to it.
+    pub not_taken_over: HashSet<CloudId>,
 }
 
 /// Member values written inline in a group's add; the rest follow in `member_chunk` modifies.
@@ -81,6 +83,8 @@ fn op_name(op: &Operation) -> &'static str {
         Operation::AddMembers { .. } => "add-members",
         Operation::RemoveMembers { .. } => "remove-members",
         Operation::Delete { .. } => "delete",
+        Operation::Adopt { .. } => "adopt",
+        Operation::Release { .. } => "release",
     }
 }
 
@@ -133,7 +137,14 @@ impl AdConn {
             let mut outcome =
                 OpOutcome { cloud_id: op.cloud_id().clone(), op: op_name(op), error: None, member_errors: vec![] };
             let result = match op {
-                Operation::Add { dn, .. } | Operation::Update { dn, .. } | Operation::Delete { dn, .. }
+                _ if report.not_taken_over.contains(op.cloud_id()) => {
+                    Err("skipped: its original AD group was not taken over".to_string())
+                }
+                Operation::Add { dn, .. }
+                | Operation::Update { dn, .. }
+                | Operation::Delete { dn, .. }
+                | Operation::Adopt { dn, .. }
+                | Operation::Release { dn, .. }
                     if !within(dn) =>
                 {
                     Err(format!("refused: {dn} is outside the managed OUs"))
@@ -178,6 +189,14 @@ impl AdConn {
                     }
                 }
                 Operation::Delete { cloud_id, guid, .. } => self.delete_owned(cloud_id, guid, &within, report).await,
+                Operation::Adopt { cloud_id, guid, sid, marker, .. } => {
+                    let taken = self.adopt(cloud_id, guid, sid, marker, report).await;
+                    if taken.is_err() {
+                        report.not_taken_over.insert(cloud_id.clone());
+                    }
+                    taken
+                }
+                Operation::Release { cloud_id, guid, marker, .. } => self.release(cloud_id, guid, marker, report).await,
             };
             outcome.error = result.err();
             if let Some(e) = &outcome.error {
@@ -388,6 +407,90 @@ impl AdConn {
             }
         }
         errors
+    }
+
+    /// Takes over a converted group's original: AD is asked again that the object is the group
+    /// with `sid` and carries no marker but ours, then the marker is stamped.
+    async fn adopt(
+        &mut self,
+        cloud_id: &CloudId,
+        guid: &ObjectGuid,
+        sid: &str,
+        marker: &[(String, Vec<String>)],
+        report: &mut ApplyReport,
+    ) -> Result<(), String> {
+        let (found_sid, markers, dn) = self.sid_and_markers(guid).await?.ok_or("its AD group is gone")?;
+        if !found_sid.is_some_and(|s| s.eq_ignore_ascii_case(sid)) {
+            return Err(format!("refused: the object {dn} no longer has the SID {sid}"));
+        }
+        let ours = naming::marker(cloud_id);
+        if let Some(other) = markers.iter().find(|m| **m != ours) {
+            return Err(format!("refused: {dn} carries {other:?} by now; it is not taken over"));
+        }
+        let mods: Vec<Mod<String>> =
+            marker.iter().map(|(attr, values)| Mod::Replace(attr.clone(), values.iter().cloned().collect())).collect();
+        report.ldap_writes += 1;
+        self.op()
+            .modify(&format!("<GUID={guid}>"), mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| AdError::ldap("adopt", e).to_string())?;
+        report.links.insert(cloud_id.clone(), (guid.clone(), dn.as_str().into()));
+        Ok(())
+    }
+
+    /// Gives a group back: our marker values are deleted (by value: one changed meanwhile is
+    /// not ours to remove); the group and its members stay.
+    async fn release(
+        &mut self,
+        cloud_id: &CloudId,
+        guid: &ObjectGuid,
+        marker: &[String],
+        report: &mut ApplyReport,
+    ) -> Result<(), String> {
+        let Some((_, markers, dn)) = self.sid_and_markers(guid).await? else { return Ok(()) };
+        let ours = naming::marker(cloud_id);
+        if !markers.contains(&ours) {
+            return Err(format!("refused to release {dn}: it no longer carries the marker {ours}"));
+        }
+        let mods: Vec<Mod<String>> =
+            marker.iter().map(|attr| Mod::Delete(attr.clone(), HashSet::from([ours.clone()]))).collect();
+        report.ldap_writes += 1;
+        let r = self.op().modify(&format!("<GUID={guid}>"), mods).await.and_then(|r| r.success());
+        match r {
+            Ok(_) => Ok(()),
+            // 16: one of them was not set (a group stamped before the 2016 schema has no anchor).
+            Err(ldap3::LdapError::LdapResult { result }) if result.rc == 16 => {
+                let mods = vec![Mod::Delete("adminDescription".to_string(), HashSet::from([ours]))];
+                report.ldap_writes += 1;
+                let r = self.op().modify(&format!("<GUID={guid}>"), mods).await.and_then(|r| r.success());
+                r.map(|_| ()).map_err(|e| AdError::ldap("release", e).to_string())
+            }
+            Err(e) => Err(AdError::ldap("release", e).to_string()),
+        }
+    }
+
+    /// An object's objectSid, its marker values (adminDescription and the 2016 anchor) and DN,
+    /// by objectGUID; `None` when it is gone.
+    async fn sid_and_markers(&mut self, guid: &str) -> Result<Option<(Option<String>, Vec<String>, String)>, String> {
+        let mut attrs = vec!["adminDescription"];
+        if self.schema.external_directory_object_id {
+            attrs.push("msDS-ExternalDirectoryObjectId");
+        }
+        let res = self
+            .op()
+            .with_controls(vec![crate::read::extended_dn()])
+            .search(&format!("<GUID={guid}>"), ldap3::Scope::Base, "(objectClass=group)", attrs)
+            .await
+            .map_err(|e| AdError::ldap("reading a group by GUID", e).to_string())?;
+        if res.1.rc == 32 {
+            return Ok(None);
+        }
+        let (entries, _) = res.success().map_err(|e| AdError::ldap("reading a group by GUID", e).to_string())?;
+        Ok(entries.into_iter().next().map(ldap3::SearchEntry::construct).map(|e| {
+            let (_, sid, dn) = crate::parse_extended_dn(&e.dn);
+            (sid, e.attrs.into_values().flatten().collect(), dn)
+        }))
     }
 
     async fn delete_owned(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use futures_util::StreamExt;
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
-use writeback_core::model::{AdClass, AdGroup, AdObject, AdRef, Anchor};
+use writeback_core::model::{AdClass, AdGroup, AdObject, AdRef, Anchor, Original};
 use writeback_core::{naming, CloudId, Dn, ObjectGuid};
 
 use crate::search::Answer;
@@ -171,18 +171,78 @@ impl AdConn {
         Ok(entries.iter().filter_map(|e| parse_extended_dn(&e.dn).0).collect())
     }
 
-    async fn read_groups(&mut self, tree: &[String], only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
+    /// What a group is read with: the managed attributes, its members (ranged) and nesting.
+    fn group_attrs(&self) -> Vec<String> {
         let mut attrs: Vec<String> = MANAGED.iter().map(|s| s.to_string()).collect();
         // An explicit first range: Windows ranges `member` at 1,500 values on its own, Samba only
         // when asked; asking makes both take the same (ranged) path for large groups.
         attrs.extend(["cn", "groupType", "member;range=0-1499", "memberOf", "adminCount"].map(String::from));
-        let mut marker_filter = "(adminDescription=Group_*)".to_string();
         if self.schema.external_directory_object_id {
             attrs.push("msDS-ExternalDirectoryObjectId".into());
-            marker_filter = format!("(|{marker_filter}(msDS-ExternalDirectoryObjectId=Group_*))");
         }
         if self.schema.exchange {
             attrs.push("mailNickname".into());
+        }
+        attrs
+    }
+
+    /// The objects converted cloud groups name by SID, looked up in the whole domain: a group
+    /// is read as it is (members complete, or `None`), whoever owns it; the planner decides.
+    pub async fn originals_by_sid(
+        &mut self,
+        converted: &[(CloudId, String)],
+    ) -> Result<BTreeMap<CloudId, Original>, AdError> {
+        let mut attrs = self.group_attrs();
+        attrs.extend(["objectClass", "sAMAccountType", "isCriticalSystemObject"].map(String::from));
+        let mut out = BTreeMap::new();
+        for (id, sid) in converted {
+            if !naming::is_sid(sid) {
+                continue;
+            }
+            let base = self.default_nc.clone();
+            self.ops += 1;
+            let (entries, _) = self
+                .op()
+                .with_controls(vec![extended_dn()])
+                .search(&base, Scope::Subtree, &format!("(objectSid={sid})"), attrs.clone())
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| AdError::ldap(format!("looking up SID {sid}"), e))?;
+            let found = entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct).next();
+            let original = match found {
+                None => Original::NotFound,
+                Some(e) => {
+                    let classes = e.attrs.get("objectClass").map(Vec::as_slice).unwrap_or_default();
+                    let account_type =
+                        e.attrs.get("sAMAccountType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
+                    match (classify(classes, account_type), group_from(&e, id.clone())) {
+                        (AdClass::Group, Some(mut group)) => {
+                            if let Some(next) = ranged_start(&e) {
+                                let have = group.members.take().unwrap_or_default();
+                                group.members = self.read_member_ranges(&group.dn, next, have).await;
+                            }
+                            let critical = group
+                                .attrs
+                                .remove("iscriticalsystemobject")
+                                .is_some_and(|v| v.first().is_some_and(|t| t.eq_ignore_ascii_case("TRUE")));
+                            group.attrs.remove("objectclass");
+                            group.attrs.remove("samaccounttype");
+                            Original::Found { group, critical }
+                        }
+                        (class, _) => Original::NotAGroup(class.describe().to_string()),
+                    }
+                }
+            };
+            out.insert(id.clone(), original);
+        }
+        Ok(out)
+    }
+
+    async fn read_groups(&mut self, tree: &[String], only: Option<String>) -> Result<Vec<AdGroup>, AdError> {
+        let attrs = self.group_attrs();
+        let mut marker_filter = "(adminDescription=Group_*)".to_string();
+        if self.schema.external_directory_object_id {
+            marker_filter = format!("(|{marker_filter}(msDS-ExternalDirectoryObjectId=Group_*))");
         }
         let filter = format!("(&(objectClass=group){marker_filter}{})", only.unwrap_or_default());
         let entries = self.search_tree(Answer::Paged, tree, &filter, attrs, vec![extended_dn()]).await?;
@@ -410,13 +470,22 @@ fn ranged_start(e: &SearchEntry) -> Option<usize> {
     hi.parse::<usize>().ok().map(|h| h + 1)
 }
 
+fn first(e: &SearchEntry, k: &str) -> Option<String> {
+    e.attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.first()).cloned()
+}
+
+/// An owned group: its cloud id from its marker.
 fn to_group(e: &SearchEntry) -> Option<AdGroup> {
-    let (guid, sid, dn) = parse_extended_dn(&e.dn);
-    let first =
-        |k: &str| e.attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.first()).cloned();
-    let cloud_id = first("adminDescription")
+    let cloud_id = first(e, "adminDescription")
         .and_then(|m| naming::parse_marker(&m))
-        .or_else(|| first("msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
+        .or_else(|| first(e, "msDS-ExternalDirectoryObjectId").and_then(|m| naming::parse_marker(&m)))?;
+    group_from(e, cloud_id)
+}
+
+/// A group entry as the planner sees it, for `cloud_id`.
+fn group_from(e: &SearchEntry, cloud_id: CloudId) -> Option<AdGroup> {
+    let (guid, sid, dn) = parse_extended_dn(&e.dn);
+    let first = |k: &str| first(e, k);
     let mut attrs = BTreeMap::new();
     let mut members = Vec::new();
     let mut member_of = Vec::new();

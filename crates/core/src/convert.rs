@@ -185,7 +185,8 @@ mod tests {
         assert!(refused(&outside).starts_with("converted-outside-managed-ous"));
         let global = original("CN=Finance,OU=Groups,DC=x", -2147483646, None);
         assert!(refused(&global).contains("is not universal"));
-        let other = original("CN=Finance,OU=Groups,DC=x", universal, Some("Group_c0ffee00-0000-0000-0000-000000000009"));
+        let other =
+            original("CN=Finance,OU=Groups,DC=x", universal, Some("Group_c0ffee00-0000-0000-0000-000000000009"));
         assert!(refused(&other).contains("marker of another cloud group"));
         let text = original("CN=Finance,OU=Groups,DC=x", universal, Some("owned by the finance team"));
         assert!(refused(&text).contains("clear it"));
@@ -194,7 +195,8 @@ mod tests {
         assert!(refused(&protected).contains("is protected"));
         let critical = Original::Found { group: group.clone(), critical: true };
         assert!(refused(&critical).contains("is protected"));
-        let other_sid = Original::Found { group: AdGroup { sid: Some("S-1-5-21-1-2-3-9".into()), ..group }, critical: false };
+        let other_sid =
+            Original::Found { group: AdGroup { sid: Some("S-1-5-21-1-2-3-9".into()), ..group }, critical: false };
         assert!(refused(&other_sid).contains("another SID"));
         assert!(refused(&Original::NotAGroup("a user account".into())).contains("not a group"));
         assert!(may_take_over(id, SID, None, &cfg).expect_err("not looked up").contains("not looked up"));

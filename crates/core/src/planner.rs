@@ -824,33 +824,31 @@ fn converted<'a>(
             (Conversion::Converted(sid), Some(g)) if convert::same_sid(g, sid) => d.keep_name(g),
             // Written by writeback before (its original was gone): as any group.
             (Conversion::Converted(_), Some(_)) => {}
-            (Conversion::Converted(sid), None) => {
-                match convert::may_take_over(id, sid, ad.originals.get(id), cfg) {
-                    Ok(None) => {}
-                    Ok(Some(g)) => {
-                        let Some((key, _)) = ad.originals.get_key_value(id) else { continue };
-                        let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(id)])];
-                        if ad.schema.external_directory_object_id {
-                            marker.push(("msDS-ExternalDirectoryObjectId".to_string(), vec![naming::marker(id)]));
-                        }
-                        p.operations.push(Operation::Adopt {
-                            cloud_id: id.into(),
-                            guid: g.guid.clone(),
-                            dn: g.dn.to_string(),
-                            sid: sid.to_string(),
-                            marker,
-                        });
-                        d.keep_name(g);
-                        d.adopted = Some(sid.to_string());
-                        owned.insert(key.as_str(), g);
+            (Conversion::Converted(sid), None) => match convert::may_take_over(id, sid, ad.originals.get(id), cfg) {
+                Ok(None) => {}
+                Ok(Some(g)) => {
+                    let Some((key, _)) = ad.originals.get_key_value(id) else { continue };
+                    let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(id)])];
+                    if ad.schema.external_directory_object_id {
+                        marker.push(("msDS-ExternalDirectoryObjectId".to_string(), vec![naming::marker(id)]));
                     }
-                    Err(message) => {
-                        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
-                        p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {message}"), vec![]));
-                        dropped.insert(i);
-                    }
+                    p.operations.push(Operation::Adopt {
+                        cloud_id: id.into(),
+                        guid: g.guid.clone(),
+                        dn: g.dn.to_string(),
+                        sid: sid.to_string(),
+                        marker,
+                    });
+                    d.keep_name(g);
+                    d.adopted = Some(sid.to_string());
+                    owned.insert(key.as_str(), g);
                 }
-            }
+                Err(message) => {
+                    p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+                    p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {message}"), vec![]));
+                    dropped.insert(i);
+                }
+            },
             (Conversion::GivenBack(sid), Some(g)) if convert::same_sid(g, sid) => {
                 let why = "given back to AD (onPremisesSyncBehavior.isCloudManaged = false)";
                 give_back(p, g, ad, why);

@@ -635,7 +635,10 @@ fn a_converted_group_takes_over_its_original_in_place_and_is_released_when_given
     w.cloud.cloud_managed.insert(id(7), false);
     let p = w.plan();
     let [Operation::Release { dn, marker, .. }] = ops(&p, "release")[..] else { panic!("one release: {p:?}") };
-    assert_eq!((dn.as_str(), marker.as_slice()), ("CN=Finance,OU=Legacy,DC=corp,DC=test", &["adminDescription".into()][..]));
+    assert_eq!(
+        (dn.as_str(), marker.as_slice()),
+        ("CN=Finance,OU=Legacy,DC=corp,DC=test", &["adminDescription".into()][..])
+    );
     assert_eq!(p.operations.len(), 1, "nothing else: {:?}", p.operations);
     // Synced from AD again (Connect took it back): the same.
     w.cloud.groups[0].on_premises_sync_enabled = Some(true);

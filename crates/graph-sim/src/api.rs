@@ -489,6 +489,7 @@ impl Sim {
                 ["groups", "delta"] => On::GroupsDelta,
                 ["users", "delta"] => On::UsersDelta,
                 ["groups"] | ["groups", _] => On::Groups,
+                ["groups", _, "onPremisesSyncBehavior"] => On::SyncBehavior,
                 ["users"] | ["users", _] => On::Users,
                 _ => On::DirectoryObjects,
             };
@@ -563,6 +564,30 @@ impl Sim {
                     .map(|(k, v)| (Some(k), v))
                     .collect();
                 page(items, "directoryObjects")
+            }
+            // onPremisesSyncBehavior (beta only: onpremisessyncbehavior-get.md / -update.md). Converting
+            // (isCloudManaged true) sets onPremisesSyncEnabled to null; the SID is kept, which is
+            // UNCONFIRMED (facts-2026.md §1.3). A rollback (false) changes nothing else on the group
+            // "until the sync client takes over", so the groups delta is not told of it (the
+            // strictest reading: writeback sees a rollback in a full cycle).
+            ("GET" | "PATCH", ["groups", id, "onPremisesSyncBehavior"]) if beta => {
+                let g = self.tenant.group_mut(id).ok_or_else(|| not_found("group", id))?;
+                if method == "PATCH" {
+                    let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
+                    let managed = patch
+                        .get("isCloudManaged")
+                        .and_then(Value::as_bool)
+                        .ok_or_else(|| bad("isCloudManaged must be a Boolean.".into()))?;
+                    g["onPremisesSyncBehavior"] = json!({ "isCloudManaged": managed });
+                    if managed {
+                        g["onPremisesSyncEnabled"] = Value::Null;
+                        self.journal.touch_group(id);
+                    }
+                    return Ok(Reply::empty(204));
+                }
+                let managed = g["onPremisesSyncBehavior"]["isCloudManaged"].as_bool().unwrap_or(false);
+                let context = format!("{base}/{ver}/$metadata#groups('{id}')/onPremisesSyncBehavior/$entity");
+                Ok(Reply::json(200, json!({ "@odata.context": context, "id": id, "isCloudManaged": managed })))
             }
             // Graph "Update group" (api-reference/beta/api/group-update.md) does not say whether a
             // partial complex value (writebackConfiguration) is merged into the current one or

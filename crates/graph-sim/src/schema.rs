@@ -122,6 +122,8 @@ pub enum On {
     /// A collection of directory objects (members, owners, memberOf, getByIds, deletedItems):
     /// a property of any of the types it can hold.
     DirectoryObjects,
+    /// A group's onPremisesSyncBehavior (beta; resources/onpremisessyncbehavior.md).
+    SyncBehavior,
 }
 
 fn known(on: On, beta: bool, p: &str) -> bool {
@@ -134,6 +136,7 @@ fn known(on: On, beta: bool, p: &str) -> bool {
         On::DirectoryObjects => {
             group || [USER, DEVICE, CONTACT, SERVICE_PRINCIPAL].iter().any(|props| props.contains(&p))
         }
+        On::SyncBehavior => beta && ["id", "isCloudManaged"].contains(&p),
     }
 }
 
@@ -145,6 +148,7 @@ pub fn check(on: On, beta: bool, select: &str) -> Result<(), ODataError> {
                 On::Groups | On::GroupsDelta => "group",
                 On::Users | On::UsersDelta => "user",
                 On::DirectoryObjects => "directoryObject",
+                On::SyncBehavior => "onPremisesSyncBehavior",
             };
             return Err(ODataError(
                 400,

@@ -19,10 +19,14 @@ pub enum AuditOp {
     DeleteGroup,
     AddMember,
     RemoveMember,
+    /// A converted group's original AD group taken over (SOA).
+    AdoptGroup,
+    /// A group given back: its marker removed.
+    ReleaseGroup,
 }
 
 impl AuditOp {
-    pub const ALL: [AuditOp; 7] = [
+    pub const ALL: [AuditOp; 9] = [
         AuditOp::AddGroup,
         AuditOp::UpdateGroup,
         AuditOp::RenameGroup,
@@ -30,6 +34,8 @@ impl AuditOp {
         AuditOp::DeleteGroup,
         AuditOp::AddMember,
         AuditOp::RemoveMember,
+        AuditOp::AdoptGroup,
+        AuditOp::ReleaseGroup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +47,8 @@ impl AuditOp {
             AuditOp::DeleteGroup => "delete-group",
             AuditOp::AddMember => "add-member",
             AuditOp::RemoveMember => "remove-member",
+            AuditOp::AdoptGroup => "adopt-group",
+            AuditOp::ReleaseGroup => "release-group",
         }
     }
 

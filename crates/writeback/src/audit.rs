@@ -150,6 +150,11 @@ pub fn entries(
                 out.extend(members_of(&base, members, &failed, &by_guid, why));
             }
             Operation::Delete { dn, reason, .. } => out.push(group(AuditOp::DeleteGroup, dn, reason.clone())),
+            Operation::Adopt { dn, sid, .. } => {
+                let why = format!("converted to the cloud: its AD group (SID {sid}) taken over in place");
+                out.push(group(AuditOp::AdoptGroup, dn, why));
+            }
+            Operation::Release { dn, reason, .. } => out.push(group(AuditOp::ReleaseGroup, dn, reason.clone())),
         }
     }
     out

@@ -138,6 +138,9 @@ pub struct WritebackSection {
     pub move_adopted: bool,
     /// Cloud ids whose members may change although the AD group is nested into a protected group.
     pub allow_protected_nesting: Vec<writeback_core::CloudId>,
+    /// OUs in which the original AD groups of cloud groups converted from AD (Source of
+    /// Authority) are taken over in place, by SID. Empty: none is.
+    pub converted_ous: Vec<String>,
 }
 
 impl Default for WritebackSection {
@@ -154,6 +157,7 @@ impl Default for WritebackSection {
             write_owners: false,
             move_adopted: false,
             allow_protected_nesting: Vec::new(),
+            converted_ous: Vec::new(),
         }
     }
 }
@@ -306,11 +310,13 @@ impl Config {
         }
     }
 
-    /// The OUs this configuration names: the target OU, the rules' OUs and the adoption OUs.
+    /// The OUs this configuration names: the target OU, the rules' OUs, the adoption OUs and the
+    /// OUs of converted groups.
     pub fn configured_ous(&self) -> Vec<String> {
         let mut ous: Vec<String> = vec![self.ad.target_ou.clone()];
         ous.extend(self.rules.iter().filter_map(|r| r.target_ou.clone()));
         ous.extend(self.ad.adopt_from.iter().cloned());
+        ous.extend(self.writeback.converted_ous.iter().cloned());
         ous
     }
 
@@ -383,6 +389,7 @@ impl Config {
             rules: self.rules.clone(),
             write_owners: self.writeback.write_owners,
             allow_protected_nesting: self.writeback.allow_protected_nesting.clone(),
+            converted_ous: self.writeback.converted_ous.clone(),
         }
     }
 

@@ -351,6 +351,7 @@ impl Cycle<'_> {
         let state = self.store.state()?;
         let ous = cfg.managed_ous(&state);
         let checked = check_links(&mut self.ad, &mut snap, &state, cfg, &ous).await?;
+        crate::converted::read(&self.graph, &mut self.ad, &mut snap, cfg).await?;
         let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(self.allow.clone()));
         let used = self.use_approvals()?;
         // The adds already written, and the connection that wrote them, carry on with the rest.

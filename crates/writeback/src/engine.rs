@@ -235,7 +235,8 @@ pub(crate) async fn resolve(
             "owned groups nested into protected groups: their members are held back"
         );
     }
-    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside: BTreeMap::new() })
+    let outside = BTreeMap::new();
+    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside, originals: BTreeMap::new() })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> {
@@ -330,6 +331,7 @@ pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleE
     progress::done();
     let mut snap = snap?;
     let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
+    crate::converted::read(&graph, &mut ad, &mut snap, cfg).await?;
     ad.close().await;
     let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(allow));
     Ok((plan, snap))
@@ -390,6 +392,7 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
     let ad_snap = resolve(&mut ad, &cloud, owned, Default::default()).await?;
     let mut snap = Snapshot { cloud, ad: ad_snap };
     let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
+    crate::converted::read(&graph, &mut ad, &mut snap, cfg).await?;
     ad.close().await;
     Ok(Shown::Groups(Box::new(writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(Allow::default())))))
 }

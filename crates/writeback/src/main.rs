@@ -8,6 +8,7 @@ mod cloud_cmd;
 mod config;
 mod config_check;
 mod confirm;
+mod converted;
 mod cycle;
 mod daemon;
 mod early;

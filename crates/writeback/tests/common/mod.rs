@@ -466,6 +466,11 @@ impl Fixture {
         }
     }
 
+    /// One group by DN, whoever owns it.
+    pub fn read_view(&mut self, dn: &str) -> AdGroupView {
+        self.groups(dn).into_iter().find(|g| g.dn.eq_ignore_ascii_case(dn)).unwrap_or_else(|| panic!("{dn} is gone"))
+    }
+
     pub fn group(&mut self, cloud_id: &str) -> Option<AdGroupView> {
         let marker = format!("Group_{cloud_id}");
         let ou = self.ou.clone();

@@ -1,0 +1,114 @@
+//! Groups moved to the cloud (issue #20, Source of Authority conversion): the real binary, the
+//! real DC and the simulator, which converts and rolls back as Graph documents it
+//! (onpremisessyncbehavior-update.md). A converted group's original AD group is taken over in
+//! place, by SID, so that an ACL naming that SID keeps working.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use common::*;
+use ldap3::Mod;
+use serde_json::{json, Value};
+
+/// The SDDL of an object's security descriptor (`samba-tool dsacl get` on the DC's database).
+fn sddl(dn: &str) -> String {
+    let out = Command::new("samba-tool")
+        .args(["dsacl", "get", "-H", &env("WRITEBACK_TEST_SAM_LDB"), &format!("--objectdn={dn}")])
+        .output()
+        .expect("samba-tool");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Grants `sid` read and write on `dn`: a stand-in for the file share ACL that names the group.
+fn grant(dn: &str, sid: &str) -> String {
+    let ace = format!("(A;;RPWP;;;{sid})");
+    let out = Command::new("samba-tool")
+        .args(["dsacl", "set", "-H", &env("WRITEBACK_TEST_SAM_LDB"), &format!("--objectdn={dn}")])
+        .arg(format!("--sddl={ace}"))
+        .output()
+        .expect("samba-tool");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ace
+}
+
+fn converted(id: &str, name: &str, sid: &str, members: &[&str]) -> Value {
+    let mut g = security_group(id, name, Some(true), members);
+    g["onPremisesSecurityIdentifier"] = sid.into();
+    g["onPremisesSyncEnabled"] = true.into();
+    g
+}
+
+fn set_cloud_managed(fx: &Fixture, id: &str, managed: bool) {
+    let path = format!("/beta/groups/{id}/onPremisesSyncBehavior");
+    let (status, body) = fx.graph_as(CLIENT_ID, SECRET, "PATCH", &path, &json!({ "isCloudManaged": managed }));
+    assert_eq!(status, 204, "{body}");
+}
+
+#[test]
+fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rollback() {
+    let mut fx = Fixture::new("soa");
+    let (users, uids, cloud) = fx.synced_users(3);
+    let (legacy, elsewhere, share) =
+        (format!("OU=legacy,{}", fx.ou), format!("OU=elsewhere,{}", fx.ou), format!("OU=share,{}", fx.ou));
+    for ou in [&legacy, &elsewhere, &share] {
+        fx.add_ou(ou);
+    }
+    // The AD groups Connect synced: one in an OU writeback may take over, one outside it.
+    let finance = fx.create_group("Finance", UNIVERSAL_SECURITY, Some(&legacy));
+    fx.modify(&finance.dn, vec![Mod::Add("member", HashSet::from([users[2].dn.as_str()]))]);
+    let other = fx.create_group("Other", UNIVERSAL_SECURITY, Some(&elsewhere));
+    let sam_before = fx.read_view(&finance.dn).one("sAMAccountName").map(str::to_string);
+    let ace = grant(&share, &finance.sid);
+    let (g, h) = (fx.id(1), fx.id(2));
+    let t = tenant(
+        cloud,
+        vec![
+            converted(&g, "SG-Finance", &finance.sid, &[&uids[0], &uids[1]]),
+            converted(&h, "SG-Other", &other.sid, &[&uids[0]]),
+        ],
+    );
+    fx.start_sim(&t);
+    fx.write_config(&format!("converted_ous = [\"{legacy}\"]"));
+    // Synced from AD: AD is its source, nothing is written.
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64(), out["updates"].as_u64()), (0, Some(0), Some(0)), "{out}");
+
+    // Converted in Entra: taken over in place, shown as such before it happens.
+    set_cloud_managed(&fx, &g, true);
+    set_cloud_managed(&fx, &h, true);
+    let plan = fx.writeback(&["plan"]).stdout;
+    assert!(plan.contains(&format!("= adopt (converted) SG-Finance  {} (SID {})", finance.dn, finance.sid)), "{plan}");
+    let show = fx.writeback(&["show", &g]).stdout;
+    assert!(show.contains(&format!("adopt (converted from AD, SID {})", finance.sid)), "{show}");
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!((code, out["adds"].as_u64()), (1, Some(0)), "no new group, one error (SG-Other): {out}");
+    let taken = fx.group(&g).expect("the original carries the marker");
+    assert_eq!(
+        (taken.guid.as_str(), taken.sid.as_str(), taken.dn.as_str()),
+        (finance.guid.as_str(), finance.sid.as_str(), finance.dn.as_str())
+    );
+    assert_eq!(taken.one("sAMAccountName").map(str::to_string), sam_before, "its sAMAccountName is kept");
+    let want: HashSet<String> = [&users[0], &users[1]].iter().map(|u| u.guid.clone()).collect();
+    assert_eq!(taken.members.iter().cloned().collect::<HashSet<_>>(), want, "its members follow the cloud");
+    assert!(sddl(&share).contains(&ace), "the ACL naming its SID is as it was");
+    let said = fx.error_message(&h);
+    assert!(said.starts_with("converted-outside-managed-ous"), "{said}");
+    assert!(fx.group(&h).is_none(), "nothing written for it, no second group");
+    assert!(fx.read_view(&other.dn).one("adminDescription").is_none());
+    let log = fx.writeback(&["--json", "log", "--group", &g]).json();
+    assert!(log.to_string().contains("adopt-group"), "{log}");
+
+    // Rolled back: the marker goes, the group and its members stay (a full cycle sees it:
+    // nothing on the group itself changes, so Graph's delta may not say).
+    set_cloud_managed(&fx, &g, false);
+    let (code, out) = fx.sync_json(&["--full"]);
+    assert_eq!((code, out["deletes"].as_u64()), (1, Some(0)), "{out}");
+    let after = fx.read_view(&finance.dn);
+    assert_eq!((after.guid.as_str(), after.one("adminDescription")), (finance.guid.as_str(), None));
+    assert_eq!(after.members.iter().cloned().collect::<HashSet<_>>(), want);
+    assert!(sddl(&share).contains(&ace));
+    let (_, out) = fx.sync_json(&["--full"]);
+    assert_eq!(out["updates"].as_u64(), Some(0), "released once: {out}");
+}
