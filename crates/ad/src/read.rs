@@ -192,50 +192,55 @@ impl AdConn {
         &mut self,
         converted: &[(CloudId, String)],
     ) -> Result<BTreeMap<CloudId, Original>, AdError> {
-        let mut attrs = self.group_attrs();
-        attrs.extend(["objectClass", "sAMAccountType", "isCriticalSystemObject"].map(String::from));
         let mut out = BTreeMap::new();
         for (id, sid) in converted {
-            if !naming::is_sid(sid) {
-                continue;
+            if naming::is_sid(sid) {
+                let base = self.default_nc.clone();
+                let found = self.original(&base, Scope::Subtree, &format!("(objectSid={sid})"), id).await?;
+                out.insert(id.clone(), found);
             }
-            let base = self.default_nc.clone();
-            self.ops += 1;
-            let (entries, _) = self
-                .op()
-                .with_controls(vec![extended_dn()])
-                .search(&base, Scope::Subtree, &format!("(objectSid={sid})"), attrs.clone())
-                .await
-                .and_then(|r| r.success())
-                .map_err(|e| AdError::ldap(format!("looking up SID {sid}"), e))?;
-            let found = entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct).next();
-            let original = match found {
-                None => Original::NotFound,
-                Some(e) => {
-                    let classes = e.attrs.get("objectClass").map(Vec::as_slice).unwrap_or_default();
-                    let account_type =
-                        e.attrs.get("sAMAccountType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
-                    match (classify(classes, account_type), group_from(&e, id.clone())) {
-                        (AdClass::Group, Some(mut group)) => {
-                            if let Some(next) = ranged_start(&e) {
-                                let have = group.members.take().unwrap_or_default();
-                                group.members = self.read_member_ranges(&group.dn, next, have).await;
-                            }
-                            let critical = group
-                                .attrs
-                                .remove("iscriticalsystemobject")
-                                .is_some_and(|v| v.first().is_some_and(|t| t.eq_ignore_ascii_case("TRUE")));
-                            group.attrs.remove("objectclass");
-                            group.attrs.remove("samaccounttype");
-                            Original::Found { group, critical }
-                        }
-                        (class, _) => Original::NotAGroup(class.describe().to_string()),
-                    }
-                }
-            };
-            out.insert(id.clone(), original);
         }
         Ok(out)
+    }
+
+    /// The object at `dn`, read as [`originals_by_sid`] reads one (`adopt` by hand).
+    pub async fn original_at(&mut self, dn: &str, id: &CloudId) -> Result<Original, AdError> {
+        self.original(dn, Scope::Base, "(objectClass=*)", id).await
+    }
+
+    async fn original(&mut self, base: &str, scope: Scope, filter: &str, id: &CloudId) -> Result<Original, AdError> {
+        let mut attrs = self.group_attrs();
+        attrs.extend(["objectClass", "sAMAccountType", "isCriticalSystemObject"].map(String::from));
+        self.ops += 1;
+        let res = self
+            .op()
+            .with_controls(vec![extended_dn()])
+            .search(base, scope, filter, attrs)
+            .await
+            .map_err(|e| AdError::ldap(format!("looking up {filter} in {base}"), e))?;
+        if res.1.rc == 32 {
+            return Ok(Original::NotFound);
+        }
+        let (entries, _) = res.success().map_err(|e| AdError::ldap(format!("looking up {filter} in {base}"), e))?;
+        let Some(e) = entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct).next() else {
+            return Ok(Original::NotFound);
+        };
+        let classes = e.attrs.get("objectClass").map(Vec::as_slice).unwrap_or_default();
+        let account_type = e.attrs.get("sAMAccountType").and_then(|v| v.first()).and_then(|s| s.parse().ok());
+        let (AdClass::Group, Some(mut group)) = (classify(classes, account_type), group_from(&e, id.clone())) else {
+            return Ok(Original::NotAGroup(classify(classes, account_type).describe().to_string()));
+        };
+        if let Some(next) = ranged_start(&e) {
+            let have = group.members.take().unwrap_or_default();
+            group.members = self.read_member_ranges(&group.dn, next, have).await;
+        }
+        let critical = group
+            .attrs
+            .remove("iscriticalsystemobject")
+            .is_some_and(|v| v.first().is_some_and(|t| t.eq_ignore_ascii_case("TRUE")));
+        group.attrs.remove("objectclass");
+        group.attrs.remove("samaccounttype");
+        Ok(Original::Found { group, critical })
     }
 
     async fn read_groups(&mut self, tree: &[String], only: Option<String>) -> Result<Vec<AdGroup>, AdError> {

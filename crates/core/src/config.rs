@@ -95,6 +95,9 @@ pub struct PlannerConfig {
     /// OUs in which the original AD groups of converted cloud groups (SOA) are taken over in
     /// place, by SID; their groups stay where they are.
     pub converted_ous: Vec<String>,
+    /// Groups taken over in `converted_ous` get writeback's cn and sAMAccountName (default: they
+    /// keep AD's).
+    pub rename_converted: bool,
 }
 
 impl PlannerConfig {
@@ -127,6 +130,7 @@ impl PlannerConfig {
             write_owners: false,
             allow_protected_nesting: Vec::new(),
             converted_ous: Vec::new(),
+            rename_converted: false,
         }
     }
 }

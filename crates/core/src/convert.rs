@@ -60,6 +60,13 @@ pub fn same_sid(group: &AdGroup, sid: &str) -> bool {
     group.sid.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(sid))
 }
 
+/// An owned group that was AD's before writeback took it over: the original of a converted
+/// group (its SID), or any owned group in `converted_ous` (taken over by hand with `adopt`).
+pub fn is_taken_over(group: &AdGroup, conversion: Conversion, cfg: &PlannerConfig) -> bool {
+    matches!(conversion, Conversion::Converted(sid) if same_sid(group, sid))
+        || cfg.converted_ous.iter().any(|ou| naming::dn_is_within(&group.dn, ou))
+}
+
 /// Whether the original AD group of a converted group may be taken over: `Ok` with it, or why not
 /// (the error every report and `show` give).
 pub fn may_take_over<'a>(

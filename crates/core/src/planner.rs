@@ -817,13 +817,17 @@ fn converted<'a>(
     cfg: &PlannerConfig,
 ) -> Map<&'a str, &'a AdGroup> {
     let mut dropped: Set<usize> = Set::default();
+    let keep_names = !cfg.rename_converted;
     for (i, d) in desired.iter_mut().enumerate() {
-        let id: &str = &d.id;
-        match (convert::conversion(d.group, cloud), owned.get(id).copied()) {
-            (Conversion::None, _) => {}
-            (Conversion::Converted(sid), Some(g)) if convert::same_sid(g, sid) => d.keep_name(g),
-            // Written by writeback before (its original was gone): as any group.
-            (Conversion::Converted(_), Some(_)) => {}
+        let id = d.id.clone();
+        let id: &str = &id;
+        let conversion = convert::conversion(d.group, cloud);
+        // Taken over before (by SID, or by hand with `adopt`): named as it was in AD.
+        if let Some(g) = owned.get(id).filter(|g| keep_names && convert::is_taken_over(g, conversion, cfg)) {
+            d.keep_name(g);
+        }
+        match (conversion, owned.get(id).copied()) {
+            (Conversion::None, _) | (Conversion::Converted(_), Some(_)) => {}
             (Conversion::Converted(sid), None) => match convert::may_take_over(id, sid, ad.originals.get(id), cfg) {
                 Ok(None) => {}
                 Ok(Some(g)) => {
@@ -839,7 +843,9 @@ fn converted<'a>(
                         sid: sid.to_string(),
                         marker,
                     });
-                    d.keep_name(g);
+                    if keep_names {
+                        d.keep_name(g);
+                    }
                     d.adopted = Some(sid.to_string());
                     owned.insert(key.as_str(), g);
                 }

@@ -141,6 +141,9 @@ pub struct WritebackSection {
     /// OUs in which the original AD groups of cloud groups converted from AD (Source of
     /// Authority) are taken over in place, by SID. Empty: none is.
     pub converted_ous: Vec<String>,
+    /// Groups taken over in converted_ous get writeback's cn and sAMAccountName instead of
+    /// keeping AD's (they stay in their OU either way).
+    pub rename_converted: bool,
 }
 
 impl Default for WritebackSection {
@@ -158,6 +161,7 @@ impl Default for WritebackSection {
             move_adopted: false,
             allow_protected_nesting: Vec::new(),
             converted_ous: Vec::new(),
+            rename_converted: false,
         }
     }
 }
@@ -390,6 +394,7 @@ impl Config {
             write_owners: self.writeback.write_owners,
             allow_protected_nesting: self.writeback.allow_protected_nesting.clone(),
             converted_ous: self.writeback.converted_ous.clone(),
+            rename_converted: self.writeback.rename_converted,
         }
     }
 

@@ -41,6 +41,9 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     for ou in &cfg.ad.adopt_from {
         out.extend(dn("[ad] adopt_from", ou));
     }
+    for ou in &cfg.writeback.converted_ous {
+        out.extend(dn("[writeback] converted_ous", ou));
+    }
     match cfg.ad.auth {
         AdAuthKind::Simple if cfg.ad.bind_dn.trim().is_empty() => out.push(
             "[ad] bind_dn is missing: the account to bind as (a DN or a UPN), or set auth = \"kerberos\" and keytab"
@@ -212,6 +215,7 @@ mod tests {
 
         c.ad.target_ou = "Groups".into();
         c.ad.adopt_from = vec!["OU=Old,DC=corp,DC=example,DC=com".into(), "CN=x,".into()];
+        c.writeback.converted_ous = vec!["Legacy".into()];
         c.ad.url =
             crate::config::OneOrMany::Many(vec!["ldaps://dc1:636".into(), "https://dc2".into(), "ldap://dc3:x".into()]);
         c.daemon.interval = "0s".into();
@@ -220,11 +224,12 @@ mod tests {
         let has = |key: &str, fix: &str| p.iter().any(|l| l.starts_with(key) && l.contains(fix));
         assert!(has("[ad] target_ou", "OU=Groups,DC=corp"), "{p:#?}");
         assert!(has("[ad] adopt_from", "is not a DN"), "{p:#?}");
+        assert!(has("[writeback] converted_ous", "is not a DN"), "{p:#?}");
         assert!(has("[ad] url 'https://dc2'", "must start with ldaps://"), "{p:#?}");
         assert!(has("[ad] url 'ldap://dc3:x'", "not a port number"), "{p:#?}");
         assert!(has("[daemon] interval", "longer than 0"), "{p:#?}");
         assert!(has("[ad] ca_file", "cannot be read by"), "{p:#?}");
-        assert_eq!(p.len(), 6, "{p:#?}");
+        assert_eq!(p.len(), 7, "{p:#?}");
 
         // No credential and no bind password: both said, with the rest.
         let mut c = config("", &dir);

@@ -1,6 +1,7 @@
 //! The `writeback` command line.
 
 mod access;
+mod adopt_cmd;
 mod approve_cmd;
 mod audit;
 mod charts;
@@ -177,6 +178,20 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Takes over one AD group for a cloud group by hand (a group converted from AD when Graph
+    /// gives no SID): the checks of a takeover by SID, inside [writeback] converted_ous. Without
+    /// --yes it shows what would happen.
+    Adopt {
+        /// The cloud group's object id.
+        #[arg(long)]
+        group: String,
+        /// The AD group to take over.
+        #[arg(long)]
+        dn: String,
+        /// Take it over (stamp the marker); the next cycle writes its members and attributes.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Lets the next cycle — the daemon's too, while it runs — go past a threshold that stopped
     /// it, up to a count; recorded (who, when) and used by one cycle. Without options: what is
     /// stopped, and the commands that approve it.
@@ -350,6 +365,7 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             let q = writeback_store::AuditQuery { group, member, since: None, limit };
             log_cmd::log(&cfg, q, since.as_deref(), cli.json)
         }
+        Command::Adopt { group, dn, yes } => adopt_cmd::adopt(&cfg, &group, &dn, yes, cli.json).await,
         Command::Approve { deletes, creates, member_removals, removals } => {
             let args = approve_cmd::Args { deletes, creates, member_removals, removals };
             approve_cmd::approve(&cfg, &args, cli.json)
