@@ -52,11 +52,13 @@ fn immutable_guid(m: &CloudObject) -> Option<String> {
     m.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id)
 }
 
-/// The class of AD object a member may resolve to: users to user accounts, groups to groups.
+/// The class of AD object a member may resolve to: users to user accounts, groups to groups,
+/// devices to computer accounts.
 fn wanted_class(m: &CloudObject) -> Option<AdClass> {
     match m.kind() {
         ObjectKind::User => Some(AdClass::User),
         ObjectKind::Group => Some(AdClass::Group),
+        ObjectKind::Device => Some(AdClass::Computer),
         _ => None,
     }
 }
@@ -105,6 +107,8 @@ fn same_object(obj: &AdObject, guid: &str) -> bool {
 /// one user, not 20,000).
 pub struct OwnedMembers<'a> {
     by_sid: HashMap<&'a str, &'a AdRef>,
+    /// Device members are looked up (`write_devices`); else they cost no lookup.
+    devices: bool,
 }
 
 impl<'a> OwnedMembers<'a> {
@@ -115,7 +119,12 @@ impl<'a> OwnedMembers<'a> {
             .flatten()
             .filter_map(|r| r.sid.as_deref().map(|s| (s, r)))
             .collect();
-        OwnedMembers { by_sid }
+        OwnedMembers { by_sid, devices: false }
+    }
+
+    /// With device members looked up too.
+    pub fn with_devices(self, devices: bool) -> Self {
+        OwnedMembers { devices, ..self }
     }
 
     /// The member value a cloud user already is in an owned group, under the rule of
@@ -211,7 +220,11 @@ pub fn members_to_look_up<'a, 'b: 'a>(
     members: impl IntoIterator<Item = &'a CloudObject> + 'a,
     owned: &'a OwnedMembers<'b>,
 ) -> impl Iterator<Item = Anchor> + 'a {
-    members.into_iter().filter(|m| owned.known(m).is_none()).filter_map(|m| anchor(m).ok().flatten())
+    members
+        .into_iter()
+        .filter(|m| owned.devices || m.kind() != ObjectKind::Device)
+        .filter(|m| owned.known(m).is_none())
+        .filter_map(|m| anchor(m).ok().flatten())
 }
 
 #[cfg(test)]

@@ -98,6 +98,9 @@ pub struct PlannerConfig {
     /// Groups taken over in `converted_ous` get writeback's cn and sAMAccountName (default: they
     /// keep AD's).
     pub rename_converted: bool,
+    /// Device members synced from AD are written as their computer accounts (Group Writeback
+    /// V2 did; Cloud Sync does not).
+    pub write_devices: bool,
 }
 
 impl PlannerConfig {
@@ -131,6 +134,7 @@ impl PlannerConfig {
             allow_protected_nesting: Vec::new(),
             converted_ous: Vec::new(),
             rename_converted: false,
+            write_devices: false,
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct CloudObject {
     pub on_premises_immutable_id: Option<String>,
     #[serde(default)]
     pub writeback_configuration: Option<WritebackConfiguration>,
+    /// A device's `deviceId`: for a hybrid-joined device, its computer account's objectGUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 /// The kind of a directory object, from `@odata.type`.

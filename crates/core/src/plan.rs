@@ -222,14 +222,18 @@ pub enum SkipReason {
     NestedGroupNotWrittenBack,
     /// "A universal group cannot have a local group as a member".
     DomainLocalGroup,
-    /// A device, contact or service principal.
+    /// A contact or service principal, or a device without `write_devices`.
     UnsupportedMemberType,
     /// Graph returned only its type and id (the app may not read it).
     Unreadable,
+    /// A device not synced from AD (Entra joined or registered): it has no computer account.
+    CloudOnlyDevice,
+    /// From another forest: a universal group cannot hold foreign security principals.
+    OtherForest,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 9] = [
         SkipReason::CloudOnly,
         SkipReason::NotFoundInAd,
         SkipReason::AnchorMismatch,
@@ -237,6 +241,8 @@ impl SkipReason {
         SkipReason::DomainLocalGroup,
         SkipReason::UnsupportedMemberType,
         SkipReason::Unreadable,
+        SkipReason::CloudOnlyDevice,
+        SkipReason::OtherForest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -248,6 +254,8 @@ impl SkipReason {
             SkipReason::DomainLocalGroup => "domain-local-group",
             SkipReason::UnsupportedMemberType => "unsupported-member-type",
             SkipReason::Unreadable => "unreadable",
+            SkipReason::CloudOnlyDevice => "cloud-only-device",
+            SkipReason::OtherForest => "other-forest",
         }
     }
 }

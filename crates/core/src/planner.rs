@@ -398,7 +398,7 @@ fn plan_group(
     let mut others = Vec::new();
     for m in cloud_members {
         if let Entry::Vacant(slot) = users.entry(Arc::as_ptr(m)) {
-            let r = resolve_member(m, id, ad, state, targets, &cfg.rules, p);
+            let r = resolve_member(m, id, ad, state, targets, cfg, p);
             if m.kind() == ObjectKind::User {
                 slot.insert(r);
             } else {
@@ -682,9 +682,10 @@ fn resolve_member(
     ad: &AdSnapshot,
     state: &State,
     targets: &Map<&str, GroupTarget>,
-    rules: &[Rule],
+    cfg: &PlannerConfig,
     p: &mut Plan,
 ) -> (Arc<MemberReport>, Option<GroupTarget>) {
+    let rules = &cfg.rules;
     let written = |m: &CloudObject, obj: Option<&AdObject>| {
         Arc::new(MemberReport {
             cloud_id: m.id.as_str().into(),
@@ -713,7 +714,19 @@ fn resolve_member(
         return (skipped(m, SkipReason::Unreadable), None);
     }
     match (m.kind(), anchor::ad_object(m, &ad.directory)) {
-        (ObjectKind::User | ObjectKind::Group, Resolved::Mismatch(why)) => mismatch(why),
+        (ObjectKind::Device, _) if !cfg.write_devices => (skipped(m, SkipReason::UnsupportedMemberType), None),
+        (ObjectKind::User | ObjectKind::Group | ObjectKind::Device, Resolved::Mismatch(why)) => mismatch(why),
+        (ObjectKind::Device, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnlyDevice), None),
+        (ObjectKind::Device, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
+        // Its deviceId is its computer account's objectGUID (facts-2026.md §3): both must agree.
+        (ObjectKind::Device, Resolved::Found(obj)) => match m.device_id.as_deref().map(str::trim) {
+            Some(d) if !d.eq_ignore_ascii_case(&obj.guid) => mismatch(format!(
+                "its onPremisesSecurityIdentifier names {}, but its deviceId names another object (objectGUID {})",
+                obj.dn,
+                naming::printable(d)
+            )),
+            _ => (written(m, Some(obj)), existing(obj)),
+        },
         (ObjectKind::User, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnly), None),
         (ObjectKind::User, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),

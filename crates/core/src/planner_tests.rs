@@ -674,3 +674,54 @@ fn an_orphan_in_converted_ous_is_given_back_never_deleted() {
     assert!(ops(&p, "delete").is_empty(), "{p:?}");
     assert_eq!(ops(&p, "release").len(), 1, "{p:?}");
 }
+
+#[test]
+fn devices_synced_from_ad_are_written_as_their_computer_accounts_with_write_devices() {
+    let mut w = World::new();
+    let computer = AdObject {
+        guid: "dddddddd-0000-0000-0000-000000000001".into(),
+        sid: Some("S-1-5-21-1-2-3-7001".into()),
+        dn: "CN=PC1,CN=Computers,DC=corp,DC=test".into(),
+        group_type: None,
+        class: AdClass::Computer,
+        source_anchor: None,
+    };
+    w.ad.directory.insert(Anchor::Sid("S-1-5-21-1-2-3-7001".into()), computer);
+    let device = |n: u32, sid: Option<&str>, device_id: &str| CloudObject {
+        odata_type: Some("#microsoft.graph.device".into()),
+        id: id(3000 + n),
+        display_name: Some(format!("PC{n}")),
+        on_premises_sync_enabled: sid.map(|_| true),
+        on_premises_security_identifier: sid.map(str::to_string),
+        device_id: Some(device_id.into()),
+        ..Default::default()
+    };
+    let hybrid = device(1, Some("S-1-5-21-1-2-3-7001"), "DDDDDDDD-0000-0000-0000-000000000001");
+    let cloud_only = device(2, None, "eeeeeeee-0000-0000-0000-000000000002");
+    let lying = device(3, Some("S-1-5-21-1-2-3-7001"), "ffffffff-0000-0000-0000-000000000003");
+    let user_sid = device(4, Some("S-1-5-21-1-2-3-1001"), "aaaaaaaa-0000-0000-0000-000000000001");
+    w.group(security(1, "SG-Devices", Some(true)), vec![hybrid, cloud_only, lying, user_sid]);
+    let reasons = |w: &World| -> Vec<Option<SkipReason>> {
+        w.plan().report(&id(1))[0].members.iter().map(|m| m.reason).collect()
+    };
+    assert_eq!(reasons(&w), vec![Some(SkipReason::UnsupportedMemberType); 4], "off by default");
+    w.cfg.write_devices = true;
+    let p = w.plan();
+    let [Operation::Add { members, .. }] = ops(&p, "add")[..] else { panic!("{p:?}") };
+    assert_eq!(members.len(), 1, "only the hybrid-joined device: {members:?}");
+    assert_eq!(
+        reasons(&w),
+        vec![
+            None,
+            Some(SkipReason::CloudOnlyDevice),
+            Some(SkipReason::AnchorMismatch),
+            Some(SkipReason::AnchorMismatch)
+        ]
+    );
+    let errors: Vec<&str> = p.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(errors.iter().any(|e| e.contains("its deviceId names another object")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("a user account, not a computer account")), "{errors:?}");
+    // Looked up only when they are written.
+    let looked_up = |devices: bool| member_anchors(&w.cloud, &OwnedMembers::new(&[]).with_devices(devices)).len();
+    assert_eq!((looked_up(false), looked_up(true)), (0, 2));
+}

@@ -18,7 +18,7 @@ pub const GROUP_SELECT: &str = "id,displayName,description,groupTypes,securityEn
 /// Member properties: enough to resolve users and synced groups in AD and to decide the
 /// scope of nested cloud groups.
 pub const MEMBER_SELECT: &str = "id,displayName,groupTypes,securityEnabled,mailEnabled,onPremisesSyncEnabled,\
-                                  onPremisesSecurityIdentifier,onPremisesImmutableId,writebackConfiguration";
+                                  onPremisesSecurityIdentifier,onPremisesImmutableId,writebackConfiguration,deviceId";
 /// `$batch` holds at most 20 requests.
 const BATCH: usize = 20;
 /// Rounds of re-batching throttled requests before a group's read counts as incomplete.

@@ -67,7 +67,8 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(std::slice::from_ref(&id)).await;
     }
-    let ad_snap = engine::resolve(&mut ad, &cloud, vec![as_owned], Default::default()).await?;
+    let devices = cfg.writeback.write_devices;
+    let ad_snap = engine::resolve(&mut ad, &cloud, vec![as_owned], devices, Default::default()).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
     let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(&id)])];
     if ad.schema.external_directory_object_id {

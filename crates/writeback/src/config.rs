@@ -144,6 +144,8 @@ pub struct WritebackSection {
     /// Groups taken over in converted_ous get writeback's cn and sAMAccountName instead of
     /// keeping AD's (they stay in their OU either way).
     pub rename_converted: bool,
+    /// Write device members synced from AD (hybrid joined) as their computer accounts.
+    pub write_devices: bool,
 }
 
 impl Default for WritebackSection {
@@ -162,6 +164,7 @@ impl Default for WritebackSection {
             allow_protected_nesting: Vec::new(),
             converted_ous: Vec::new(),
             rename_converted: false,
+            write_devices: false,
         }
     }
 }
@@ -395,6 +398,7 @@ impl Config {
             allow_protected_nesting: self.writeback.allow_protected_nesting.clone(),
             converted_ous: self.writeback.converted_ous.clone(),
             rename_converted: self.writeback.rename_converted,
+            write_devices: self.writeback.write_devices,
         }
     }
 

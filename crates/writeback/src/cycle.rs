@@ -214,8 +214,7 @@ impl Cycle<'_> {
         let state = self.store.state()?;
         let ous = cfg.managed_ous(&state);
         let setup = EarlySetup { cfg, state, planner: cfg.planner(self.allow.clone()), lock: self.lock };
-        let (snap, early) =
-            read_with(&self.graph, &mut self.ad, &ous, &cfg.rules, cfg.writeback.write_owners, Some(setup)).await?;
+        let (snap, early) = read_with(&self.graph, &mut self.ad, &ous, cfg, Some(setup)).await?;
         let marks = Watermarks {
             groups_link,
             users_link,
@@ -322,7 +321,7 @@ impl Cycle<'_> {
             .chain(settled.gone.iter().cloned())
             .collect();
         let owned = self.ad.read_owned_groups_by_ids(&ous, &considered).await?;
-        let ad_snap = resolve(&mut self.ad, &cloud, owned, Default::default()).await?;
+        let ad_snap = resolve(&mut self.ad, &cloud, owned, cfg.writeback.write_devices, Default::default()).await?;
         let snap = Snapshot { cloud, ad: ad_snap };
         let marks = Watermarks {
             groups_link: groups.delta_link,

@@ -104,7 +104,7 @@ impl Early {
                 cloud.members.insert(id, MemberRead::Complete(Vec::new()));
             }
         }
-        let directory = member_anchors(&cloud, &OwnedMembers::new(&[]))
+        let directory = member_anchors(&cloud, &OwnedMembers::new(&[]).with_devices(self.planner.write_devices))
             .into_iter()
             .filter_map(|a| found.get(&a).map(|o| (a, o.clone())))
             .collect();

@@ -9,7 +9,7 @@ use writeback_ad::AdConn;
 use writeback_core::planner::decisions;
 use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudId, CloudObject,
-    CloudSnapshot, MemberRead, ObjectGuid, OwnedMembers, Plan, PlannerConfig, Rule, State,
+    CloudSnapshot, MemberRead, ObjectGuid, OwnedMembers, Plan, PlannerConfig, State,
 };
 use writeback_graph::GraphClient;
 use writeback_store::Store;
@@ -26,14 +26,8 @@ pub struct Snapshot {
 }
 
 /// Reads everything a full cycle needs. Graph and LDAP reads overlap where they can.
-pub async fn read(
-    graph: &GraphClient,
-    ad: &mut AdConn,
-    ous: &[String],
-    rules: &[Rule],
-    write_owners: bool,
-) -> Result<Snapshot, CycleError> {
-    Ok(read_with(graph, ad, ous, rules, write_owners, None).await?.0)
+pub async fn read(graph: &GraphClient, ad: &mut AdConn, ous: &[String], cfg: &Config) -> Result<Snapshot, CycleError> {
+    Ok(read_with(graph, ad, ous, cfg, None).await?.0)
 }
 
 /// What a full cycle that writes needs to start adds while it reads (see `early`).
@@ -50,10 +44,10 @@ pub(crate) async fn read_with(
     graph: &GraphClient,
     ad: &mut AdConn,
     ous: &[String],
-    rules: &[Rule],
-    write_owners: bool,
+    cfg: &Config,
     early: Option<EarlySetup<'_>>,
 ) -> Result<(Snapshot, Option<Early>), CycleError> {
+    let (rules, write_owners) = (&cfg.rules, cfg.writeback.write_owners);
     progress::phase("reading the cloud's groups and the target OU");
     let (groups, owned) = tokio::join!(graph.list_groups(), ad.read_owned_groups(ous));
     let (groups, rejected) = groups?;
@@ -86,7 +80,7 @@ pub(crate) async fn read_with(
         _ => None,
     };
     progress::phase(&format!("reading the members of {} groups", in_scope.len()));
-    match read_members(graph, ad, cloud, owned, &in_scope, write_owners, early.as_mut()).await {
+    match read_members(graph, ad, cloud, owned, &in_scope, cfg, early.as_mut()).await {
         Ok(snap) => Ok((snap, early)),
         // Adds may have been written: wait for them, and say so.
         Err(why) => match early {
@@ -103,14 +97,16 @@ async fn read_members(
     mut cloud: CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
     in_scope: &[CloudId],
-    write_owners: bool,
+    cfg: &Config,
     early: Option<&mut Early>,
 ) -> Result<Snapshot, CycleError> {
     let by_id: HashMap<CloudId, &CloudObject> = cloud.groups.iter().map(|g| (g.id.clone(), g)).collect();
-    let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, early.map(|e| (e, &by_id))).await?;
+    let devices = cfg.writeback.write_devices;
+    let early = early.map(|e| (e, &by_id));
+    let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, devices, early).await?;
     drop(by_id);
     cloud.members = members;
-    if write_owners {
+    if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(in_scope).await;
     }
 
@@ -119,7 +115,7 @@ async fn read_members(
     if owned.iter().any(|g| !listed.contains(g.cloud_id.as_str())) {
         cloud.soft_deleted = graph.soft_deleted_groups().await?;
     }
-    let ad_snap = resolve(ad, &cloud, owned, (found, tried)).await?;
+    let ad_snap = resolve(ad, &cloud, owned, devices, (found, tried)).await?;
     Ok(Snapshot { cloud, ad: ad_snap })
 }
 
@@ -138,6 +134,7 @@ async fn members_and_lookups(
     ad: &mut AdConn,
     ids: &[CloudId],
     owned: &[writeback_core::AdGroup],
+    devices: bool,
     mut early: Option<(&mut Early, &HashMap<CloudId, &CloudObject>)>,
 ) -> Result<(HashMap<CloudId, MemberRead>, HashMap<Anchor, AdObject>, HashSet<Anchor>), CycleError> {
     let (mut members, mut shared) = (HashMap::new(), HashMap::new());
@@ -145,7 +142,7 @@ async fn members_and_lookups(
     let mut pending: Vec<Anchor> = Vec::new();
     let mut looking_up: &[CloudId] = &[];
     // Members of owned groups are known from their member values.
-    let owned_members = OwnedMembers::new(owned);
+    let owned_members = OwnedMembers::new(owned).with_devices(devices);
     for part in ids.chunks(READ_PART) {
         let lookup = std::mem::take(&mut pending);
         let (sink, pages) = tokio::sync::mpsc::unbounded_channel();
@@ -206,9 +203,10 @@ pub(crate) async fn resolve(
     ad: &mut AdConn,
     cloud: &CloudSnapshot,
     owned: Vec<writeback_core::AdGroup>,
+    devices: bool,
     (found, tried): Lookups,
 ) -> Result<AdSnapshot, CycleError> {
-    let owned_members = OwnedMembers::new(&owned);
+    let owned_members = OwnedMembers::new(&owned).with_devices(devices);
     let known = members_known(cloud, &owned_members);
     let members: Vec<Anchor> =
         member_anchors(cloud, &owned_members).into_iter().filter(|a| !tried.contains(a)).collect();
@@ -327,7 +325,7 @@ pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleE
     let allow = Allow { approved, ..allow };
     let (graph, mut ad) = connect(cfg).await?;
     let ous = cfg.managed_ous(&state);
-    let snap = read(&graph, &mut ad, &ous, &cfg.rules, cfg.writeback.write_owners).await;
+    let snap = read(&graph, &mut ad, &ous, cfg).await;
     progress::done();
     let mut snap = snap?;
     let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
@@ -389,7 +387,7 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
         cloud.owners = graph.owners_of(&in_scope).await;
     }
     let owned = ad.read_owned_groups_by_ids(&ous, &ids).await?;
-    let ad_snap = resolve(&mut ad, &cloud, owned, Default::default()).await?;
+    let ad_snap = resolve(&mut ad, &cloud, owned, cfg.writeback.write_devices, Default::default()).await?;
     let mut snap = Snapshot { cloud, ad: ad_snap };
     let checked = check_links(&mut ad, &mut snap, &state, cfg, &ous).await?;
     crate::converted::read(&graph, &mut ad, &mut snap, cfg).await?;
