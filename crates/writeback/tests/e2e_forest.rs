@@ -10,7 +10,8 @@ use common::*;
 use serde_json::{json, Value};
 
 fn device(id: &str, name: &str, synced: Option<&AdObj>) -> Value {
-    json!({"id": id, "displayName": name, "accountEnabled": true, "trustType": if synced.is_some() { "ServerAd" } else { "AzureAd" },
+    let trust = if synced.is_some() { "ServerAd" } else { "AzureAd" };
+    json!({"id": id, "displayName": name, "accountEnabled": true, "trustType": trust,
            "onPremisesSyncEnabled": synced.map(|_| true),
            "onPremisesSecurityIdentifier": synced.map(|c| c.sid.clone()),
            "deviceId": synced.map(|c| c.guid.clone()).unwrap_or_else(|| id.to_string())})
