@@ -20,6 +20,9 @@ pub struct AdConfig {
     /// Values per member modify.
     pub member_chunk: usize,
     pub timeout: Duration,
+    /// A Global Catalog (`ldaps://dc:3269`, or `ldap://dc:3268` with StartTLS): members and
+    /// parent groups of other domains of the forest are looked up there.
+    pub gc_url: Option<String>,
 }
 
 /// How the connection authenticates.
@@ -64,6 +67,11 @@ pub struct AdConn {
     pub(crate) member_chunk: usize,
     /// LDAP requests sent since connecting (benchmarks and logs report them).
     pub(crate) ops: u64,
+    /// The Global Catalog, when configured: searched from the forest's root (an empty base).
+    pub(crate) gc: Option<Box<AdConn>>,
+    /// The SIDs of the forest's domains (from the crossRefs of the configuration partition);
+    /// empty when they could not be read.
+    pub forest_domains: Vec<String>,
 }
 
 fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
@@ -207,7 +215,21 @@ impl AdConn {
         let (mut failures, mut untrusted) = (Vec::new(), false);
         for url in &cfg.urls {
             match Self::connect_one(cfg, url, tls.clone()).await {
-                Ok(conn) => return Ok(conn),
+                Ok(mut conn) => {
+                    conn.forest_domains = conn.forest_domain_sids().await;
+                    if let Some(gc_url) = &cfg.gc_url {
+                        // A GC that cannot be reached fails the connection: without it, members
+                        // of other domains would read as gone (a partial read is not the truth).
+                        let mut gc = Self::connect_one(cfg, gc_url, tls.clone()).await.map_err(|e| match e {
+                            AdError::Connect(m) => AdError::Connect(format!("the Global Catalog [ad] gc_url: {m}")),
+                            AdError::Tls(m) => AdError::Tls(format!("the Global Catalog [ad] gc_url: {m}")),
+                            other => other,
+                        })?;
+                        gc.default_nc = String::new();
+                        conn.gc = Some(Box::new(gc));
+                    }
+                    return Ok(conn);
+                }
                 Err(e @ (AdError::Bind(_) | AdError::Config(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%url, error = %e, "DC not reachable, trying the next");
@@ -251,10 +273,41 @@ impl AdConn {
             schema: SchemaFeatures::default(),
             member_chunk: cfg.member_chunk.max(1),
             ops: 0,
+            gc: None,
+            forest_domains: Vec::new(),
         };
         me.read_root_dse().await?;
         me.schema = me.detect_schema().await?;
         Ok(me)
+    }
+
+    /// The SIDs of the forest's domains: the `nCName` of each domain's crossRef (systemFlags
+    /// FLAG_CR_NTDS_DOMAIN, 2) carries the domain's SID in its extended DN form.
+    async fn forest_domain_sids(&mut self) -> Vec<String> {
+        let Ok(dse) = self.root_dse(vec!["configurationNamingContext"]).await else { return Vec::new() };
+        let Some(config) = dse.attrs.get("configurationNamingContext").and_then(|v| v.first()).cloned() else {
+            return Vec::new();
+        };
+        let filter = "(&(objectClass=crossRef)(systemFlags:1.2.840.113556.1.4.803:=2))";
+        let found = self
+            .op()
+            .with_controls(vec![crate::read::extended_dn()])
+            .search(&format!("CN=Partitions,{config}"), ldap3::Scope::OneLevel, filter, vec!["nCName"])
+            .await
+            .and_then(|r| r.success());
+        let Ok((entries, _)) = found else { return Vec::new() };
+        let mut sids: Vec<String> = entries
+            .into_iter()
+            .map(SearchEntry::construct)
+            .filter_map(|e| e.attrs.get("nCName").and_then(|v| v.first()).and_then(|v| crate::parse_extended_dn(v).1))
+            .collect();
+        sids.sort();
+        sids
+    }
+
+    /// The Global Catalog's URL, when one is connected.
+    pub fn gc_url(&self) -> Option<&str> {
+        self.gc.as_deref().map(|g| g.url.as_str())
     }
 
     /// The rootDSE with the given attributes.

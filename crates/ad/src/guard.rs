@@ -58,9 +58,13 @@ struct Protected {
 impl Protected {
     /// The SIDs of the privileged groups, from the domain's SID, the forest root's (if read)
     /// and those of the groups found by name (if looked up).
-    fn new(domain: String, root: Option<&str>, named: Option<Vec<String>>) -> Protected {
+    fn new(domain: String, root: Option<&str>, named: Option<Vec<String>>, forest: &[String]) -> Protected {
         let mut sids: HashSet<String> = BUILTIN_SIDS.iter().map(|s| s.to_string()).collect();
-        sids.extend(DOMAIN_RIDS.iter().map(|r| format!("{domain}-{r}")));
+        // Every domain's own privileged groups: a nesting into another domain's Domain Admins is
+        // as bad as into ours (seen through the Global Catalog).
+        for d in std::iter::once(&domain).chain(forest) {
+            sids.extend(DOMAIN_RIDS.iter().map(|r| format!("{d}-{r}")));
+        }
         if let Some(root) = root {
             sids.extend(ROOT_RIDS.iter().map(|r| format!("{root}-{r}")));
         }
@@ -157,7 +161,7 @@ impl AdConn {
             );
         }
         let named = self.named_sids().await;
-        Ok(Protected::new(domain, root.as_deref(), named))
+        Ok(Protected::new(domain, root.as_deref(), named, &self.forest_domains))
     }
 
     /// Owned groups nested into a protected group: cloud id → the reason, with the path.
@@ -207,7 +211,11 @@ impl AdConn {
                 if known.len() >= MAX_READS {
                     return Some(format!("more than {MAX_READS} groups above the owned groups: not followed further"));
                 }
-                let read = self.read_ancestor(&node, protected_sids).await;
+                let mut read = self.read_ancestor(&node, protected_sids).await;
+                // A group of another domain is not on this DC: the Global Catalog has it.
+                if let (Err(_), Some(gc)) = (&read, self.gc.as_mut()) {
+                    read = gc.read_ancestor(&node, protected_sids).await;
+                }
                 known.insert(node.guid.clone(), read);
             }
             match known.get(&node.guid)? {
@@ -284,7 +292,7 @@ mod tests {
     #[test]
     fn the_forest_roots_groups_carry_the_roots_sid() {
         let dns_admins = format!("{DOMAIN}-1101");
-        let p = Protected::new(DOMAIN.into(), Some(ROOT), Some(vec![dns_admins.clone()]));
+        let p = Protected::new(DOMAIN.into(), Some(ROOT), Some(vec![dns_admins.clone()]), &[]);
         for protected in [
             format!("{DOMAIN}-512"),
             format!("{DOMAIN}-526"),
@@ -306,10 +314,20 @@ mod tests {
 
     #[test]
     fn the_guard_fails_closed_when_it_cannot_tell() {
-        let no_root = Protected::new(DOMAIN.into(), None, Some(vec![]));
+        let no_root = Protected::new(DOMAIN.into(), None, Some(vec![]), &[]);
         assert!(no_root.why(&format!("{DOMAIN}-1105")).is_none(), "an ordinary group of the domain");
         assert!(no_root.why(&format!("{ROOT}-519")).is_some(), "maybe Enterprise Admins of an unknown root");
-        let no_names = Protected::new(DOMAIN.into(), Some(DOMAIN), None);
+        let no_names = Protected::new(DOMAIN.into(), Some(DOMAIN), None, &[]);
         assert!(no_names.why(&format!("{DOMAIN}-1105")).is_some(), "maybe DnsAdmins");
+    }
+
+    #[test]
+    fn every_forest_domains_privileged_groups_are_protected() {
+        let sibling = "S-1-5-21-4-5-6";
+        let p = Protected::new(DOMAIN.into(), Some(ROOT), Some(vec![]), &[ROOT.into(), sibling.into()]);
+        for protected in [format!("{sibling}-512"), format!("{ROOT}-512"), format!("{sibling}-526")] {
+            assert!(p.why(&protected).is_some(), "{protected}");
+        }
+        assert!(p.why(&format!("{sibling}-1105")).is_none(), "an ordinary group of another domain");
     }
 }

@@ -68,6 +68,29 @@ pub async fn preflight(cfg: &AdConfig, p: &Preflight<'_>) -> Vec<Check> {
         if s.exchange { "present" } else { "absent (mailNickname is not written)" }
     );
     out.push(Check::new("AD schema", Ok(schema)));
+    out.push(forest_check(&ad));
     ad.close().await;
     out
+}
+
+/// The forest's domains and the Global Catalog: members from the other domains are found only
+/// through it (`connect` fails when a configured one cannot be reached).
+fn forest_check(ad: &AdConn) -> Check {
+    let domains = match ad.forest_domains.len() {
+        0 => "the forest's domains could not be read".to_string(),
+        1 => "a single-domain forest".to_string(),
+        n => format!("a forest of {n} domains"),
+    };
+    match ad.gc_url() {
+        Some(url) => Check::new("Global Catalog", Ok(format!("reachable at {url}; {domains}"))),
+        None if ad.forest_domains.len() > 1 => Check {
+            name: "Global Catalog",
+            result: Ok(format!(
+                "not configured, in {domains}: members from the other domains are not found (skipped as \
+                 not-found-in-ad); set [ad] gc_url = \"ldaps://<a GC>:3269\""
+            )),
+            warning: true,
+        },
+        None => Check::new("Global Catalog", Ok(format!("not configured; {domains}"))),
+    }
 }

@@ -297,6 +297,26 @@ impl AdConn {
     /// objectSid and objectGUID, with its class: what it may stand for is the planner's rule
     /// (`writeback_core::anchor`).
     pub async fn resolve_members(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
+        let mut out = self.resolve_here(anchors).await?;
+        // Not in this domain: the Global Catalog knows the forest's other domains.
+        if let Some(gc) = self.gc.as_mut() {
+            let missing: Vec<Anchor> = anchors.iter().filter(|a| !out.contains_key(*a)).cloned().collect();
+            if !missing.is_empty() {
+                let found = gc.resolve_here(&missing).await?;
+                tracing::info!(
+                    asked = missing.len(),
+                    found = found.len(),
+                    "not in this domain: looked up in the Global Catalog"
+                );
+                for (anchor, obj) in found {
+                    out.entry(anchor).or_insert(obj);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_here(&mut self, anchors: &[Anchor]) -> Result<HashMap<Anchor, AdObject>, AdError> {
         let filters: Vec<String> = anchors
             .chunks(LOOKUP_BATCH)
             .map(|chunk| {

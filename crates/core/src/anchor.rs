@@ -46,6 +46,15 @@ pub fn anchor(m: &CloudObject) -> Result<Option<Anchor>, String> {
     }
 }
 
+/// A synced member whose SID belongs to none of the forest's domains (`forest`, when known): a
+/// member from another forest, which a universal group cannot hold (only a domain-local group
+/// can, as a foreign security principal).
+pub fn other_forest(m: &CloudObject, forest: &[String]) -> bool {
+    let sid = m.on_premises_security_identifier.as_deref().map(str::trim).filter(|s| naming::is_sid(s));
+    let domain = sid.and_then(|s| s.rsplit_once('-')).map(|(d, _)| d);
+    !forest.is_empty() && m.is_synced() && domain.is_some_and(|d| !forest.iter().any(|f| f.eq_ignore_ascii_case(d)))
+}
+
 /// The objectGUID an `onPremisesImmutableId` names, when it is the base64 of 16 bytes. Tenants
 /// that chose another source anchor (an employee id…) have other values: those name nothing.
 fn immutable_guid(m: &CloudObject) -> Option<String> {

@@ -267,6 +267,9 @@ pub struct AdSnapshot {
     /// The AD groups converted cloud groups name by their on-premises SID, looked up in the
     /// whole domain (a converted group not owned yet): cloud id → what AD holds.
     pub originals: BTreeMap<CloudId, Original>,
+    /// The SIDs of the forest's domains (empty: not known). A synced member whose SID is of
+    /// none of them is from another forest.
+    pub forest_domains: Vec<String>,
 }
 
 /// What AD holds at a converted group's SID.

@@ -729,6 +729,9 @@ fn resolve_member(
         },
         (ObjectKind::User, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnly), None),
+        (ObjectKind::User | ObjectKind::Group, Resolved::NotFound) if anchor::other_forest(m, &ad.forest_domains) => {
+            (skipped(m, SkipReason::OtherForest), None)
+        }
         (ObjectKind::User, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         (ObjectKind::Group, Resolved::Found(obj)) if obj.group_type.is_some_and(group_type::is_domain_local) => {
             p.errors.push(ObjectError {

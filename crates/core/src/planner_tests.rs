@@ -725,3 +725,19 @@ fn devices_synced_from_ad_are_written_as_their_computer_accounts_with_write_devi
     let looked_up = |devices: bool| member_anchors(&w.cloud, &OwnedMembers::new(&[]).with_devices(devices)).len();
     assert_eq!((looked_up(false), looked_up(true)), (0, 2));
 }
+
+#[test]
+fn a_member_from_another_forest_is_skipped_as_other_forest() {
+    let mut w = World::new();
+    let mut foreign = synced_user(90);
+    foreign.on_premises_security_identifier = Some("S-1-5-21-9-9-9-1090".into());
+    let missing = synced_user(91); // of this forest, but not in AD
+    w.group(security(1, "SG-Forest", Some(true)), vec![synced_user(1), foreign, missing]);
+    let reasons = |w: &World| -> Vec<Option<SkipReason>> {
+        w.plan().report(&id(1))[0].members.iter().map(|m| m.reason).collect()
+    };
+    // The forest's domains unknown: not found, as before.
+    assert_eq!(reasons(&w), vec![None, Some(SkipReason::NotFoundInAd), Some(SkipReason::NotFoundInAd)]);
+    w.ad.forest_domains = vec!["S-1-5-21-1-2-3".into()];
+    assert_eq!(reasons(&w), vec![None, Some(SkipReason::OtherForest), Some(SkipReason::NotFoundInAd)]);
+}

@@ -106,6 +106,10 @@ pub struct AdSection {
     /// Member values per LDAP modify.
     #[serde(default = "default_member_chunk")]
     pub member_chunk: usize,
+    /// A Global Catalog (`ldaps://dc:3269`, or `ldap://dc:3268` with StartTLS; the TLS rules of
+    /// `url`): members and parent groups from the forest's other domains are looked up there.
+    #[serde(default)]
+    pub gc_url: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -465,6 +469,7 @@ impl Config {
             ca_file: self.ad.ca_file.as_deref().map(|p| self.resolve(p)),
             member_chunk: self.ad.member_chunk,
             timeout: Duration::from_secs(60),
+            gc_url: self.ad.gc_url.clone(),
         })
     }
 }

@@ -26,6 +26,9 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     for u in cfg.ad_urls() {
         out.extend(ldap_url(&u));
     }
+    if let Some(gc) = &cfg.ad.gc_url {
+        out.extend(ldap_url(gc).map(|e| e.replacen("[ad] url", "[ad] gc_url", 1)));
+    }
     for (i, r) in cfg.rules.iter().enumerate() {
         if let Err(e) = r.validate(i) {
             out.push(e);

@@ -234,7 +234,9 @@ pub(crate) async fn resolve(
         );
     }
     let outside = BTreeMap::new();
-    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside, originals: BTreeMap::new() })
+    let forest_domains = ad.forest_domains.clone();
+    let originals = BTreeMap::new();
+    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside, originals, forest_domains })
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> {

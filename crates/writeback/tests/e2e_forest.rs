@@ -47,3 +47,44 @@ fn hybrid_joined_devices_are_written_as_their_computer_accounts_and_cloud_only_o
     assert_eq!(reason(&show, &entra), "cloud-only-device", "{show}");
     assert_eq!(reason(&show, &hybrid), Value::Null, "written: {show}");
 }
+
+/// Samba's Global Catalog port over TLS (its certificate is the DC's).
+const GC: &str = "ldaps://127.0.0.1:3269";
+
+#[test]
+fn the_global_catalog_is_asked_for_what_this_domain_lacks_and_a_member_of_another_forest_is_said() {
+    let mut fx = Fixture::new("gc");
+    let (users, uids, mut cloud) = fx.synced_users(1);
+    let foreign = fx.id(20_001);
+    cloud.push(json!({"id": foreign, "displayName": "From Fabrikam", "onPremisesSyncEnabled": true,
+                      "onPremisesSecurityIdentifier": "S-1-5-21-111-222-333-1104"}));
+    let g = fx.id(1);
+    fx.start_sim(&tenant(cloud, vec![security_group(&g, "SG-Forest", Some(true), &[&uids[0], &foreign])]));
+    let with_gc = |fx: &Fixture, url: &str| {
+        fx.write_config("");
+        fx.edit_config(|c| c.replacen("\n[writeback]", &format!("gc_url = \"{url}\"\n\n[writeback]"), 1));
+    };
+    with_gc(&fx, GC);
+    let check = fx.writeback(&["check"]);
+    assert!(
+        check.stdout.contains(&format!("Global Catalog: reachable at {GC}; a single-domain forest")),
+        "{}",
+        check.stdout
+    );
+
+    let r = fx.writeback(&["-v", "--json", "sync"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("not in this domain: looked up in the Global Catalog"), "{}", r.stderr);
+    assert_eq!(fx.group(&g).expect("written").members, vec![users[0].guid.clone()]);
+    let show = fx.writeback(&["--json", "show", &g]).json();
+    let members = show["members"].as_array().cloned().unwrap_or_default();
+    let said = members.iter().find(|m| m["cloud_id"] == foreign.as_str()).map(|m| m["reason"].clone());
+    assert_eq!(said, Some("other-forest".into()), "{show}");
+
+    // A Global Catalog that cannot be reached: the run does not go on without it (members of
+    // other domains would read as gone).
+    with_gc(&fx, "ldaps://127.0.0.1:1");
+    let r = fx.writeback(&["sync"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("the Global Catalog [ad] gc_url"), "{}", r.stderr);
+}
