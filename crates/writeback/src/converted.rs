@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use writeback_ad::AdConn;
 use writeback_core::convert::{self, Conversion};
 use writeback_core::scope::decide_with;
-use writeback_core::CloudId;
+use writeback_core::{CloudId, Original};
 use writeback_graph::GraphClient;
 
 use crate::config::Config;
@@ -44,6 +44,20 @@ pub(crate) async fn read(
         })
         .collect();
     snap.ad.originals = ad.originals_by_sid(&lookups).await?;
+    // An original about to be taken over gets members only if the Tier-0 guard lets it: its
+    // nesting is walked as an owned group's is (it is in no owned list yet).
+    let found: Vec<writeback_core::AdGroup> = snap
+        .ad
+        .originals
+        .values()
+        .filter_map(|o| match o {
+            Original::Found { group, .. } => Some(group.clone()),
+            _ => None,
+        })
+        .collect();
+    if !found.is_empty() {
+        snap.ad.protected.extend(ad.protected_nesting(&found).await?);
+    }
     tracing::info!(
         candidates = candidates.len(),
         cloud_managed_read = snap.cloud.cloud_managed.len(),

@@ -421,8 +421,9 @@ fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
     let mut u = synced_user(&gid, &guid_only);
     u["onPremisesSecurityIdentifier"] = json!(null);
     cloud.push(u);
-    // One whose SID names nothing in this domain: not found. Its immutable id names a user of
-    // this domain, but the SID comes first and is the anchor only the sync writes (issue #15).
+    // One whose SID is of no domain of this forest: other-forest (issue #20). Its immutable id
+    // names a user of this domain, but the SID comes first and is the anchor only the sync
+    // writes (issue #15).
     let migrated = fx.create_user("migrated");
     let mid = fx.id(3001);
     let mut u = synced_user(&mid, &migrated);
@@ -450,7 +451,7 @@ fn starttls_failover_dn_bind_certificate_checks_and_members_found_by_guid() {
         .as_array()
         .and_then(|m| m.iter().find(|m| m["cloud_id"] == mid.as_str()))
         .map(|m| m["reason"].clone());
-    assert_eq!(reason, Some(json!("not-found-in-ad")), "{show}");
+    assert_eq!(reason, Some(json!("other-forest")), "{show}");
 
     // Without the CA the DC's certificate is not trusted: no connection, exit status 4.
     let no_ca: String = starttls.lines().filter(|l| !l.starts_with("ca_file")).collect::<Vec<_>>().join("\n");

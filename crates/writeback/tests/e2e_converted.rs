@@ -59,14 +59,20 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     let finance = fx.create_group("Finance", UNIVERSAL_SECURITY, Some(&legacy));
     fx.modify(&finance.dn, vec![Mod::Add("member", HashSet::from([users[2].dn.as_str()]))]);
     let other = fx.create_group("Other", UNIVERSAL_SECURITY, Some(&elsewhere));
+    // One nested into BUILTIN\Administrators: taken over, but the Tier-0 guard holds its new
+    // members back as it does an owned group's.
+    let ops = fx.create_group("Ops", UNIVERSAL_SECURITY, Some(&legacy));
+    let admins = format!("CN=Administrators,CN=Builtin,{}", fx.dc.base_dn);
+    fx.modify(&admins, vec![Mod::Add("member", HashSet::from([ops.dn.as_str()]))]);
     let sam_before = fx.read_view(&finance.dn).one("sAMAccountName").map(str::to_string);
     let ace = grant(&share, &finance.sid);
-    let (g, h) = (fx.id(1), fx.id(2));
+    let (g, h, o) = (fx.id(1), fx.id(2), fx.id(3));
     let t = tenant(
         cloud,
         vec![
             converted(&g, "SG-Finance", &finance.sid, &[&uids[0], &uids[1]]),
             converted(&h, "SG-Other", &other.sid, &[&uids[0]]),
+            converted(&o, "SG-Ops", &ops.sid, &[&uids[0]]),
         ],
     );
     fx.start_sim(&t);
@@ -78,6 +84,7 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     // Converted in Entra: taken over in place, shown as such before it happens.
     set_cloud_managed(&fx, &g, true);
     set_cloud_managed(&fx, &h, true);
+    set_cloud_managed(&fx, &o, true);
     let plan = fx.writeback(&["plan"]).stdout;
     assert!(plan.contains(&format!("= adopt (converted) SG-Finance  {} (SID {})", finance.dn, finance.sid)), "{plan}");
     let show = fx.writeback(&["show", &g]).stdout;
@@ -97,6 +104,9 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     assert!(said.starts_with("converted-outside-managed-ous"), "{said}");
     assert!(fx.group(&h).is_none(), "nothing written for it, no second group");
     assert!(fx.read_view(&other.dn).one("adminDescription").is_none());
+    assert!(fx.group(&o).expect("taken over").members.is_empty(), "no member added under Administrators");
+    let said = fx.error_message(&o);
+    assert!(said.contains("CN=Administrators,CN=Builtin"), "{said}");
     let log = fx.writeback(&["--json", "log", "--group", &g]).json();
     assert!(log.to_string().contains("adopt-group"), "{log}");
 
