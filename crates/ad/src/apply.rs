@@ -35,6 +35,9 @@ pub struct ApplyReport {
     pub not_taken_over: HashSet<CloudId>,
 }
 
+/// (objectSid, (attribute, value) of each marker attribute set, DN).
+type SidAndMarkers = (Option<String>, Vec<(String, String)>, String);
+
 /// Member values written inline in a group's add; the rest follow in `member_chunk` modifies.
 /// 100,000 `<GUID=…>` values are about 4.5 MB, below Windows' 10 MB MaxReceiveBuffer (Samba
 /// takes 16 MB from a bound client); only groups past that (Graph allows 250,000) are filled
@@ -424,17 +427,24 @@ impl AdConn {
             return Err(format!("refused: the object {dn} no longer has the SID {sid}"));
         }
         let ours = naming::marker(cloud_id);
-        if let Some(other) = markers.iter().find(|m| **m != ours) {
-            return Err(format!("refused: {dn} carries {other:?} by now; it is not taken over"));
+        if let Some((attr, other)) = markers.iter().find(|(_, v)| !v.eq_ignore_ascii_case(&ours)) {
+            return Err(format!("refused: {dn} carries {attr} {other:?} by now; it is not taken over"));
         }
-        let mods: Vec<Mod<String>> =
-            marker.iter().map(|(attr, values)| Mod::Replace(attr.clone(), values.iter().cloned().collect())).collect();
-        report.ldap_writes += 1;
-        self.op()
-            .modify(&format!("<GUID={guid}>"), mods)
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| AdError::ldap("adopt", e).to_string())?;
+        // An add, not a replace: if another writer stamps the attribute meanwhile, AD refuses
+        // (it is single-valued) instead of this overwriting it.
+        let mods: Vec<Mod<String>> = marker
+            .iter()
+            .filter(|(attr, _)| !markers.iter().any(|(a, _)| a.eq_ignore_ascii_case(attr)))
+            .map(|(attr, values)| Mod::Add(attr.clone(), values.iter().cloned().collect()))
+            .collect();
+        if !mods.is_empty() {
+            report.ldap_writes += 1;
+            self.op()
+                .modify(&format!("<GUID={guid}>"), mods)
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| AdError::ldap("adopt", e).to_string())?;
+        }
         report.links.insert(cloud_id.clone(), (guid.clone(), dn.as_str().into()));
         Ok(())
     }
@@ -450,29 +460,28 @@ impl AdConn {
     ) -> Result<(), String> {
         let Some((_, markers, dn)) = self.sid_and_markers(guid).await? else { return Ok(()) };
         let ours = naming::marker(cloud_id);
-        if !markers.contains(&ours) {
-            return Err(format!("refused to release {dn}: it no longer carries the marker {ours}"));
+        // Each attribute's value as AD holds it, when it is our marker: deleted by that value.
+        let mine: Vec<&(String, String)> = markers
+            .iter()
+            .filter(|(a, v)| v.eq_ignore_ascii_case(&ours) && marker.iter().any(|m| m.eq_ignore_ascii_case(a)))
+            .collect();
+        if !mine.iter().any(|(a, _)| a.eq_ignore_ascii_case("adminDescription")) {
+            return Err(format!("refused to release {dn}: its adminDescription is no longer the marker {ours}"));
         }
         let mods: Vec<Mod<String>> =
-            marker.iter().map(|attr| Mod::Delete(attr.clone(), HashSet::from([ours.clone()]))).collect();
+            mine.iter().map(|(attr, value)| Mod::Delete(attr.clone(), HashSet::from([value.clone()]))).collect();
         report.ldap_writes += 1;
-        let r = self.op().modify(&format!("<GUID={guid}>"), mods).await.and_then(|r| r.success());
-        match r {
-            Ok(_) => Ok(()),
-            // 16: one of them was not set (a group stamped before the 2016 schema has no anchor).
-            Err(ldap3::LdapError::LdapResult { result }) if result.rc == 16 => {
-                let mods = vec![Mod::Delete("adminDescription".to_string(), HashSet::from([ours]))];
-                report.ldap_writes += 1;
-                let r = self.op().modify(&format!("<GUID={guid}>"), mods).await.and_then(|r| r.success());
-                r.map(|_| ()).map_err(|e| AdError::ldap("release", e).to_string())
-            }
-            Err(e) => Err(AdError::ldap("release", e).to_string()),
-        }
+        self.op()
+            .modify(&format!("<GUID={guid}>"), mods)
+            .await
+            .and_then(|r| r.success())
+            .map(|_| ())
+            .map_err(|e| AdError::ldap("release", e).to_string())
     }
 
-    /// An object's objectSid, its marker values (adminDescription and the 2016 anchor) and DN,
-    /// by objectGUID; `None` when it is gone.
-    async fn sid_and_markers(&mut self, guid: &str) -> Result<Option<(Option<String>, Vec<String>, String)>, String> {
+    /// An object's objectSid, its marker attributes with their values (adminDescription and the
+    /// 2016 anchor) and DN, by objectGUID; `None` when it is gone.
+    async fn sid_and_markers(&mut self, guid: &str) -> Result<Option<SidAndMarkers>, String> {
         let mut attrs = vec!["adminDescription"];
         if self.schema.external_directory_object_id {
             attrs.push("msDS-ExternalDirectoryObjectId");
@@ -489,7 +498,8 @@ impl AdConn {
         let (entries, _) = res.success().map_err(|e| AdError::ldap("reading a group by GUID", e).to_string())?;
         Ok(entries.into_iter().next().map(ldap3::SearchEntry::construct).map(|e| {
             let (_, sid, dn) = crate::parse_extended_dn(&e.dn);
-            (sid, e.attrs.into_values().flatten().collect(), dn)
+            let markers = e.attrs.into_iter().flat_map(|(a, vs)| vs.into_iter().map(move |v| (a.clone(), v))).collect();
+            (sid, markers, dn)
         }))
     }
 

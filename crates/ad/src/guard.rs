@@ -87,7 +87,7 @@ impl Protected {
 }
 
 impl AdConn {
-    async fn domain_sid(&mut self) -> Result<String, AdError> {
+    pub(crate) async fn domain_sid(&mut self) -> Result<String, AdError> {
         let base = self.default_nc.clone();
         let (entries, _) = self
             .op()

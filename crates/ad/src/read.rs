@@ -193,8 +193,12 @@ impl AdConn {
         converted: &[(CloudId, String)],
     ) -> Result<BTreeMap<CloudId, Original>, AdError> {
         let mut out = BTreeMap::new();
+        let domain = if converted.is_empty() { String::new() } else { self.domain_sid().await? };
         for (id, sid) in converted {
-            if naming::is_sid(sid) {
+            // Of another domain: not searched here (not finding it must not read as "gone").
+            if sid.rsplit_once('-').is_none_or(|(d, _)| !d.eq_ignore_ascii_case(&domain)) {
+                out.insert(id.clone(), Original::OtherDomain);
+            } else if naming::is_sid(sid) {
                 let base = self.default_nc.clone();
                 let found = self.original(&base, Scope::Subtree, &format!("(objectSid={sid})"), id).await?;
                 out.insert(id.clone(), found);

@@ -126,7 +126,7 @@ fn main() {
     );
 
     // AD as the first plan leaves it; the state links every group.
-    let mut state = State { links: HashMap::new(), former_ous: Vec::new() };
+    let mut state = State { links: HashMap::new(), ..State::default() };
     for (n, op) in first.operations.iter().enumerate() {
         if let Operation::Add { cloud_id, dn, attrs, members } = op {
             let attrs: std::collections::BTreeMap<String, Vec<String>> =

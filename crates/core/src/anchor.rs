@@ -344,9 +344,13 @@ mod tests {
         g.odata_type = Some("#microsoft.graph.group".into());
         assert!(matches!(ad_object(&g, &directory(&[object(GUID, AdClass::User)])), Resolved::Mismatch(_)));
         assert!(matches!(ad_object(&g, &directory(&[object(GUID, AdClass::Group)])), Resolved::Found(_)));
+        // A device resolves only to a computer account, and is looked up only with write_devices.
         let mut device = g.clone();
         device.odata_type = Some("#microsoft.graph.device".into());
-        assert_eq!(anchor(&device), Ok(None), "devices are not looked up");
+        assert!(matches!(ad_object(&device, &directory(&[object(GUID, AdClass::User)])), Resolved::Mismatch(_)));
+        assert!(matches!(ad_object(&device, &directory(&[object(GUID, AdClass::Computer)])), Resolved::Found(_)));
+        let found = |devices: bool| members_to_look_up([&device], &OwnedMembers::new(&[]).with_devices(devices)).count();
+        assert_eq!((found(false), found(true)), (0, 1));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Conversion<'a> {
     Converted(&'a str),
     /// Given back to AD (rollback); the SID of its AD group.
     GivenBack(&'a str),
+    /// Whether it is converted could not be read this cycle: nothing changes hands.
+    Unknown(&'a str),
 }
 
 /// The conversion state of one cloud group.
@@ -41,10 +43,11 @@ pub fn conversion<'a>(g: &'a CloudObject, cloud: &CloudSnapshot) -> Conversion<'
         return Conversion::GivenBack(sid);
     }
     match cloud.cloud_managed.get(&g.id) {
-        Some(false) => Conversion::GivenBack(sid),
+        Some(Some(false)) => Conversion::GivenBack(sid),
+        Some(None) => Conversion::Unknown(sid),
         // Not readable (no Group-OnPremisesSyncBehavior.Read.All): the SID without the sync
         // is the sign of a conversion the issue names; a rollback is then seen once AD syncs it.
-        Some(true) | None => Conversion::Converted(sid),
+        Some(Some(true)) | None => Conversion::Converted(sid),
     }
 }
 
@@ -63,7 +66,7 @@ pub fn same_sid(group: &AdGroup, sid: &str) -> bool {
 /// An owned group that was AD's before writeback took it over: the original of a converted
 /// group (its SID), or any owned group in `converted_ous` (taken over by hand with `adopt`).
 pub fn is_taken_over(group: &AdGroup, conversion: Conversion, cfg: &PlannerConfig) -> bool {
-    matches!(conversion, Conversion::Converted(sid) if same_sid(group, sid))
+    matches!(conversion, Conversion::Converted(sid) | Conversion::Unknown(sid) if same_sid(group, sid))
         || cfg.converted_ous.iter().any(|ou| naming::dn_is_within(&group.dn, ou))
 }
 
@@ -83,6 +86,12 @@ pub fn may_take_over<'a>(
         }
         // Cloud Sync writes a new group when the original is gone; so does writeback.
         Some(Original::NotFound) => return Ok(None),
+        Some(Original::OtherDomain) => {
+            return Err(format!(
+                "converted from AD, but its SID {sid} is of another domain than the one writeback writes to: \
+                 it is not taken over and nothing is written"
+            ))
+        }
         Some(Original::NotAGroup(class)) => {
             return Err(format!("converted from AD, but its SID {sid} names {class}, not a group; nothing is written"))
         }
@@ -104,6 +113,15 @@ pub fn may_take_over<'a>(
         return Err(format!(
             "converted-outside-managed-ous: its AD group {} (SID {sid}) is outside [writeback] converted_ous; \
              nothing is written, and no second group is made (add its OU to converted_ous to take it over)",
+            group.dn
+        ));
+    }
+    // The 2016 anchor names its group as the marker does (Cloud Sync writes it): another's, refused.
+    let anchor = group.attrs.get("msds-externaldirectoryobjectid").and_then(|v| v.first());
+    if let Some(a) = anchor.filter(|a| naming::parse_marker(a).is_none_or(|other| !other.eq_ignore_ascii_case(id))) {
+        return Err(format!(
+            "converted from AD, but its AD group {} has msDS-ExternalDirectoryObjectId {a:?}, another object's \
+             anchor; nothing is written",
             group.dn
         ));
     }
@@ -165,8 +183,11 @@ mod tests {
         let mut cloud = CloudSnapshot::default();
         let g = cloud_group(Some(SID), None);
         assert_eq!(conversion(&g, &cloud), Conversion::Converted(SID));
-        cloud.cloud_managed.insert(g.id.clone(), false);
+        cloud.cloud_managed.insert(g.id.clone(), Some(false));
         assert_eq!(conversion(&g, &cloud), Conversion::GivenBack(SID));
+        // A read that failed is not taken as either.
+        cloud.cloud_managed.insert(g.id.clone(), None);
+        assert_eq!(conversion(&g, &cloud), Conversion::Unknown(SID));
         assert_eq!(conversion(&cloud_group(Some(SID), Some(true)), &cloud), Conversion::GivenBack(SID));
         assert_eq!(conversion(&cloud_group(None, None), &cloud), Conversion::None);
         // Not a domain account's SID: nothing to look up.
@@ -206,6 +227,7 @@ mod tests {
             Original::Found { group: AdGroup { sid: Some("S-1-5-21-1-2-3-9".into()), ..group }, critical: false };
         assert!(refused(&other_sid).contains("another SID"));
         assert!(refused(&Original::NotAGroup("a user account".into())).contains("not a group"));
+        assert!(refused(&Original::OtherDomain).contains("another domain"));
         assert!(may_take_over(id, SID, None, &cfg).expect_err("not looked up").contains("not looked up"));
     }
 }

@@ -152,8 +152,9 @@ pub struct CloudSnapshot {
     pub rejected: Vec<(String, String)>,
     /// `onPremisesSyncBehavior.isCloudManaged` (Graph beta, read per group) of the groups that
     /// carry an on-premises SID without being synced: converted groups, or ones given back.
-    /// Absent where it was not read or could not be.
-    pub cloud_managed: HashMap<CloudId, bool>,
+    /// `None`: the read failed this cycle (not known, never guessed); absent: not asked, or the
+    /// app may not read it (403).
+    pub cloud_managed: HashMap<CloudId, Option<bool>>,
 }
 
 /// Where a member value points, as AD reported it (extended DN form).
@@ -286,6 +287,8 @@ pub enum Original {
     NotFound,
     /// An object that is not a group has that SID: its class.
     NotAGroup(String),
+    /// The SID is of another domain than the connected one: not looked up, never taken over.
+    OtherDomain,
 }
 
 /// The AD group last written for a cloud group.
@@ -304,6 +307,9 @@ pub struct State {
     /// emptied by moves) after the configuration changes. Only ever OUs an administrator
     /// configured, never ones derived from where groups happen to be.
     pub former_ous: Vec<String>,
+    /// Groups taken over from AD whose member removals the last cycle held back: held again
+    /// until approved (`writeback approve --removals`).
+    pub takeover_holds: BTreeSet<CloudId>,
 }
 
 /// AD `groupType` values.

@@ -114,14 +114,15 @@ impl Operation {
     /// written once every group exists; deletes come last.
     pub fn phase(&self) -> u8 {
         match self {
-            Operation::Rename { .. } => 0,
-            // Before the update and member writes that follow it, which it makes ours.
-            Operation::Adopt { .. } | Operation::Add { .. } => 1,
-            Operation::Release { .. } => 2,
-            Operation::Update { .. } => 2,
-            Operation::AddMembers { .. } => 3,
-            Operation::RemoveMembers { .. } => 4,
-            Operation::Delete { .. } => 5,
+            // Before anything else is written to the group: it makes it ours (or fails, and then
+            // nothing else is written to it).
+            Operation::Adopt { .. } => 0,
+            Operation::Rename { .. } => 1,
+            Operation::Add { .. } => 2,
+            Operation::Update { .. } | Operation::Release { .. } => 3,
+            Operation::AddMembers { .. } => 4,
+            Operation::RemoveMembers { .. } => 5,
+            Operation::Delete { .. } => 6,
         }
     }
 }
@@ -396,6 +397,10 @@ pub struct Held {
     pub display_name: String,
     pub removals: usize,
     pub message: String,
+    /// Held because the group was taken over from AD (SOA): held again every cycle until
+    /// approved, whatever their number.
+    #[serde(default)]
+    pub taken_over: bool,
 }
 
 /// A group whose new members the Tier-0 guard held back: nested into a protected group.

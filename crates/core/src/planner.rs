@@ -563,12 +563,37 @@ fn plan_group(
             ),
         });
         actions.push("removals held back (unreadable members)");
+    } else if !removes.is_empty()
+        && (d.adopted.is_some() || state.takeover_holds.contains(id))
+        && !cfg.allow.group_removals_ok(id, removes.len())
+    {
+        // Members the cloud group cannot express (computers without write_devices, members of
+        // other domains without gc_url) would go with the rest: an administrator looks first.
+        let held = Held {
+            cloud_id: id.into(),
+            display_name: d.group.name().to_string(),
+            removals: removes.len(),
+            message: String::new(),
+            taken_over: true,
+        };
+        let message = format!(
+            "taken over from AD: {} of its {in_ad} members are not in the cloud group (computers without \
+                [writeback] write_devices, members of other domains without [ad] gc_url, or members the \
+                cloud group lacks); they are kept until approved. Check the group (writeback show {id}), \
+                then `{}` lets the next cycle remove them",
+            removes.len(),
+            held.approve_command()
+        );
+        p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+        p.held.push(Held { message, ..held });
+        actions.push("removals held back (taken over from AD)");
     } else if removals_held(id, removes.len(), in_ad, cfg) {
         let held = Held {
             cloud_id: id.into(),
             display_name: d.group.name().to_string(),
             removals: removes.len(),
             message: String::new(),
+            taken_over: false,
         };
         let message = format!(
             "{} of its {in_ad} members would be removed in one run, more than \
@@ -720,12 +745,13 @@ fn resolve_member(
         (ObjectKind::Device, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
         // Its deviceId is its computer account's objectGUID (facts-2026.md §3): both must agree.
         (ObjectKind::Device, Resolved::Found(obj)) => match m.device_id.as_deref().map(str::trim) {
-            Some(d) if !d.eq_ignore_ascii_case(&obj.guid) => mismatch(format!(
+            Some(d) if d.eq_ignore_ascii_case(&obj.guid) => (written(m, Some(obj)), existing(obj)),
+            Some(d) => mismatch(format!(
                 "its onPremisesSecurityIdentifier names {}, but its deviceId names another object (objectGUID {})",
                 obj.dn,
                 naming::printable(d)
             )),
-            _ => (written(m, Some(obj)), existing(obj)),
+            None => mismatch(format!("it has no deviceId to check {} against", obj.dn)),
         },
         (ObjectKind::User, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::User, Resolved::CloudOnly) => (skipped(m, SkipReason::CloudOnly), None),
@@ -879,9 +905,27 @@ fn converted<'a>(
                 }
                 dropped.insert(i);
             }
-            (Conversion::GivenBack(_), _) => {
-                let why = "given back to AD (onPremisesSyncBehavior.isCloudManaged = false): AD manages it";
+            (Conversion::GivenBack(_), written) => {
+                let why = match written {
+                    Some(g) => format!(
+                        "given back to AD (onPremisesSyncBehavior.isCloudManaged = false); the group writeback \
+                         wrote for it, {}, is not its AD group: left as it is, no longer updated",
+                        g.dn
+                    ),
+                    None => "given back to AD (onPremisesSyncBehavior.isCloudManaged = false): AD manages it".into(),
+                };
                 p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {why}"), vec![]));
+                dropped.insert(i);
+            }
+            // Managed already: as it was. Not yet: not taken over on a guess.
+            (Conversion::Unknown(_), Some(_)) => {}
+            (Conversion::Unknown(sid), None) => {
+                let message = format!(
+                    "converted from AD (SID {sid}), but whether it is cloud-managed could not be read from Graph \
+                     this run; nothing is written (a later cycle takes it over)"
+                );
+                p.errors.push(ObjectError { cloud_id: id.to_string(), member_id: None, message: message.clone() });
+                p.groups.push(report(d.group, id, d.decision, None, &format!("not written: {message}"), vec![]));
                 dropped.insert(i);
             }
         }

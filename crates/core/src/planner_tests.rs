@@ -589,7 +589,7 @@ fn converted_world() -> (World, AdGroup) {
     let mut g = security(7, "SG-Finance (cloud)", Some(true));
     g.on_premises_security_identifier = Some(sid.into());
     w.group(g, vec![synced_user(1), synced_user(2)]);
-    w.cloud.cloud_managed.insert(id(7), true);
+    w.cloud.cloud_managed.insert(id(7), Some(true));
     let mut attrs = BTreeMap::new();
     attrs.insert("samaccountname".to_string(), vec!["Finance".to_string()]);
     attrs.insert("displayname".to_string(), vec!["Finance".to_string()]);
@@ -632,7 +632,7 @@ fn a_converted_group_takes_over_its_original_in_place_and_is_released_when_given
     assert!(w.plan().operations.is_empty(), "taken over once: {:?}", w.plan().operations);
 
     // Rolled back: isCloudManaged false. Released: marker off, group and members kept.
-    w.cloud.cloud_managed.insert(id(7), false);
+    w.cloud.cloud_managed.insert(id(7), Some(false));
     let p = w.plan();
     let [Operation::Release { dn, marker, .. }] = ops(&p, "release")[..] else { panic!("one release: {p:?}") };
     assert_eq!(
@@ -740,4 +740,38 @@ fn a_member_from_another_forest_is_skipped_as_other_forest() {
     assert_eq!(reasons(&w), vec![None, Some(SkipReason::NotFoundInAd), Some(SkipReason::NotFoundInAd)]);
     w.ad.forest_domains = vec!["S-1-5-21-1-2-3".into()];
     assert_eq!(reasons(&w), vec![None, Some(SkipReason::OtherForest), Some(SkipReason::NotFoundInAd)]);
+}
+
+#[test]
+fn a_takeover_holds_removals_until_approved_and_names_nothing_before_it_is_ours() {
+    let (mut w, mut original) = converted_world();
+    // The original holds a computer the cloud group cannot express (no write_devices).
+    original.members.get_or_insert_with(Vec::new).push(AdRef {
+        guid: ObjectGuid::new("dddddddd-0000-0000-0000-000000000009"),
+        dn: "CN=PC9,CN=Computers,DC=corp,DC=test".into(),
+        sid: None,
+    });
+    w.ad.originals.insert(id(7), Original::Found { group: original, critical: false });
+    w.cfg.rename_converted = true;
+    let p = w.plan();
+    assert!(matches!(p.operations[0], Operation::Adopt { .. }), "before the rename: {:?}", p.operations);
+    assert!(matches!(p.operations[1], Operation::Rename { .. }), "{:?}", p.operations);
+    assert!(ops(&p, "remove-members").is_empty(), "{:?}", p.operations);
+    assert!(p.held[0].taken_over && p.held[0].removals == 1, "{:?}", p.held);
+    w.apply(&p);
+    // Held again by the next cycles (the state remembers it), until approved.
+    w.state.takeover_holds.insert(id(7));
+    assert!(ops(&w.plan(), "remove-members").is_empty());
+    w.cfg.allow.approved.removals.insert(id(7), 1);
+    assert_eq!(ops(&w.plan(), "remove-members").len(), 1);
+}
+
+#[test]
+fn a_conversion_graph_could_not_say_changes_nothing_hands() {
+    let (mut w, original) = converted_world();
+    w.ad.originals.insert(id(7), Original::Found { group: original, critical: false });
+    w.cloud.cloud_managed.insert(id(7), None);
+    let p = w.plan();
+    assert!(p.operations.is_empty(), "{:?}", p.operations);
+    assert!(p.errors[0].message.contains("could not be read from Graph"), "{:?}", p.errors);
 }

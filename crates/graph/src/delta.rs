@@ -190,29 +190,42 @@ impl GraphClient {
     /// onpremisessyncbehavior-get.md, `GET /groups/{id}/onPremisesSyncBehavior`, permission
     /// Group-OnPremisesSyncBehavior.Read.All). A group Graph did not answer for is left out: its
     /// conversion is then judged without it (and why is logged once).
-    pub async fn cloud_managed(&self, ids: &[CloudId]) -> HashMap<CloudId, bool> {
+    pub async fn cloud_managed(&self, ids: &[CloudId]) -> HashMap<CloudId, Option<bool>> {
         let reqs: Vec<(String, String)> = ids
             .iter()
             .map(|id| (id.to_string(), format!("/groups/{id}/onPremisesSyncBehavior?$select=isCloudManaged")))
             .collect();
         let mut out = HashMap::new();
-        let mut failed: Vec<String> = Vec::new();
+        let (mut denied, mut failed): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
         for (id, res) in self.batch_get(&reqs).await {
             match res.map(|body| body.get("isCloudManaged").and_then(Value::as_bool)) {
                 Ok(Some(managed)) => {
-                    out.insert(CloudId::new(id), managed);
+                    out.insert(CloudId::new(id), Some(managed));
                 }
-                Ok(None) => failed.push(format!("{id}: no isCloudManaged in the answer")),
-                Err((status, msg)) => failed.push(format!("{id}: Graph answered {status}: {msg}")),
+                // Not allowed to read it: judged by its SID alone (and said).
+                Err((403, msg)) => denied.push(format!("{id}: {msg}")),
+                // Any other failure is not known this cycle: never guessed.
+                Ok(None) => {
+                    failed.push(format!("{id}: no isCloudManaged in the answer"));
+                    out.insert(CloudId::new(id), None);
+                }
+                Err((status, msg)) => {
+                    failed.push(format!("{id}: Graph answered {status}: {msg}"));
+                    out.insert(CloudId::new(id), None);
+                }
             }
         }
-        if let Some(first) = failed.first() {
+        if let Some(first) = denied.first() {
             tracing::warn!(
-                groups = failed.len(),
+                groups = denied.len(),
                 first = %first,
-                "onPremisesSyncBehavior could not be read (is Group-OnPremisesSyncBehavior.Read.All granted?): \
-                 a converted group given back to AD is seen only once AD syncs it again"
+                "onPremisesSyncBehavior may not be read (grant Group-OnPremisesSyncBehavior.Read.All): a converted \
+                 group given back to AD is seen only once AD syncs it again"
             );
+        }
+        if let Some(first) = failed.first() {
+            tracing::warn!(groups = failed.len(), first = %first, "onPremisesSyncBehavior could not be read: \
+                those groups change hands in a later cycle");
         }
         out
     }

@@ -313,7 +313,9 @@ impl Store {
             })?
             .collect::<rusqlite::Result<_>>()?;
         let former_ous = self.load_json("managed_ous")?.unwrap_or_default();
-        Ok(State { links, former_ous })
+        let stopped: writeback_core::Stopped = self.load_json("stopped")?.unwrap_or_default();
+        let takeover_holds = stopped.held.into_iter().filter(|h| h.taken_over).map(|h| h.cloud_id).collect();
+        Ok(State { links, former_ous, takeover_holds })
     }
 
     /// The OUs a cycle managed that must stay managed (see `State::former_ous`).

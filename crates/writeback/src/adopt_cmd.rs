@@ -18,12 +18,15 @@ use crate::config::Config;
 use crate::engine::{self, Snapshot};
 use crate::error::CycleError;
 use crate::exit;
+use crate::lock::{self, StateLock};
 
 pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool) -> Result<u8, CycleError> {
     let id = CloudId::new(group.trim().to_ascii_lowercase());
     if !naming::is_guid(&id) {
         return Err(CycleError::Config(format!("--group {group:?} is not a cloud group's object id")));
     }
+    // Taking over writes to AD: never while a daemon or a sync writes too.
+    let _lock = if yes { Some(hold_lock(cfg)?) } else { None };
     let state = engine::state_read_only(cfg)?;
     let (graph, mut ad) = engine::connect(cfg).await?;
     let (found, _, failed) = graph.groups_by_id(std::slice::from_ref(&id)).await;
@@ -42,13 +45,15 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
     let original = ad.original_at(dn, &id).await?;
     let group = match &original {
         Original::Found { group, .. } => group.clone(),
-        Original::NotFound => return refused(as_json, &format!("no object at {dn}")),
+        Original::NotFound | Original::OtherDomain => return refused(as_json, &format!("no object at {dn}")),
         Original::NotAGroup(class) => return refused(as_json, &format!("{dn} is {class}, not a group")),
     };
     let Some(sid) = group.sid.clone() else { return refused(as_json, &format!("{dn} has no objectSid")) };
     // The cloud's word on which AD group it is, when it has one, must agree with the DN given.
     let cloud = CloudSnapshot { groups: vec![g.clone()], ..Default::default() };
-    if let Conversion::Converted(named) | Conversion::GivenBack(named) = convert::conversion(&g, &cloud) {
+    if let Conversion::Converted(named) | Conversion::GivenBack(named) | Conversion::Unknown(named) =
+        convert::conversion(&g, &cloud)
+    {
         if !named.eq_ignore_ascii_case(&sid) {
             let why = format!("{} names the AD group with SID {named}, and {dn} has {sid}: not taken over", g.name());
             return refused(as_json, &why);
@@ -101,6 +106,19 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
         println!("Taken over: {dn} carries the marker of {id}; the next cycle writes the rest shown above.");
     }
     Ok(exit::OK)
+}
+
+fn hold_lock(cfg: &Config) -> Result<StateLock, CycleError> {
+    let state = cfg.state_path();
+    match StateLock::try_acquire(&state) {
+        Ok(Ok(lock)) => Ok(lock),
+        Ok(Err(holder)) => Err(CycleError::Lock(format!(
+            "another writeback (pid {holder}) holds {}: stop the daemon (systemctl stop writeback) for the takeover, \
+             then start it again; without --yes, adopt only shows what it would do",
+            lock::lock_path(&state).display()
+        ))),
+        Err(e) => Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
+    }
 }
 
 fn show(plan: &Plan, as_json: bool, applied: bool) {

@@ -183,7 +183,13 @@ mod tests {
     #[test]
     fn a_group_is_approved_as_far_as_it_was_held_and_only_if_it_was() {
         let g = CloudId::new("3a5c3221-c465-48c0-95b8-e9305786a271");
-        let held = Held { cloud_id: g.clone(), display_name: "SG-Finance".into(), removals: 140, message: "m".into() };
+        let held = Held {
+            cloud_id: g.clone(),
+            display_name: "SG-Finance".into(),
+            removals: 140,
+            message: "m".into(),
+            taken_over: false,
+        };
         let blocked = Blocked { threshold: Threshold::Deletes, count: 12, message: "m".into() };
         let stopped = Stopped { blocked: Some(blocked), held: vec![held], ..Stopped::default() };
         let args = |removals: &[&str], deletes| Args {

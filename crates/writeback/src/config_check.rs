@@ -46,6 +46,19 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     }
     for ou in &cfg.writeback.converted_ous {
         out.extend(dn("[writeback] converted_ous", ou));
+        // Groups in a converted OU keep their names and are never deleted (they were AD's): one
+        // that writeback creates there would be too.
+        let others = std::iter::once(&cfg.ad.target_ou)
+            .chain(cfg.rules.iter().filter_map(|r| r.target_ou.as_ref()))
+            .chain(&cfg.ad.adopt_from);
+        for other in others {
+            if naming::dn_is_within(ou, other) || naming::dn_is_within(other, ou) {
+                out.push(format!(
+                    "[writeback] converted_ous = \"{ou}\" overlaps \"{other}\", where writeback writes or adopts \
+                     its own groups: give converted groups OUs of their own"
+                ));
+            }
+        }
     }
     match cfg.ad.auth {
         AdAuthKind::Simple if cfg.ad.bind_dn.trim().is_empty() => out.push(
@@ -218,7 +231,7 @@ mod tests {
 
         c.ad.target_ou = "Groups".into();
         c.ad.adopt_from = vec!["OU=Old,DC=corp,DC=example,DC=com".into(), "CN=x,".into()];
-        c.writeback.converted_ous = vec!["Legacy".into()];
+        c.writeback.converted_ous = vec!["Legacy".into(), "OU=Sub,OU=Old,DC=corp,DC=example,DC=com".into()];
         c.ad.url =
             crate::config::OneOrMany::Many(vec!["ldaps://dc1:636".into(), "https://dc2".into(), "ldap://dc3:x".into()]);
         c.daemon.interval = "0s".into();
@@ -228,11 +241,12 @@ mod tests {
         assert!(has("[ad] target_ou", "OU=Groups,DC=corp"), "{p:#?}");
         assert!(has("[ad] adopt_from", "is not a DN"), "{p:#?}");
         assert!(has("[writeback] converted_ous", "is not a DN"), "{p:#?}");
+        assert!(has("[writeback] converted_ous = \"OU=Sub", "overlaps \"OU=Old"), "{p:#?}");
         assert!(has("[ad] url 'https://dc2'", "must start with ldaps://"), "{p:#?}");
         assert!(has("[ad] url 'ldap://dc3:x'", "not a port number"), "{p:#?}");
         assert!(has("[daemon] interval", "longer than 0"), "{p:#?}");
         assert!(has("[ad] ca_file", "cannot be read by"), "{p:#?}");
-        assert_eq!(p.len(), 7, "{p:#?}");
+        assert_eq!(p.len(), 8, "{p:#?}");
 
         // No credential and no bind password: both said, with the rest.
         let mut c = config("", &dir);

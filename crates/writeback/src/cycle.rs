@@ -424,7 +424,8 @@ impl Cycle<'_> {
         links.extend(report.links.clone());
         let deleted: Vec<CloudId> = applied
             .iter()
-            .filter(|(op, out)| matches!(op, Operation::Delete { .. }) && out.error.is_none())
+            // Deleted, or released (given back to AD): no longer linked.
+            .filter(|(op, out)| matches!(op, Operation::Delete { .. } | Operation::Release { .. }) && out.error.is_none())
             .map(|(op, _)| op.cloud_id().clone())
             .collect();
         for id in &deleted {
