@@ -349,7 +349,8 @@ mod tests {
         device.odata_type = Some("#microsoft.graph.device".into());
         assert!(matches!(ad_object(&device, &directory(&[object(GUID, AdClass::User)])), Resolved::Mismatch(_)));
         assert!(matches!(ad_object(&device, &directory(&[object(GUID, AdClass::Computer)])), Resolved::Found(_)));
-        let found = |devices: bool| members_to_look_up([&device], &OwnedMembers::new(&[]).with_devices(devices)).count();
+        let found =
+            |devices: bool| members_to_look_up([&device], &OwnedMembers::new(&[]).with_devices(devices)).count();
         assert_eq!((found(false), found(true)), (0, 1));
     }
 

@@ -425,7 +425,9 @@ impl Cycle<'_> {
         let deleted: Vec<CloudId> = applied
             .iter()
             // Deleted, or released (given back to AD): no longer linked.
-            .filter(|(op, out)| matches!(op, Operation::Delete { .. } | Operation::Release { .. }) && out.error.is_none())
+            .filter(|(op, out)| {
+                matches!(op, Operation::Delete { .. } | Operation::Release { .. }) && out.error.is_none()
+            })
             .map(|(op, _)| op.cloud_id().clone())
             .collect();
         for id in &deleted {
