@@ -361,13 +361,25 @@ impl AdConn {
     async fn update(&mut self, guid: &str, changes: &[AttrChange], report: &mut ApplyReport) -> Result<(), String> {
         let mods: Vec<Mod<String>> =
             changes.iter().map(|c| Mod::Replace(c.attr.clone(), c.values.iter().cloned().collect())).collect();
+        self.modify_by_guid(guid, mods, "update", report).await
+    }
+
+    /// One modify of an existing group, by objectGUID (as every write to one: the DN read at
+    /// the start of the cycle may name another object by now).
+    async fn modify_by_guid(
+        &mut self,
+        guid: &str,
+        mods: Vec<Mod<String>>,
+        what: &str,
+        report: &mut ApplyReport,
+    ) -> Result<(), String> {
         report.ldap_writes += 1;
         self.op()
             .modify(&format!("<GUID={guid}>"), mods)
             .await
             .and_then(|r| r.success())
             .map(|_| ())
-            .map_err(|e| AdError::ldap("update", e).to_string())
+            .map_err(|e| AdError::ldap(what, e).to_string())
     }
 
     /// Adds or removes member values in chunks; a failed chunk is retried value by value.
@@ -438,12 +450,7 @@ impl AdConn {
             .map(|(attr, values)| Mod::Add(attr.clone(), values.iter().cloned().collect()))
             .collect();
         if !mods.is_empty() {
-            report.ldap_writes += 1;
-            self.op()
-                .modify(&format!("<GUID={guid}>"), mods)
-                .await
-                .and_then(|r| r.success())
-                .map_err(|e| AdError::ldap("adopt", e).to_string())?;
+            self.modify_by_guid(guid, mods, "adopt", report).await?;
         }
         report.links.insert(cloud_id.clone(), (guid.clone(), dn.as_str().into()));
         Ok(())
@@ -470,13 +477,7 @@ impl AdConn {
         }
         let mods: Vec<Mod<String>> =
             mine.iter().map(|(attr, value)| Mod::Delete(attr.clone(), HashSet::from([value.clone()]))).collect();
-        report.ldap_writes += 1;
-        self.op()
-            .modify(&format!("<GUID={guid}>"), mods)
-            .await
-            .and_then(|r| r.success())
-            .map(|_| ())
-            .map_err(|e| AdError::ldap("release", e).to_string())
+        self.modify_by_guid(guid, mods, "release", report).await
     }
 
     /// An object's objectSid, its marker attributes with their values (adminDescription and the

@@ -90,7 +90,7 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     let show = fx.writeback(&["show", &g]).stdout;
     assert!(show.contains(&format!("adopt (converted from AD, SID {})", finance.sid)), "{show}");
     let (code, out) = fx.sync_json(&[]);
-    assert_eq!((code, out["adds"].as_u64()), (1, Some(0)), "no new group, one error (SG-Other): {out}");
+    assert_eq!((code, out["adds"].as_u64()), (3, Some(0)), "no new group; a removal held (exit 3): {out}");
     let taken = fx.group(&g).expect("the original carries the marker");
     assert_eq!(
         (taken.guid.as_str(), taken.sid.as_str(), taken.dn.as_str()),
@@ -98,7 +98,10 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     );
     assert_eq!(taken.one("sAMAccountName").map(str::to_string), sam_before, "its sAMAccountName is kept");
     let want: HashSet<String> = [&users[0], &users[1]].iter().map(|u| u.guid.clone()).collect();
-    assert_eq!(taken.members.iter().cloned().collect::<HashSet<_>>(), want, "its members follow the cloud");
+    let kept: HashSet<String> = users.iter().map(|u| u.guid.clone()).collect();
+    let members = |v: &AdGroupView| v.members.iter().cloned().collect::<HashSet<_>>();
+    assert_eq!(members(&taken), kept, "the cloud's members added; the one it lacks kept until approved");
+    assert!(fx.error_message(&g).starts_with("taken over from AD: 1 of its 1 members"), "{}", fx.error_message(&g));
     assert!(sddl(&share).contains(&ace), "the ACL naming its SID is as it was");
     let said = fx.error_message(&h);
     assert!(said.starts_with("converted-outside-managed-ous"), "{said}");
@@ -107,6 +110,10 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     assert!(fx.group(&o).expect("taken over").members.is_empty(), "no member added under Administrators");
     let said = fx.error_message(&o);
     assert!(said.contains("CN=Administrators,CN=Builtin"), "{said}");
+    let approved = fx.writeback(&["approve", "--removals", &g]);
+    assert_eq!(approved.code, 0, "{}{}", approved.stdout, approved.stderr);
+    assert_eq!(fx.sync_json(&[]).0, 1, "SG-Other's error remains");
+    assert_eq!(members(&fx.group(&g).expect("taken over")), want, "its members follow the cloud once approved");
     let log = fx.writeback(&["--json", "log", "--group", &g]).json();
     assert!(log.to_string().contains("adopt-group"), "{log}");
 
@@ -117,8 +124,10 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     assert_eq!((code, out["deletes"].as_u64()), (1, Some(0)), "{out}");
     let after = fx.read_view(&finance.dn);
     assert_eq!((after.guid.as_str(), after.one("adminDescription")), (finance.guid.as_str(), None));
-    assert_eq!(after.members.iter().cloned().collect::<HashSet<_>>(), want);
+    assert_eq!(members(&after), want);
     assert!(sddl(&share).contains(&ace));
+    let log = fx.writeback(&["--json", "log", "--group", &g]).json();
+    assert!(log.to_string().contains("release-group"), "{log}");
     let (_, out) = fx.sync_json(&["--full"]);
     assert_eq!(out["updates"].as_u64(), Some(0), "released once: {out}");
 }
