@@ -61,6 +61,12 @@ impl Allow {
     }
 
     /// `group`: a cloud id in lower case (as a `CloudId` holds it).
+    /// A group taken over from AD: only `approve --removals` lets its removals through (not
+    /// `--allow-deletes`, which is about thresholds).
+    pub fn takeover_removals_ok(&self, group: &str, n: usize) -> bool {
+        self.approved.removals.get(group).is_some_and(|a| n <= *a)
+    }
+
     pub fn group_removals_ok(&self, group: &str, n: usize) -> bool {
         self.deletes || self.approved.removals.get(group).is_some_and(|a| n <= *a)
     }

@@ -307,8 +307,8 @@ pub struct State {
     /// emptied by moves) after the configuration changes. Only ever OUs an administrator
     /// configured, never ones derived from where groups happen to be.
     pub former_ous: Vec<String>,
-    /// Groups taken over from AD whose member removals the last cycle held back: held again
-    /// until approved (`writeback approve --removals`).
+    /// Groups taken over from AD whose member removals are held until approved (`writeback
+    /// approve --removals`): remembered on their own, whatever a cycle plans.
     pub takeover_holds: BTreeSet<CloudId>,
 }
 

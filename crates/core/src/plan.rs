@@ -327,6 +327,27 @@ pub struct Plan {
     pub held: Vec<Held>,
     /// Groups whose new members the Tier-0 guard held back (each also an error).
     pub guarded: Vec<Guarded>,
+    /// Groups taken over from AD whose removals need no hold any more: none left, or approved
+    /// (then planned here). The state forgets their hold once this plan is applied.
+    #[serde(skip)]
+    pub takeover_cleared: Vec<CloudId>,
+}
+
+impl Plan {
+    /// The takeover holds to remember after this plan: `before`, with the ones it holds, less
+    /// the ones it cleared whose removals (if any) did not fail.
+    pub fn takeover_holds(
+        &self,
+        before: &std::collections::BTreeSet<CloudId>,
+        failed: &std::collections::BTreeSet<CloudId>,
+    ) -> std::collections::BTreeSet<CloudId> {
+        let mut holds = before.clone();
+        holds.extend(self.held.iter().filter(|h| h.taken_over).map(|h| h.cloud_id.clone()));
+        for id in self.takeover_cleared.iter().filter(|id| !failed.contains(*id)) {
+            holds.remove(id);
+        }
+        holds
+    }
 }
 
 /// The thresholds that stop a whole run before anything is written.
@@ -487,6 +508,7 @@ impl Plan {
             blocked: self.blocked.clone(),
             held: self.held.iter().filter(|h| ids.contains(&h.cloud_id)).cloned().collect(),
             guarded: self.guarded.iter().filter(|h| ids.contains(&h.cloud_id)).cloned().collect(),
+            takeover_cleared: self.takeover_cleared.iter().filter(|id| ids.contains(id)).cloned().collect(),
         };
         p.summarize();
         p

@@ -548,6 +548,11 @@ fn plan_group(
     }
     let in_ad = existing.members.as_ref().map_or(0, Vec::len);
     let unreadable = reports.iter().filter(|r| r.reason == Some(SkipReason::Unreadable)).count();
+    // Taken over from AD (this run, or held since): its removals wait for an approval.
+    let taken_over = d.adopted.is_some() || state.takeover_holds.contains(id);
+    if taken_over && unreadable == 0 && (removes.is_empty() || cfg.allow.takeover_removals_ok(id, removes.len())) {
+        p.takeover_cleared.push(id.into());
+    }
     if unreadable > 0 && !removes.is_empty() {
         // Any value AD has might be one of the members Graph would not show: removing would be
         // guessing. Additions of the members it could read still go through.
@@ -563,10 +568,7 @@ fn plan_group(
             ),
         });
         actions.push("removals held back (unreadable members)");
-    } else if !removes.is_empty()
-        && (d.adopted.is_some() || state.takeover_holds.contains(id))
-        && !cfg.allow.group_removals_ok(id, removes.len())
-    {
+    } else if !removes.is_empty() && taken_over && !cfg.allow.takeover_removals_ok(id, removes.len()) {
         // Members the cloud group cannot express (computers without write_devices, members of
         // other domains without gc_url) would go with the rest: an administrator looks first.
         let held = Held {

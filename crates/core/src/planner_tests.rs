@@ -758,12 +758,21 @@ fn a_takeover_holds_removals_until_approved_and_names_nothing_before_it_is_ours(
     assert!(matches!(p.operations[1], Operation::Rename { .. }), "{:?}", p.operations);
     assert!(ops(&p, "remove-members").is_empty(), "{:?}", p.operations);
     assert!(p.held[0].taken_over && p.held[0].removals == 1, "{:?}", p.held);
+    let none = std::collections::BTreeSet::new();
+    w.state.takeover_holds = p.takeover_holds(&none, &none);
+    assert!(w.state.takeover_holds.contains(&id(7)), "remembered on its own");
     w.apply(&p);
-    // Held again by the next cycles (the state remembers it), until approved.
-    w.state.takeover_holds.insert(id(7));
+    // Held again by the next cycles, until approved — `--allow-deletes` is not an approval.
+    assert!(ops(&w.plan(), "remove-members").is_empty());
+    w.cfg.allow.deletes = true;
     assert!(ops(&w.plan(), "remove-members").is_empty());
     w.cfg.allow.approved.removals.insert(id(7), 1);
-    assert_eq!(ops(&w.plan(), "remove-members").len(), 1);
+    let p = w.plan();
+    assert_eq!(ops(&p, "remove-members").len(), 1);
+    // Forgotten once applied; kept when the removal failed.
+    assert!(p.takeover_holds(&w.state.takeover_holds, &none).is_empty());
+    let failed = std::collections::BTreeSet::from([id(7)]);
+    assert!(p.takeover_holds(&w.state.takeover_holds, &failed).contains(&id(7)));
 }
 
 #[test]

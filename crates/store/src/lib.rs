@@ -313,9 +313,14 @@ impl Store {
             })?
             .collect::<rusqlite::Result<_>>()?;
         let former_ous = self.load_json("managed_ous")?.unwrap_or_default();
-        let stopped: writeback_core::Stopped = self.load_json("stopped")?.unwrap_or_default();
-        let takeover_holds = stopped.held.into_iter().filter(|h| h.taken_over).map(|h| h.cloud_id).collect();
+        let takeover_holds = self.load_json("takeover_holds")?.unwrap_or_default();
         Ok(State { links, former_ous, takeover_holds })
+    }
+
+    /// The groups taken over from AD whose removals wait for an approval (see
+    /// `State::takeover_holds`).
+    pub fn save_takeover_holds(&self, holds: &std::collections::BTreeSet<CloudId>) -> Result<()> {
+        self.save_json("takeover_holds", holds)
     }
 
     /// The OUs a cycle managed that must stay managed (see `State::former_ous`).

@@ -101,6 +101,10 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
     }
     let mut store = Store::open(&cfg.state_path())?;
     store.record_audit(&audit::entries(0, &then, &applied, None, &[]))?;
+    // Its removals wait for an approval, as a takeover by SID's do.
+    let mut holds = store.state()?.takeover_holds;
+    holds.insert(id.clone());
+    store.save_takeover_holds(&holds)?;
     show(&then, as_json, true);
     if !as_json {
         println!("Taken over: {dn} carries the marker of {id}; the next cycle writes the rest shown above.");

@@ -405,6 +405,15 @@ impl Cycle<'_> {
         if let Err(e) = self.store.prune_audit(cfg.state.audit_days) {
             tracing::warn!(error = %e, "the audit trail could not be pruned");
         }
+        // Takeover holds are remembered on their own (a later cycle may not plan the group): kept
+        // where a removal failed, or where the breaker stopped before it.
+        let unsettled: BTreeSet<CloudId> = applied
+            .iter()
+            .filter(|(op, out)| matches!(op, Operation::RemoveMembers { .. }) && out.error.is_some())
+            .map(|(op, _)| op.cloud_id().clone())
+            .chain(plan.operations[applied.len()..].iter().map(|op| op.cloud_id().clone()))
+            .collect();
+        self.store.save_takeover_holds(&plan.takeover_holds(&state.takeover_holds, &unsettled))?;
         let mut errors = plan.errors.clone();
         errors.extend(early_errors);
         errors.extend(apply_errors(&applied));

@@ -143,6 +143,9 @@ fn adopt_takes_over_a_group_by_hand_with_the_same_checks() {
     let global = fx.create_group("Payroll-Global", -2147483646, Some(&legacy));
     let outside = fx.create_group("Payroll-Outside", UNIVERSAL_SECURITY, Some(&elsewhere));
     let sam_before = fx.read_view(&payroll.dn).one("sAMAccountName").map(str::to_string);
+    // A computer in it, which the cloud group cannot express (no write_devices).
+    let pc = fx.create_computer("PC-PAYROLL");
+    fx.modify(&payroll.dn, vec![Mod::Add("member", HashSet::from([pc.dn.as_str()]))]);
     // Converted, but Graph gives no SID (UNCONFIRMED whether it keeps it): a cloud group as any.
     let (g, h) = (fx.id(1), fx.id(2));
     let named = converted(&h, "SG-Named", &outside.sid, &[]);
@@ -182,11 +185,15 @@ fn adopt_takes_over_a_group_by_hand_with_the_same_checks() {
     let marker = format!("Group_{g}");
     assert_eq!(fx.read_view(&payroll.dn).one("adminDescription"), Some(marker.as_str()));
     let (code, out) = fx.sync_json(&[]);
-    assert_eq!((code, out["adds"].as_u64(), out["renames"].as_u64()), (1, Some(0), Some(0)), "{out}");
+    assert_eq!((code, out["adds"].as_u64(), out["renames"].as_u64()), (3, Some(0), Some(0)), "{out}");
     let taken = fx.group(&g).expect("managed");
     assert_eq!((taken.guid.as_str(), taken.dn.as_str()), (payroll.guid.as_str(), payroll.dn.as_str()));
     assert_eq!(taken.one("sAMAccountName").map(str::to_string), sam_before);
-    let want: HashSet<String> = users.iter().map(|u| u.guid.clone()).collect();
-    assert_eq!(taken.members.iter().cloned().collect::<HashSet<_>>(), want);
+    let mut want: HashSet<String> = users.iter().map(|u| u.guid.clone()).collect();
+    want.insert(pc.guid.clone());
+    assert_eq!(taken.members.iter().cloned().collect::<HashSet<_>>(), want, "the computer kept until approved");
+    // Still held by the next cycle, and by --allow-deletes.
+    assert_eq!(fx.sync_json(&["--allow-deletes"]).0, 3);
+    assert!(fx.group(&g).expect("managed").members.contains(&pc.guid));
     assert!(adopt(&fx, &g, &payroll.dn, true).stdout.contains("is already managed"));
 }
