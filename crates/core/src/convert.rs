@@ -18,7 +18,7 @@
 //! with `isCloudManaged = false`, or synced from AD again.
 
 use crate::config::PlannerConfig;
-use crate::model::{group_type, AdGroup, CloudObject, CloudSnapshot, Original};
+use crate::model::{group_type, AdGroup, CloudObject, CloudSnapshot, Original, SchemaFeatures};
 use crate::naming;
 
 /// Where a cloud group stands in a conversion.
@@ -56,6 +56,21 @@ fn is_domain_sid(s: &str) -> bool {
     let Some(rest) = s.strip_prefix("S-1-5-21-") else { return false };
     let parts: Vec<&str> = rest.split('-').collect();
     parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The attributes that carry the ownership marker on this schema: `adminDescription`, and the
+/// 2016 anchor where the schema has it (as Cloud Sync writes both).
+pub fn marker_attributes(schema: &SchemaFeatures) -> &'static [&'static str] {
+    if schema.external_directory_object_id {
+        &["adminDescription", "msDS-ExternalDirectoryObjectId"]
+    } else {
+        &["adminDescription"]
+    }
+}
+
+/// The marker of `id` in each of [`marker_attributes`], as an `Adopt` stamps it.
+pub fn marker_values(id: &str, schema: &SchemaFeatures) -> Vec<(String, Vec<String>)> {
+    marker_attributes(schema).iter().map(|a| (a.to_string(), vec![naming::marker(id)])).collect()
 }
 
 /// True when an AD group is the one a converted (or given-back) cloud group names.

@@ -225,11 +225,8 @@ fn desired_attrs(
         ("groupType", vec![gt.to_string()]),
         ("displayName", opt(Some(d.display.clone()))),
         ("description", opt(naming::description(g.description.as_deref()))),
-        ("adminDescription", vec![marker.clone()]),
     ]);
-    if ad.schema.external_directory_object_id {
-        attrs.push(("msDS-ExternalDirectoryObjectId", vec![marker]));
-    }
+    attrs.extend(convert::marker_attributes(&ad.schema).iter().map(|a| (*a, vec![marker.clone()])));
     let mut problems = Vec::new();
     if decision.mail {
         let mail = g.mail.as_deref().map(str::trim).filter(|m| !m.is_empty());
@@ -876,16 +873,12 @@ fn converted<'a>(
                 Ok(None) => {}
                 Ok(Some(g)) => {
                     let Some((key, _)) = ad.originals.get_key_value(id) else { continue };
-                    let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(id)])];
-                    if ad.schema.external_directory_object_id {
-                        marker.push(("msDS-ExternalDirectoryObjectId".to_string(), vec![naming::marker(id)]));
-                    }
                     p.operations.push(Operation::Adopt {
                         cloud_id: id.into(),
                         guid: g.guid.clone(),
                         dn: g.dn.to_string(),
                         sid: sid.to_string(),
-                        marker,
+                        marker: convert::marker_values(id, &ad.schema),
                     });
                     if keep_names {
                         d.keep_name(g);
@@ -942,15 +935,11 @@ fn converted<'a>(
 
 /// Stops managing an owned group: its marker is removed; the group and its members stay.
 fn give_back(p: &mut Plan, group: &AdGroup, ad: &AdSnapshot, why: &str) {
-    let mut marker = vec!["adminDescription".to_string()];
-    if ad.schema.external_directory_object_id {
-        marker.push("msDS-ExternalDirectoryObjectId".to_string());
-    }
     p.operations.push(Operation::Release {
         cloud_id: group.cloud_id.clone(),
         guid: group.guid.clone(),
         dn: group.dn.to_string(),
-        marker,
+        marker: convert::marker_attributes(&ad.schema).iter().map(|a| a.to_string()).collect(),
         reason: why.to_string(),
     });
     let name = group.attrs.get("displayname").and_then(|v| v.first()).cloned().unwrap_or_default();

@@ -75,10 +75,7 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
     let devices = cfg.writeback.write_devices;
     let ad_snap = engine::resolve(&mut ad, &cloud, vec![as_owned], devices, Default::default()).await?;
     let snap = Snapshot { cloud, ad: ad_snap };
-    let mut marker = vec![("adminDescription".to_string(), vec![naming::marker(&id)])];
-    if ad.schema.external_directory_object_id {
-        marker.push(("msDS-ExternalDirectoryObjectId".to_string(), vec![naming::marker(&id)]));
-    }
+    let marker = convert::marker_values(&id, &ad.schema);
     let take =
         Operation::Adopt { cloud_id: id.clone(), guid: group.guid.clone(), dn: group.dn.to_string(), sid, marker };
     let mut then = writeback_core::plan(&snap.cloud, &snap.ad, &state, &planner);
