@@ -117,6 +117,20 @@ fn a_converted_group_is_taken_over_by_sid_keeps_its_acl_and_is_given_back_on_rol
     let log = fx.writeback(&["--json", "log", "--group", &g]).json();
     assert!(log.to_string().contains("adopt-group"), "{log}");
 
+    // What it costs in Graph: one onPremisesSyncBehavior read per group that carries an
+    // on-premises SID without being synced (three here), in a full cycle; in a delta cycle, only
+    // for those it plans: the two with open errors (SG-Other, SG-Ops), not SG-Finance.
+    let behavior_reads = |fx: &Fixture| {
+        let log = fx.sim_call("GET", "/_control/requests", None);
+        log.as_array().into_iter().flatten().filter(|r| r["url"].to_string().contains("onPremisesSyncBehavior")).count()
+    };
+    fx.sim_call("DELETE", "/_control/requests", None);
+    fx.sync_json(&[]);
+    assert_eq!(behavior_reads(&fx), 2, "a delta cycle in which nothing changed");
+    fx.sim_call("DELETE", "/_control/requests", None);
+    fx.sync_json(&["--full"]);
+    assert_eq!(behavior_reads(&fx), 3, "a full cycle");
+
     // Rolled back: the marker goes, the group and its members stay (a full cycle sees it:
     // nothing on the group itself changes, so Graph's delta may not say).
     set_cloud_managed(&fx, &g, false);
