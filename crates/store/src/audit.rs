@@ -2,7 +2,7 @@
 //! member changes the member and why — kept for `[state] audit_days`. What an auditor asks:
 //! "who removed Bob from SG-Finance, when, and why".
 
-use rusqlite::params;
+use sqlx::Row;
 use serde::Serialize;
 use writeback_core::CloudId;
 
@@ -90,69 +90,77 @@ pub struct AuditQuery {
 
 impl Store {
     /// Records the changes of one run, all or none.
-    pub fn record_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
+    pub async fn record_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        {
-            let mut ins = tx.prepare(&format!(
+        let mut tx = self.begin().await?;
+        let stamp = crate::now();
+        for e in entries {
+            sqlx::query(
                 "INSERT INTO audit (run_id, at, group_id, group_name, group_dn, op, member_id, member_name, member_dn, \
-                 why) VALUES (?1, {}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                crate::NOW
-            ))?;
-            for e in entries {
-                ins.execute(params![
-                    e.run_id,
-                    e.group_id.as_str(),
-                    e.group_name,
-                    e.group_dn,
-                    e.op.as_str(),
-                    e.member_id,
-                    e.member_name,
-                    e.member_dn,
-                    e.why
-                ])?;
-            }
+                 why) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(e.run_id)
+            .bind(&stamp)
+            .bind(e.group_id.as_str())
+            .bind(&e.group_name)
+            .bind(&e.group_dn)
+            .bind(e.op.as_str())
+            .bind(&e.member_id)
+            .bind(&e.member_name)
+            .bind(&e.member_dn)
+            .bind(&e.why)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
-        let mut stmt = self.conn.prepare(
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let limit = if q.limit == 0 { i64::MAX } else { q.limit.min(i64::MAX as usize) as i64 };
+        let rows = sqlx::query(
             "SELECT run_id, at, group_id, group_name, group_dn, op, member_id, member_name, member_dn, why FROM audit
-             WHERE (?1 IS NULL OR group_id = lower(?1) OR lower(group_name) = lower(?1))
-               AND (?2 IS NULL OR member_id = lower(?2) OR lower(member_name) = lower(?2)
-                    OR lower(member_dn) = lower(?2))
-               AND (?3 IS NULL OR at >= ?3)
-             ORDER BY id DESC LIMIT ?4",
-        )?;
-        let limit = if q.limit == 0 { i64::MAX } else { q.limit as i64 };
-        let rows = stmt.query_map(params![q.group, q.member, q.since, limit], |r| {
-            let op: String = r.get(5)?;
-            Ok(AuditOp::parse(&op).map(|op| AuditEntry {
-                run_id: r.get(0).unwrap_or_default(),
-                at: r.get(1).unwrap_or_default(),
-                group_id: CloudId::new(r.get::<_, String>(2).unwrap_or_default()),
-                group_name: r.get(3).unwrap_or_default(),
-                group_dn: r.get(4).unwrap_or_default(),
+             WHERE (CAST($1 AS TEXT) IS NULL OR group_id = lower($1) OR lower(group_name) = lower($1))
+               AND (CAST($2 AS TEXT) IS NULL OR member_id = lower($2) OR lower(member_name) = lower($2)
+                    OR lower(member_dn) = lower($2))
+               AND (CAST($3 AS TEXT) IS NULL OR at >= $3)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(&q.group)
+        .bind(&q.member)
+        .bind(&q.since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let op: String = r.try_get(5)?;
+            let Some(op) = AuditOp::parse(&op) else { continue };
+            out.push(AuditEntry {
+                run_id: r.try_get(0)?,
+                at: r.try_get(1)?,
+                group_id: CloudId::new(r.try_get::<String, _>(2)?),
+                group_name: r.try_get(3)?,
+                group_dn: r.try_get(4)?,
                 op,
-                member_id: r.get(6).unwrap_or_default(),
-                member_name: r.get(7).unwrap_or_default(),
-                member_dn: r.get(8).unwrap_or_default(),
-                why: r.get(9).unwrap_or_default(),
-            }))
-        })?;
-        Ok(rows.filter_map(|r| r.transpose()).collect::<rusqlite::Result<_>>()?)
+                member_id: r.try_get(6)?,
+                member_name: r.try_get(7)?,
+                member_dn: r.try_get(8)?,
+                why: r.try_get(9)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Forgets entries older than `days` days; returns how many.
-    pub fn prune_audit(&self, days: u32) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM audit WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
-            params![format!("-{days} days")],
-        )?)
+    pub async fn prune_audit(&self, days: u32) -> Result<usize> {
+        let cutoff = crate::ago(std::time::Duration::from_secs(u64::from(days) * 86_400));
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM audit WHERE at < $1").bind(cutoff).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n as usize)
     }
 }
 
@@ -175,19 +183,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn who_removed_bob_from_sg_finance() {
+    #[tokio::test]
+    async fn who_removed_bob_from_sg_finance() {
         let dir = std::env::temp_dir().join(format!("wb-audit-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("state.db");
         let _ = std::fs::remove_file(&path);
-        let mut s = Store::open(&path).expect("open");
+        let s = Store::open(&crate::Target::Sqlite(path.clone())).await.expect("open");
         s.record_audit(&[
             entry(1, AuditOp::AddGroup, None),
             entry(1, AuditOp::AddMember, Some(("u-bob", "Bob"))),
             entry(2, AuditOp::RemoveMember, Some(("u-bob", "Bob"))),
             entry(2, AuditOp::RemoveMember, Some(("u-eve", "Eve"))),
         ])
+        .await
         .expect("record");
         let q = |group: Option<&str>, member: Option<&str>| AuditQuery {
             group: group.map(String::from),
@@ -195,14 +204,14 @@ mod tests {
             since: None,
             limit: 0,
         };
-        let bob = s.audit(&q(Some("sg-finance"), Some("BOB"))).expect("bob");
+        let bob = s.audit(&q(Some("sg-finance"), Some("BOB"))).await.expect("bob");
         assert_eq!(bob.len(), 2);
         assert_eq!((bob[0].op, bob[0].run_id, bob[0].why.as_str()), (AuditOp::RemoveMember, 2, "removed in the cloud"));
         assert!(bob[0].at.starts_with("20"), "{}", bob[0].at);
-        assert_eq!(s.audit(&q(Some("3A5C3221-C465-48C0-95B8-E9305786A271"), None)).expect("all").len(), 4);
+        assert_eq!(s.audit(&q(Some("3A5C3221-C465-48C0-95B8-E9305786A271"), None)).await.expect("all").len(), 4);
         let later = AuditQuery { since: Some("2999-01-01".into()), ..q(None, None) };
-        assert!(s.audit(&later).expect("none").is_empty());
-        assert_eq!(s.prune_audit(90).expect("prune"), 0, "nothing is 90 days old");
+        assert!(s.audit(&later).await.expect("none").is_empty());
+        assert_eq!(s.prune_audit(90).await.expect("prune"), 0, "nothing is 90 days old");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

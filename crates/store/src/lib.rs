@@ -1,40 +1,60 @@
-//! writeback-store: what writeback remembers between runs, in SQLite.
+//! writeback-store: what writeback remembers between runs, in SQLite (one host) or
+//! PostgreSQL (several hosts, one active: see `lead`), through one interface and one set of
+//! queries (sqlx's `Any` driver; each engine has its own migrations).
 //!
 //! Architecture invariant: the state is a cache of facts that can be rebuilt. The ownership
-//! marker in AD is the truth; losing this file never causes duplicates (the planner matches
+//! marker in AD is the truth; losing the state never causes duplicates (the planner matches
 //! by marker), it only loses history.
 
 mod approvals;
 mod audit;
+mod export;
+mod instances;
+pub mod lead;
+mod schema;
+mod target;
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
 use writeback_core::{CloudId, Dn, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 
-/// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 4;
+pub use approvals::{approved, Approval, Approve};
+pub use audit::{AuditEntry, AuditOp, AuditQuery};
+pub use export::Export;
+pub use instances::{Instance, Leader, Role};
+pub use target::{PgTarget, Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the state database {path} cannot be used: {message}. If it is damaged, \
+        "the state database {at} cannot be used: {message}. If it is damaged, \
         move it away: writeback rebuilds its links from the markers in AD (run \
         history is lost)"
     )]
-    Open { path: String, message: String },
+    Open { at: String, message: String },
+    #[error(
+        "the state database {at} cannot be reached: {message}. Check that PostgreSQL runs, the \
+        [state] url, the password and the CA ([state] ca_file)"
+    )]
+    Unreachable { at: String, message: String },
     #[error(
         "the state database was written by a newer writeback (schema {0}, this \
-        build knows {SCHEMA_VERSION}); upgrade writeback"
+        build knows {1}); upgrade writeback"
     )]
-    TooNew(i64),
+    TooNew(i64, i64),
+    #[error(
+        "this instance is no longer the active one (leader epoch {mine}, the state's is {current}): \
+        it recorded nothing more and stopped writing"
+    )]
+    NotLeader { mine: i64, current: i64 },
     #[error("state database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] sqlx::Error),
+    #[error("state import: {0}")]
+    Import(String),
 }
-
-pub use approvals::{approved, Approval, Approve};
-pub use audit::{AuditEntry, AuditOp, AuditQuery};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -50,6 +70,11 @@ pub struct RunRecord {
     pub counts: Summary,
     pub duration_ms: i64,
     pub message: Option<String>,
+    /// The host that ran it, and its leader epoch (none for runs before 0.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// A current per-object error.
@@ -62,8 +87,30 @@ pub struct ErrorRecord {
     pub last_seen: String,
 }
 
+/// Which engine holds the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The leader epoch a writer holds: with PostgreSQL, every transaction it writes first checks
+/// (and locks) the leader row, so that a takeover waits for it and an old leader's write after
+/// a takeover fails instead of landing (see `lead`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub deployment: String,
+    pub epoch: i64,
+}
+
 pub struct Store {
-    conn: Connection,
+    pool: AnyPool,
+    engine: Engine,
+    /// Where, for messages (never a password).
+    at: String,
+    fence: Option<Fence>,
+    /// Host and epoch recorded with each run this store starts.
+    runner: Option<(String, i64)>,
 }
 
 /// What the state records of past runs, as the CLI and the status page show it.
@@ -73,11 +120,11 @@ pub struct Recorded {
     pub errors: Vec<ErrorRecord>,
 }
 
-/// The last `limit` runs and the current errors of the state at `path`, read without writing
-/// anything; nothing recorded yet when there is no state.
-pub fn recorded(path: &Path, limit: usize) -> Result<Recorded> {
-    match Store::open_read_only(path)? {
-        Some(s) => Ok(Recorded { runs: s.runs(limit)?, errors: s.errors()? }),
+/// The last `limit` runs and the current errors of the state at `target`, read without
+/// writing anything; nothing recorded yet when there is no state.
+pub async fn recorded(target: &Target, limit: usize) -> Result<Recorded> {
+    match Store::open_read_only(target).await? {
+        Some(s) => Ok(Recorded { runs: s.runs(limit).await?, errors: s.errors().await? }),
         None => Ok(Recorded::default()),
     }
 }
@@ -135,208 +182,203 @@ pub struct Pending {
     pub gone: Vec<CloudId>,
 }
 
-pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+/// Now, as the state records times: UTC, milliseconds, `2026-12-03T10:00:00.000Z` (text that
+/// sorts as time in both engines).
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// `now()` moved back by `by`.
+pub(crate) fn ago(by: std::time::Duration) -> String {
+    let t = std::time::SystemTime::now().checked_sub(by).unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn count(n: i64) -> usize {
+    n.max(0) as usize
+}
+
+fn run_record(r: &AnyRow) -> Result<RunRecord> {
+    let (kind, status): (String, String) = (r.try_get(1)?, r.try_get(2)?);
+    let unknown = |w: &str| StoreError::Open { at: "(runs)".into(), message: format!("unknown run kind or status '{w}'") };
+    let mut values = [0usize; 9];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = count(r.try_get::<i64, _>(7 + i)?);
+    }
+    Ok(RunRecord {
+        run_id: r.try_get(0)?,
+        kind: RunKind::parse(&kind).ok_or_else(|| unknown(&kind))?,
+        status: RunStatus::parse(&status).ok_or_else(|| unknown(&status))?,
+        started_at: r.try_get(3)?,
+        finished_at: r.try_get(4)?,
+        counts: Summary::from_columns(values),
+        duration_ms: r.try_get(5)?,
+        message: r.try_get(6)?,
+        host: r.try_get(16)?,
+        epoch: r.try_get(17)?,
+    })
+}
 
 impl Store {
-    /// Opens (creating if needed) and migrates the state database.
-    pub fn open(path: &Path) -> Result<Store> {
-        let open_err =
-            |e: rusqlite::Error| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
-        private_file(path)
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
-        let mut store = Store { conn };
-        store.migrate().map_err(|e| match e {
-            StoreError::Sql(e) => open_err(e),
-            other => other,
-        })?;
-        Ok(store)
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
-    /// Opens an existing database without writing anything (for `plan`); `None` if absent.
-    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        let store = Store { conn };
-        let version: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew(version));
-        }
-        Ok(if version == SCHEMA_VERSION { Some(store) } else { None })
+    /// Where the state is, for messages.
+    pub fn at(&self) -> &str {
+        &self.at
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew(version));
-        }
-        if version < 1 {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE links (cloud_id TEXT PRIMARY KEY, object_guid TEXT NOT NULL, dn TEXT NOT NULL,
-                   updated_at TEXT NOT NULL);
-                 CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
-                   started_at TEXT NOT NULL, finished_at TEXT, adds INTEGER NOT NULL DEFAULT 0,
-                   updates INTEGER NOT NULL DEFAULT 0, renames INTEGER NOT NULL DEFAULT 0,
-                   moves INTEGER NOT NULL DEFAULT 0, deletes INTEGER NOT NULL DEFAULT 0,
-                   member_adds INTEGER NOT NULL DEFAULT 0, member_removes INTEGER NOT NULL DEFAULT 0,
-                   skipped_members INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
-                   duration_ms INTEGER NOT NULL DEFAULT 0, message TEXT);
-                 CREATE TABLE errors (cloud_id TEXT NOT NULL, member_id TEXT NOT NULL DEFAULT '', message TEXT NOT NULL,
-                   since TEXT NOT NULL, last_seen TEXT NOT NULL, run_id INTEGER NOT NULL,
-                   PRIMARY KEY (cloud_id, member_id, message));
-                 PRAGMA user_version = 1;",
-            )?;
-            tx.commit()?;
-        }
-        if version < 2 {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 ALTER TABLE links ADD COLUMN usn INTEGER;
-                 PRAGMA user_version = 2;",
-            )?;
-            tx.commit()?;
-        }
-        if version < 3 {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE approvals (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT NOT NULL,
-                   group_id TEXT, up_to INTEGER NOT NULL, who TEXT NOT NULL, created_at TEXT NOT NULL,
-                   used_run INTEGER, used_at TEXT);
-                 PRAGMA user_version = 3;",
-            )?;
-            tx.commit()?;
-        }
-        if version < 4 {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL, at TEXT NOT NULL,
-                   group_id TEXT NOT NULL, group_name TEXT NOT NULL, group_dn TEXT NOT NULL, op TEXT NOT NULL,
-                   member_id TEXT, member_name TEXT, member_dn TEXT, why TEXT NOT NULL);
-                 CREATE INDEX audit_group ON audit (group_id);
-                 CREATE INDEX audit_at ON audit (at);
-                 PRAGMA user_version = 4;",
-            )?;
-            tx.commit()?;
-        }
-        Ok(())
+    /// From now on every write checks that `fence` is still the leader's epoch (PostgreSQL).
+    pub fn fenced(&mut self, fence: Fence, host: &str) {
+        self.runner = Some((host.to_string(), fence.epoch));
+        self.fence = Some(fence);
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+    /// A transaction for writing: with a fence on PostgreSQL, it first locks the leader row and
+    /// checks the epoch (a takeover's epoch change waits for it, or has already happened and
+    /// this fails). SQLite has one writer per file lock, and no row locks to take.
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        if let (Some(f), Engine::Postgres) = (&self.fence, self.engine) {
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT epoch FROM leader WHERE deployment = $1 FOR UPDATE")
+                    .bind(&f.deployment)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let current = current.unwrap_or(0);
+            if current != f.epoch {
+                return Err(StoreError::NotLeader { mine: f.epoch, current });
+            }
+        }
+        Ok(tx)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
     }
 
     /// A value kept as JSON under `key`; `None` when absent or no longer readable (a newer
     /// shape): what is kept there can always be rebuilt.
-    pub fn load_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        Ok(self.meta(key)?.and_then(|text| serde_json::from_str(&text).ok()))
+    pub async fn load_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self.meta(key).await?.and_then(|text| serde_json::from_str(&text).ok()))
     }
 
-    pub fn save_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+    pub async fn save_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let text = serde_json::to_string(value)
-            .map_err(|e| StoreError::Open { path: format!("(meta {key})"), message: e.to_string() })?;
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, text],
-        )?;
+            .map_err(|e| StoreError::Open { at: format!("(meta {key})"), message: e.to_string() })?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Where the next delta cycle starts, if a full sync has run.
-    pub fn watermarks(&self) -> Result<Option<Watermarks>> {
-        self.load_json("watermarks")
+    pub async fn watermarks(&self) -> Result<Option<Watermarks>> {
+        self.load_json("watermarks").await
     }
 
     /// Stored only once a cycle's changes are applied or recorded.
-    pub fn save_watermarks(&self, w: &Watermarks) -> Result<()> {
-        self.save_json("watermarks", w)
+    pub async fn save_watermarks(&self, w: &Watermarks) -> Result<()> {
+        self.save_json("watermarks", w).await
     }
 
     /// Records the `uSNChanged` our own writes left on groups, so that only changes made
     /// by someone else count as drift.
-    pub fn save_usns(&mut self, usns: &[(CloudId, u64)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut up = tx.prepare("UPDATE links SET usn = ?2 WHERE cloud_id = ?1")?;
-            for (id, usn) in usns {
-                up.execute(params![id.as_str(), *usn as i64])?;
-            }
+    pub async fn save_usns(&self, usns: &[(CloudId, u64)]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (id, usn) in usns {
+            sqlx::query("UPDATE links SET usn = $2 WHERE cloud_id = $1")
+                .bind(id.as_str())
+                .bind(*usn as i64)
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// The `uSNChanged` writeback last left on each linked group.
-    pub fn usns(&self) -> Result<std::collections::HashMap<CloudId, u64>> {
-        let mut stmt = self.conn.prepare("SELECT cloud_id, usn FROM links WHERE usn IS NOT NULL")?;
-        let rows =
-            stmt.query_map([], |r| Ok((CloudId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)?.max(0) as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn usns(&self) -> Result<std::collections::HashMap<CloudId, u64>> {
+        let rows = sqlx::query("SELECT cloud_id, usn FROM links WHERE usn IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((CloudId::new(r.try_get::<String, _>(0)?), r.try_get::<i64, _>(1)?.max(0) as u64)))
+            .collect()
     }
 
     /// Cloud ids with a current error: a delta cycle looks at them again.
-    pub fn error_ids(&self) -> Result<Vec<CloudId>> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0).map(CloudId::new))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn error_ids(&self) -> Result<Vec<CloudId>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.into_iter().map(CloudId::new).collect())
     }
 
     /// After a delta cycle: the errors of the groups it looked at are replaced; others stay.
-    pub fn merge_errors(&mut self, run_id: i64, looked_at: &[CloudId], errors: &[ObjectError]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            upsert_errors(&tx, run_id, errors)?;
-            let mut del = tx.prepare("DELETE FROM errors WHERE cloud_id = ?1 AND run_id != ?2")?;
-            for id in looked_at {
-                del.execute(params![id.as_str(), run_id])?;
-            }
+    pub async fn merge_errors(&self, run_id: i64, looked_at: &[CloudId], errors: &[ObjectError]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        upsert_errors(&mut tx, run_id, errors).await?;
+        for id in looked_at {
+            sqlx::query("DELETE FROM errors WHERE cloud_id = $1 AND run_id != $2")
+                .bind(id.as_str())
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// What the planner needs.
-    pub fn state(&self) -> Result<State> {
-        let mut stmt = self.conn.prepare("SELECT cloud_id, object_guid, dn FROM links")?;
-        let links = stmt
-            .query_map([], |r| {
-                let guid = ObjectGuid::new(r.get::<_, String>(1)?);
-                Ok((CloudId::new(r.get::<_, String>(0)?), Link { guid, dn: Dn::new(r.get::<_, String>(2)?) }))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let former_ous = self.load_json("managed_ous")?.unwrap_or_default();
-        let takeover_holds = self.load_json("takeover_holds")?.unwrap_or_default();
+    pub async fn state(&self) -> Result<State> {
+        let rows = sqlx::query("SELECT cloud_id, object_guid, dn FROM links").fetch_all(&self.pool).await?;
+        let links = rows
+            .iter()
+            .map(|r| {
+                let guid = ObjectGuid::new(r.try_get::<String, _>(1)?);
+                Ok((CloudId::new(r.try_get::<String, _>(0)?), Link { guid, dn: Dn::new(r.try_get::<String, _>(2)?) }))
+            })
+            .collect::<Result<_>>()?;
+        let former_ous = self.load_json("managed_ous").await?.unwrap_or_default();
+        let takeover_holds = self.load_json("takeover_holds").await?.unwrap_or_default();
         Ok(State { links, former_ous, takeover_holds })
     }
 
     /// The groups taken over from AD whose removals wait for an approval (see
     /// `State::takeover_holds`).
-    pub fn save_takeover_holds(&self, holds: &std::collections::BTreeSet<CloudId>) -> Result<()> {
-        self.save_json("takeover_holds", holds)
+    pub async fn save_takeover_holds(&self, holds: &std::collections::BTreeSet<CloudId>) -> Result<()> {
+        self.save_json("takeover_holds", holds).await
     }
 
     /// The OUs a cycle managed that must stay managed (see `State::former_ous`).
-    pub fn save_managed_ous(&self, ous: &[String]) -> Result<()> {
-        self.save_json("managed_ous", &ous)
+    pub async fn save_managed_ous(&self, ous: &[String]) -> Result<()> {
+        self.save_json("managed_ous", &ous).await
     }
 
-    pub fn start_run(&self, kind: RunKind) -> Result<i64> {
-        self.conn.execute(
-            &format!("INSERT INTO runs (kind, status, started_at) VALUES (?1, ?2, {NOW})"),
-            params![kind.as_str(), RunStatus::Running.as_str()],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+    pub async fn start_run(&self, kind: RunKind) -> Result<i64> {
+        let (host, epoch) = self.runner.clone().map_or((None, None), |(h, e)| (Some(h), Some(e)));
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (kind, status, started_at, host, epoch) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(kind.as_str())
+        .bind(RunStatus::Running.as_str())
+        .bind(now())
+        .bind(host)
+        .bind(epoch)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
-    pub fn finish_run(
+    pub async fn finish_run(
         &self,
         id: i64,
         kind: RunKind,
@@ -345,118 +387,107 @@ impl Store {
         duration_ms: i64,
         message: Option<&str>,
     ) -> Result<()> {
-        // The counts' columns are the summary's own names (`Summary::columns`).
-        let counts: Vec<String> =
-            s.columns().iter().enumerate().map(|(i, (name, _))| format!("{name}=?{}", i + 6)).collect();
-        let sql = format!(
-            "UPDATE runs SET kind=?2, status=?3, finished_at={NOW}, duration_ms=?4, message=?5, {} WHERE id=?1",
-            counts.join(", ")
-        );
-        let mut values: Vec<rusqlite::types::Value> = vec![
-            id.into(),
-            kind.as_str().to_string().into(),
-            status.as_str().to_string().into(),
-            duration_ms.into(),
-            message.map(str::to_string).into(),
-        ];
-        values.extend(s.columns().iter().map(|(_, n)| rusqlite::types::Value::from(*n as i64)));
-        self.conn.execute(&sql, rusqlite::params_from_iter(values))?;
+        // The counts are bound in the order of `Summary::columns` (a test holds them together).
+        let mut q = sqlx::query(FINISH_RUN)
+            .bind(id)
+            .bind(kind.as_str())
+            .bind(status.as_str())
+            .bind(now())
+            .bind(duration_ms)
+            .bind(message.map(str::to_string));
+        for (_, n) in s.columns() {
+            q = q.bind(n as i64);
+        }
+        // A run's end is recorded even by an instance that lost the lead: it is its own record.
+        q.execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Records which AD object stands for which cloud group; forgets deleted ones.
-    pub fn save_links<'a>(
-        &mut self,
+    /// Records which AD object stands for which cloud group; forgets deleted ones. Only the
+    /// links that changed are written.
+    pub async fn save_links<'a>(
+        &self,
         links: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
         forget: &[CloudId],
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut up = tx.prepare(&format!(
-                "INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES (?1, ?2, ?3, {NOW})
-                 ON CONFLICT(cloud_id) DO UPDATE SET object_guid=excluded.object_guid, dn=excluded.dn,
-                   updated_at=excluded.updated_at"
-            ))?;
-            for (id, guid, dn) in links {
-                up.execute(params![id, guid, dn])?;
+        let known = self.state().await?.links;
+        let mut tx = self.begin().await?;
+        let stamp = now();
+        for (id, guid, dn) in links {
+            if known.get(id).is_some_and(|l| l.guid.as_str() == guid && l.dn.as_str() == dn) {
+                continue;
             }
-            let mut del = tx.prepare("DELETE FROM links WHERE cloud_id = ?1")?;
-            for id in forget {
-                del.execute(params![id.as_str()])?;
-            }
+            sqlx::query(
+                "INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (cloud_id) DO UPDATE SET object_guid = excluded.object_guid, dn = excluded.dn,
+                   updated_at = excluded.updated_at",
+            )
+            .bind(id)
+            .bind(guid)
+            .bind(dn)
+            .bind(&stamp)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.commit()?;
+        for id in forget {
+            sqlx::query("DELETE FROM links WHERE cloud_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Makes `errors` the current set, keeping `since` for errors that persist.
-    pub fn replace_errors(&mut self, run_id: i64, errors: &[ObjectError]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            upsert_errors(&tx, run_id, errors)?;
-            tx.execute("DELETE FROM errors WHERE run_id != ?1", params![run_id])?;
-        }
-        tx.commit()?;
+    pub async fn replace_errors(&self, run_id: i64, errors: &[ObjectError]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        upsert_errors(&mut tx, run_id, errors).await?;
+        sqlx::query("DELETE FROM errors WHERE run_id != $1").bind(run_id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let counts: Vec<&str> = Summary::default().columns().iter().map(|(name, _)| *name).collect();
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT id, kind, status, started_at, finished_at, duration_ms, message, \
-                {} FROM runs ORDER BY id DESC LIMIT ?1",
-            counts.join(", ")
-        ))?;
-        let rows = stmt.query_map(params![limit as i64], |r| {
-            let word = |i: usize| -> rusqlite::Result<String> { r.get(i) };
-            let unknown = |i: usize, w: String| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    i,
-                    rusqlite::types::Type::Text,
-                    format!("unknown run kind or status '{w}'").into(),
-                )
-            };
-            let (kind, status) = (word(1)?, word(2)?);
-            let mut values = [0usize; 9];
-            for (i, v) in values.iter_mut().enumerate() {
-                *v = r.get::<_, i64>(7 + i)?.max(0) as usize;
-            }
-            Ok(RunRecord {
-                run_id: r.get(0)?,
-                kind: RunKind::parse(&kind).ok_or_else(|| unknown(1, kind))?,
-                status: RunStatus::parse(&status).ok_or_else(|| unknown(2, status))?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                counts: Summary::from_columns(values),
-                duration_ms: r.get(5)?,
-                message: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(LAST_RUNS).bind(limit.min(i64::MAX as usize) as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(run_record).collect()
     }
 
-    pub fn errors(&self) -> Result<Vec<ErrorRecord>> {
-        let mut stmt = self.conn.prepare(
+    pub async fn errors(&self) -> Result<Vec<ErrorRecord>> {
+        let rows = sqlx::query(
             "SELECT cloud_id, member_id, message, since, last_seen FROM errors ORDER BY cloud_id, member_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let member: String = r.get(1)?;
-            Ok(ErrorRecord {
-                cloud_id: r.get(0)?,
-                member_id: (!member.is_empty()).then_some(member),
-                message: r.get(2)?,
-                since: r.get(3)?,
-                last_seen: r.get(4)?,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let member: String = r.try_get(1)?;
+                Ok(ErrorRecord {
+                    cloud_id: r.try_get(0)?,
+                    member_id: (!member.is_empty()).then_some(member),
+                    message: r.try_get(2)?,
+                    since: r.try_get(3)?,
+                    last_seen: r.try_get(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
-    pub fn link_count(&self) -> Result<usize> {
-        Ok(self.conn.query_row("SELECT count(*) FROM links", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0)
-            as usize)
+    pub async fn link_count(&self) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM links").fetch_one(&self.pool).await?;
+        Ok(count(n))
+    }
+
+    /// Closes the connections (a SQLite file is then free to be moved or removed).
+    pub async fn close(self) {
+        self.pool.close().await;
     }
 }
+
+const FINISH_RUN: &str = "UPDATE runs SET kind = $2, status = $3, finished_at = $4, duration_ms = $5, message = $6, \
+    adds = $7, updates = $8, renames = $9, moves = $10, deletes = $11, member_adds = $12, member_removes = $13, \
+    skipped_members = $14, errors = $15 WHERE id = $1";
+
+const LAST_RUNS: &str = "SELECT id, kind, status, started_at, finished_at, duration_ms, message, adds, updates, \
+    renames, moves, deletes, member_adds, member_removes, skipped_members, errors, host, epoch \
+    FROM runs ORDER BY id DESC LIMIT $1";
 
 /// Creates `path` readable and writable by its owner only (mode 0600), or makes an existing
 /// file so: the state names every group and member. SQLite creates its journal and WAL files
@@ -491,106 +522,26 @@ fn to_directory_owner(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+
 /// Records errors as seen in `run_id`; an error seen before keeps its `since`.
-fn upsert_errors(tx: &rusqlite::Transaction, run_id: i64, errors: &[ObjectError]) -> Result<()> {
-    let mut up = tx.prepare(&format!(
-        "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id)
-         VALUES (?1, ?2, ?3, {NOW}, {NOW}, ?4)
-         ON CONFLICT(cloud_id, member_id, message) DO UPDATE SET last_seen=excluded.last_seen, run_id=excluded.run_id"
-    ))?;
+async fn upsert_errors(tx: &mut Transaction<'static, Any>, run_id: i64, errors: &[ObjectError]) -> Result<()> {
+    let stamp = now();
     for e in errors {
-        up.execute(params![e.cloud_id, e.member_id.clone().unwrap_or_default(), e.message, run_id])?;
+        sqlx::query(
+            "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES ($1, $2, $3, $4, $4, $5)
+             ON CONFLICT (cloud_id, member_id, message) DO UPDATE SET last_seen = excluded.last_seen,
+               run_id = excluded.run_id",
+        )
+        .bind(&e.cloud_id)
+        .bind(e.member_id.clone().unwrap_or_default())
+        .bind(&e.message)
+        .bind(&stamp)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp(name: &str) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("writeback-store-{}-{name}.db", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        p
-    }
-
-    #[test]
-    fn runs_links_and_errors_round_trip() {
-        let path = temp("rt");
-        let mut s = Store::open(&path).expect("open");
-        let run = s.start_run(RunKind::Full).expect("run");
-        s.save_links([("a", "guid-a", "CN=a"), ("b", "guid-b", "CN=b")], &[]).expect("links");
-        s.save_links([("a", "guid-a2", "CN=a2")], &[CloudId::new("b")]).expect("links");
-        assert_eq!(s.state().expect("state").links.get("a").map(|l| l.guid.as_str()), Some("guid-a2"));
-        assert_eq!(s.link_count().expect("count"), 1);
-        let e = |m: &str| ObjectError { cloud_id: "a".into(), member_id: None, message: m.into() };
-        s.replace_errors(run, &[e("one"), e("two")]).expect("errors");
-        let since = s.errors().expect("errors")[0].since.clone();
-        let run2 = s.start_run(RunKind::Full).expect("run");
-        s.replace_errors(run2, &[e("one")]).expect("errors");
-        let now = s.errors().expect("errors");
-        assert_eq!(now.len(), 1);
-        assert_eq!(now[0].since, since, "a persisting error keeps its first sighting");
-        let summary = Summary { adds: 3, errors: 1, ..Summary::default() };
-        s.finish_run(run2, RunKind::Full, RunStatus::CompletedWithErrors, &summary, 12, None).expect("finish");
-        let runs = s.runs(10).expect("runs");
-        assert_eq!((runs[0].run_id, runs[0].counts.adds, runs[0].status), (run2, 3, RunStatus::CompletedWithErrors));
-        assert_eq!(runs[1].status, RunStatus::Running);
-        assert!(s.watermarks().expect("wm").is_none());
-        let w = Watermarks {
-            groups_link: "g".into(),
-            users_link: "u".into(),
-            taken_at: 1,
-            ad_usn: 42,
-            dc: "dc1".into(),
-            settings: String::new(),
-            recheck: vec!["a".into()],
-            pending: Default::default(),
-        };
-        s.save_watermarks(&w).expect("save");
-        assert_eq!(s.watermarks().expect("wm").map(|w| w.ad_usn), Some(42));
-        let other = ObjectError { cloud_id: "b".into(), member_id: None, message: "b broke".into() };
-        let run3 = s.start_run(RunKind::Delta).expect("run");
-        s.merge_errors(run3, &[CloudId::new("b")], &[other]).expect("merge");
-        assert_eq!(
-            s.error_ids().expect("ids"),
-            vec!["a".to_string(), "b".to_string()],
-            "errors of groups not looked at stay"
-        );
-        s.merge_errors(run3 + 1, &[CloudId::new("a")], &[]).expect("merge");
-        assert_eq!(s.error_ids().expect("ids"), vec!["b".to_string()]);
-        drop(s);
-        assert!(Store::open_read_only(&path).expect("ro").is_some());
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn the_database_and_its_journal_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let path = temp("mode");
-        std::fs::write(&path, b"").expect("create");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let mut s = Store::open(&path).expect("open");
-        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600, "an existing database is made private");
-        let tx = s.conn.transaction().expect("tx");
-        tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')", []).expect("write");
-        let journal =
-            path.with_file_name(format!("{}-journal", path.file_name().and_then(|n| n.to_str()).unwrap_or("")));
-        assert_eq!(mode(&journal), 0o600, "the journal SQLite creates takes the database's mode");
-        tx.commit().expect("commit");
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn a_damaged_file_is_a_clear_error() {
-        let path = temp("bad");
-        std::fs::write(&path, b"this is not a database, just some bytes that are long enough to look like a header..")
-            .expect("write");
-        let Err(err) = Store::open(&path) else { panic!("a damaged file must not open") };
-        let err = err.to_string();
-        assert!(err.contains("move it away"), "{err}");
-        let _ = std::fs::remove_file(&path);
-    }
-}
+mod tests;
