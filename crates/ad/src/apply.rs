@@ -137,6 +137,13 @@ impl AdConn {
         let within =
             |dn: &str| managed_ous.iter().any(|ou| naming::dn_is_within(dn, ou) && !naming::dn_is_within(ou, dn));
         for op in operations {
+            if let Some(gate) = &self.gate {
+                if let Err(why) = gate.check().await {
+                    tracing::error!(reason = %why, "writing stopped: this instance may no longer write");
+                    report.stopped = Some(why);
+                    break;
+                }
+            }
             let mut outcome =
                 OpOutcome { cloud_id: op.cloud_id().clone(), op: op_name(op), error: None, member_errors: vec![] };
             let result = match op {

@@ -72,6 +72,15 @@ pub struct AdConn {
     /// The SIDs of the forest's domains (from the crossRefs of the configuration partition);
     /// empty when they could not be read.
     pub forest_domains: Vec<String>,
+    /// Asked before every operation that writes: the caller's proof that it may still write
+    /// (its lead); a refusal stops the run at once.
+    pub(crate) gate: Option<Arc<dyn WriteGate>>,
+}
+
+/// What a writer checks before each batch of AD writes (one planned operation): that it still
+/// holds the lead (`Err` says why not).
+pub trait WriteGate: Send + Sync {
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
@@ -176,6 +185,11 @@ async fn kerberos_bind(_: &mut ldap3::Ldap, _: &str) -> Result<(), AdError> {
 }
 
 impl AdConn {
+    /// Every write from now on first asks `gate` (see `WriteGate`).
+    pub fn set_gate(&mut self, gate: Arc<dyn WriteGate>) {
+        self.gate = Some(gate);
+    }
+
     /// The connection, for one more LDAP request.
     pub(crate) fn op(&mut self) -> &mut ldap3::Ldap {
         self.ops += 1;
@@ -275,6 +289,7 @@ impl AdConn {
             ops: 0,
             gc: None,
             forest_domains: Vec::new(),
+            gate: None,
         };
         me.read_root_dse().await?;
         me.schema = me.detect_schema().await?;

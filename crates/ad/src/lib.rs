@@ -15,7 +15,7 @@ mod search;
 
 pub use apply::{ApplyReport, OpOutcome};
 pub use changes::AdChanges;
-pub use conn::{AdConfig, AdConn, Auth};
+pub use conn::{AdConfig, AdConn, Auth, WriteGate};
 pub use preflight::{preflight, Preflight};
 
 use writeback_core::ObjectGuid;

@@ -17,7 +17,7 @@ mod target;
 use std::path::Path;
 
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use writeback_core::{CloudId, Dn, Link, ObjectError, ObjectGuid, RunKind, RunStatus, State, Summary};
 

@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::engine::{self, Snapshot};
 use crate::error::CycleError;
 use crate::exit;
-use crate::lock::{self, StateLock};
 
 pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool) -> Result<u8, CycleError> {
     let id = CloudId::new(group.trim().to_ascii_lowercase());
@@ -26,9 +25,22 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
         return Err(CycleError::Config(format!("--group {group:?} is not a cloud group's object id")));
     }
     // Taking over writes to AD: never while a daemon or a sync writes too.
-    let _lock = if yes { Some(hold_lock(cfg)?) } else { None };
-    let state = engine::state_read_only(cfg)?;
+    let lead = match yes {
+        true => Some(
+            crate::lead::for_command(
+                cfg,
+                "Stop the daemon (systemctl stop writeback) for the takeover, then start it again; without \
+                 --yes, adopt only shows what it would do",
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let state = engine::state_read_only(cfg).await?;
     let (graph, mut ad) = engine::connect(cfg).await?;
+    if let Some(l) = &lead {
+        ad.set_gate(l.gate());
+    }
     let (found, _, failed) = graph.groups_by_id(std::slice::from_ref(&id)).await;
     if let Some((_, why)) = failed.first() {
         return Err(CycleError::Other(format!("reading group {id}: {why}")));
@@ -96,30 +108,20 @@ pub async fn adopt(cfg: &Config, group: &str, dn: &str, yes: bool, as_json: bool
     if let Some(why) = applied.first().and_then(|(_, out)| out.error.clone()) {
         return refused(as_json, &why);
     }
-    let mut store = Store::open(&cfg.state_path())?;
-    store.record_audit(&audit::entries(0, &then, &applied, None, &[]))?;
+    let mut store = Store::open(&cfg.state()?).await?;
+    if let Some(l) = &lead {
+        store.fenced(l.fence(), &crate::lead::host());
+    }
+    store.record_audit(&audit::entries(0, &then, &applied, None, &[])).await?;
     // Its removals wait for an approval, as a takeover by SID's do.
-    let mut holds = store.state()?.takeover_holds;
+    let mut holds = store.state().await?.takeover_holds;
     holds.insert(id.clone());
-    store.save_takeover_holds(&holds)?;
+    store.save_takeover_holds(&holds).await?;
     show(&then, as_json, true);
     if !as_json {
         println!("Taken over: {dn} carries the marker of {id}; the next cycle writes the rest shown above.");
     }
     Ok(exit::OK)
-}
-
-fn hold_lock(cfg: &Config) -> Result<StateLock, CycleError> {
-    let state = cfg.state_path();
-    match StateLock::try_acquire(&state) {
-        Ok(Ok(lock)) => Ok(lock),
-        Ok(Err(holder)) => Err(CycleError::Lock(format!(
-            "another writeback (pid {holder}) holds {}: stop the daemon (systemctl stop writeback) for the takeover, \
-             then start it again; without --yes, adopt only shows what it would do",
-            lock::lock_path(&state).display()
-        ))),
-        Err(e) => Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
-    }
 }
 
 fn show(plan: &Plan, as_json: bool, applied: bool) {

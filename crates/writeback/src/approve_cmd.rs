@@ -95,11 +95,11 @@ fn wanted(args: &Args, stopped: &Stopped) -> Result<Vec<Approve>, String> {
     Ok(out)
 }
 
-pub fn approve(cfg: &Config, args: &Args, as_json: bool) -> Result<u8, CycleError> {
-    let store = Store::open(&cfg.state_path())?;
-    let stopped = store.stopped()?;
+pub async fn approve(cfg: &Config, args: &Args, as_json: bool) -> Result<u8, CycleError> {
+    let store = Store::open(&cfg.state()?).await?;
+    let stopped = store.stopped().await?;
     if args.is_empty() {
-        show(&stopped, &store.open_approvals()?, as_json);
+        show(&stopped, &store.open_approvals().await?, as_json);
         return Ok(exit::OK);
     }
     let approvals = match wanted(args, &stopped) {
@@ -115,7 +115,7 @@ pub fn approve(cfg: &Config, args: &Args, as_json: bool) -> Result<u8, CycleErro
     let who = approver();
     let mut recorded = Vec::new();
     for a in &approvals {
-        let id = store.approve(a, &who)?;
+        let id = store.approve(a, &who).await?;
         tracing::info!(approval = id, %who, what = %a.describe(), "approval recorded for the next cycle");
         recorded.push(json!({"id": id, "approve": a, "who": who}));
         if !as_json {

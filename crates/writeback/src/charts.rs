@@ -148,6 +148,8 @@ mod tests {
             counts: Summary::default(),
             duration_ms: ms,
             message: None,
+            host: None,
+            epoch: None,
         }
     }
 

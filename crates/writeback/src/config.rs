@@ -176,14 +176,22 @@ impl Default for WritebackSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
+    /// The SQLite file (one host); unused when `url` is set.
     pub path: PathBuf,
+    /// `postgres://user@host/db`: the state in PostgreSQL, for instances on several hosts
+    /// (docs/high-availability.md). No password in it: `password_file` or
+    /// `$WRITEBACK_STATE_PASSWORD`.
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The CA that signs the PostgreSQL server's certificate (`sslmode=verify-full`).
+    pub ca_file: Option<PathBuf>,
     /// Days the audit trail keeps each change (`writeback log`).
     pub audit_days: u32,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
-        StateSection { path: "writeback.db".into(), audit_days: 90 }
+        StateSection { path: "writeback.db".into(), url: None, password_file: None, ca_file: None, audit_days: 90 }
     }
 }
 
@@ -312,6 +320,39 @@ impl Config {
 
     pub fn state_path(&self) -> PathBuf {
         self.resolve(&self.state.path)
+    }
+
+    /// The state database: `[state] url` (PostgreSQL, its password read now) or `path`.
+    pub fn state(&self) -> Result<writeback_store::Target, crate::error::CycleError> {
+        use crate::error::CycleError;
+        let Some(url) = &self.state.url else { return Ok(writeback_store::Target::Sqlite(self.state_path())) };
+        let password = match (std::env::var("WRITEBACK_STATE_PASSWORD").ok(), &self.state.password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(file)) => {
+                let file = self.resolve(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    CycleError::Config(format!("cannot read [state] password_file {}: {e}", file.display()))
+                })?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            (None, None) => None,
+        };
+        let ca = self.state.ca_file.as_ref().map(|f| self.resolve(f));
+        writeback_store::PgTarget::new(url, password, ca.as_deref())
+            .map(writeback_store::Target::Postgres)
+            .map_err(|e| CycleError::Config(e.to_string()))
+    }
+
+    /// What one lead is for: this tenant written to this AD domain.
+    pub fn deployment(&self) -> String {
+        let domain: Vec<&str> = self
+            .ad
+            .target_ou
+            .split(',')
+            .map(str::trim)
+            .filter(|rdn| rdn.len() > 3 && rdn[..3].eq_ignore_ascii_case("dc="))
+            .collect();
+        writeback_store::lead::deployment(&self.cloud.tenant_id, &domain.join(","))
     }
 
     pub fn ad_urls(&self) -> Vec<String> {

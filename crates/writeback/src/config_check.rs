@@ -26,6 +26,11 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     for u in cfg.ad_urls() {
         out.extend(ldap_url(&u));
     }
+    if let Some(url) = &cfg.state.url {
+        if let Err(e) = writeback_store::PgTarget::new(url, None, None) {
+            out.push(e.to_string());
+        }
+    }
     if let Some(gc) = &cfg.ad.gc_url {
         out.extend(ldap_url(gc).map(|e| e.replacen("[ad] url", "[ad] gc_url", 1)));
     }

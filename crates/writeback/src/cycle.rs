@@ -26,7 +26,7 @@ use crate::confirm;
 use crate::early::{Early, Finished};
 use crate::engine::{check_links, connect, read_with, resolve, EarlySetup, Snapshot};
 use crate::error::CycleError;
-use crate::lock::StateLock;
+use crate::lead::Lead;
 use crate::progress;
 
 /// Graph forgets delta tokens for directory objects after 7 days.
@@ -82,10 +82,10 @@ impl Reach {
 
     /// A full cycle's errors replace the recorded ones; a delta cycle's replace those of the
     /// groups it looked at.
-    fn save_errors(&self, store: &mut Store, run_id: i64, errors: &[ObjectError]) -> Result<(), CycleError> {
+    async fn save_errors(&self, store: &mut Store, run_id: i64, errors: &[ObjectError]) -> Result<(), CycleError> {
         match self {
-            Reach::Full => store.replace_errors(run_id, errors)?,
-            Reach::Delta { looked_at, .. } => store.merge_errors(run_id, looked_at, errors)?,
+            Reach::Full => store.replace_errors(run_id, errors).await?,
+            Reach::Delta { looked_at, .. } => store.merge_errors(run_id, looked_at, errors).await?,
         }
         Ok(())
     }
@@ -98,8 +98,8 @@ struct Cycle<'a> {
     allow: Allow,
     /// The approvals this cycle uses once it plans (see `writeback approve`).
     approvals: Vec<Approval>,
-    /// The state lock this process holds: checked before anything is written.
-    lock: &'a StateLock,
+    /// The lead this process holds: checked before anything is written.
+    lead: &'a Lead,
     store: &'a mut Store,
     run_id: i64,
     graph: GraphClient,
@@ -108,10 +108,10 @@ struct Cycle<'a> {
 
 /// One sync cycle, recorded in the state database whatever happens. Delta when the state has
 /// fresh watermarks and `full` is not asked for; full otherwise.
-pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> Result<RunResult, CycleError> {
+pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result<RunResult, CycleError> {
     let started = Instant::now();
-    let mut store = Store::open(&cfg.state_path())?;
-    let marks = if full { None } else { store.watermarks()? };
+    let mut store = Store::open(&cfg.state()?).await?;
+    let marks = if full { None } else { store.watermarks().await? };
     let mut note = None;
     let settings = cfg.settings_fingerprint();
     let fresh = marks.filter(|w| {
@@ -128,12 +128,13 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         true
     });
     let kind = if fresh.is_some() { RunKind::Delta } else { RunKind::Full };
-    let run_id = store.start_run(kind)?;
-    let approvals = store.open_approvals()?;
+    let run_id = store.start_run(kind).await?;
+    let approvals = store.open_approvals().await?;
     let allow = Allow { approved: approved(&approvals), ..allow };
     let result = async {
-        let (graph, ad) = connect(cfg).await?;
-        let mut cycle = Cycle { cfg, allow, approvals, lock, store: &mut store, run_id, graph, ad };
+        let (graph, mut ad) = connect(cfg).await?;
+        ad.set_gate(lead.gate());
+        let mut cycle = Cycle { cfg, allow, approvals, lead, store: &mut store, run_id, graph, ad };
         let outcome = match &fresh {
             Some(w) => match cycle.delta(w).await? {
                 Some(o) => o,
@@ -159,7 +160,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         Ok(done) => done,
         Err(e) => {
             let message = e.to_string();
-            store.finish_run(run_id, kind, RunStatus::Failed, &Summary::default(), duration_ms, Some(&message))?;
+            store.finish_run(run_id, kind, RunStatus::Failed, &Summary::default(), duration_ms, Some(&message)).await?;
             return Err(e);
         }
     };
@@ -167,7 +168,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lock: &StateLock) -> R
         tracing::warn!("{n}");
         o.message = Some(o.message.map(|m| format!("{n}; {m}")).unwrap_or(n));
     }
-    store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref())?;
+    store.finish_run(run_id, o.kind, o.status, &o.summary, duration_ms, o.message.as_deref()).await?;
     let s = &o.summary;
     tracing::info!(
         run_id,
@@ -211,9 +212,9 @@ impl Cycle<'_> {
         let (usn, dc) = self.ad.highest_usn().await?;
         let groups_link = self.graph.latest_delta_link(Collection::Groups, cfg.writeback.write_owners).await?;
         let users_link = self.graph.latest_delta_link(Collection::Users, false).await?;
-        let state = self.store.state()?;
+        let state = self.store.state().await?;
         let ous = cfg.managed_ous(&state);
-        let setup = EarlySetup { cfg, state, planner: cfg.planner(self.allow.clone()), lock: self.lock };
+        let setup = EarlySetup { cfg, state, planner: cfg.planner(self.allow.clone()), lead: self.lead };
         let (snap, early) = read_with(&self.graph, &mut self.ad, &ous, cfg, Some(setup)).await?;
         let marks = Watermarks {
             groups_link,
@@ -244,7 +245,7 @@ impl Cycle<'_> {
             Err(e) if is_expired(&e) => return Ok(None),
             other => other?,
         };
-        let state = self.store.state()?;
+        let state = self.store.state().await?;
         let ous = cfg.managed_ous(&state);
 
         // Dirty: named by the cloud's delta, changed in AD by someone else, with an open error,
@@ -252,11 +253,11 @@ impl Cycle<'_> {
         let mut dirty: BTreeSet<CloudId> = groups.named.clone();
         let changes = self.ad.changes_since(&ous, w.ad_usn + 1).await?;
         let links = state.links.iter().map(|(id, l)| (id, &l.guid));
-        let drifted = changes.by_others(&self.store.usns()?, links);
+        let drifted = changes.by_others(&self.store.usns().await?, links);
         dirty.extend(drifted.iter().cloned());
         // Changed by someone else while the last cycle ran (its watermark is past them).
         dirty.extend(w.recheck.iter().cloned());
-        dirty.extend(self.store.error_ids()?);
+        dirty.extend(self.store.error_ids().await?);
         dirty.extend(w.pending.keys().cloned());
         let changed_users: Vec<CloudId> = users.named.iter().cloned().collect();
         if !changed_users.is_empty() {
@@ -347,12 +348,12 @@ impl Cycle<'_> {
         early: Option<Early>,
     ) -> Result<Outcome, CycleError> {
         let (cfg, kind, run_id) = (self.cfg, reach.kind(), self.run_id);
-        let state = self.store.state()?;
+        let state = self.store.state().await?;
         let ous = cfg.managed_ous(&state);
         let checked = check_links(&mut self.ad, &mut snap, &state, cfg, &ous).await?;
         crate::converted::read(&self.graph, &mut self.ad, &mut snap, cfg).await?;
         let plan = writeback_core::plan(&snap.cloud, &snap.ad, &checked, &cfg.planner(self.allow.clone()));
-        let used = self.use_approvals()?;
+        let used = self.use_approvals().await?;
         // The adds already written, and the connection that wrote them, carry on with the rest.
         let (plan, early) = match early {
             Some(e) => {
@@ -368,7 +369,7 @@ impl Cycle<'_> {
             summary.errors = plan.errors.len();
             let (errors, reports) = (plan.errors.clone(), plan.groups.clone());
             let stopped = Stopped { blocked: Some(blocked.clone()), held: Vec::new(), guarded: plan.guarded.clone() };
-            self.store.save_stopped(&stopped)?;
+            self.store.save_stopped(&stopped).await?;
             let status = RunStatus::StoppedDeleteThreshold;
             let message = Some(with_note(blocked.message.clone(), used));
             return Ok(Outcome { kind, status, summary, errors, message, reports, stopped });
@@ -376,7 +377,7 @@ impl Cycle<'_> {
         for n in &plan.notices {
             tracing::warn!("{n}");
         }
-        self.lock.check().map_err(CycleError::Lock)?;
+        self.lead.check().await.map_err(CycleError::Lock)?;
         tracing::info!(operations = plan.operations.len(), already_written = written, "applying the plan");
         let mut progress = progress::counter("applying operations");
         let (report, early_errors) = match early {
@@ -401,8 +402,8 @@ impl Cycle<'_> {
         let users = if unnamed.is_empty() { Vec::new() } else { self.graph.users_by_id(&unnamed).await };
         let more = audit::name_users(&users, &snap.ad.groups);
         let trail = audit::entries(run_id, &plan, &applied, hints, &more);
-        self.store.record_audit(&trail)?;
-        if let Err(e) = self.store.prune_audit(cfg.state.audit_days) {
+        self.store.record_audit(&trail).await?;
+        if let Err(e) = self.store.prune_audit(cfg.state.audit_days).await {
             tracing::warn!(error = %e, "the audit trail could not be pruned");
         }
         // Takeover holds are remembered on their own (a later cycle may not plan the group): kept
@@ -413,7 +414,7 @@ impl Cycle<'_> {
             .map(|(op, _)| op.cloud_id().clone())
             .chain(plan.operations[applied.len()..].iter().map(|op| op.cloud_id().clone()))
             .collect();
-        self.store.save_takeover_holds(&plan.takeover_holds(&state.takeover_holds, &unsettled))?;
+        self.store.save_takeover_holds(&plan.takeover_holds(&state.takeover_holds, &unsettled)).await?;
         let mut errors = plan.errors.clone();
         errors.extend(early_errors);
         errors.extend(apply_errors(&applied));
@@ -421,7 +422,7 @@ impl Cycle<'_> {
         summary.errors = errors.len();
         if let Some(why) = &report.stopped {
             // Record what happened, but keep the watermarks: the next cycle repeats this work.
-            reach.save_errors(self.store, run_id, &errors)?;
+            reach.save_errors(self.store, run_id, &errors).await?;
             let (status, message) = (RunStatus::Quarantined, Some(with_note(why.clone(), used)));
             let stopped = Stopped::default();
             return Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups, stopped });
@@ -443,18 +444,18 @@ impl Cycle<'_> {
             links.remove(id);
         }
         let saved = links.iter().map(|(id, (g, dn))| (id.as_str(), g.as_str(), dn.as_str()));
-        self.store.save_links(saved, &deleted)?;
+        self.store.save_links(saved, &deleted).await?;
         // A full cycle saw every owned group: an earlier OU left empty is no longer managed.
         let dns = matches!(reach, Reach::Full).then(|| links.values().map(|(_, dn)| dn.as_str()).collect());
-        self.store.save_managed_ous(&cfg.ous_to_keep(&state, dns))?;
+        self.store.save_managed_ous(&cfg.ous_to_keep(&state, dns)).await?;
         if report.ldap_writes > 0 {
             self.past_own_writes(&ous, &report, &links, &mut marks).await?;
         }
-        reach.save_errors(self.store, run_id, &errors)?;
-        self.store.save_watermarks(&marks)?;
+        reach.save_errors(self.store, run_id, &errors).await?;
+        self.store.save_watermarks(&marks).await?;
         tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
         let stopped = Stopped { blocked: None, held: plan.held.clone(), guarded: plan.guarded.clone() };
-        self.store.save_stopped(&stopped)?;
+        self.store.save_stopped(&stopped).await?;
         if !plan.held.is_empty() {
             // Applied but for the held removals: a threshold stopped part of the run (exit 3).
             let held: Vec<&str> = plan.held.iter().map(|h| h.message.as_str()).collect();
@@ -474,12 +475,12 @@ impl Cycle<'_> {
 
     /// Marks the open approvals used by this run, once it has planned with them: each is for
     /// one cycle. Returns what to say in the run's message.
-    fn use_approvals(&mut self) -> Result<Option<String>, CycleError> {
+    async fn use_approvals(&mut self) -> Result<Option<String>, CycleError> {
         if self.approvals.is_empty() {
             return Ok(None);
         }
         let ids: Vec<i64> = self.approvals.iter().map(|a| a.id).collect();
-        self.store.use_approvals(&ids, self.run_id)?;
+        self.store.use_approvals(&ids, self.run_id).await?;
         let said: Vec<String> = self
             .approvals
             .iter()
@@ -507,14 +508,14 @@ impl Cycle<'_> {
         let written: BTreeSet<&CloudId> = report.outcomes.iter().map(|o| &o.cloud_id).collect();
         let changed = self.ad.owned_changed_since(ous, marks.ad_usn + 1).await?;
         let mut changes = AdChanges { changed, deleted: Vec::new() };
-        self.store.save_usns(&changes.ours(&written))?;
+        self.store.save_usns(&changes.ours(&written)).await?;
         if end_dc != marks.dc {
             // USNs are per DC: keep the start watermark (the next cycle runs full).
             return Ok(());
         }
         changes.deleted = self.ad.deleted_groups_since(marks.ad_usn + 1).await?;
         let links = links.iter().map(|(id, (guid, _))| (id, guid));
-        marks.recheck = changes.by_others(&self.store.usns()?, links).into_iter().collect();
+        marks.recheck = changes.by_others(&self.store.usns().await?, links).into_iter().collect();
         marks.ad_usn = end_usn;
         Ok(())
     }

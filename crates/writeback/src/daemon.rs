@@ -16,7 +16,7 @@ use writeback_core::{CloudId, GroupReport, Guarded, RunKind, RunStatus, SkipReas
 use crate::config::Config;
 use crate::cycle::{self, RunResult};
 use crate::error::Action;
-use crate::lock::StateLock;
+use crate::lead::Lead;
 use crate::{exit, web};
 
 /// The longest wait between attempts while something is down.
@@ -50,6 +50,8 @@ pub struct Status {
     pub backoff_reason: Option<String>,
     pub next_cycle: Option<Instant>,
     pub lock_lost: bool,
+    /// The active instance, as the state says (while this one is a standby).
+    pub leader: Option<writeback_store::Leader>,
     /// Set while writing is stopped because most operations failed or the credentials or
     /// TLS trust are wrong; cleared by the next good cycle.
     pub quarantined: Option<String>,
@@ -103,6 +105,7 @@ impl Daemon {
             backoff_reason: None,
             next_cycle: None,
             lock_lost: false,
+            leader: None,
             quarantined: None,
             threshold: None,
             guarded: Vec::new(),
@@ -237,7 +240,6 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
         return exit::CONFIG;
     }
     let access = crate::access::Access::new(local, &cfg.daemon.allowed_hosts, token);
-    let state_path = cfg.state_path();
     let daemon = Arc::new(Daemon::new(cfg, config_path, interval, metrics, access));
     tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
     let app = web::router(daemon.clone());
@@ -249,46 +251,66 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
 
     let stop = Arc::new(Notify::new());
     spawn_signals(daemon.clone(), stop.clone());
-
-    let lock = match StateLock::try_acquire(&state_path) {
-        Ok(Ok(l)) => l,
-        Ok(Err(holder)) => {
-            tracing::warn!(
-                holder,
-                lock = %crate::lock::lock_path(&state_path).display(),
-                "standby: another writeback is active on this state database; waiting to \
-                 take over"
-            );
-            tokio::select! {
-                l = StateLock::acquire_waiting(&state_path) => match l {
-                    Ok(l) => l,
-                    Err(e) => { eprintln!("error: cannot lock the state database: {e}"); return exit::CANNOT_RUN; }
-                },
-                _ = stop.notified() => return exit::OK,
-            }
+    let me = crate::lead::me(Some(local));
+    let seen = tokio::spawn(crate::lead::seen(daemon.clone(), me.clone()));
+    let code = loop {
+        let lead = match crate::lead::wait(&daemon, &me, &stop).await {
+            Ok(Some(l)) => l,
+            Ok(None) => break exit::OK,
+            Err(code) => break code,
+        };
+        {
+            let mut s = daemon.status();
+            (s.role, s.leader, s.lock_lost) = (Role::Active, None, false);
         }
-        Err(e) => {
-            eprintln!("error: cannot lock {}: {e}", crate::lock::lock_path(&state_path).display());
-            return exit::CANNOT_RUN;
+        tracing::info!(
+            interval_s = interval.as_secs_f64(),
+            full_interval_s = full_interval.as_secs_f64(),
+            epoch = lead.fence().epoch,
+            "active: running cycles"
+        );
+        let lost = Arc::new(Notify::new());
+        let beat = lead.heartbeat(lost.clone());
+        let code = cycles(&daemon, &lead, &stop, &lost).await;
+        if let Some(b) = beat {
+            b.abort();
         }
+        if lead.lost() {
+            // The PostgreSQL lead is gone (another instance took over, or PostgreSQL did not
+            // answer): back to standby, which leads again once it can.
+            daemon.status().role = Role::Standby;
+            lead.release().await;
+            continue;
+        }
+        daemon.status().role = Role::Stopping;
+        crate::published::publish(&daemon).await;
+        lead.release().await;
+        break code;
     };
-    daemon.status().role = Role::Active;
-    tracing::info!(
-        interval_s = interval.as_secs_f64(),
-        full_interval_s = full_interval.as_secs_f64(),
-        "active: running cycles"
-    );
-
-    let code = cycles(&daemon, &lock, &stop).await;
-    daemon.status().role = Role::Stopping;
-    crate::published::publish(&daemon);
-    drop(lock);
+    seen.abort();
+    crate::lead::gone(&daemon, &me).await;
     tracing::info!("stopped");
     code
 }
 
-async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
-    let mut last_full: Option<Instant> = None;
+/// How long ago the last full cycle recorded in the state started, if it did its work: a new
+/// leader (a takeover, a restart) goes on with delta cycles from the shared watermarks until
+/// `full_interval` has passed since it.
+async fn last_full_age(cfg: &Config) -> Option<Duration> {
+    let store = writeback_store::Store::open_read_only(&cfg.state().ok()?).await.ok()??;
+    let runs = store.runs(200).await.ok()?;
+    store.watermarks().await.ok()??;
+    let full = runs.iter().find(|r| r.kind == RunKind::Full && r.status.done())?;
+    let at = humantime::parse_rfc3339(&full.started_at).ok()?;
+    SystemTime::now().duration_since(at).ok()
+}
+
+async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u8 {
+    let full_interval = intervals(&daemon.cfg()).map_or(Duration::MAX, |(_, f)| f);
+    let mut last_full: Option<Instant> = match last_full_age(&daemon.cfg()).await {
+        Some(age) if age < full_interval => Instant::now().checked_sub(age),
+        _ => None,
+    };
     let mut next = Instant::now();
     // Every gauge an alert rule compares exists from the start: a daemon whose first cycles
     // fail still raises WritebackCyclesFailing (docs/monitoring).
@@ -305,7 +327,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
             s.next_cycle = Some(next);
             s.failures > 0
         };
-        crate::published::publish(daemon);
+        crate::published::publish(daemon).await;
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = daemon.trigger.notified() => tracing::info!("cycle requested by a signal"),
@@ -313,13 +335,11 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
             // able to make the daemon retry a refused bind (and lock the account out).
             _ = daemon.requested.notified(), if !backing_off => tracing::info!("cycle requested (POST /sync)"),
             _ = stop.notified() => return exit::OK,
+            _ = lost.notified() => {}
         }
-        if !lock.intact() {
-            tracing::error!(
-                lock = %lock.path.display(),
-                "the state lock file was removed or replaced: stopping writes"
-            );
-            daemon.status().lock_lost = true;
+        if let Err(why) = lead.check().await {
+            tracing::error!(reason = %why, "stopping writes");
+            daemon.status().lock_lost = !lead.lost();
             return exit::CANNOT_RUN;
         }
         // Full at start (it explains every group for the status page) and every full_interval.
@@ -328,7 +348,7 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
         daemon.status().running = Some(kind);
         let started = Instant::now();
         // The daemon never goes past a threshold: an administrator decides that.
-        let result = cycle::sync(&cfg, writeback_core::Allow::default(), full, lock).await;
+        let result = cycle::sync(&cfg, writeback_core::Allow::default(), full, lead).await;
         let mut s = daemon.status();
         s.running = None;
         match result {
@@ -403,12 +423,10 @@ async fn cycles(daemon: &Daemon, lock: &StateLock, stop: &Notify) -> u8 {
                 next = Instant::now() + wait;
             }
         }
-        if !lock.intact() {
-            tracing::error!(
-                lock = %lock.path.display(),
-                "the state lock file was removed or replaced: stopping writes"
-            );
-            s.lock_lost = true;
+        drop(s);
+        if let Err(why) = lead.check().await {
+            tracing::error!(reason = %why, "stopping writes");
+            daemon.status().lock_lost = !lead.lost();
             return exit::CANNOT_RUN;
         }
     }

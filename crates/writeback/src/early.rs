@@ -22,7 +22,6 @@ use writeback_core::{
     OwnedMembers, Plan, PlannerConfig, SchemaFeatures, State,
 };
 
-use crate::lock::LockWatch;
 
 /// The writer of early adds, and what it was sent.
 pub struct Early {
@@ -36,9 +35,9 @@ pub struct Early {
 }
 
 impl Early {
-    /// Starts the writer on `conn` (a connection of its own). It checks before every part that
-    /// `lock` is still the lock file this process holds, and stops writing when it is not.
-    pub fn start(conn: AdConn, ous: Vec<String>, state: State, planner: PlannerConfig, lock: LockWatch) -> Early {
+    /// Starts the writer on `conn` (a connection of its own, whose write gate checks the lead
+    /// before every operation: once it refuses, nothing more is written in this cycle).
+    pub fn start(conn: AdConn, ous: Vec<String>, state: State, planner: PlannerConfig) -> Early {
         let schema = conn.schema;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Operation>>();
         let task = tokio::spawn(
@@ -46,19 +45,6 @@ impl Early {
                 let mut conn = conn;
                 let mut report = ApplyReport::default();
                 while let Some(ops) = rx.recv().await {
-                    if !lock.intact() {
-                        tracing::error!(
-                            lock = %lock.path().display(),
-                            "the state lock file was removed or replaced: the first adds stop"
-                        );
-                        // Nothing more is written in this cycle, even if the file comes back.
-                        report.stopped = Some(format!(
-                            "the state lock file {} was removed or replaced while the first adds were \
-                         written: writing stopped",
-                            lock.path().display()
-                        ));
-                        break;
-                    }
                     conn.apply_ops(&ops, &ous, &mut report, &mut |_, _| ()).await;
                 }
                 (conn, report)

@@ -17,7 +17,7 @@ use writeback_store::Store;
 use crate::config::Config;
 use crate::early::Early;
 use crate::error::CycleError;
-use crate::lock::StateLock;
+use crate::lead::Lead;
 use crate::progress;
 
 pub struct Snapshot {
@@ -35,7 +35,7 @@ pub(crate) struct EarlySetup<'a> {
     pub(crate) cfg: &'a Config,
     pub(crate) state: State,
     pub(crate) planner: PlannerConfig,
-    pub(crate) lock: &'a StateLock,
+    pub(crate) lead: &'a Lead,
 }
 
 /// `read`, and with `early`, adds start as soon as their part is read when the managed OUs
@@ -72,10 +72,11 @@ pub(crate) async fn read_with(
                 && in_scope.len() > READ_PART
                 && (e.planner.allow.creates || in_scope.len() <= e.planner.create_threshold) =>
         {
-            e.lock.check().map_err(CycleError::Lock)?;
+            e.lead.check().await.map_err(CycleError::Lock)?;
             tracing::info!("no owned group in the managed OUs yet: groups are added while the rest is read");
-            let conn = AdConn::connect(&e.cfg.ad()?).await?;
-            Some(Early::start(conn, ous.to_vec(), e.state, e.planner, e.lock.watch()))
+            let mut conn = AdConn::connect(&e.cfg.ad()?).await?;
+            conn.set_gate(e.lead.gate());
+            Some(Early::start(conn, ous.to_vec(), e.state, e.planner))
         }
         _ => None,
     };
@@ -309,9 +310,9 @@ pub(crate) async fn check_links(
 }
 
 /// The state from the database, without writing to it (for `plan`).
-pub fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
-    Ok(match Store::open_read_only(&cfg.state_path())? {
-        Some(s) => s.state()?,
+pub async fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
+    Ok(match Store::open_read_only(&cfg.state()?).await? {
+        Some(s) => s.state().await?,
         None => State::default(),
     })
 }
@@ -319,9 +320,9 @@ pub fn state_read_only(cfg: &Config) -> Result<State, CycleError> {
 /// A plan of a full cycle against the current cloud and AD, with the approvals the next cycle
 /// would use (so `plan` after `approve` says the sync goes ahead); writes nothing anywhere.
 pub async fn plan(cfg: &Config, allow: Allow) -> Result<(Plan, Snapshot), CycleError> {
-    let state = state_read_only(cfg)?;
-    let approved = match Store::open_read_only(&cfg.state_path())? {
-        Some(s) => writeback_store::approved(&s.open_approvals()?),
+    let state = state_read_only(cfg).await?;
+    let approved = match Store::open_read_only(&cfg.state()?).await? {
+        Some(s) => writeback_store::approved(&s.open_approvals().await?),
         None => Default::default(),
     };
     let allow = Allow { approved, ..allow };
@@ -352,7 +353,7 @@ const MAX_CANDIDATES: usize = 20;
 /// their members are read, not the tenant's, so it answers at once in a tenant of 10,000
 /// groups. Nested groups are found through their links, as in a delta cycle. Writes nothing.
 pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError> {
-    let state = state_read_only(cfg)?;
+    let state = state_read_only(cfg).await?;
     let (graph, mut ad) = connect(cfg).await?;
     let ous = cfg.managed_ous(&state);
     let needle = needle.trim();

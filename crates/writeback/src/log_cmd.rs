@@ -57,15 +57,15 @@ fn utc(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-pub fn log(cfg: &Config, mut q: AuditQuery, since_text: Option<&str>, as_json: bool) -> Result<u8, CycleError> {
+pub async fn log(cfg: &Config, mut q: AuditQuery, since_text: Option<&str>, as_json: bool) -> Result<u8, CycleError> {
     if let Some(t) = since_text {
         match since(t, SystemTime::now()) {
             Ok(s) => q.since = Some(s),
             Err(why) => return Err(CycleError::Config(why)),
         }
     }
-    let entries = match Store::open_read_only(&cfg.state_path())? {
-        Some(s) => s.audit(&q)?,
+    let entries = match Store::open_read_only(&cfg.state()?).await? {
+        Some(s) => s.audit(&q).await?,
         None => Vec::new(),
     };
     if as_json {

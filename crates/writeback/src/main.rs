@@ -15,6 +15,7 @@ mod daemon;
 mod early;
 mod engine;
 mod error;
+mod lead;
 mod lock;
 mod log_cmd;
 mod logs;
@@ -23,6 +24,7 @@ mod page;
 mod progress;
 mod published;
 mod reload;
+mod state_cmd;
 mod status_cmd;
 mod web;
 
@@ -222,6 +224,25 @@ enum Command {
         #[command(subcommand)]
         command: CloudCommand,
     },
+    /// Move the state between SQLite and PostgreSQL (links, watermarks, history) without a resync.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write the whole state (of [state] path or url) as JSON to a file, or to stdout with `-`.
+    Export {
+        /// The file to write (created private, mode 0600), or `-` for stdout.
+        file: PathBuf,
+    },
+    /// Load a `state export` into the configured state, which must be new (no links, no runs).
+    Import {
+        /// The file `state export` wrote, or `-` for stdin.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,18 +379,20 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             let shown_as = output::ShowAs { limit, status, as_json: cli.json };
             output::show(&shown, &group, &shown_as)
         }),
-        Command::Status { limit } => status_cmd::status(&cfg, limit, cli.json),
-        Command::History { limit, status } => status_cmd::history(&cfg, limit, status, cli.json),
-        Command::Errors => status_cmd::errors(&cfg, cli.json),
+        Command::Status { limit } => status_cmd::status(&cfg, limit, cli.json).await,
+        Command::History { limit, status } => status_cmd::history(&cfg, limit, status, cli.json).await,
+        Command::Errors => status_cmd::errors(&cfg, cli.json).await,
         Command::Log { group, member, since, limit } => {
             let q = writeback_store::AuditQuery { group, member, since: None, limit };
-            log_cmd::log(&cfg, q, since.as_deref(), cli.json)
+            log_cmd::log(&cfg, q, since.as_deref(), cli.json).await
         }
         Command::Adopt { group, dn, yes } => adopt_cmd::adopt(&cfg, &group, &dn, yes, cli.json).await,
         Command::Approve { deletes, creates, member_removals, removals } => {
             let args = approve_cmd::Args { deletes, creates, member_removals, removals };
-            approve_cmd::approve(&cfg, &args, cli.json)
+            approve_cmd::approve(&cfg, &args, cli.json).await
         }
+        Command::State { command: StateCommand::Export { file } } => state_cmd::export(&cfg, &file).await,
+        Command::State { command: StateCommand::Import { file } } => state_cmd::import(&cfg, &file).await,
         Command::Cloud { command: CloudCommand::SetWriteback { group, kind, enable, disable: _, ty, yes } } => {
             cloud_cmd::set_writeback(&cfg, cloud_cmd::SetWriteback { groups: group, kind, enable, ty, yes }, cli.json)
                 .await
@@ -398,23 +421,16 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
     }
 }
 
-/// One cycle, holding the state lock so that it never races a daemon or another sync.
+/// One cycle, holding the lead so that it never races a daemon or another sync.
 async fn sync_locked(cfg: &Config, allow: Allow, full: bool) -> Result<cycle::RunResult, CycleError> {
-    let state = cfg.state_path();
-    let lock = match lock::StateLock::try_acquire(&state) {
-        Ok(Ok(l)) => l,
-        Ok(Err(holder)) => {
-            return Err(CycleError::Lock(format!(
-                "another writeback (pid {holder}) holds {}: a daemon or a sync is already running on this state \
-             database. To let a run stopped by a threshold go ahead while the daemon runs, use `writeback \
-             approve` (it says what is stopped and how)",
-                lock::lock_path(&state).display()
-            )))
-        }
-        Err(e) => return Err(CycleError::Lock(format!("cannot lock {}: {e}", lock::lock_path(&state).display()))),
-    };
-    let r = cycle::sync(cfg, allow, full, &lock).await;
-    drop(lock);
+    let lead = lead::for_command(
+        cfg,
+        "To let a run stopped by a threshold go ahead while the daemon runs, use `writeback approve` \
+         (it says what is stopped and how)",
+    )
+    .await?;
+    let r = cycle::sync(cfg, allow, full, &lead).await;
+    lead.release().await;
     r
 }
 

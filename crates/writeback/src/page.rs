@@ -46,6 +46,10 @@ pub struct Stored {
     pub stopped: Stopped,
     /// Per group asked for: its recent audit lines.
     pub trail: Vec<(String, Result<Vec<AuditEntry>, String>)>,
+    /// Who leads, and every instance that has the state open (several hosts share a
+    /// PostgreSQL state: a standby shows the active one here).
+    pub leaders: Vec<writeback_store::Leader>,
+    pub instances: Vec<writeback_store::Instance>,
 }
 
 /// A written group's line on the page.
@@ -220,6 +224,7 @@ pub fn render(
             body {
                 h1 { "writeback" }
                 (header(live))
+                (instances(stored))
                 @for i in incidents(live, &stored.stopped) {
                     section.incident {
                         h2.bad { (i.title) }
@@ -236,6 +241,25 @@ pub fn render(
                 }
                 @if !needle.is_empty() { (show(found, needle)) (trail(stored)) }
                 (history(stored))
+            }
+        }
+    }
+}
+
+/// The lead and the instances (shown once there is more than this one, or a lead elsewhere).
+fn instances(stored: &Stored) -> Markup {
+    html! {
+        @for l in &stored.leaders {
+            p.lead { "Active instance: " b { (l.host) } " (pid " (l.pid) ", epoch " (l.epoch) ", since " (l.since)
+                @if let Some(a) = &l.address { ", " (a) } ")" }
+        }
+        @if stored.instances.len() > 1 {
+            table.instances {
+                tr { th { "host" } th { "pid" } th { "role" } th { "listener" } th { "last seen" } }
+                @for i in &stored.instances {
+                    tr { td { (i.host) } td { (i.pid) } td { (i.role) } td { (i.address.as_deref().unwrap_or("")) }
+                        td { (i.last_seen) } }
+                }
             }
         }
     }

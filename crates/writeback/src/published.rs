@@ -1,8 +1,8 @@
 //! What a running daemon publishes in the state database for `writeback status`, which runs
 //! in another process: its pid and role, when its next cycle runs, and why it does not write
-//! (as `/healthz` says it). Rewritten after every cycle; the pid tells whether it still runs.
+//! (as `/healthz` says it). Rewritten after every cycle by the active instance; the pid (on
+//! this host) or the time of the last update (another host's) tells whether it still runs.
 
-use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,9 @@ const KEY: &str = "daemon";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Published {
     pub pid: u32,
+    /// The host it runs on (none from writeback 0.1: this host).
+    #[serde(default)]
+    pub host: Option<String>,
     /// active, standby or stopping (`daemon::Role`).
     pub role: String,
     pub healthy: bool,
@@ -33,14 +36,19 @@ fn unix(t: SystemTime) -> u64 {
 
 /// Writes what `daemon` is doing now. A state that cannot be written is logged, not fatal:
 /// the cycles matter more than the report of them.
-pub fn publish(daemon: &Daemon) {
+pub async fn publish(daemon: &Daemon) {
     let (healthy, reason) = daemon.health();
     let record = {
         let s = daemon.status();
         let now = (Instant::now(), SystemTime::now());
         let started = now.1 - now.0.duration_since(daemon.started);
+        if s.role == crate::daemon::Role::Standby {
+            // The active instance publishes; a standby is listed among the instances.
+            return;
+        }
         Published {
             pid: std::process::id(),
+            host: Some(crate::lead::host()),
             role: serde_json::to_value(s.role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
             healthy,
             reason,
@@ -50,14 +58,21 @@ pub fn publish(daemon: &Daemon) {
             interval_s: s.interval.as_secs(),
         }
     };
-    if let Err(e) = Store::open(&daemon.cfg().state_path()).and_then(|s| s.save_json(KEY, &record)) {
+    let saved = async { Store::open(&daemon.cfg().state()?).await?.save_json(KEY, &record).await.map_err(Into::into) };
+    if let Err(e) = saved.await as Result<(), crate::error::CycleError> {
         tracing::warn!(error = %e, "cannot publish the daemon's status in the state database");
     }
 }
 
-/// What the daemon last published, if it still runs (its pid is alive).
-pub fn running(state: &Path) -> Option<Published> {
-    let store = Store::open_read_only(state).ok()??;
-    let p: Published = store.load_json(KEY).ok()??;
-    Path::new(&format!("/proc/{}", p.pid)).exists().then_some(p)
+/// What the daemon last published, if it still runs: its pid is alive (on this host), or it
+/// published within three intervals (on another host).
+pub async fn running(store: &Store) -> Option<Published> {
+    let p: Published = store.load_json(KEY).await.ok()??;
+    match &p.host {
+        Some(h) if *h != crate::lead::host() => {
+            let fresh = unix(SystemTime::now()).saturating_sub(p.updated_at) <= 3 * p.interval_s.max(20);
+            fresh.then_some(p)
+        }
+        _ => std::path::Path::new(&format!("/proc/{}", p.pid)).exists().then_some(p),
+    }
 }

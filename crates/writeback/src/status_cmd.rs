@@ -42,22 +42,38 @@ fn run_line(r: &RunRecord) -> String {
     )
 }
 
-pub fn status(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleError> {
-    let state = cfg.state_path();
-    let daemon = published::running(&state);
-    let (runs, stopped, open) = match Store::open_read_only(&state)? {
-        Some(s) => (s.runs(limit)?, s.stopped()?, s.open_approvals()?),
-        None => (Vec::new(), Stopped::default(), Vec::new()),
+/// Instances not seen for this long are not listed (they beat every few seconds).
+pub const INSTANCES_SEEN: std::time::Duration = std::time::Duration::from_secs(120);
+
+pub async fn status(cfg: &Config, limit: usize, as_json: bool) -> Result<u8, CycleError> {
+    let store = Store::open_read_only(&cfg.state()?).await?;
+    let (daemon, runs, stopped, open, instances, leaders) = match &store {
+        Some(s) => (
+            published::running(s).await,
+            s.runs(limit).await?,
+            s.stopped().await?,
+            s.open_approvals().await?,
+            s.instances(INSTANCES_SEEN).await?,
+            s.leaders().await?,
+        ),
+        None => (None, Vec::new(), Stopped::default(), Vec::new(), Vec::new(), Vec::new()),
     };
     if as_json {
         let doc = json!({
             "daemon": daemon, "stopped": stopped, "approve": stopped.approve_commands(),
-            "open_approvals": open, "runs": runs,
+            "open_approvals": open, "runs": runs, "instances": instances, "leader": leaders.first(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(exit::OK);
     }
     println!("{}", daemon_line(daemon.as_ref()));
+    for l in &leaders {
+        println!("lead: {} (pid {}), epoch {}, since {}", printable(&l.host), l.pid, l.epoch, l.since);
+    }
+    for i in &instances {
+        let at = i.address.as_deref().map(|a| format!(" at {}", printable(a))).unwrap_or_default();
+        println!("instance: {} (pid {}) {}{at}, last seen {}", printable(&i.host), i.pid, i.role, i.last_seen);
+    }
     match runs.first() {
         Some(r) => println!("last cycle: {}", run_line(r)),
         None => println!("last cycle: none yet"),
@@ -82,7 +98,8 @@ fn daemon_line(d: Option<&Published>) -> String {
         None => "no cycle planned".into(),
     };
     let health = if d.healthy { "healthy".to_string() } else { format!("NOT healthy: {}", printable(&d.reason)) };
-    format!("daemon: {} (pid {}), {health}; {next} (every {} s)", d.role, d.pid, d.interval_s)
+    let host = d.host.as_deref().map(|h| format!(" on {}", printable(h))).unwrap_or_default();
+    format!("daemon: {} (pid {}){host}, {health}; {next} (every {} s)", d.role, d.pid, d.interval_s)
 }
 
 fn print_open(open: &[Approval]) {
@@ -91,10 +108,10 @@ fn print_open(open: &[Approval]) {
     }
 }
 
-pub fn history(cfg: &Config, limit: usize, status: Option<RunStatus>, as_json: bool) -> Result<u8, CycleError> {
+pub async fn history(cfg: &Config, limit: usize, status: Option<RunStatus>, as_json: bool) -> Result<u8, CycleError> {
     // Filtered runs are searched among all of them, then limited.
     let fetch = if status.is_some() { usize::MAX / 2 } else { limit };
-    let mut runs = writeback_store::recorded(&cfg.state_path(), fetch)?.runs;
+    let mut runs = writeback_store::recorded(&cfg.state()?, fetch).await?.runs;
     if let Some(s) = status {
         runs.retain(|r| r.status == s);
         runs.truncate(limit);
@@ -103,8 +120,8 @@ pub fn history(cfg: &Config, limit: usize, status: Option<RunStatus>, as_json: b
     Ok(exit::OK)
 }
 
-pub fn errors(cfg: &Config, as_json: bool) -> Result<u8, CycleError> {
-    let recorded = writeback_store::recorded(&cfg.state_path(), 1)?;
+pub async fn errors(cfg: &Config, as_json: bool) -> Result<u8, CycleError> {
+    let recorded = writeback_store::recorded(&cfg.state()?, 1).await?;
     let run = failed_run(&recorded.runs);
     if as_json {
         println!("{}", json!({ "run": run, "errors": recorded.errors }));

@@ -122,7 +122,20 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response 
     }
     let mut s = d.status();
     if s.role != Role::Active {
-        return refused(StatusCode::CONFLICT, "standby", "this instance is not the active one", None);
+        let leader = s.leader.clone();
+        drop(s);
+        let why = match &leader {
+            Some(l) => format!(
+                "this instance is a standby: the active one is {} (pid {}){}",
+                l.host,
+                l.pid,
+                l.address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default()
+            ),
+            None => "this instance is not the active one".to_string(),
+        };
+        metrics::counter!("writeback_http_refused_total", "reason" => "standby").increment(1);
+        let body = json!({"queued": false, "reason": why, "leader": leader});
+        return (StatusCode::CONFLICT, Json(body)).into_response();
     }
     let until_next = s.next_cycle.map(|n| n.saturating_duration_since(Instant::now()));
     if s.failures > 0 {
@@ -191,32 +204,30 @@ async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, Stri
         (false, true) => vec![needle.clone()],
         (false, false) => found.iter().map(|g| g.cloud_id.to_string()).collect(),
     };
-    let state = d.cfg().state_path();
-    // SQLite is read off the async workers: a slow disk must not stall the listener.
-    let stored = tokio::task::spawn_blocking(move || read_stored(&state, trail_ids, now)).await;
-    let stored = stored.unwrap_or_else(|e| Stored {
-        recorded: Err(e.to_string()),
-        day: Vec::new(),
-        stopped: Stopped::default(),
-        trail: Vec::new(),
-    });
+    let stored = match d.cfg().state() {
+        Ok(target) => read_stored(&target, trail_ids, now).await,
+        Err(e) => Stored::unreadable(e.to_string()),
+    };
     Html(crate::page::render(&live, &stored, &rows, &filter, &needle, &found).into_string())
 }
 
-/// The runs, errors, stops and audit lines the page shows, or why they cannot be read.
-fn read_stored(state: &std::path::Path, trail_ids: Vec<String>, now: i64) -> Stored {
-    let opened = writeback_store::Store::open_read_only(state);
-    let read = |s: &writeback_store::Store| -> Result<(Recorded, Stopped), writeback_store::StoreError> {
-        let runs = s.runs(MAX_DAY_RUNS)?;
-        Ok((Recorded { runs, errors: s.errors()? }, s.stopped()?))
+/// The runs, errors, stops, audit lines and instances the page shows, or why they cannot be
+/// read.
+async fn read_stored(target: &writeback_store::Target, trail_ids: Vec<String>, now: i64) -> Stored {
+    let store = match writeback_store::Store::open_read_only(target).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Stored::unreadable_ok(),
+        Err(e) => return Stored::unreadable(e.to_string()),
     };
-    let (recorded, stopped) = match &opened {
-        Ok(Some(s)) => match read(s) {
-            Ok((r, st)) => (Ok(r), st),
-            Err(e) => (Err(e.to_string()), Stopped::default()),
-        },
-        Ok(None) => (Ok(Recorded::default()), Stopped::default()),
-        Err(e) => (Err(e.to_string()), Stopped::default()),
+    let read = async {
+        let runs = store.runs(MAX_DAY_RUNS).await?;
+        let recorded = Recorded { runs, errors: store.errors().await? };
+        let who = (store.leaders().await?, store.instances(crate::status_cmd::INSTANCES_SEEN).await?);
+        Ok::<_, writeback_store::StoreError>((recorded, store.stopped().await?, who))
+    };
+    let (recorded, stopped, (leaders, instances)) = match read.await {
+        Ok((r, st, who)) => (Ok(r), st, who),
+        Err(e) => (Err(e.to_string()), Stopped::default(), Default::default()),
     };
     let day = match &recorded {
         Ok(r) => {
@@ -225,19 +236,31 @@ fn read_stored(state: &std::path::Path, trail_ids: Vec<String>, now: i64) -> Sto
         }
         Err(_) => Vec::new(),
     };
-    let trail = trail_ids
-        .into_iter()
-        .map(|id| {
-            let q = AuditQuery { group: Some(id.clone()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
-            let entries = match &opened {
-                Ok(Some(s)) => s.audit(&q).map_err(|e| e.to_string()),
-                Ok(None) => Ok(Vec::new()),
-                Err(e) => Err(e.to_string()),
-            };
-            (id, entries)
-        })
-        .collect();
-    Stored { recorded, day, stopped, trail }
+    let mut trail = Vec::new();
+    for id in trail_ids {
+        let q = AuditQuery { group: Some(id.clone()), limit: MAX_CHANGES_SHOWN, ..AuditQuery::default() };
+        trail.push((id, store.audit(&q).await.map_err(|e| e.to_string())));
+    }
+    store.close().await;
+    Stored { recorded, day, stopped, trail, leaders, instances }
+}
+
+impl Stored {
+    fn unreadable(why: String) -> Stored {
+        Stored { recorded: Err(why), ..Stored::unreadable_ok() }
+    }
+
+    /// No state yet: nothing recorded.
+    fn unreadable_ok() -> Stored {
+        Stored {
+            recorded: Ok(Recorded::default()),
+            day: Vec::new(),
+            stopped: Stopped::default(),
+            trail: Vec::new(),
+            leaders: Vec::new(),
+            instances: Vec::new(),
+        }
+    }
 }
 
 /// Whether a run started after `since` (seconds since 1970); one whose time cannot be read is kept.

@@ -198,13 +198,12 @@ fn the_graph_token_goes_only_to_graph_url() {
     assert_eq!((code, out["adds"].as_u64()), (0, Some(3)), "{out}");
 
     // A delta link in the state that names another host is not followed either.
-    let db = rusqlite::Connection::open(fx.dir.join("state.db")).expect("state");
-    let marks: String =
-        db.query_row("SELECT value FROM meta WHERE key = 'watermarks'", [], |r| r.get(0)).expect("marks");
+    let db = fx.dir.join("state.db");
+    let marks = common::sqlite(&db, "SELECT value FROM meta WHERE key = 'watermarks'");
     let mut marks: Value = serde_json::from_str(&marks).expect("json");
     marks["groups_link"] = json!(format!("{}/beta/groups/delta?$deltatoken=stolen", thief.url));
-    db.execute("UPDATE meta SET value = ?1 WHERE key = 'watermarks'", [marks.to_string()]).expect("tamper");
-    drop(db);
+    let quoted = marks.to_string().replace('\'', "''");
+    common::sqlite(&db, &format!("UPDATE meta SET value = '{quoted}' WHERE key = 'watermarks'"));
     let r = fx.writeback(&["sync"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("is not at [cloud] graph_url"), "{}", r.stderr);
@@ -240,12 +239,12 @@ fn a_dn_in_the_state_never_widens_the_managed_ous() {
     );
     let before = fx.groups(&outside);
     // The state says an owned group lives there (a damaged or altered state file).
-    let db = rusqlite::Connection::open(fx.dir.join("state.db")).expect("state");
-    let n = db
-        .execute("UPDATE links SET dn = ?1 WHERE cloud_id = ?2", [format!("CN=Group_{g},{outside}"), g.clone()])
-        .expect("tamper");
-    assert_eq!(n, 1);
-    drop(db);
+    let db = fx.dir.join("state.db");
+    let n = common::sqlite(
+        &db,
+        &format!("UPDATE links SET dn = 'CN=Group_{g},{outside}' WHERE cloud_id = '{g}'; SELECT changes();"),
+    );
+    assert_eq!(n, "1");
 
     fx.set_tenant(&tenant(
         vec![],

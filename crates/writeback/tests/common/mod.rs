@@ -699,6 +699,14 @@ impl Drop for Fixture {
 }
 
 /// A binary of this workspace in the target directory (tests live in `deps/`, examples in `examples/`).
+/// Runs one SQL statement on a SQLite state file with the `sqlite3` shell (how an administrator
+/// or an attacker with the file would change it); returns what it printed.
+pub fn sqlite(db: &Path, statement: &str) -> String {
+    let out = Command::new("sqlite3").arg(db).arg(statement).output().expect("sqlite3 (scripts/test installs it)");
+    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
 pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -838,6 +846,8 @@ pub fn tenant(users: Vec<Value>, groups: Vec<Value>) -> Value {
 pub struct Daemon {
     child: Option<Child>,
     pub url: String,
+    /// Its stderr (the log), quoted when a wait times out.
+    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -850,7 +860,8 @@ impl Daemon {
         let port = free_port();
         let bin =
             option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-        let log = std::fs::File::create(fx.dir.join(format!("daemon-{port}.log"))).expect("log");
+        let log_path = fx.dir.join(format!("daemon-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log");
         let child = Command::new(bin)
             .arg("-c")
             .arg(fx.dir.join("writeback.toml"))
@@ -859,7 +870,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start the daemon");
-        let d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}") };
+        let d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}"), log: log_path };
         d.wait_for("listening", |_| true);
         d
     }
@@ -888,7 +899,12 @@ impl Daemon {
                     return h;
                 }
             }
-            assert!(Instant::now() < until, "timed out waiting for the daemon at {}: {what}", self.url);
+            if Instant::now() >= until {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!("timed out waiting for the daemon at {}: {what}; its log ends:\n{}", self.url, tail.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
