@@ -2,9 +2,9 @@
 //! (`writeback approve`), and what stopped the last run. Both live in the state database, so
 //! an approval reaches a running daemon without touching its lock.
 
+use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use serde::Serialize;
 use writeback_core::{Approved, CloudId, Stopped, Threshold};
 
 use crate::{Result, Store};
@@ -179,7 +179,10 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let s = Store::open(&crate::Target::Sqlite(path.clone())).await.expect("open");
         let g = CloudId::new("3A5C3221-C465-48C0-95B8-E9305786A271");
-        let a = s.approve(&Approve::Past { threshold: Threshold::Deletes, up_to: 12 }, "alice (uid 1000)").await.expect("a");
+        let a = s
+            .approve(&Approve::Past { threshold: Threshold::Deletes, up_to: 12 }, "alice (uid 1000)")
+            .await
+            .expect("a");
         s.approve(&Approve::Removals { group: g.clone(), up_to: 150 }, "bob").await.expect("b");
         s.approve(&Approve::Past { threshold: Threshold::Deletes, up_to: 14 }, "carol").await.expect("c");
         let open = s.open_approvals().await.expect("open");

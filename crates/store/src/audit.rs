@@ -2,8 +2,8 @@
 //! member changes the member and why — kept for `[state] audit_days`. What an auditor asks:
 //! "who removed Bob from SG-Finance, when, and why".
 
-use sqlx::Row;
 use serde::Serialize;
+use sqlx::Row;
 use writeback_core::CloudId;
 
 use crate::{Result, Store};

@@ -23,7 +23,8 @@ pub struct Export {
     pub audit: Vec<AuditRow>,
 }
 
-type AuditRow = (i64, i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, String);
+type AuditRow =
+    (i64, i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, String);
 
 const RUNS: &str = "SELECT id, kind, status, started_at, finished_at, adds, updates, renames, moves, deletes, \
     member_adds, member_removes, skipped_members, errors, duration_ms, message, host, epoch FROM runs ORDER BY id";
@@ -123,7 +124,10 @@ impl Store {
     /// nothing, in one transaction.
     pub async fn import(&self, data: &Export) -> Result<()> {
         if data.format != FORMAT {
-            return Err(StoreError::Import(format!("unknown export format {} (this build reads {FORMAT})", data.format)));
+            return Err(StoreError::Import(format!(
+                "unknown export format {} (this build reads {FORMAT})",
+                data.format
+            )));
         }
         if data.schema > crate::schema::SCHEMA_VERSION {
             return Err(StoreError::TooNew(data.schema, crate::schema::SCHEMA_VERSION));
@@ -150,11 +154,13 @@ impl Store {
                 .await?;
         }
         for (k, v) in &data.meta {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
         }
         for row in &data.runs {
             if row.len() != RUN_INTEGER.len() {

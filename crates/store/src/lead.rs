@@ -70,7 +70,10 @@ pub enum Attempt {
 
 async fn connect(target: &PgTarget) -> Result<PgConnection> {
     let opts = PgConnectOptions::from_str(&target.connect_url())
-        .map_err(|e| StoreError::Unreachable { at: crate::Target::Postgres(target.clone()).to_string(), message: e.to_string() })?
+        .map_err(|e| StoreError::Unreachable {
+            at: crate::Target::Postgres(target.clone()).to_string(),
+            message: e.to_string(),
+        })?
         .application_name("writeback-lead");
     opts.connect().await.map_err(|e| StoreError::Unreachable {
         at: crate::Target::Postgres(target.clone()).to_string(),
@@ -79,12 +82,11 @@ async fn connect(target: &PgTarget) -> Result<PgConnection> {
 }
 
 async fn leader(conn: &mut PgConnection, deployment: &str) -> Result<Option<Leader>> {
-    let row = sqlx::query(
-        "SELECT deployment, epoch, host, pid, address, since, heartbeat FROM leader WHERE deployment = $1",
-    )
-    .bind(deployment)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT deployment, epoch, host, pid, address, since, heartbeat FROM leader WHERE deployment = $1")
+            .bind(deployment)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(match row {
         None => None,
         Some(r) => Some(Leader {

@@ -200,7 +200,8 @@ fn count(n: i64) -> usize {
 
 fn run_record(r: &AnyRow) -> Result<RunRecord> {
     let (kind, status): (String, String) = (r.try_get(1)?, r.try_get(2)?);
-    let unknown = |w: &str| StoreError::Open { at: "(runs)".into(), message: format!("unknown run kind or status '{w}'") };
+    let unknown =
+        |w: &str| StoreError::Open { at: "(runs)".into(), message: format!("unknown run kind or status '{w}'") };
     let mut values = [0usize; 9];
     for (i, v) in values.iter_mut().enumerate() {
         *v = count(r.try_get::<i64, _>(7 + i)?);
@@ -241,11 +242,10 @@ impl Store {
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         let mut tx = self.pool.begin().await?;
         if let (Some(f), Engine::Postgres) = (&self.fence, self.engine) {
-            let current: Option<i64> =
-                sqlx::query_scalar("SELECT epoch FROM leader WHERE deployment = $1 FOR UPDATE")
-                    .bind(&f.deployment)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM leader WHERE deployment = $1 FOR UPDATE")
+                .bind(&f.deployment)
+                .fetch_optional(&mut *tx)
+                .await?;
             let current = current.unwrap_or(0);
             if current != f.epoch {
                 return Err(StoreError::NotLeader { mine: f.epoch, current });
@@ -314,9 +314,8 @@ impl Store {
 
     /// Cloud ids with a current error: a delta cycle looks at them again.
     pub async fn error_ids(&self) -> Result<Vec<CloudId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT cloud_id FROM errors ORDER BY cloud_id").fetch_all(&self.pool).await?;
         Ok(ids.into_iter().map(CloudId::new).collect())
     }
 
@@ -521,7 +520,6 @@ fn to_directory_owner(path: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
-
 
 /// Records errors as seen in `run_id`; an error seen before keeps its `since`.
 async fn upsert_errors(tx: &mut Transaction<'static, Any>, run_id: i64, errors: &[ObjectError]) -> Result<()> {

@@ -14,7 +14,12 @@ use crate::{private_file, Engine, Result, Store, StoreError, Target};
 
 /// (version, description, SQLite, PostgreSQL)
 const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
-    (1, "state", include_str!("../migrations/sqlite/0001_state.sql"), include_str!("../migrations/postgres/0001_state.sql")),
+    (
+        1,
+        "state",
+        include_str!("../migrations/sqlite/0001_state.sql"),
+        include_str!("../migrations/postgres/0001_state.sql"),
+    ),
     (
         2,
         "leadership",
@@ -62,9 +67,7 @@ async fn pool(target: &Target, read_only: bool) -> Result<(AnyPool, Engine)> {
         Target::Sqlite(path) => (sqlite_url(path, read_only), Engine::Sqlite),
         Target::Postgres(pg) => (pg.connect_url(), Engine::Postgres),
     };
-    let opts = AnyPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(std::time::Duration::from_secs(15));
+    let opts = AnyPoolOptions::new().max_connections(4).acquire_timeout(std::time::Duration::from_secs(15));
     let pool = opts.connect(&url).await.map_err(|e| {
         let (at, message) = (target.to_string(), e.to_string());
         match engine {
@@ -105,7 +108,9 @@ impl Store {
         }
         let (pool, engine) = pool(target, true).await?;
         let at = target.to_string();
-        let version = applied_version(&pool, engine).await.map_err(|e| StoreError::Open { at: at.clone(), message: e.to_string() })?;
+        let version = applied_version(&pool, engine)
+            .await
+            .map_err(|e| StoreError::Open { at: at.clone(), message: e.to_string() })?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew(version, SCHEMA_VERSION));
         }

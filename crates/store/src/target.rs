@@ -130,14 +130,14 @@ mod tests {
 
     #[test]
     fn a_postgres_url_verifies_tls_and_never_shows_a_password() {
-        let t = PgTarget::new("postgres://writeback@db.corp.test/writeback", Some("s3cr:t@".into()), None)
-            .expect("valid");
+        let t =
+            PgTarget::new("postgres://writeback@db.corp.test/writeback", Some("s3cr:t@".into()), None).expect("valid");
         assert!(t.connect_url().contains("sslmode=verify-full"), "{}", t.connect_url());
         let shown = Target::Postgres(t.clone()).to_string();
         assert_eq!(shown, "postgres://writeback@db.corp.test/writeback");
         assert!(!format!("{:?}", Target::Postgres(t)).contains("s3cr"));
-        let with_ca = PgTarget::new("postgres://w@db/x?sslmode=verify-ca", None, Some(Path::new("/etc/ca.pem")))
-            .expect("valid");
+        let with_ca =
+            PgTarget::new("postgres://w@db/x?sslmode=verify-ca", None, Some(Path::new("/etc/ca.pem"))).expect("valid");
         assert!(with_ca.connect_url().ends_with("sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem"));
         assert!(matches!(PgTarget::new("postgres://w:pw@db/x", None, None), Err(TargetError::PasswordInUrl)));
         assert!(matches!(PgTarget::new("postgres://w@db/x?sslmode=require", None, None), Err(TargetError::WeakTls(_))));

@@ -53,7 +53,10 @@ async fn runs_links_and_errors_round_trip() {
         let summary = Summary { adds: 3, errors: 1, member_removes: 7, ..Summary::default() };
         s.finish_run(run2, RunKind::Full, RunStatus::CompletedWithErrors, &summary, 12, None).await.expect("finish");
         let runs = s.runs(10).await.expect("runs");
-        assert_eq!((runs[0].run_id, runs[0].counts.clone(), runs[0].status), (run2, summary, RunStatus::CompletedWithErrors));
+        assert_eq!(
+            (runs[0].run_id, runs[0].counts.clone(), runs[0].status),
+            (run2, summary, RunStatus::CompletedWithErrors)
+        );
         assert_eq!(runs[1].status, RunStatus::Running);
         assert!(s.watermarks().await.expect("wm").is_none());
         let w = Watermarks {

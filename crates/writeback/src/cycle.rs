@@ -111,6 +111,7 @@ struct Cycle<'a> {
 pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result<RunResult, CycleError> {
     let started = Instant::now();
     let mut store = Store::open(&cfg.state()?).await?;
+    store.fenced(lead.fence(), &crate::lead::host());
     let marks = if full { None } else { store.watermarks().await? };
     let mut note = None;
     let settings = cfg.settings_fingerprint();

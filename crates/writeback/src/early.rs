@@ -22,7 +22,6 @@ use writeback_core::{
     OwnedMembers, Plan, PlannerConfig, SchemaFeatures, State,
 };
 
-
 /// The writer of early adds, and what it was sent.
 pub struct Early {
     state: State,

@@ -271,7 +271,9 @@ pub async fn seen(daemon: Arc<Daemon>, me: Me) {
             };
         }
         let said = match &store {
-            Some(s) => s.seen(&me.host, std::process::id(), role, me.address.as_deref()).await.map_err(|e| e.to_string()),
+            Some(s) => {
+                s.seen(&me.host, std::process::id(), role, me.address.as_deref()).await.map_err(|e| e.to_string())
+            }
             None => Err("the state cannot be opened".into()),
         };
         match said {

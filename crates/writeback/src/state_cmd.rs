@@ -17,7 +17,9 @@ use crate::exit;
 pub async fn export(cfg: &Config, file: &Path) -> Result<u8, CycleError> {
     let target = cfg.state()?;
     let Some(store) = Store::open_read_only(&target).await? else {
-        return Err(CycleError::Config(format!("there is no state at {target} to export (or an older one: run a sync first)")));
+        return Err(CycleError::Config(format!(
+            "there is no state at {target} to export (or an older one: run a sync first)"
+        )));
     };
     let data = store.export().await?;
     store.close().await;

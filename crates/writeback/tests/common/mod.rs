@@ -928,6 +928,14 @@ impl Daemon {
         None
     }
 
+    /// kill -9: the process dies at once, as when its host does.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn stop(&mut self) -> i32 {
         let Some(mut child) = self.child.take() else { return -1 };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
