@@ -19,10 +19,13 @@ pub struct Export {
     pub meta: Vec<(String, String)>,
     pub runs: Vec<Vec<serde_json::Value>>,
     pub errors: Vec<(String, String, String, String, String, i64)>,
-    pub approvals: Vec<(i64, String, Option<String>, i64, String, String, Option<i64>, Option<String>)>,
+    pub approvals: Vec<ApprovalRow>,
     pub audit: Vec<AuditRow>,
 }
 
+/// id, what, group, up_to, who, created_at, used_run, used_at
+type ApprovalRow = (i64, String, Option<String>, i64, String, String, Option<i64>, Option<String>);
+/// id, run, at, group id, name and DN, op, member id, name and DN, why
 type AuditRow =
     (i64, i64, String, String, String, String, String, Option<String>, Option<String>, Option<String>, String);
 
@@ -177,7 +180,8 @@ impl Store {
         }
         for (id, member, message, since, last, run) in &data.errors {
             sqlx::query(
-                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO errors (cloud_id, member_id, message, since, last_seen, run_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(member)

@@ -70,7 +70,8 @@ impl Store {
     pub async fn seen(&self, host: &str, pid: u32, role: Role, address: Option<&str>) -> Result<()> {
         let stamp = now();
         sqlx::query(
-            "INSERT INTO instances (id, host, pid, role, address, started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $6)
+            "INSERT INTO instances (id, host, pid, role, address, started_at, last_seen)
+               VALUES ($1, $2, $3, $4, $5, $6, $6)
              ON CONFLICT (id) DO UPDATE SET role = excluded.role, address = excluded.address,
                last_seen = excluded.last_seen",
         )

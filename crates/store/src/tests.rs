@@ -128,7 +128,8 @@ async fn a_state_of_writeback_0_1_is_migrated_in_place() {
         let (pool, _) = schema_pool(&target).await;
         sqlx::raw_sql(include_str!("../migrations/sqlite/0001_state.sql")).execute(&pool).await.expect("v4");
         sqlx::raw_sql(
-            "PRAGMA user_version = 4; INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES ('a', 'g', 'CN=a', 'x');",
+            "PRAGMA user_version = 4;
+             INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES ('a', 'g', 'CN=a', 'x');",
         )
         .execute(&pool)
         .await

@@ -349,81 +349,83 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
         let started = Instant::now();
         // The daemon never goes past a threshold: an administrator decides that.
         let result = cycle::sync(&cfg, writeback_core::Allow::default(), full, lead).await;
-        let mut s = daemon.status();
-        s.running = None;
-        match result {
-            Ok(r) if r.status == RunStatus::Quarantined => {
-                record(&mut s, &r, started);
-                let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
-                s.failures += 1;
-                let wait = backoff(interval, s.failures);
-                tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined: writing stopped");
-                s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
-                s.quarantined = Some(reason);
-                gauge!("writeback_quarantined").set(1.0);
-                next = Instant::now() + wait;
-            }
-            Ok(r) => {
-                if r.kind == RunKind::Full {
-                    last_full = Some(Instant::now());
-                }
-                record(&mut s, &r, started);
-                s.threshold =
-                    (r.status == RunStatus::StoppedDeleteThreshold).then(|| r.message.clone().unwrap_or_default());
-                if let Some(why) = &s.threshold {
-                    let b = r.stopped.blocked.as_ref();
-                    tracing::warn!(
-                        run_id = r.run_id,
-                        reason = %why,
-                        threshold = b.map(|b| b.threshold.approve_option().trim_start_matches('-')),
-                        count = b.map(|b| b.count),
-                        held_groups = r.stopped.held.len(),
-                        approve = %r.stopped.approve_commands().join(" ; "),
-                        "stopped by a threshold: approve it, and the next cycle goes ahead"
-                    );
-                }
-                for g in &r.stopped.guarded {
-                    tracing::warn!(
-                        run_id = r.run_id,
-                        group = %g.cloud_id,
-                        name = %g.display_name,
-                        reason = %g.path,
-                        count = g.held,
-                        resolve = %g.resolution(),
-                        "the Tier-0 guard held back new members"
-                    );
-                }
-                s.guarded = r.stopped.guarded.clone();
-                gauge!("writeback_stopped").set(if s.threshold.is_some() { 1.0 } else { 0.0 });
-                gauge!("writeback_guarded_groups").set(s.guarded.len() as f64);
-                s.failures = 0;
-                s.backoff_reason = None;
-                s.quarantined = None;
-                gauge!("writeback_quarantined").set(0.0);
-                next = Instant::now() + interval;
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                s.failures += 1;
-                let wait = backoff(interval, s.failures);
-                if e.action() == Action::Quarantine {
-                    s.quarantined = Some(reason.clone());
+        // The status is updated in one go, and let go before the lead is checked.
+        {
+            let mut s = daemon.status();
+            s.running = None;
+            match result {
+                Ok(r) if r.status == RunStatus::Quarantined => {
+                    record(&mut s, &r, started);
+                    let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
+                    s.failures += 1;
+                    let wait = backoff(interval, s.failures);
+                    tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined: writing stopped");
+                    s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+                    s.quarantined = Some(reason);
                     gauge!("writeback_quarantined").set(1.0);
+                    next = Instant::now() + wait;
                 }
-                tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
-                counter!("writeback_cycles_total", "kind" => kind.as_str(), "status" => RunStatus::Failed.as_str())
-                    .increment(1);
-                s.last_cycle = Some(LastCycle {
-                    kind: None,
-                    status: RunStatus::Failed,
-                    at: SystemTime::now(),
-                    message: Some(reason.clone()),
-                });
-                s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
-                next = Instant::now() + wait;
+                Ok(r) => {
+                    if r.kind == RunKind::Full {
+                        last_full = Some(Instant::now());
+                    }
+                    record(&mut s, &r, started);
+                    s.threshold =
+                        (r.status == RunStatus::StoppedDeleteThreshold).then(|| r.message.clone().unwrap_or_default());
+                    if let Some(why) = &s.threshold {
+                        let b = r.stopped.blocked.as_ref();
+                        tracing::warn!(
+                            run_id = r.run_id,
+                            reason = %why,
+                            threshold = b.map(|b| b.threshold.approve_option().trim_start_matches('-')),
+                            count = b.map(|b| b.count),
+                            held_groups = r.stopped.held.len(),
+                            approve = %r.stopped.approve_commands().join(" ; "),
+                            "stopped by a threshold: approve it, and the next cycle goes ahead"
+                        );
+                    }
+                    for g in &r.stopped.guarded {
+                        tracing::warn!(
+                            run_id = r.run_id,
+                            group = %g.cloud_id,
+                            name = %g.display_name,
+                            reason = %g.path,
+                            count = g.held,
+                            resolve = %g.resolution(),
+                            "the Tier-0 guard held back new members"
+                        );
+                    }
+                    s.guarded = r.stopped.guarded.clone();
+                    gauge!("writeback_stopped").set(if s.threshold.is_some() { 1.0 } else { 0.0 });
+                    gauge!("writeback_guarded_groups").set(s.guarded.len() as f64);
+                    s.failures = 0;
+                    s.backoff_reason = None;
+                    s.quarantined = None;
+                    gauge!("writeback_quarantined").set(0.0);
+                    next = Instant::now() + interval;
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    s.failures += 1;
+                    let wait = backoff(interval, s.failures);
+                    if e.action() == Action::Quarantine {
+                        s.quarantined = Some(reason.clone());
+                        gauge!("writeback_quarantined").set(1.0);
+                    }
+                    tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
+                    counter!("writeback_cycles_total", "kind" => kind.as_str(), "status" => RunStatus::Failed.as_str())
+                        .increment(1);
+                    s.last_cycle = Some(LastCycle {
+                        kind: None,
+                        status: RunStatus::Failed,
+                        at: SystemTime::now(),
+                        message: Some(reason.clone()),
+                    });
+                    s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+                    next = Instant::now() + wait;
+                }
             }
         }
-        drop(s);
         if let Err(why) = lead.check().await {
             tracing::error!(reason = %why, "stopping writes");
             daemon.status().lock_lost = !lead.lost();
