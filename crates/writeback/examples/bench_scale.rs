@@ -421,6 +421,57 @@ impl Bench {
     /// Changes `n` memberships in the simulator (half removals, half additions), then times
     /// one delta `writeback sync` and checks AD holds exactly the new members.
     fn delta(&mut self, fx: &Fixture, tenant: &mut Value, n: usize, seed: u64) {
+        let s = self.delta_step(fx, tenant, n, seed);
+        println!(
+            "delta sync, {n} changed memberships: {:.2} s, {} Graph requests, {} LDAP operations",
+            s.wall, s.graph, s.ldap
+        );
+        self.rows.push((
+            format!("delta sync ({}), {n} changed memberships in the tenant above", report::DC),
+            format!("{:.2} s wall, {} Graph requests, {} LDAP ops", s.wall, s.graph, s.ldap),
+        ));
+    }
+
+    /// The 1-change delta cycle with the state in SQLite, then with the same state moved to
+    /// PostgreSQL (`state export` / `state import`, TLS and a password, on loopback), median of
+    /// `STATE_ROUNDS` each, in the same run (issue #21: within 0.1 s).
+    fn state_engines(&mut self, fx: &Fixture, tenant: &mut Value) {
+        const STATE_ROUNDS: usize = 5;
+        let Ok(admin) = std::env::var("WRITEBACK_TEST_PG") else {
+            println!("no PostgreSQL ($WRITEBACK_TEST_PG): the state engines are not compared");
+            return;
+        };
+        let mut median = |b: &mut Bench, seed: u64| {
+            let mut walls: Vec<f64> =
+                (0..STATE_ROUNDS).map(|i| b.delta_step(fx, tenant, 1, seed + i as u64).wall).collect();
+            walls.sort_by(f64::total_cmp);
+            (walls[STATE_ROUNDS / 2], walls)
+        };
+        let (sqlite, sqlite_all) = median(self, 0x51_17e0);
+        let export = fx.dir.join("state-export.json");
+        writeback(fx, &["state", "export", &export.to_string_lossy()]);
+        let db = format!("wb_bench_{}", std::process::id());
+        for sql in [format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), format!("CREATE DATABASE {db}")] {
+            psql(&admin, &sql);
+        }
+        let url = format!("{}/{db}", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
+        let ca = std::env::var("WRITEBACK_TEST_PG_CA").unwrap_or_default();
+        fx.edit_config(|c| c.replace("path = \"state.db\"", &format!("url = \"{url}\"\nca_file = \"{ca}\"")));
+        writeback(fx, &["state", "import", &export.to_string_lossy()]);
+        let (pg, pg_all) = median(self, 0x9_9e5);
+        println!("1-change delta: SQLite state {sqlite:.3} s {sqlite_all:?}, PostgreSQL state {pg:.3} s {pg_all:?}");
+        self.rows.push((
+            format!(
+                "delta sync ({}), 1 changed membership in the tenant above, state in SQLite vs PostgreSQL \
+                 (15, loopback, TLS + password; the same state moved with state export/import), median of {STATE_ROUNDS}",
+                report::DC
+            ),
+            format!("SQLite {sqlite:.3} s, PostgreSQL {pg:.3} s: difference {:+.3} s", pg - sqlite),
+        ));
+    }
+
+    /// One delta step of `delta`: the change, the timed sync, the check; the sync's figures.
+    fn delta_step(&mut self, fx: &Fixture, tenant: &mut Value, n: usize, seed: u64) -> Step {
         let users: Vec<String> = tenant["users"]
             .as_array()
             .into_iter()
@@ -455,15 +506,22 @@ impl Bench {
         let s = writeback(fx, &["sync"]);
         let (_, members) = census(&self.dc, self.admin(), &fx.groups_ou);
         assert_eq!(members, total, "AD holds exactly the cloud's memberships after the delta");
-        println!(
-            "delta sync, {n} changed memberships: {:.2} s, {} Graph requests, {} LDAP operations",
-            s.wall, s.graph, s.ldap
-        );
-        self.rows.push((
-            format!("delta sync ({}), {n} changed memberships in the tenant above", report::DC),
-            format!("{:.2} s wall, {} Graph requests, {} LDAP ops", s.wall, s.graph, s.ldap),
-        ));
+        s
     }
+}
+
+/// One statement on the test PostgreSQL (scripts/postgres), as its `writeback` role.
+fn psql(admin_url: &str, sql: &str) {
+    let port = admin_url.rsplit_once(':').and_then(|(_, r)| r.split('/').next()).unwrap_or("5433").to_string();
+    let ca = std::env::var("WRITEBACK_TEST_PG_CA").unwrap_or_default();
+    let conn =
+        format!("host=localhost port={port} user=writeback dbname=postgres sslmode=verify-full sslrootcert={ca}");
+    let ok = Command::new("psql")
+        .args([conn.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", std::env::var("WRITEBACK_STATE_PASSWORD").unwrap_or_default())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "psql: {sql}");
 }
 
 fn main() {
@@ -509,6 +567,7 @@ fn main() {
         for (i, n) in [1, 100, 10_000].into_iter().enumerate() {
             b.delta(&fx, &mut tenant, n, 0x9e37_79b9 + i as u64);
         }
+        b.state_engines(&fx, &mut tenant);
         // The fixture keeps its files and OU for a look afterwards, not its simulator.
         fx.stop_sim();
     }

@@ -9,56 +9,16 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::pg::{cluster, history, postgres_state, psql};
 use common::*;
 use serde_json::{json, Value};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const INTERVAL_S: u64 = 2;
-
-/// A new database on the test server, and `[state]` pointing at it.
-fn postgres_state(fx: &Fixture, name: &str) -> String {
-    let db = format!("wb_e2e_{name}_{}", std::process::id());
-    for sql in [format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), format!("CREATE DATABASE {db}")] {
-        let out = psql("postgres", &sql);
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let admin = env("WRITEBACK_TEST_PG");
-    let url = format!("{}/{db}", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
-    let config = format!("url = \"{url}\"\nca_file = \"{}\"", env("WRITEBACK_TEST_PG_CA"));
-    fx.edit_config(|c| c.replace("path = \"state.db\"", &config));
-    db
-}
-
-fn psql(db: &str, sql: &str) -> std::process::Output {
-    let admin = env("WRITEBACK_TEST_PG");
-    let port = admin.rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).unwrap_or("5433").to_string();
-    let conn = format!(
-        "host=localhost port={port} user=writeback dbname={db} sslmode=verify-full sslrootcert={}",
-        env("WRITEBACK_TEST_PG_CA")
-    );
-    Command::new("psql")
-        .args([conn.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", env("WRITEBACK_STATE_PASSWORD"))
-        .output()
-        .expect("psql (scripts/postgres installs it)")
-}
-
-/// `pg_ctlcluster <version> <cluster> stop|start`, as scripts/postgres made it.
-fn cluster(action: &str) {
-    let which = env("WRITEBACK_TEST_PG_CLUSTER");
-    let mut args: Vec<&str> = which.split_whitespace().collect();
-    args.push(action);
-    if action == "stop" {
-        args.extend(["-m", "immediate"]);
-    }
-    let ok = Command::new("pg_ctlcluster").args(&args).status().is_ok_and(|s| s.success());
-    assert!(ok, "pg_ctlcluster {args:?}");
-}
 
 fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value, String) {
     let mut fx = Fixture::new(name);
@@ -70,27 +30,10 @@ fn setup(name: &str) -> (Fixture, Vec<AdObj>, Vec<String>, Value, String) {
     (fx, users, uids, t, db)
 }
 
-fn history(fx: &Fixture) -> Vec<Value> {
-    let r = fx.writeback(&["--json", "history", "--limit", "1000"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let mut runs = r.json()["runs"].as_array().cloned().unwrap_or_default();
-    runs.reverse(); // oldest first
-    runs
-}
-
-/// No two cycles overlapped: each run started after the one before it ended, and the epochs
-/// never go back. A run without an end is one whose instance was killed: only the last of its
-/// epoch may be so.
+/// No two cycles overlapped, and epochs never went back (`pg::overlaps`).
 fn no_overlap(runs: &[Value]) {
-    for pair in runs.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        let epoch = |r: &Value| r["epoch"].as_i64().unwrap_or(0);
-        assert!(epoch(a) <= epoch(b), "an older epoch ran after a newer one: {a} then {b}");
-        match a["finished_at"].as_str() {
-            Some(end) => assert!(end <= b["started_at"].as_str().unwrap_or(""), "overlapping runs: {a} and {b}"),
-            None => assert!(epoch(a) < epoch(b), "a run without an end, not the last of its epoch: {a} then {b}"),
-        }
-    }
+    let problems = pg::overlaps(runs);
+    assert!(problems.is_empty(), "{problems:#?}");
 }
 
 fn members_are(fx: &mut Fixture, g: &str, want: &[&AdObj]) -> bool {
@@ -217,4 +160,12 @@ fn a_paused_leader_replaced_meanwhile_does_not_write_when_it_resumes() {
     );
     let log = std::fs::read_to_string(&a.log).unwrap_or_default();
     assert!(log.contains("lost the lead"), "a says why it stopped: {log}");
+}
+
+/// `scripts/chaos`'s HA trials, reduced: one of each fault at a random moment, 50 groups.
+#[test]
+fn each_fault_at_a_random_moment_converges_without_overlap_or_duplicates() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let f = common::chaos::ha_failover(3, 50, 0x5eed_0a11_u64);
+    assert_eq!((f.trials, f.failures, f.duplicates), (5, 0, 0), "{:#?}", f.notes);
 }

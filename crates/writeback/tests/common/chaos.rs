@@ -218,3 +218,95 @@ pub fn lost_state(groups: u32) -> Figures {
     figures.add(problems);
     figures
 }
+
+/// High availability on PostgreSQL (issue #21): two daemons on one state; `trials` faults at
+/// random moments, in turn the leader killed (kill -9), the leader paused (SIGSTOP, resumed
+/// once AD is right again), PostgreSQL stopped for 3 s (a crash). After each a cloud change
+/// must reach AD within `CONVERGE`; at the end no two cycles may have overlapped in the
+/// shared history and nothing may be duplicated.
+pub fn ha_failover(trials: usize, groups: u32, seed: u64) -> Figures {
+    const INTERVAL_S: u64 = 2;
+    const CONVERGE: Duration = Duration::from_secs(60);
+    let mut figures = Figures::default();
+    let mut fx = Fixture::new("chaosha");
+    let (mut t, mut want) = tenant_for(&mut fx, groups, 12);
+    fx.start_sim(&t);
+    fx.write_config(&format!(
+        "delete_threshold = 100000\nmember_removal_threshold = 1000000\ncreate_threshold = 100000\n\
+         [daemon]\ninterval = \"{INTERVAL_S}s\"\nfull_interval = \"1h\"\n"
+    ));
+    pg::postgres_state(&fx, "chaosha");
+    let mut daemons = vec![Daemon::start(&fx), Daemon::start(&fx)];
+    let converged = |fx: &mut Fixture, want: &BTreeMap<String, HashSet<String>>| {
+        let until = Instant::now() + CONVERGE;
+        loop {
+            let problems = verify(fx, want);
+            if problems.is_empty() || Instant::now() > until {
+                return problems;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    figures.add(converged(&mut fx, &want));
+    let mut rng = seed.max(1);
+    for trial in 0..trials {
+        let leader = (0..200).find_map(|_| {
+            let found = daemons.iter().position(|d| d.health().is_some_and(|(_, h)| h["role"] == "active"));
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            found
+        });
+        let Some(leader) = leader else {
+            figures.add(vec![format!("trial {trial}: no instance leads")]);
+            continue;
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = Duration::from_millis(rng % (INTERVAL_S * 1000));
+        std::thread::sleep(delay);
+        let fault = match trial % 3 {
+            0 => {
+                daemons[leader].kill();
+                "leader killed (kill -9)"
+            }
+            1 => {
+                daemons[leader].signal("STOP");
+                "leader paused (SIGSTOP)"
+            }
+            _ => {
+                pg::cluster("stop");
+                std::thread::sleep(Duration::from_secs(3));
+                pg::cluster("start");
+                "PostgreSQL stopped for 3 s"
+            }
+        };
+        // A change in the cloud while it happens: group g takes the members of the next one.
+        let (g, from) = ((trial as u32 % groups) as usize, ((trial as u32 + 1) % groups) as usize);
+        let members = t["groups"][from]["members"].clone();
+        t["groups"][g]["members"] = members;
+        let (gid, fid) = (fx.id(g as u32 + 1), fx.id(from as u32 + 1));
+        let new = want.get(&fid).cloned().unwrap_or_default();
+        want.insert(gid, new);
+        fx.set_tenant(&t);
+        let changed = Instant::now();
+        let mut problems = converged(&mut fx, &want);
+        let took = changed.elapsed();
+        problems.iter_mut().for_each(|p| *p = format!("trial {trial}, {fault} after {} ms: {p}", delay.as_millis()));
+        if problems.is_empty() {
+            figures
+                .notes
+                .push(format!("trial {trial}: {fault} after {} ms; AD right {took:.1?} later", delay.as_millis()));
+        }
+        match trial % 3 {
+            0 => daemons[leader] = Daemon::start(&fx),
+            1 => daemons[leader].signal("CONT"),
+            _ => {}
+        }
+        figures.add(problems);
+    }
+    let overlaps = pg::overlaps(&pg::history(&fx));
+    figures.add(overlaps.into_iter().map(|o| format!("history: {o}")).collect());
+    figures
+}

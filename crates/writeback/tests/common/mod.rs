@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod chaos;
+pub mod pg;
 pub mod windows;
 
 use ldap3::controls::RawControl;
