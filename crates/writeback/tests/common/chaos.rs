@@ -236,7 +236,7 @@ pub fn ha_failover(trials: usize, groups: u32, seed: u64) -> Figures {
          [daemon]\ninterval = \"{INTERVAL_S}s\"\nfull_interval = \"1h\"\n"
     ));
     pg::postgres_state(&fx, "chaosha");
-    let mut daemons = vec![Daemon::start(&fx), Daemon::start(&fx)];
+    let mut daemons = [Daemon::start(&fx), Daemon::start(&fx)];
     let converged = |fx: &mut Fixture, want: &BTreeMap<String, HashSet<String>>| {
         let until = Instant::now() + CONVERGE;
         loop {
