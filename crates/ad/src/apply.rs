@@ -214,6 +214,10 @@ impl AdConn {
             }
             report.outcomes.push(outcome);
             progress(report.outcomes.len(), total);
+            if report.stopped.is_some() {
+                // The lead was lost within the operation: nothing more.
+                break;
+            }
             let (done, failed) = (report.outcomes.len(), report.failed_ops());
             if done >= BREAKER_MIN_OPS && failed as f64 > BREAKER_RATIO * done as f64 {
                 report.stopped = Some(format!(
@@ -408,6 +412,11 @@ impl AdConn {
         }
         let chunk = self.member_chunk;
         for part in values.chunks(chunk) {
+            if let Err(why) = self.may_write() {
+                report.stopped = Some(why.clone());
+                errors.extend(part.iter().map(|(_, dn)| (dn.clone(), format!("not written: {why}"))));
+                continue;
+            }
             let set: HashSet<String> = part.iter().map(|(v, _)| v.clone()).collect();
             let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
             report.ldap_writes += 1;
@@ -415,6 +424,11 @@ impl AdConn {
                 continue;
             }
             for (v, dn) in part {
+                if let Err(why) = self.may_write() {
+                    report.stopped = Some(why.clone());
+                    errors.push((dn.clone(), format!("not written: {why}")));
+                    continue;
+                }
                 let set: HashSet<String> = [v.clone()].into();
                 let m = if add { Mod::Add("member".to_string(), set) } else { Mod::Delete("member".to_string(), set) };
                 report.ldap_writes += 1;

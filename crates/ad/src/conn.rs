@@ -80,7 +80,12 @@ pub struct AdConn {
 /// What a writer checks before each batch of AD writes (one planned operation): that it still
 /// holds the lead (`Err` says why not).
 pub trait WriteGate: Send + Sync {
+    /// The full check (it may ask the state's server).
     fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+
+    /// A check without I/O, made before every LDAP write inside an operation (a large group's
+    /// member changes are many writes): the lead's own deadline.
+    fn still(&self) -> Result<(), String>;
 }
 
 fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, AdError> {
@@ -188,6 +193,11 @@ impl AdConn {
     /// Every write from now on first asks `gate` (see `WriteGate`).
     pub fn set_gate(&mut self, gate: Arc<dyn WriteGate>) {
         self.gate = Some(gate);
+    }
+
+    /// `WriteGate::still` of the gate, if any.
+    pub(crate) fn may_write(&self) -> Result<(), String> {
+        self.gate.as_ref().map_or(Ok(()), |g| g.still())
     }
 
     /// The connection, for one more LDAP request.

@@ -54,19 +54,24 @@ impl Export {
 }
 
 impl Store {
+    /// The whole state as of one moment (one transaction; PostgreSQL's repeatable read).
     pub async fn export(&self) -> Result<Export> {
-        let p = &self.pool;
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+        }
+        let p = &mut *tx;
         let mut out = Export { format: FORMAT, schema: crate::schema::SCHEMA_VERSION, ..Export::default() };
         for r in sqlx::query("SELECT cloud_id, object_guid, dn, updated_at, usn FROM links ORDER BY cloud_id")
-            .fetch_all(p)
+            .fetch_all(&mut *p)
             .await?
         {
             out.links.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?));
         }
-        for r in sqlx::query("SELECT key, value FROM meta ORDER BY key").fetch_all(p).await? {
+        for r in sqlx::query("SELECT key, value FROM meta ORDER BY key").fetch_all(&mut *p).await? {
             out.meta.push((r.try_get(0)?, r.try_get(1)?));
         }
-        for r in sqlx::query(RUNS).fetch_all(p).await? {
+        for r in sqlx::query(RUNS).fetch_all(&mut *p).await? {
             let mut row = Vec::with_capacity(RUN_INTEGER.len());
             for (i, int) in RUN_INTEGER.iter().enumerate() {
                 row.push(match int {
@@ -77,7 +82,7 @@ impl Store {
             out.runs.push(row);
         }
         for r in sqlx::query("SELECT cloud_id, member_id, message, since, last_seen, run_id FROM errors ORDER BY 1, 2")
-            .fetch_all(p)
+            .fetch_all(&mut *p)
             .await?
         {
             out.errors.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?));
@@ -85,7 +90,7 @@ impl Store {
         for r in sqlx::query(
             "SELECT id, what, group_id, up_to, who, created_at, used_run, used_at FROM approvals ORDER BY id",
         )
-        .fetch_all(p)
+        .fetch_all(&mut *p)
         .await?
         {
             out.approvals.push((
@@ -103,7 +108,7 @@ impl Store {
             "SELECT id, run_id, at, group_id, group_name, group_dn, op, member_id, member_name, member_dn, why \
              FROM audit ORDER BY id",
         )
-        .fetch_all(p)
+        .fetch_all(&mut *p)
         .await?
         {
             out.audit.push((
@@ -120,6 +125,7 @@ impl Store {
                 r.try_get(10)?,
             ));
         }
+        tx.commit().await?;
         Ok(out)
     }
 
@@ -226,6 +232,11 @@ impl Store {
             .bind(why)
             .execute(&mut *tx)
             .await?;
+        }
+        // The epochs of the imported runs stay behind the lead's: the next leader's is higher.
+        let max_epoch = data.runs.iter().filter_map(|r| r.get(17).and_then(serde_json::Value::as_i64)).max();
+        if let Some(e) = max_epoch {
+            sqlx::query("UPDATE leader SET epoch = $1 WHERE epoch < $1").bind(e).execute(&mut *tx).await?;
         }
         if self.engine == Engine::Postgres {
             // Ids were given: the identity columns continue after them.

@@ -130,6 +130,14 @@ impl Store {
     /// A new epoch for `deployment`, taken by this process (the SQLite deployment's file lock
     /// holder; PostgreSQL's lead takes it in `lead`).
     pub async fn take_epoch(&self, deployment: &str, host: &str, address: Option<&str>) -> Result<i64> {
+        let other: Option<String> =
+            sqlx::query_scalar("SELECT deployment FROM leader WHERE deployment <> $1 ORDER BY deployment LIMIT 1")
+                .bind(deployment)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(theirs) = other {
+            return Err(crate::StoreError::OtherDeployment { at: self.at.clone(), theirs, ours: deployment.into() });
+        }
         let stamp = now();
         let epoch = sqlx::query_scalar(
             "INSERT INTO leader (deployment, epoch, host, pid, address, since, heartbeat)

@@ -54,6 +54,12 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("state import: {0}")]
     Import(String),
+    #[error(
+        "the state at {at} belongs to another deployment ({theirs}); this configuration is for \
+        {ours} (the tenant and the AD domain written to). Every instance sharing a state must have \
+        the same [cloud] tenant_id and [ad] target_ou domain: give this one a state of its own"
+    )]
+    OtherDeployment { at: String, theirs: String, ours: String },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -94,9 +100,10 @@ pub enum Engine {
     Postgres,
 }
 
-/// The leader epoch a writer holds: with PostgreSQL, every transaction it writes first checks
-/// (and locks) the leader row, so that a takeover waits for it and an old leader's write after
-/// a takeover fails instead of landing (see `lead`).
+/// The leader epoch a writer holds: with PostgreSQL, every transaction it writes first reads the
+/// leader row's epoch and fails if it moved. A takeover ends the old leader's sessions before
+/// and after it moves the epoch (`lead`), so no transaction of an old leader that read the old
+/// epoch can commit after the new one is in place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
     pub deployment: String,
@@ -180,6 +187,20 @@ pub struct Pending {
     pub added: Vec<CloudId>,
     #[serde(default)]
     pub gone: Vec<CloudId>,
+}
+
+/// This host's name, as the state records it (runs, instances, the lead).
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How this process names its PostgreSQL sessions: a takeover ends them all.
+pub(crate) fn application_name(host: &str, pid: i64) -> String {
+    format!("writeback:{host}:{pid}")
 }
 
 /// Now, as the state records times: UTC, milliseconds, `2026-12-03T10:00:00.000Z` (text that
@@ -397,9 +418,32 @@ impl Store {
         for (_, n) in s.columns() {
             q = q.bind(n as i64);
         }
-        // A run's end is recorded even by an instance that lost the lead: it is its own record.
-        q.execute(&self.pool).await?;
+        // Fenced too: an instance that lost the lead records nothing more, not even the end of
+        // its run (the next leader closes it: `close_interrupted`).
+        let mut tx = self.begin().await?;
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Runs of earlier epochs still marked running (their instance was killed, stopped or lost
+    /// the lead before it could record their end) are marked failed, their end unknown.
+    /// Returns how many.
+    pub async fn close_interrupted(&self) -> Result<u64> {
+        let Some((_, epoch)) = &self.runner else { return Ok(0) };
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE runs SET status = $1, message = $2 WHERE status = $3 AND (epoch IS NULL OR epoch < $4)",
+        )
+        .bind(RunStatus::Failed.as_str())
+        .bind("interrupted: its instance was killed, stopped or lost the lead before the run ended (end unknown)")
+        .bind(RunStatus::Running.as_str())
+        .bind(*epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Records which AD object stands for which cloud group; forgets deleted ones. Only the
@@ -469,6 +513,18 @@ impl Store {
             .collect()
     }
 
+    /// The last full run that did its work (a new leader goes on with delta cycles after it).
+    pub async fn last_full_run(&self) -> Result<Option<RunRecord>> {
+        let rows = sqlx::query(LAST_FULL_RUNS).fetch_all(&self.pool).await?;
+        for r in &rows {
+            let run = run_record(r)?;
+            if run.status.done() {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn link_count(&self) -> Result<usize> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM links").fetch_one(&self.pool).await?;
         Ok(count(n))
@@ -479,6 +535,10 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+const LAST_FULL_RUNS: &str = "SELECT id, kind, status, started_at, finished_at, duration_ms, message, adds, updates, \
+    renames, moves, deletes, member_adds, member_removes, skipped_members, errors, host, epoch \
+    FROM runs WHERE kind = 'full' ORDER BY id DESC LIMIT 20";
 
 const FINISH_RUN: &str = "UPDATE runs SET kind = $2, status = $3, finished_at = $4, duration_ms = $5, message = $6, \
     adds = $7, updates = $8, renames = $9, moves = $10, deletes = $11, member_adds = $12, member_removes = $13, \

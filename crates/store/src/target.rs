@@ -78,9 +78,12 @@ impl PgTarget {
         Ok(PgTarget { url: parsed, password, ca_file: ca_file.map(Path::to_path_buf) })
     }
 
-    /// The URL sqlx connects with (the password in it): never shown or logged.
+    /// The URL sqlx connects with (the password in it): never shown or logged. Its sessions
+    /// carry this process's `application_name`.
     pub(crate) fn connect_url(&self) -> String {
         let mut u = self.url.clone();
+        let name = crate::application_name(&crate::host(), i64::from(std::process::id()));
+        u.query_pairs_mut().append_pair("application_name", &name);
         if let Some(p) = &self.password {
             // Only fails for URLs that cannot have a password (no host): a socket URL then
             // relies on peer authentication, as psql does.
@@ -138,7 +141,7 @@ mod tests {
         assert!(!format!("{:?}", Target::Postgres(t)).contains("s3cr"));
         let with_ca =
             PgTarget::new("postgres://w@db/x?sslmode=verify-ca", None, Some(Path::new("/etc/ca.pem"))).expect("valid");
-        assert!(with_ca.connect_url().ends_with("sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem"));
+        assert!(with_ca.connect_url().contains("sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem"));
         assert!(matches!(PgTarget::new("postgres://w:pw@db/x", None, None), Err(TargetError::PasswordInUrl)));
         assert!(matches!(PgTarget::new("postgres://w@db/x?sslmode=require", None, None), Err(TargetError::WeakTls(_))));
         assert!(matches!(PgTarget::new("postgres://w@db/x?sslmode=disable", None, None), Err(TargetError::WeakTls(_))));

@@ -462,8 +462,9 @@ impl Bench {
         println!("1-change delta: SQLite state {sqlite:.3} s {sqlite_all:?}, PostgreSQL state {pg:.3} s {pg_all:?}");
         self.rows.push((
             format!(
-                "delta sync ({}), 1 changed membership in the tenant above, state in SQLite vs PostgreSQL \
-                 (15, loopback, TLS + password; the same state moved with state export/import), median of {STATE_ROUNDS}",
+                "delta sync ({}), 1 changed membership in the tenant above, state in SQLite vs \
+                 PostgreSQL (15, loopback, TLS + password; the same state moved with state \
+                 export/import), median of {STATE_ROUNDS}",
                 report::DC
             ),
             format!("SQLite {sqlite:.3} s, PostgreSQL {pg:.3} s: difference {:+.3} s", pg - sqlite),

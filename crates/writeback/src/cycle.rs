@@ -112,6 +112,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result
     let started = Instant::now();
     let mut store = Store::open(&cfg.state()?).await?;
     store.fenced(lead.fence(), &crate::lead::host());
+    store.close_interrupted().await?;
     let marks = if full { None } else { store.watermarks().await? };
     let mut note = None;
     let settings = cfg.settings_fingerprint();
@@ -422,6 +423,9 @@ impl Cycle<'_> {
         let mut summary = applied_summary(&plan, &applied);
         summary.errors = errors.len();
         if let Some(why) = &report.stopped {
+            // The lead was lost: nothing more is recorded (another instance leads; it finds
+            // in AD, by the markers, what this one wrote).
+            self.lead.check().await.map_err(CycleError::Lock)?;
             // Record what happened, but keep the watermarks: the next cycle repeats this work.
             reach.save_errors(self.store, run_id, &errors).await?;
             let (status, message) = (RunStatus::Quarantined, Some(with_note(why.clone(), used)));

@@ -52,6 +52,8 @@ pub struct Status {
     pub lock_lost: bool,
     /// The active instance, as the state says (while this one is a standby).
     pub leader: Option<writeback_store::Leader>,
+    /// This instance's epoch while it leads (what it publishes is fenced by it).
+    pub fence: Option<writeback_store::Fence>,
     /// Set while writing is stopped because most operations failed or the credentials or
     /// TLS trust are wrong; cleared by the next good cycle.
     pub quarantined: Option<String>,
@@ -106,6 +108,7 @@ impl Daemon {
             next_cycle: None,
             lock_lost: false,
             leader: None,
+            fence: None,
             quarantined: None,
             threshold: None,
             guarded: Vec::new(),
@@ -252,6 +255,10 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
     let stop = Arc::new(Notify::new());
     spawn_signals(daemon.clone(), stop.clone());
     let me = crate::lead::me(Some(local));
+    // The state's tables are created or migrated once, before the tasks that open it start.
+    if let Err(e) = open_state(&daemon).await {
+        tracing::warn!(error = %e, "the state cannot be opened yet");
+    }
     let seen = tokio::spawn(crate::lead::seen(daemon.clone(), me.clone()));
     let code = loop {
         let lead = match crate::lead::wait(&daemon, &me, &stop).await {
@@ -260,8 +267,10 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
             Err(code) => break code,
         };
         {
+            // A new lead starts afresh: what stopped the last one is in the history.
             let mut s = daemon.status();
-            (s.role, s.leader, s.lock_lost) = (Role::Active, None, false);
+            (s.role, s.leader, s.lock_lost, s.fence) = (Role::Active, None, false, Some(lead.fence()));
+            (s.failures, s.quarantined, s.backoff_reason) = (0, None, None);
         }
         tracing::info!(
             interval_s = interval.as_secs_f64(),
@@ -269,12 +278,9 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
             epoch = lead.fence().epoch,
             "active: running cycles"
         );
-        let lost = Arc::new(Notify::new());
-        let beat = lead.heartbeat(lost.clone());
+        let lost = lead.lost_notify().unwrap_or_default();
         let code = cycles(&daemon, &lead, &stop, &lost).await;
-        if let Some(b) = beat {
-            b.abort();
-        }
+        daemon.status().fence = None;
         if lead.lost() {
             // The PostgreSQL lead is gone (another instance took over, or PostgreSQL did not
             // answer): back to standby, which leads again once it can.
@@ -293,14 +299,18 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
     code
 }
 
+async fn open_state(daemon: &Daemon) -> Result<(), crate::error::CycleError> {
+    writeback_store::Store::open(&daemon.cfg().state()?).await?.close().await;
+    Ok(())
+}
+
 /// How long ago the last full cycle recorded in the state started, if it did its work: a new
 /// leader (a takeover, a restart) goes on with delta cycles from the shared watermarks until
 /// `full_interval` has passed since it.
 async fn last_full_age(cfg: &Config) -> Option<Duration> {
     let store = writeback_store::Store::open_read_only(&cfg.state().ok()?).await.ok()??;
-    let runs = store.runs(200).await.ok()?;
     store.watermarks().await.ok()??;
-    let full = runs.iter().find(|r| r.kind == RunKind::Full && r.status.done())?;
+    let full = store.last_full_run().await.ok()??;
     let at = humantime::parse_rfc3339(&full.started_at).ok()?;
     SystemTime::now().duration_since(at).ok()
 }

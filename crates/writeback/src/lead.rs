@@ -21,8 +21,17 @@ use crate::exit;
 use crate::lock::{LockWatch, StateLock};
 
 pub enum Lead {
-    File { lock: StateLock, fence: Fence },
-    Pg(Arc<Lease>),
+    File {
+        lock: StateLock,
+        fence: Fence,
+    },
+    /// The lease, its heartbeat task (every beat, also while a cycle reads), and what that task
+    /// tells when the lead is lost.
+    Pg {
+        lease: Arc<Lease>,
+        beat: tokio::task::JoinHandle<()>,
+        lost: Arc<Notify>,
+    },
 }
 
 /// Why this process does not lead now.
@@ -57,11 +66,7 @@ impl NotLead {
 
 /// This host's name, as the state records it.
 pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    writeback_store::host()
 }
 
 /// This process, as the state records it: the host, and where its listener is (if any).
@@ -99,9 +104,32 @@ impl Lead {
                 Ok(Ok(Lead::file(lock, &path, &deployment, me).await?))
             }
             Target::Postgres(pg) => match Lease::try_acquire(&pg, &deployment, me, timing).await? {
-                Attempt::Leading(lease) => Ok(Ok(Lead::Pg(Arc::new(lease)))),
+                Attempt::Leading(lease) => Ok(Ok(Lead::pg(lease))),
                 Attempt::Standby(holder) => Ok(Err(NotLead::Pg(holder))),
             },
+        }
+    }
+
+    fn pg(lease: Lease) -> Lead {
+        let (lease, lost) = (Arc::new(lease), Arc::new(Notify::new()));
+        let (task_lease, task_lost) = (lease.clone(), lost.clone());
+        let beat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(task_lease.timing().beat()).await;
+                if task_lease.beat().await.is_err() {
+                    task_lost.notify_one();
+                    return;
+                }
+            }
+        });
+        Lead::Pg { lease, beat, lost }
+    }
+
+    /// What the heartbeat task tells when the lead is lost (PostgreSQL only).
+    pub fn lost_notify(&self) -> Option<Arc<Notify>> {
+        match self {
+            Lead::File { .. } => None,
+            Lead::Pg { lost, .. } => Some(lost.clone()),
         }
     }
 
@@ -116,7 +144,7 @@ impl Lead {
     pub fn fence(&self) -> Fence {
         match self {
             Lead::File { fence, .. } => fence.clone(),
-            Lead::Pg(lease) => lease.fence().clone(),
+            Lead::Pg { lease, .. } => lease.fence().clone(),
         }
     }
 
@@ -124,7 +152,7 @@ impl Lead {
     pub async fn check(&self) -> Result<(), String> {
         match self {
             Lead::File { lock, .. } => lock.check(),
-            Lead::Pg(lease) => lease.check().await,
+            Lead::Pg { lease, .. } => lease.check().await,
         }
     }
 
@@ -132,25 +160,29 @@ impl Lead {
     pub fn gate(&self) -> Arc<dyn WriteGate> {
         match self {
             Lead::File { lock, .. } => Arc::new(lock.watch()),
-            Lead::Pg(lease) => Arc::new(LeaseGate(lease.clone())),
+            Lead::Pg { lease, .. } => Arc::new(LeaseGate(lease.clone())),
         }
     }
 
     /// True once the PostgreSQL lead is lost (a file lock is never lost this way: see
     /// `StateLock::intact`).
     pub fn lost(&self) -> bool {
-        matches!(self, Lead::Pg(l) if l.lost())
+        matches!(self, Lead::Pg { lease, .. } if lease.lost())
     }
 
     /// Gives the lead up.
     pub async fn release(self) {
         match self {
             Lead::File { lock, .. } => drop(lock),
-            Lead::Pg(lease) => match Arc::try_unwrap(lease) {
-                Ok(lease) => lease.release().await,
-                // A task still holds it: the session ends when the last holder drops it.
-                Err(_) => tracing::debug!("the lead is released when its last user ends"),
-            },
+            Lead::Pg { lease, beat, .. } => {
+                beat.abort();
+                let _ = beat.await;
+                match Arc::try_unwrap(lease) {
+                    Ok(lease) => lease.release().await,
+                    // A gate still holds it: the session ends when its last holder drops it.
+                    Err(_) => tracing::debug!("the lead is released when its last user ends"),
+                }
+            }
         }
     }
 }
@@ -161,20 +193,26 @@ impl WriteGate for LeaseGate {
     fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(self.0.check())
     }
+
+    fn still(&self) -> Result<(), String> {
+        self.0.still()
+    }
 }
 
 impl WriteGate for LockWatch {
     fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(async move {
-            match self.intact() {
-                true => Ok(()),
-                false => Err(format!(
-                    "the state lock file {} was removed or replaced since this instance locked it: \
-                     it stopped writing; restart it",
-                    self.path().display()
-                )),
-            }
-        })
+        Box::pin(async move { self.still() })
+    }
+
+    fn still(&self) -> Result<(), String> {
+        match self.intact() {
+            true => Ok(()),
+            false => Err(format!(
+                "the state lock file {} was removed or replaced since this instance locked it: \
+                 it stopped writing; restart it",
+                self.path().display()
+            )),
+        }
     }
 }
 
@@ -186,7 +224,11 @@ pub async fn wait(daemon: &Daemon, me: &Me, stop: &Notify) -> Result<Option<Lead
     let timing = Timing::for_interval(daemon.status().interval);
     let mut said: Option<String> = None;
     loop {
-        match (Lead::try_take(&cfg, me, timing).await, cfg.state()) {
+        let attempt = tokio::select! {
+            a = Lead::try_take(&cfg, me, timing) => a,
+            _ = stop.notified() => return Ok(None),
+        };
+        match (attempt, cfg.state()) {
             (Ok(Ok(lead)), _) => return Ok(Some(lead)),
             (Ok(Err(NotLead::File(holder))), Ok(Target::Sqlite(path))) => {
                 daemon.status().role = Role::Standby;
@@ -218,6 +260,10 @@ pub async fn wait(daemon: &Daemon, me: &Me, stop: &Notify) -> Result<Option<Lead
                 let mut s = daemon.status();
                 (s.role, s.leader) = (Role::Standby, holder);
             }
+            (Err(e @ CycleError::Store(writeback_store::StoreError::OtherDeployment { .. })), _) => {
+                eprintln!("error: {e}");
+                return Err(exit::CONFIG);
+            }
             (Err(e), Ok(Target::Postgres(_))) => {
                 tracing::warn!(error = %e, "cannot take the lead now (PostgreSQL); trying again");
                 daemon.status().role = Role::Standby;
@@ -232,24 +278,6 @@ pub async fn wait(daemon: &Daemon, me: &Me, stop: &Notify) -> Result<Option<Lead
             _ = tokio::time::sleep(timing.beat()) => {}
             _ = stop.notified() => return Ok(None),
         }
-    }
-}
-
-impl Lead {
-    /// PostgreSQL's lead heartbeats on its own task, every beat, also while a cycle runs;
-    /// `lost` is told when it fails. (A file lock needs no heartbeat.)
-    pub fn heartbeat(&self, lost: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
-        let Lead::Pg(lease) = self else { return None };
-        let lease = lease.clone();
-        Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease.timing().beat()).await;
-                if lease.check().await.is_err() {
-                    lost.notify_one();
-                    return;
-                }
-            }
-        }))
     }
 }
 

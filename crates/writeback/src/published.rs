@@ -58,7 +58,15 @@ pub async fn publish(daemon: &Daemon) {
             interval_s: s.interval.as_secs(),
         }
     };
-    let saved = async { Store::open(&daemon.cfg().state()?).await?.save_json(KEY, &record).await.map_err(Into::into) };
+    let fence = daemon.status().fence.clone();
+    let saved = async {
+        let mut store = Store::open(&daemon.cfg().state()?).await?;
+        // Fenced: an instance that lost the lead does not overwrite the new leader's report.
+        if let Some(f) = fence {
+            store.fenced(f, &crate::lead::host());
+        }
+        store.save_json(KEY, &record).await.map_err(Into::into)
+    };
     if let Err(e) = saved.await as Result<(), crate::error::CycleError> {
         tracing::warn!(error = %e, "cannot publish the daemon's status in the state database");
     }

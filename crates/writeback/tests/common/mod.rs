@@ -856,24 +856,50 @@ impl Daemon {
         Daemon::start_on(fx, "127.0.0.1")
     }
 
-    /// A daemon listening on `ip` (a free port), probed through 127.0.0.1.
+    /// A daemon listening on `ip` (a free port), probed through 127.0.0.1. A port taken between
+    /// `free_port` and the daemon's bind (an outgoing connection's ephemeral port) is replaced.
     pub fn start_on(fx: &Fixture, ip: &str) -> Daemon {
-        let port = free_port();
-        let bin =
-            option_env!("CARGO_BIN_EXE_writeback").map(PathBuf::from).unwrap_or_else(|| sibling_binary("writeback"));
-        let log_path = fx.dir.join(format!("daemon-{port}.log"));
-        let log = std::fs::File::create(&log_path).expect("log");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(fx.dir.join("writeback.toml"))
-            .args(["run", "--listen", &format!("{ip}:{port}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the daemon");
-        let d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}"), log: log_path };
-        d.wait_for("listening", |_| true);
-        d
+        for _ in 0..5 {
+            let port = free_port();
+            let bin = option_env!("CARGO_BIN_EXE_writeback")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| sibling_binary("writeback"));
+            let log_path = fx.dir.join(format!("daemon-{port}.log"));
+            let log = std::fs::File::create(&log_path).expect("log");
+            let child = Command::new(bin)
+                .arg("-c")
+                .arg(fx.dir.join("writeback.toml"))
+                .args(["run", "--listen", &format!("{ip}:{port}")])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start the daemon");
+            let mut d = Daemon { child: Some(child), url: format!("http://127.0.0.1:{port}"), log: log_path };
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut answered = false;
+            loop {
+                if let Some(Ok(Some(_))) = d.child.as_mut().map(Child::try_wait) {
+                    // It left: someone else has the port (whatever answers there is not ours).
+                    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+                    assert!(log.contains("Address already in use"), "the daemon exited: {log}");
+                    d.child = None;
+                    break;
+                }
+                if answered {
+                    return d;
+                }
+                // Something answers: ours if it is still running a moment later (a daemon that
+                // could not bind has left by then).
+                if d.health().is_some() {
+                    answered = true;
+                    std::thread::sleep(Duration::from_millis(300));
+                    continue;
+                }
+                assert!(Instant::now() < until, "timed out waiting for the daemon at {} to listen", d.url);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("no free port for the daemon after 5 tries")
     }
 
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
