@@ -144,6 +144,44 @@ async fn a_state_of_writeback_0_1_is_migrated_in_place() {
     let _ = std::fs::remove_file(&path);
 }
 
+#[tokio::test]
+async fn a_state_of_writeback_0_1_at_its_first_version_is_migrated_in_place() {
+    let path = temp("legacy1");
+    let target = Target::Sqlite(path.clone());
+    {
+        // writeback 0.1's first schema (`user_version` 1), as it created it.
+        let (pool, _) = schema_pool(&target).await;
+        sqlx::raw_sql(
+            "CREATE TABLE links (cloud_id TEXT PRIMARY KEY, object_guid TEXT NOT NULL, dn TEXT NOT NULL,
+               updated_at TEXT NOT NULL);
+             CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, status TEXT NOT NULL,
+               started_at TEXT NOT NULL, finished_at TEXT, adds INTEGER NOT NULL DEFAULT 0,
+               updates INTEGER NOT NULL DEFAULT 0, renames INTEGER NOT NULL DEFAULT 0,
+               moves INTEGER NOT NULL DEFAULT 0, deletes INTEGER NOT NULL DEFAULT 0,
+               member_adds INTEGER NOT NULL DEFAULT 0, member_removes INTEGER NOT NULL DEFAULT 0,
+               skipped_members INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
+               duration_ms INTEGER NOT NULL DEFAULT 0, message TEXT);
+             CREATE TABLE errors (cloud_id TEXT NOT NULL, member_id TEXT NOT NULL DEFAULT '', message TEXT NOT NULL,
+               since TEXT NOT NULL, last_seen TEXT NOT NULL, run_id INTEGER NOT NULL,
+               PRIMARY KEY (cloud_id, member_id, message));
+             PRAGMA user_version = 1;
+             INSERT INTO links (cloud_id, object_guid, dn, updated_at) VALUES ('a', 'g', 'CN=a', 'x');
+             INSERT INTO runs (kind, status, started_at) VALUES ('full', 'success', 'x');",
+        )
+        .execute(&pool)
+        .await
+        .expect("v1");
+        pool.close().await;
+    }
+    let s = Store::open(&target).await.expect("migrated from version 1");
+    s.save_usns(&[(CloudId::new("a"), 9)]).await.expect("version 2's column");
+    assert_eq!(s.usns().await.expect("usns").get("a"), Some(&9));
+    s.approve(&Approve::Past { threshold: writeback_core::Threshold::Deletes, up_to: 1 }, "x").await.expect("v3");
+    assert!(s.audit(&AuditQuery::default()).await.expect("version 4's table").is_empty());
+    assert_eq!(s.runs(5).await.expect("runs")[0].run_id, 1, "history kept");
+    let _ = std::fs::remove_file(&path);
+}
+
 async fn schema_pool(target: &Target) -> (sqlx::AnyPool, Engine) {
     sqlx::any::install_default_drivers();
     if let Target::Sqlite(p) = target {

@@ -219,6 +219,27 @@ pub fn errors(errors: &[ErrorRecord], as_json: bool) {
 
 /// `writeback check`: one line per check; exit 0 only when every check passes. The Graph and
 /// AD crates run their checks; this renders them.
+/// The state: reachable (PostgreSQL: TLS, the password), its tables, and who leads.
+async fn state_check(cfg: &Config) -> Result<String, String> {
+    let target = cfg.state().map_err(|e| e.to_string())?;
+    match writeback_store::Store::open_read_only(&target).await {
+        Ok(None) => Ok(format!("{target}: no state yet (the first sync creates it)")),
+        Ok(Some(store)) => {
+            let leaders = store.leaders().await.map_err(|e| e.to_string())?;
+            let links = store.link_count().await.map_err(|e| e.to_string())?;
+            store.close().await;
+            let lead = match leaders.first() {
+                Some(l) => {
+                    format!("; lead: {} (pid {}), epoch {}, last heartbeat {}", l.host, l.pid, l.epoch, l.heartbeat)
+                }
+                None => String::new(),
+            };
+            Ok(format!("{target}: readable, {links} links{lead}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub async fn check(cfg: &Config, as_json: bool) -> u8 {
     let mut results = vec![Check::new("config", Ok("parsed".into()))];
     // A preflight answers in seconds: one retry, not a cycle's back-off over a minute (a name
@@ -239,6 +260,7 @@ pub async fn check(cfg: &Config, as_json: bool) -> u8 {
             results.extend(writeback_ad::preflight(&ad_cfg, &p).await);
         }
     }
+    results.push(Check::new("state", state_check(cfg).await));
     let ok = results.iter().all(|c| c.result.is_ok());
     if as_json {
         let checks: Vec<_> = results

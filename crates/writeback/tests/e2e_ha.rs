@@ -86,6 +86,15 @@ fn one_leads_and_a_killed_leader_is_replaced_within_two_intervals() {
     assert!(took <= Duration::from_secs(2 * INTERVAL_S), "took {took:?}");
     let hb = b.wait_for("b leads", |h| h["role"] == "active");
     assert_eq!(hb["healthy"], true, "{hb}");
+    // `check` reaches the state over TLS with the password, and says who leads.
+    let check = fx.writeback(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stdout.contains("ok    state: postgres://writeback@localhost") && check.stdout.contains("; lead: "),
+        "{}",
+        check.stdout
+    );
+    assert!(!check.stdout.contains(&env("WRITEBACK_STATE_PASSWORD")), "no password in the output");
 
     let runs = history(&fx);
     no_overlap(&runs);
