@@ -310,6 +310,7 @@ impl AdConn {
         if inline {
             entry.push(("member".into(), inline_set));
         }
+        self.may_write()?;
         report.ldap_writes += 1;
         let mut res = self.op().add(dn, entry.clone()).await.and_then(|r| r.success());
         if res.is_err() && inline {
@@ -317,6 +318,7 @@ impl AdConn {
             if let Err(ldap3::LdapError::LdapResult { result }) = &res {
                 if result.rc != 68 {
                     entry.retain(|(k, _)| k != "member");
+                    self.may_write()?;
                     report.ldap_writes += 1;
                     res = self.op().add(dn, entry).await.and_then(|r| r.success());
                 }
@@ -384,6 +386,7 @@ impl AdConn {
         what: &str,
         report: &mut ApplyReport,
     ) -> Result<(), String> {
+        self.may_write()?;
         report.ldap_writes += 1;
         self.op()
             .modify(&format!("<GUID={guid}>"), mods)
@@ -541,6 +544,7 @@ impl AdConn {
                         naming::marker(cloud_id)
                     ));
                 }
+                self.may_write()?;
                 report.ldap_writes += 1;
                 self.op()
                     .delete(&format!("<GUID={guid}>"))

@@ -12,9 +12,11 @@
 //! A standby takes the lock when the leader's session ends (a killed process: PostgreSQL
 //! releases the lock at once), or, when the heartbeat is older than `stale` (host gone, network
 //! cut, a paused process), ends the leader's session itself (`pg_terminate_backend`, allowed
-//! between sessions of the same role) and takes it then. Taking over, it ends every session of
-//! the previous leader's process (they carry its `application_name`) before and after it moves
-//! the epoch: a state transaction of the old leader that read the old epoch cannot commit after.
+//! between sessions of the same role) and takes it then. Taking over, it ends the previous
+//! leader's sessions (they carry its `application_name`, kept in the leader row) and moves the
+//! epoch only once it holds the leader row `FOR UPDATE`: every state transaction of the old
+//! leader read the epoch `FOR KEY SHARE`, so it has committed by then or will fail. A session
+//! that still holds the row (a paused process in a transaction) is ended after `lock_timeout`.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,10 +85,13 @@ async fn connect(target: &PgTarget) -> Result<PgConnection> {
     }
 }
 
-const LEADER: &str =
-    "SELECT deployment, epoch, host, pid, address, since, heartbeat, stale_ms FROM leader WHERE deployment = $1";
+const LEADER: &str = "SELECT deployment, epoch, host, pid, address, since, heartbeat, stale_ms, session \
+    FROM leader WHERE deployment = $1";
 
-async fn leader(conn: &mut PgConnection, deployment: &str) -> Result<Option<(Leader, Option<i64>)>> {
+/// The leader row: who, its `stale`, and its sessions' `application_name`.
+type Row3 = (Leader, Option<i64>, Option<String>);
+
+async fn leader(conn: &mut PgConnection, deployment: &str) -> Result<Option<Row3>> {
     let row = sqlx::query(LEADER).bind(deployment).fetch_optional(&mut *conn).await?;
     Ok(match row {
         None => None,
@@ -101,6 +106,7 @@ async fn leader(conn: &mut PgConnection, deployment: &str) -> Result<Option<(Lea
                 heartbeat: r.try_get(6)?,
             },
             r.try_get(7)?,
+            r.try_get(8)?,
         )),
     })
 }
@@ -112,17 +118,82 @@ async fn try_lock(conn: &mut PgConnection, deployment: &str) -> Result<bool> {
         .await?)
 }
 
-/// Ends every session of the process that led before (its `application_name`), but this one.
-async fn end_sessions_of(conn: &mut PgConnection, previous: &Leader) -> Result<usize> {
-    let name = crate::application_name(&previous.host, previous.pid);
+/// Ends the sessions named `application_name` (the previous leader's process), but this one,
+/// and waits up to 5 s for each to be gone (`pg_terminate_backend` with a timeout: PostgreSQL
+/// 14 or later). Returns how many.
+async fn end_sessions_named(conn: &mut PgConnection, application_name: &str) -> Result<usize> {
     let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
          WHERE application_name = $1 AND pid <> pg_backend_pid()",
     )
-    .bind(name)
+    .bind(application_name)
     .fetch_all(&mut *conn)
     .await?;
     Ok(ended.len())
+}
+
+/// Ends the sessions with a transaction open on the leader table (a fenced state write that
+/// holds the row), but this one, waiting for each to be gone.
+async fn end_row_holders(conn: &mut PgConnection) -> Result<usize> {
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks
+         WHERE locktype = 'relation' AND relation = 'leader'::regclass AND mode = 'RowShareLock'
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ended.len())
+}
+
+/// Moves the epoch to this session: once it holds the leader row `FOR UPDATE` (waiting for the
+/// old leader's state transactions, at most `wait`, then ending them, three times).
+async fn take_epoch(conn: &mut PgConnection, deployment: &str, me: &Me, timing: Timing) -> Result<i64> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", timing.stale.as_millis()))
+            .execute(&mut *tx)
+            .await?;
+        let held = sqlx::query("SELECT epoch FROM leader WHERE deployment = $1 FOR UPDATE")
+            .bind(deployment)
+            .execute(&mut *tx)
+            .await;
+        match held {
+            Ok(_) => {}
+            // 55P03 lock_not_available: a session holds the row (a paused old leader).
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && tries < 3 => {
+                drop(tx);
+                let ended = end_row_holders(conn).await?;
+                tracing::warn!(sessions = ended, "state transactions of the old leader held the lead: ended");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO leader (deployment, epoch, host, pid, backend_pid, address, since, heartbeat, stale_ms,
+                 session)
+               VALUES ($1, 1, $2, $3, pg_backend_pid(), $4,
+                       to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                       to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), $5, $6)
+             ON CONFLICT (deployment) DO UPDATE SET epoch = leader.epoch + 1, host = excluded.host,
+               pid = excluded.pid, backend_pid = excluded.backend_pid, address = excluded.address,
+               since = excluded.since, heartbeat = excluded.heartbeat, stale_ms = excluded.stale_ms,
+               session = excluded.session
+             RETURNING epoch",
+        )
+        .bind(deployment)
+        .bind(&me.host)
+        .bind(i64::from(std::process::id()))
+        .bind(&me.address)
+        .bind(timing.stale.as_millis().min(i64::MAX as u128) as i64)
+        .bind(crate::application_name())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(epoch);
+    }
 }
 
 impl Lease {
@@ -143,77 +214,41 @@ impl Lease {
         let mut got = try_lock(&mut conn, deployment).await?;
         if !got {
             let stale = match leader(&mut conn, deployment).await? {
-                Some((_, Some(ms))) => timing.stale.max(Duration::from_millis(ms.max(0) as u64)),
+                Some((_, Some(ms), _)) => timing.stale.max(Duration::from_millis(ms.max(0) as u64)),
                 _ => timing.stale,
             };
-            let silent: Option<bool> = sqlx::query_scalar(
-                "SELECT (clock_timestamp() - heartbeat::timestamptz) > make_interval(secs => $2)
-                 FROM leader WHERE deployment = $1",
+            // In one statement: the session holding this deployment's lock is ended only if it
+            // is the leader row's and its heartbeat is older than `stale` (two standbys that
+            // look at once do not end the one that has just taken over).
+            let ended: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(l.pid, 5000) FROM pg_locks l JOIN leader r ON r.backend_pid = l.pid
+                 WHERE r.deployment = $1
+                   AND (clock_timestamp() - r.heartbeat::timestamptz) > make_interval(secs => $2)
+                   AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                   AND l.classid = ((hashtextextended($1, 0) >> 32) & 4294967295)::oid
+                   AND l.objid = (hashtextextended($1, 0) & 4294967295)::oid",
             )
             .bind(deployment)
             .bind(stale.as_secs_f64())
-            .fetch_optional(&mut conn)
+            .fetch_all(&mut conn)
             .await?;
-            if silent == Some(true) {
-                // End the silent holder's session (exactly the one holding this lock), then
-                // wait for PostgreSQL to release its lock.
-                let ended: Vec<bool> = sqlx::query_scalar(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks
-                     WHERE locktype = 'advisory' AND granted AND objsubid = 1
-                       AND classid = ((hashtextextended($1, 0) >> 32) & 4294967295)::oid
-                       AND objid = (hashtextextended($1, 0) & 4294967295)::oid",
-                )
-                .bind(deployment)
-                .fetch_all(&mut conn)
-                .await?;
-                tracing::warn!(
-                    deployment,
-                    sessions = ended.len(),
-                    "the active instance has been silent for over {stale:?}: its session was ended to take over"
-                );
-                for _ in 0..20 {
-                    got = try_lock(&mut conn, deployment).await?;
-                    if got {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            if !ended.is_empty() {
+                tracing::warn!(deployment, "the active instance was silent for over {stale:?}: its session was ended");
+                got = try_lock(&mut conn, deployment).await?;
             }
         }
         if !got {
-            let holder = leader(&mut conn, deployment).await?.map(|(l, _)| l);
+            let holder = leader(&mut conn, deployment).await?.map(|(l, _, _)| l);
             let _ = conn.close().await;
             return Ok(Attempt::Standby(holder));
         }
-        let pid = i64::from(std::process::id());
-        let previous = leader(&mut conn, deployment).await?.map(|(l, _)| l);
-        let previous = previous.filter(|p| !(p.host == me.host && p.pid == pid));
-        if let Some(p) = &previous {
-            end_sessions_of(&mut conn, p).await?;
+        // The previous leader's other sessions (its pool), if it was another process.
+        let previous = leader(&mut conn, deployment).await?.and_then(|(_, _, session)| session);
+        if let Some(name) = previous.filter(|n| n != crate::application_name()) {
+            let ended = end_sessions_named(&mut conn, &name).await?;
+            tracing::info!(sessions = ended, "the previous leader's sessions were ended");
         }
-        let epoch: i64 = sqlx::query_scalar(
-            "INSERT INTO leader (deployment, epoch, host, pid, backend_pid, address, since, heartbeat, stale_ms)
-               VALUES ($1, 1, $2, $3, pg_backend_pid(), $4,
-                       to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                       to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), $5)
-             ON CONFLICT (deployment) DO UPDATE SET epoch = leader.epoch + 1, host = excluded.host,
-               pid = excluded.pid, backend_pid = excluded.backend_pid, address = excluded.address,
-               since = excluded.since, heartbeat = excluded.heartbeat, stale_ms = excluded.stale_ms
-             RETURNING epoch",
-        )
-        .bind(deployment)
-        .bind(&me.host)
-        .bind(pid)
-        .bind(&me.address)
-        .bind(timing.stale.as_millis().min(i64::MAX as u128) as i64)
-        .fetch_one(&mut conn)
-        .await?;
-        // Again: a session the old leader opened meanwhile read the old epoch.
-        if let Some(p) = &previous {
-            let ended = end_sessions_of(&mut conn, p).await?;
-            let (previous, previous_pid) = (&p.host, p.pid);
-            tracing::info!(%previous, previous_pid, sessions = ended, "the previous leader's sessions were ended");
-        }
+        let epoch = take_epoch(&mut conn, deployment, me, timing).await?;
         tracing::info!(deployment, epoch, host = %me.host, "this instance leads");
         Ok(Attempt::Leading(Lease {
             conn: Mutex::new(conn),
@@ -268,10 +303,12 @@ impl Lease {
     /// The heartbeat (every `beat`, on its own task): only on this session and at this epoch.
     pub async fn beat(&self) -> std::result::Result<(), String> {
         self.still()?;
+        // The time it was sent, not answered: the row's heartbeat is at least this recent.
+        let sent = Instant::now();
         match self.on_conn(BEAT, true).await {
             Ok(Some(1)) => {
                 if let Ok(mut t) = self.last_beat.lock() {
-                    *t = Instant::now();
+                    *t = sent;
                 }
                 Ok(())
             }

@@ -101,9 +101,9 @@ pub enum Engine {
 }
 
 /// The leader epoch a writer holds: with PostgreSQL, every transaction it writes first reads the
-/// leader row's epoch and fails if it moved. A takeover ends the old leader's sessions before
-/// and after it moves the epoch (`lead`), so no transaction of an old leader that read the old
-/// epoch can commit after the new one is in place.
+/// leader row's epoch (`FOR KEY SHARE`) and fails if it moved; a takeover moves the epoch only
+/// once it holds the row `FOR UPDATE`, so no transaction of an old leader that read the old
+/// epoch can commit after the new one is in place (`lead`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
     pub deployment: String,
@@ -198,9 +198,15 @@ pub fn host() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// How this process names its PostgreSQL sessions: a takeover ends them all.
-pub(crate) fn application_name(host: &str, pid: i64) -> String {
-    format!("writeback:{host}:{pid}")
+/// How this process names its PostgreSQL sessions (the leader row keeps it: a takeover ends
+/// them all): the pid and the time it started, unique among the hosts, under PostgreSQL's 63
+/// bytes.
+pub fn application_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("writeback:{}:{:x}", std::process::id(), nanos % (1 << 48))
+    })
 }
 
 /// Now, as the state records times: UTC, milliseconds, `2026-12-03T10:00:00.000Z` (text that
@@ -257,16 +263,19 @@ impl Store {
         self.fence = Some(fence);
     }
 
-    /// A transaction for writing: with a fence on PostgreSQL, it first locks the leader row and
-    /// checks the epoch (a takeover's epoch change waits for it, or has already happened and
-    /// this fails). SQLite has one writer per file lock, and no row locks to take.
+    /// A transaction for writing: with a fence on PostgreSQL, it first reads the leader row's
+    /// epoch `FOR KEY SHARE` and fails if it moved. That lock does not stop the heartbeat (an
+    /// update of other columns) or other writers, but a takeover's `FOR UPDATE` waits for it:
+    /// a transaction that read the old epoch commits before the new epoch is in place, or not
+    /// at all (`lead`). SQLite has one writer per file lock.
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         let mut tx = self.pool.begin().await?;
         if let (Some(f), Engine::Postgres) = (&self.fence, self.engine) {
-            let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM leader WHERE deployment = $1 FOR UPDATE")
-                .bind(&f.deployment)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT epoch FROM leader WHERE deployment = $1 FOR KEY SHARE")
+                    .bind(&f.deployment)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let current = current.unwrap_or(0);
             if current != f.epoch {
                 return Err(StoreError::NotLeader { mine: f.epoch, current });
@@ -530,9 +539,12 @@ impl Store {
         Ok(count(n))
     }
 
-    /// Closes the connections (a SQLite file is then free to be moved or removed).
+    /// Closes the connections (a SQLite file is then free to be moved or removed). A
+    /// PostgreSQL pool is kept for the process's next `open`.
     pub async fn close(self) {
-        self.pool.close().await;
+        if self.engine == Engine::Sqlite {
+            self.pool.close().await;
+        }
     }
 }
 

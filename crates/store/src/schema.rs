@@ -78,10 +78,25 @@ async fn pool(target: &Target, read_only: bool) -> Result<(AnyPool, Engine)> {
     Ok((pool, engine))
 }
 
+/// This process's PostgreSQL pools, one per state, migrated once: a daemon opens the state
+/// for every cycle, and a TLS handshake and a SCRAM login each time would cost more than the
+/// cycle's queries.
+fn shared() -> &'static std::sync::Mutex<std::collections::HashMap<String, AnyPool>> {
+    static POOLS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, AnyPool>>> =
+        std::sync::OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the state.
     pub async fn open(target: &Target) -> Result<Store> {
         let at = target.to_string();
+        if let Target::Postgres(pg) = target {
+            let cached = shared().lock().ok().and_then(|p| p.get(&pg.connect_url()).cloned());
+            if let Some(pool) = cached.filter(|p| !p.is_closed()) {
+                return Ok(Store { pool, engine: Engine::Postgres, at, fence: None, runner: None });
+            }
+        }
         let open_err = |message: String| StoreError::Open { at: at.clone(), message };
         if let Target::Sqlite(path) = target {
             private_file(path).map_err(|e| open_err(e.to_string()))?;
@@ -94,6 +109,9 @@ impl Store {
             MigrateError::VersionMissing(v) => StoreError::TooNew(v, SCHEMA_VERSION),
             other => open_err(other.to_string()),
         })?;
+        if let (Target::Postgres(pg), Ok(mut pools)) = (target, shared().lock()) {
+            pools.insert(pg.connect_url(), pool.clone());
+        }
         Ok(Store { pool, engine, at, fence: None, runner: None })
     }
 
@@ -101,13 +119,18 @@ impl Store {
     /// page); `None` if there is none yet, or its tables are older than this build's (the next
     /// writer migrates them).
     pub async fn open_read_only(target: &Target) -> Result<Option<Store>> {
-        if let Target::Sqlite(path) = target {
-            if !path.exists() {
-                return Ok(None);
+        let at = target.to_string();
+        match target {
+            Target::Sqlite(path) if !path.exists() => return Ok(None),
+            Target::Sqlite(_) => {}
+            Target::Postgres(pg) => {
+                let cached = shared().lock().ok().and_then(|p| p.get(&pg.connect_url()).cloned());
+                if let Some(pool) = cached.filter(|p| !p.is_closed()) {
+                    return Ok(Some(Store { pool, engine: Engine::Postgres, at, fence: None, runner: None }));
+                }
             }
         }
         let (pool, engine) = pool(target, true).await?;
-        let at = target.to_string();
         let version = applied_version(&pool, engine)
             .await
             .map_err(|e| StoreError::Open { at: at.clone(), message: e.to_string() })?;
@@ -117,6 +140,9 @@ impl Store {
         if version < SCHEMA_VERSION {
             pool.close().await;
             return Ok(None);
+        }
+        if let (Target::Postgres(pg), Ok(mut pools)) = (target, shared().lock()) {
+            pools.insert(pg.connect_url(), pool.clone());
         }
         Ok(Some(Store { pool, engine, at, fence: None, runner: None }))
     }

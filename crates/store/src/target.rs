@@ -82,8 +82,7 @@ impl PgTarget {
     /// carry this process's `application_name`.
     pub(crate) fn connect_url(&self) -> String {
         let mut u = self.url.clone();
-        let name = crate::application_name(&crate::host(), i64::from(std::process::id()));
-        u.query_pairs_mut().append_pair("application_name", &name);
+        u.query_pairs_mut().append_pair("application_name", crate::application_name());
         if let Some(p) = &self.password {
             // Only fails for URLs that cannot have a password (no host): a socket URL then
             // relies on peer authentication, as psql does.

@@ -54,6 +54,8 @@ pub struct Status {
     pub leader: Option<writeback_store::Leader>,
     /// This instance's epoch while it leads (what it publishes is fenced by it).
     pub fence: Option<writeback_store::Fence>,
+    /// When this instance took the lead it holds.
+    pub lead_since: Option<Instant>,
     /// Set while writing is stopped because most operations failed or the credentials or
     /// TLS trust are wrong; cleared by the next good cycle.
     pub quarantined: Option<String>,
@@ -109,6 +111,7 @@ impl Daemon {
             lock_lost: false,
             leader: None,
             fence: None,
+            lead_since: None,
             quarantined: None,
             threshold: None,
             guarded: Vec::new(),
@@ -168,7 +171,8 @@ impl Daemon {
             Role::Active => match s.last_success {
                 Some((t, _)) if t.elapsed() <= limit && !s.guarded.is_empty() => (true, guard_reason(&s.guarded)),
                 Some((t, _)) if t.elapsed() <= limit => (true, "ok".into()),
-                None if self.started.elapsed() <= limit => (true, "starting".into()),
+                // The first intervals of a lead (at start, or after a takeover) are its start.
+                None if s.lead_since.unwrap_or(self.started).elapsed() <= limit => (true, "starting".into()),
                 _ => (
                     false,
                     format!(
@@ -270,7 +274,8 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
             // A new lead starts afresh: what stopped the last one is in the history.
             let mut s = daemon.status();
             (s.role, s.leader, s.lock_lost, s.fence) = (Role::Active, None, false, Some(lead.fence()));
-            (s.failures, s.quarantined, s.backoff_reason) = (0, None, None);
+            (s.failures, s.quarantined, s.backoff_reason, s.threshold) = (0, None, None, None);
+            (s.guarded, s.last_success, s.lead_since) = (Vec::new(), None, Some(Instant::now()));
         }
         tracing::info!(
             interval_s = interval.as_secs_f64(),
@@ -280,16 +285,20 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
         );
         let lost = lead.lost_notify().unwrap_or_default();
         let code = cycles(&daemon, &lead, &stop, &lost).await;
-        daemon.status().fence = None;
         if lead.lost() {
             // The PostgreSQL lead is gone (another instance took over, or PostgreSQL did not
             // answer): back to standby, which leads again once it can.
-            daemon.status().role = Role::Standby;
+            {
+                let mut s = daemon.status();
+                (s.role, s.fence, s.lead_since) = (Role::Standby, None, None);
+            }
             lead.release().await;
             continue;
         }
         daemon.status().role = Role::Stopping;
+        // Still fenced: if the lead was lost meanwhile, the new leader's report stays.
         crate::published::publish(&daemon).await;
+        daemon.status().fence = None;
         lead.release().await;
         break code;
     };

@@ -29,8 +29,10 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat, daemon: bool) {
         (_, 1) => "info",
         _ => "debug",
     };
+    // PostgreSQL's notices ("relation … already exists, skipping" from the migrations) and
+    // sqlx's slow-statement lines are not writeback's to say, unless asked for by name.
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRITEBACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn")));
     let ansi = format == LogFormat::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_writer(|| OneLine(std::io::stderr()))

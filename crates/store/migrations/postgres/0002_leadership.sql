@@ -3,6 +3,6 @@ ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN epoch BIGINT;
 CREATE TABLE leader (deployment TEXT PRIMARY KEY, epoch BIGINT NOT NULL, host TEXT NOT NULL,
   pid BIGINT NOT NULL, backend_pid BIGINT, address TEXT, since TEXT NOT NULL, heartbeat TEXT NOT NULL,
-  stale_ms BIGINT);
+  session TEXT, stale_ms BIGINT);
 CREATE TABLE instances (id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL, role TEXT NOT NULL,
   address TEXT, started_at TEXT NOT NULL, last_seen TEXT NOT NULL);
