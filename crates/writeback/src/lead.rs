@@ -103,10 +103,14 @@ impl Lead {
                 };
                 Ok(Ok(Lead::file(lock, &path, &deployment, me).await?))
             }
-            Target::Postgres(pg) => match Lease::try_acquire(&pg, &deployment, me, timing).await? {
-                Attempt::Leading(lease) => Ok(Ok(Lead::pg(lease))),
-                Attempt::Standby(holder) => Ok(Err(NotLead::Pg(holder))),
-            },
+            Target::Postgres(pg) => {
+                // The tables first (a new database: the lead's own queries need them).
+                Store::open(&Target::Postgres(pg.clone())).await?.close().await;
+                match Lease::try_acquire(&pg, &deployment, me, timing).await? {
+                    Attempt::Leading(lease) => Ok(Ok(Lead::pg(lease))),
+                    Attempt::Standby(holder) => Ok(Err(NotLead::Pg(holder))),
+                }
+            }
         }
     }
 

@@ -229,3 +229,37 @@ fn each_fault_at_a_random_moment_converges_without_overlap_or_duplicates() {
     let f = common::chaos::ha_failover(3, 50, 0x5eed_0a11_u64);
     assert_eq!((f.trials, f.failures, f.duplicates), (5, 0, 0), "{:#?}", f.notes);
 }
+
+/// An installation on SQLite moves to PostgreSQL without a resync: `state export`, then
+/// `state import` into the new state; the next sync is a delta cycle with nothing to do, and
+/// the history came along.
+#[test]
+fn a_sqlite_state_moves_to_postgres_and_goes_on_in_delta() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fx = Fixture::new("hamove");
+    let (_, uids, cloud) = fx.synced_users(2);
+    fx.start_sim(&tenant(cloud, vec![security_group(&fx.id(1), "SG-Move", Some(true), &[&uids[0], &uids[1]])]));
+    fx.write_config("");
+    assert_eq!(fx.sync_json(&[]).0, 0);
+    let export = fx.dir.join("state.json");
+    let r = fx.writeback(&["state", "export", &export.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("1 links, 1 runs") && r.stderr.contains("watermarks included"), "{}", r.stderr);
+    postgres_state(&fx, "hamove");
+    let r = fx.writeback(&["state", "import", &export.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (code, out) = fx.sync_json(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["kind"], "delta", "no resync after the move: {out}");
+    for k in ["adds", "updates", "deletes", "member_adds", "member_removes"] {
+        assert_eq!(out[k], 0, "nothing to do: {out}");
+    }
+    let runs = history(&fx);
+    assert_eq!(runs.len(), 2, "the SQLite run came along: {runs:?}");
+    no_overlap(&runs);
+    // Into a state that has runs: refused, nothing changed.
+    let again = fx.writeback(&["state", "import", &export.to_string_lossy()]);
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+    assert_eq!(history(&fx).len(), 2);
+}
