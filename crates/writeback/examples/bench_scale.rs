@@ -297,7 +297,9 @@ impl Bench {
     fn full(&mut self, label: &str, run_tag: &str, tenant: &Value, rounds: usize) -> Fixture {
         let mut fx = Fixture::persistent(&format!("bench-{run_tag}-{label}"), &self.work.join(label));
         fx.start_sim(tenant);
-        fx.write_config("");
+        // A first sync of the whole tenant is the point: past create_threshold (plan and
+        // the baselines' LDIF read the same plan).
+        fx.write_config("create_threshold = 1000000");
         let plan_out = run(Command::new(sibling_binary("writeback"))
             .arg("-c")
             .arg(fx.dir.join("writeback.toml"))
