@@ -67,7 +67,7 @@ async fn pool(target: &Target, read_only: bool) -> Result<(AnyPool, Engine)> {
         Target::Sqlite(path) => (sqlite_url(path, read_only), Engine::Sqlite),
         Target::Postgres(pg) => (pg.connect_url(), Engine::Postgres),
     };
-    let opts = AnyPoolOptions::new().max_connections(4).acquire_timeout(std::time::Duration::from_secs(15));
+    let opts = AnyPoolOptions::new().max_connections(4).acquire_timeout(std::time::Duration::from_secs(5));
     let pool = opts.connect(&url).await.map_err(|e| {
         let (at, message) = (target.to_string(), e.to_string());
         match engine {

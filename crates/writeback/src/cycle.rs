@@ -162,7 +162,12 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result
         Ok(done) => done,
         Err(e) => {
             let message = e.to_string();
-            store.finish_run(run_id, kind, RunStatus::Failed, &Summary::default(), duration_ms, Some(&message)).await?;
+            // A lost lead records nothing (its state writes would fail, or wait for a database
+            // that is gone): the next leader marks the run interrupted.
+            if !lead.lost() {
+                let none = Summary::default();
+                store.finish_run(run_id, kind, RunStatus::Failed, &none, duration_ms, Some(&message)).await?;
+            }
             return Err(e);
         }
     };
@@ -395,6 +400,11 @@ impl Cycle<'_> {
         progress::done();
 
         let applied = report.paired(&plan.operations).map_err(CycleError::Invariant)?;
+        if report.stopped.is_some() {
+            // The lead was lost: nothing more is recorded (another instance leads, or will; it
+            // finds in AD, by the markers, what this one wrote).
+            self.lead.check().await.map_err(CycleError::Lock)?;
+        }
         // Every change made is recorded, also when the breaker stopped the run.
         let hints = match &reach {
             Reach::Delta { hints, .. } => Some(hints),
@@ -423,9 +433,6 @@ impl Cycle<'_> {
         let mut summary = applied_summary(&plan, &applied);
         summary.errors = errors.len();
         if let Some(why) = &report.stopped {
-            // The lead was lost: nothing more is recorded (another instance leads; it finds
-            // in AD, by the markers, what this one wrote).
-            self.lead.check().await.map_err(CycleError::Lock)?;
             // Record what happened, but keep the watermarks: the next cycle repeats this work.
             reach.save_errors(self.store, run_id, &errors).await?;
             let (status, message) = (RunStatus::Quarantined, Some(with_note(why.clone(), used)));

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::pg::{cluster, history, postgres_state, psql};
+use common::pg::{self, history, postgres_state, psql};
 use common::*;
 use serde_json::{json, Value};
 
@@ -151,13 +151,13 @@ fn without_postgres_the_leader_stops_writing_then_leads_again() {
     let ids = add_groups(&fx, &mut t, &uids[0], 300);
     fx.set_tenant(&t);
     applying(&a);
-    cluster("stop");
+    let down = pg::stopped();
     let h = a.wait_for("a stops leading", |h| h["role"] == "standby");
     let log = std::fs::read_to_string(&a.log).unwrap_or_default();
     let written = groups_in_ad(&mut fx).len();
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_S));
     let later = groups_in_ad(&mut fx).len();
-    cluster("start");
+    drop(down);
     assert!(log.contains("writing stopped: this instance may no longer write"), "stopped mid-apply ({h}): {log}");
     assert!(written < ids.len() + 1, "PostgreSQL stopped before the last add ({written} groups)");
     assert_eq!(later, written, "nothing was written while the state could not record it");

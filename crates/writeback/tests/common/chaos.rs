@@ -276,9 +276,9 @@ pub fn ha_failover(trials: usize, groups: u32, seed: u64) -> Figures {
                 "leader paused (SIGSTOP)"
             }
             _ => {
-                pg::cluster("stop");
+                let down = pg::stopped();
                 std::thread::sleep(Duration::from_secs(3));
-                pg::cluster("start");
+                drop(down);
                 "PostgreSQL stopped for 3 s"
             }
         };

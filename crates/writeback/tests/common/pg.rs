@@ -38,14 +38,35 @@ pub fn psql(db: &str, sql: &str) -> std::process::Output {
 /// `pg_ctlcluster <version> <cluster> stop|start`, as scripts/postgres made it (stop: -m
 /// immediate, a crash).
 pub fn cluster(action: &str) {
-    let which = env("WRITEBACK_TEST_PG_CLUSTER");
+    assert!(cluster_done(action), "pg_ctlcluster {action} failed");
+}
+
+fn cluster_done(action: &str) -> bool {
+    let which = std::env::var("WRITEBACK_TEST_PG_CLUSTER").unwrap_or_default();
     let mut args: Vec<&str> = which.split_whitespace().collect();
     args.push(action);
     if action == "stop" {
         args.extend(["-m", "immediate"]);
     }
-    let ok = Command::new("pg_ctlcluster").args(&args).status().is_ok_and(|s| s.success());
-    assert!(ok, "pg_ctlcluster {args:?}");
+    Command::new("pg_ctlcluster").args(&args).status().is_ok_and(|s| s.success())
+}
+
+/// PostgreSQL stopped (a crash) until the guard is dropped: it is started again even when the
+/// test fails meanwhile, so the tests after it find it running.
+pub struct Stopped;
+
+pub fn stopped() -> Stopped {
+    cluster("stop");
+    Stopped
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // No panic here: this may run while a failed test unwinds.
+        if !cluster_done("start") {
+            eprintln!("PostgreSQL could not be started again: scripts/postgres start");
+        }
+    }
 }
 
 /// The runs of the shared history, oldest first.
