@@ -11,6 +11,8 @@ pub enum RunKind {
     Full,
     /// Only what changed since the last cycle.
     Delta,
+    /// Only the groups named by `sync --group` (or `POST /sync` with groups).
+    Group,
 }
 
 impl RunKind {
@@ -18,11 +20,12 @@ impl RunKind {
         match self {
             RunKind::Full => "full",
             RunKind::Delta => "delta",
+            RunKind::Group => "group",
         }
     }
 
     pub fn parse(s: &str) -> Option<RunKind> {
-        [RunKind::Full, RunKind::Delta].into_iter().find(|k| k.as_str() == s)
+        [RunKind::Full, RunKind::Delta, RunKind::Group].into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -72,6 +72,18 @@ impl GraphClient {
         Ok((groups, rejected))
     }
 
+    /// The groups whose display name is exactly `name`: `$filter=displayName eq '…'` (group
+    /// resource, "displayName … Supports $filter (eq, ne, not, ge, le, in, startsWith)"; a quote
+    /// is doubled as OData requires). Graph may compare without case; the caller does not rely
+    /// on either.
+    pub async fn groups_named(&self, name: &str) -> Result<Vec<CloudObject>, GraphError> {
+        let filter = format!("displayName eq '{}'", name.replace('\'', "''"));
+        // Spaces as %20: a `+` is not a space everywhere.
+        let filter = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>().replace('+', "%20");
+        let items = self.get_all(&self.beta(&format!("/groups?$filter={filter}&$select={GROUP_SELECT}"))).await?;
+        Ok(items.iter().filter_map(|v| parse_object(v).ok()).collect())
+    }
+
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).
     /// A group whose read fails is `Incomplete`, never a short list.
     pub async fn members_of(&self, ids: &[CloudId]) -> HashMap<CloudId, MemberRead> {

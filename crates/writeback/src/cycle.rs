@@ -17,8 +17,8 @@ use writeback_core::scope::decide_with;
 use writeback_core::{
     Allow, CloudId, CloudSnapshot, Dn, GroupReport, ObjectError, ObjectGuid, Plan, RunKind, RunStatus, Stopped, Summary,
 };
-use writeback_graph::{is_expired, Collection, GraphClient};
-use writeback_store::{approved, Approval, Store, Watermarks};
+use writeback_graph::{is_expired, Collection, DeltaRound, GraphClient};
+use writeback_store::{approved, Approval, Pending, Store, Watermarks};
 
 use crate::audit::{self, Hints};
 use crate::config::Config;
@@ -70,6 +70,10 @@ struct Outcome {
 enum Reach {
     Full,
     Delta { looked_at: Vec<CloudId>, hints: Hints },
+    /// `sync --group`: the groups named (and the groups that contain one that entered or left
+    /// scope). It moves no watermark and leaves the tenant's stops alone: the next delta cycle
+    /// still sees everything that changed.
+    Groups { looked_at: Vec<CloudId> },
 }
 
 impl Reach {
@@ -77,7 +81,14 @@ impl Reach {
         match self {
             Reach::Full => RunKind::Full,
             Reach::Delta { .. } => RunKind::Delta,
+            Reach::Groups { .. } => RunKind::Group,
         }
+    }
+
+    /// Only a cycle that looked at everything the cloud and AD said since the last one moves
+    /// the watermarks and says what is stopped.
+    fn whole_tenant(&self) -> bool {
+        !matches!(self, Reach::Groups { .. })
     }
 
     /// A full cycle's errors replace the recorded ones; a delta cycle's replace those of the
@@ -85,7 +96,9 @@ impl Reach {
     async fn save_errors(&self, store: &mut Store, run_id: i64, errors: &[ObjectError]) -> Result<(), CycleError> {
         match self {
             Reach::Full => store.replace_errors(run_id, errors).await?,
-            Reach::Delta { looked_at, .. } => store.merge_errors(run_id, looked_at, errors).await?,
+            Reach::Delta { looked_at, .. } | Reach::Groups { looked_at } => {
+                store.merge_errors(run_id, looked_at, errors).await?
+            }
         }
         Ok(())
     }
@@ -109,11 +122,30 @@ struct Cycle<'a> {
 /// One sync cycle, recorded in the state database whatever happens. Delta when the state has
 /// fresh watermarks and `full` is not asked for; full otherwise.
 pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result<RunResult, CycleError> {
+    run(cfg, allow, if full { Mode::Full } else { Mode::Auto }, lead).await
+}
+
+/// A cycle of only these groups (`sync --group`, `POST /sync` with groups): read, planned and
+/// applied as a delta cycle plans its dirty groups, under the same lead, thresholds and guard,
+/// recorded as kind `group`. It uses no approval (those are for the tenant's next cycle).
+pub async fn sync_groups(cfg: &Config, allow: Allow, ids: &[CloudId], lead: &Lead) -> Result<RunResult, CycleError> {
+    run(cfg, allow, Mode::Groups(ids.to_vec()), lead).await
+}
+
+/// What a cycle covers.
+enum Mode {
+    /// Delta when the watermarks allow it.
+    Auto,
+    Full,
+    Groups(Vec<CloudId>),
+}
+
+async fn run(cfg: &Config, allow: Allow, mode: Mode, lead: &Lead) -> Result<RunResult, CycleError> {
     let started = Instant::now();
     let mut store = Store::open(&cfg.state()?).await?;
     store.fenced(lead.fence(), &crate::lead::host());
     store.close_interrupted().await?;
-    let marks = if full { None } else { store.watermarks().await? };
+    let marks = if matches!(mode, Mode::Auto) { store.watermarks().await? } else { None };
     let mut note = None;
     let settings = cfg.settings_fingerprint();
     let fresh = marks.filter(|w| {
@@ -129,16 +161,21 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result
         }
         true
     });
-    let kind = if fresh.is_some() { RunKind::Delta } else { RunKind::Full };
+    let kind = match (&mode, &fresh) {
+        (Mode::Groups(_), _) => RunKind::Group,
+        (_, Some(_)) => RunKind::Delta,
+        (_, None) => RunKind::Full,
+    };
     let run_id = store.start_run(kind).await?;
-    let approvals = store.open_approvals().await?;
+    let approvals = if kind == RunKind::Group { Vec::new() } else { store.open_approvals().await? };
     let allow = Allow { approved: approved(&approvals), ..allow };
     let result = async {
         let (graph, mut ad) = connect(cfg).await?;
         ad.set_gate(lead.gate());
         let mut cycle = Cycle { cfg, allow, approvals, lead, store: &mut store, run_id, graph, ad };
-        let outcome = match &fresh {
-            Some(w) => match cycle.delta(w).await? {
+        let outcome = match (&mode, &fresh) {
+            (Mode::Groups(ids), _) => cycle.groups(ids).await?,
+            (_, Some(w)) => match cycle.delta(w).await? {
                 Some(o) => o,
                 None => {
                     note = Some(
@@ -147,7 +184,7 @@ pub async fn sync(cfg: &Config, allow: Allow, full: bool, lead: &Lead) -> Result
                     cycle.full().await?
                 }
             },
-            None => cycle.full().await?,
+            (_, None) => cycle.full().await?,
         };
         let ldap_operations = cycle.ad.operations();
         cycle.ad.close().await;
@@ -270,9 +307,48 @@ impl Cycle<'_> {
         if !changed_users.is_empty() {
             dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
         }
+        let changed_users = changed_users.len();
+        let (snap, settled, dirty) = self.read_dirty(dirty, &groups, &w.pending).await?;
+        tracing::info!(
+            cloud_changes = groups.named.len(),
+            member_changes = groups.member_changes,
+            user_changes = changed_users,
+            ad_drift = drifted.len() + w.recheck.len(),
+            dirty = dirty.len(),
+            put_off = settled.pending.len(),
+            "delta cycle"
+        );
+        let marks = Watermarks {
+            groups_link: groups.delta_link,
+            users_link: users.delta_link,
+            taken_at: now_secs(),
+            ad_usn: usn,
+            dc,
+            settings: cfg.settings_fingerprint(),
+            recheck: Vec::new(),
+            pending: settled.pending,
+        };
+        let hints = std::mem::take(&mut groups.member_hints);
+        let reach = Reach::Delta { looked_at: dirty.into_iter().collect(), hints };
+        self.apply_and_record(snap, reach, marks, None).await.map(Some)
+    }
+
+    /// Reads the dirty groups completely and plans-ready: each settled (found, removed, put
+    /// off), the groups containing one that entered or left scope added, members read (a read
+    /// older than the round put off), the owned groups among them and the members looked up in
+    /// AD. Returns the snapshot, how the groups settled, and every group looked at.
+    async fn read_dirty(
+        &mut self,
+        mut dirty: BTreeSet<CloudId>,
+        groups: &DeltaRound,
+        pending: &BTreeMap<CloudId, Pending>,
+    ) -> Result<(Snapshot, confirm::Settled, BTreeSet<CloudId>), CycleError> {
+        let (cfg, graph) = (self.cfg, &self.graph);
+        let state = self.store.state().await?;
+        let ous = cfg.managed_ous(&state);
         // Every group named is read, removals too: what the round said is confirmed, not trusted.
         let to_read: Vec<CloudId> = dirty.iter().cloned().collect();
-        let mut settled = confirm::settle(graph, &to_read, &groups, &w.pending).await;
+        let mut settled = confirm::settle(graph, &to_read, groups, pending).await;
 
         // A group entering or leaving scope changes the members of the groups that contain it.
         let flipped: Vec<CloudId> = settled
@@ -289,7 +365,7 @@ impl Cycle<'_> {
                 .into_iter()
                 .filter(|p| !dirty.contains(p))
                 .collect();
-            let more = confirm::settle(graph, &parents, &groups, &w.pending).await;
+            let more = confirm::settle(graph, &parents, groups, pending).await;
             settled.found.extend(more.found);
             settled.failed.extend(more.failed);
             settled.soft.extend(more.soft);
@@ -304,21 +380,12 @@ impl Cycle<'_> {
             decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
         cloud.members = graph.members_of(&in_scope).await;
         // A member read older than the round: planned next cycle, not from old data now.
-        let stale = confirm::put_off_stale(&mut cloud.members, &groups, &w.pending, &mut settled);
+        let stale = confirm::put_off_stale(&mut cloud.members, groups, pending, &mut settled);
         cloud.groups.retain(|g| !stale.contains(&g.id));
         if cfg.writeback.write_owners {
             let read: Vec<CloudId> = in_scope.into_iter().filter(|id| !stale.contains(id)).collect();
             cloud.owners = graph.owners_of(&read).await;
         }
-        tracing::info!(
-            cloud_changes = groups.named.len(),
-            member_changes = groups.member_changes,
-            user_changes = changed_users.len(),
-            ad_drift = drifted.len() + w.recheck.len(),
-            dirty = dirty.len(),
-            put_off = settled.pending.len(),
-            "delta cycle"
-        );
         // Only groups Graph described, or confirmed removed, are planned: nothing else can be
         // an orphan.
         let considered: Vec<CloudId> = cloud
@@ -330,20 +397,35 @@ impl Cycle<'_> {
             .collect();
         let owned = self.ad.read_owned_groups_by_ids(&ous, &considered).await?;
         let ad_snap = resolve(&mut self.ad, &cloud, owned, cfg.writeback.write_devices, Default::default()).await?;
-        let snap = Snapshot { cloud, ad: ad_snap };
+        Ok((Snapshot { cloud, ad: ad_snap }, settled, dirty))
+    }
+
+    /// `sync --group`: the groups named, as a delta cycle reads its dirty ones. The AD
+    /// watermark is read only to tell this cycle's own writes from others' (it is not saved).
+    async fn groups(&mut self, ids: &[CloudId]) -> Result<Outcome, CycleError> {
+        let (usn, dc) = self.ad.highest_usn().await?;
+        let (round, before) = (DeltaRound::default(), BTreeMap::new());
+        let (mut snap, settled, dirty) = self.read_dirty(ids.iter().cloned().collect(), &round, &before).await?;
+        // Not found (a group this new may not be readable yet): said per group, and nothing is
+        // decided for it (its removal is the delta cycles' to confirm).
+        for id in settled.pending.keys() {
+            let why = "Graph does not find this group (yet): nothing was done for it; a new group can take a \
+                       minute to be readable, a removed one is handled by the next cycle";
+            snap.cloud.rejected.push((id.to_string(), why.to_string()));
+        }
+        tracing::info!(groups = ids.len(), looked_at = dirty.len(), "group cycle");
         let marks = Watermarks {
-            groups_link: groups.delta_link,
-            users_link: users.delta_link,
+            groups_link: String::new(),
+            users_link: String::new(),
             taken_at: now_secs(),
             ad_usn: usn,
             dc,
-            settings: cfg.settings_fingerprint(),
+            settings: String::new(),
             recheck: Vec::new(),
-            pending: settled.pending,
+            pending: BTreeMap::new(),
         };
-        let hints = std::mem::take(&mut groups.member_hints);
-        let reach = Reach::Delta { looked_at: dirty.into_iter().collect(), hints };
-        self.apply_and_record(snap, reach, marks, None).await.map(Some)
+        let reach = Reach::Groups { looked_at: dirty.into_iter().collect() };
+        self.apply_and_record(snap, reach, marks, None).await
     }
 
     /// Plans the snapshot, applies it, records links, errors and watermarks.
@@ -376,9 +458,15 @@ impl Cycle<'_> {
             summary.errors = plan.errors.len();
             let (errors, reports) = (plan.errors.clone(), plan.groups.clone());
             let stopped = Stopped { blocked: Some(blocked.clone()), held: Vec::new(), guarded: plan.guarded.clone() };
-            self.store.save_stopped(&stopped).await?;
+            if reach.whole_tenant() {
+                self.store.save_stopped(&stopped).await?;
+            }
             let status = RunStatus::StoppedDeleteThreshold;
-            let message = Some(with_note(blocked.message.clone(), used));
+            let mut message = with_note(blocked.message.clone(), used);
+            if !reach.whole_tenant() {
+                message.push_str(" (a group cycle uses no approval: run it again with the option the message names)");
+            }
+            let message = Some(message);
             return Ok(Outcome { kind, status, summary, errors, message, reports, stopped });
         }
         for n in &plan.notices {
@@ -408,7 +496,7 @@ impl Cycle<'_> {
         // Every change made is recorded, also when the breaker stopped the run.
         let hints = match &reach {
             Reach::Delta { hints, .. } => Some(hints),
-            Reach::Full => None,
+            Reach::Full | Reach::Groups { .. } => None,
         };
         let unnamed = hints.map(|h| audit::unnamed_removals(&plan, &applied, h)).unwrap_or_default();
         let users = if unnamed.is_empty() { Vec::new() } else { self.graph.users_by_id(&unnamed).await };
@@ -464,19 +552,24 @@ impl Cycle<'_> {
             self.past_own_writes(&ous, &report, &links, &mut marks).await?;
         }
         reach.save_errors(self.store, run_id, &errors).await?;
-        self.store.save_watermarks(&marks).await?;
-        tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
         let stopped = Stopped { blocked: None, held: plan.held.clone(), guarded: plan.guarded.clone() };
-        self.store.save_stopped(&stopped).await?;
+        if reach.whole_tenant() {
+            self.store.save_watermarks(&marks).await?;
+            self.store.save_stopped(&stopped).await?;
+        }
+        tracing::info!(ldap_writes = report.ldap_writes, "cycle done");
         if !plan.held.is_empty() {
             // Applied but for the held removals: a threshold stopped part of the run (exit 3).
             let held: Vec<&str> = plan.held.iter().map(|h| h.message.as_str()).collect();
-            let message = format!(
+            let mut message = format!(
                 "the member removals of {} groups were held back by [writeback] member_removal_percent; \
                  everything else was applied. {}",
                 plan.held.len(),
                 held.join(" | ")
             );
+            if !reach.whole_tenant() {
+                message.push_str(" (a group cycle uses no approval: run it again with --allow-deletes to go past)");
+            }
             let (status, message) = (RunStatus::StoppedDeleteThreshold, Some(with_note(message, used)));
             return Ok(Outcome { kind, status, summary, errors, message, reports: plan.groups, stopped });
         }

@@ -4,7 +4,7 @@
 //! standby and takes over), back-off while the DC or Graph is down, and a graceful stop on
 //! SIGTERM/SIGINT after the current cycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,7 +73,17 @@ pub struct Status {
     pub reports: BTreeMap<CloudId, GroupReport>,
     /// When `POST /sync` last queued a cycle (at most one per interval).
     pub last_requested: Option<Instant>,
+    /// Groups `POST /sync` asked for (`sync --group` while the daemon runs, the page's button):
+    /// the next group cycle takes them all.
+    pub queued_groups: BTreeSet<CloudId>,
+    /// Group requests accepted so far, and the last one a group cycle has done (with its
+    /// result, as `sync --json` prints it): `sync --group` waits for its number.
+    pub group_requests: u64,
+    pub groups_done: Option<(u64, serde_json::Value)>,
 }
+
+/// Groups queued at most: a request beyond it is refused (429), not dropped.
+pub const MAX_QUEUED_GROUPS: usize = 500;
 
 pub struct Daemon {
     /// The configuration cycles run with: replaced by a reload (SIGHUP).
@@ -85,6 +95,8 @@ pub struct Daemon {
     pub trigger: Notify,
     /// A cycle now, from `POST /sync`: never shortens a back-off or a quarantine.
     pub requested: Notify,
+    /// A group cycle now, from `POST /sync` with groups (the same limits).
+    pub groups_requested: Notify,
     pub started: Instant,
     pub metrics: PrometheusHandle,
     pub access: crate::access::Access,
@@ -119,6 +131,9 @@ impl Daemon {
             last_done_start: None,
             reports: BTreeMap::new(),
             last_requested: None,
+            queued_groups: BTreeSet::new(),
+            group_requests: 0,
+            groups_done: None,
         };
         Daemon {
             cfg: std::sync::RwLock::new(Arc::new(cfg)),
@@ -126,6 +141,7 @@ impl Daemon {
             status: Mutex::new(status),
             trigger: Notify::new(),
             requested: Notify::new(),
+            groups_requested: Notify::new(),
             started: Instant::now(),
             metrics,
             access,
@@ -353,6 +369,15 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
             // A request over HTTP waits out a back-off or a quarantine: a web page must not be
             // able to make the daemon retry a refused bind (and lock the account out).
             _ = daemon.requested.notified(), if !backing_off => tracing::info!("cycle requested (POST /sync)"),
+            _ = daemon.groups_requested.notified(), if !backing_off => {
+                group_cycle(daemon, &cfg, lead, interval, &mut next).await;
+                if let Err(why) = lead.check().await {
+                    tracing::error!(reason = %why, "stopping writes");
+                    daemon.status().lock_lost = !lead.lost();
+                    return exit::CANNOT_RUN;
+                }
+                continue;
+            }
             _ = stop.notified() => return exit::OK,
             _ = lost.notified() => {}
         }
@@ -449,6 +474,52 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
             tracing::error!(reason = %why, "stopping writes");
             daemon.status().lock_lost = !lead.lost();
             return exit::CANNOT_RUN;
+        }
+    }
+}
+
+/// The groups `POST /sync` queued, in one group cycle. Its result is kept for the requests it
+/// answers; it leaves the tenant's cycles, their schedule, stops and reports as they were,
+/// but a failure backs off as theirs do (a request must not make the daemon retry a refused
+/// bind).
+async fn group_cycle(daemon: &Daemon, cfg: &Config, lead: &Lead, interval: Duration, next: &mut Instant) {
+    let (ids, through) = {
+        let mut s = daemon.status();
+        let ids: Vec<CloudId> = std::mem::take(&mut s.queued_groups).into_iter().collect();
+        s.running = Some(RunKind::Group);
+        (ids, s.group_requests)
+    };
+    if ids.is_empty() {
+        daemon.status().running = None;
+        return;
+    }
+    tracing::info!(groups = ids.len(), "group cycle requested (POST /sync)");
+    let result = cycle::sync_groups(cfg, writeback_core::Allow::default(), &ids, lead).await;
+    let mut s = daemon.status();
+    s.running = None;
+    match result {
+        Ok(r) => {
+            for g in &r.reports {
+                s.reports.insert(g.cloud_id.clone(), g.clone());
+            }
+            counter!("writeback_cycles_total", "kind" => r.kind.as_str(), "status" => r.status.as_str()).increment(1);
+            let mut doc = crate::output::sync_doc(&r);
+            doc["message"] = serde_json::json!(r.message);
+            s.groups_done = Some((through, doc));
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            s.failures += 1;
+            let wait = backoff(interval, s.failures);
+            if e.action() == Action::Quarantine {
+                s.quarantined = Some(reason.clone());
+                gauge!("writeback_quarantined").set(1.0);
+            }
+            tracing::warn!(%reason, retry_in_s = wait.as_secs(), "group cycle failed; backing off");
+            counter!("writeback_cycles_total", "kind" => "group", "status" => RunStatus::Failed.as_str()).increment(1);
+            s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+            s.groups_done = Some((through, serde_json::json!({"kind": "group", "status": "failed", "error": reason})));
+            *next = Instant::now() + wait;
         }
     }
 }

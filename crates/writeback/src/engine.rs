@@ -349,6 +349,80 @@ pub enum Shown {
 /// Groups whose display name holds `needle`, listed as candidates at most.
 const MAX_CANDIDATES: usize = 20;
 
+/// The groups a name given by an administrator stands for.
+pub enum Named {
+    /// The group with that id, or every group with that display name (in any case).
+    Groups(Vec<CloudObject>),
+    /// None has it; these have it in their display name: (id, display name).
+    Candidates(Vec<(CloudId, String)>),
+}
+
+/// The groups `needle` names: an object id, or a display name in any case. A name is asked of
+/// Graph with a filter first; only when that finds nothing (Graph compares with or without
+/// case) is the tenant's group list read, to match without case and to list candidates.
+pub async fn find_named(graph: &GraphClient, needle: &str) -> Result<Named, CycleError> {
+    let needle = needle.trim();
+    if writeback_core::naming::is_guid(needle) {
+        let id = CloudId::new(needle);
+        let (found, _, failed) = graph.groups_by_id(std::slice::from_ref(&id)).await;
+        if let Some((_, why)) = failed.first() {
+            return Err(CycleError::Other(format!("reading group {id}: {why}")));
+        }
+        return Ok(if found.is_empty() { Named::Candidates(Vec::new()) } else { Named::Groups(found) });
+    }
+    let lower = needle.to_lowercase();
+    let same = |g: &CloudObject| g.name().to_lowercase() == lower;
+    let named: Vec<CloudObject> = graph.groups_named(needle).await?.into_iter().filter(same).collect();
+    if !named.is_empty() {
+        return Ok(Named::Groups(named));
+    }
+    let (all, _) = graph.list_groups().await?;
+    let (named, others): (Vec<CloudObject>, Vec<CloudObject>) = all.into_iter().partition(same);
+    if !named.is_empty() {
+        return Ok(Named::Groups(named));
+    }
+    let mut near: Vec<(CloudId, String)> = others
+        .into_iter()
+        .filter(|g| g.name().to_lowercase().contains(&lower))
+        .map(|g| (g.id.clone(), g.name().to_string()))
+        .collect();
+    near.sort_by(|a, b| a.1.cmp(&b.1));
+    near.truncate(MAX_CANDIDATES);
+    Ok(Named::Candidates(near))
+}
+
+/// The object ids of the groups `needles` name, each named group found, or a usage error that
+/// says which name found none (with the groups that have it in their name).
+pub async fn ids_named(cfg: &Config, needles: &[String]) -> Result<Vec<CloudId>, CycleError> {
+    let graph = GraphClient::new(cfg.graph()?)?;
+    let mut ids = Vec::new();
+    for needle in needles {
+        match find_named(&graph, needle).await? {
+            Named::Groups(groups) => {
+                if groups.len() > 1 {
+                    tracing::info!(name = %needle.trim(), groups = groups.len(), "several groups have this name: all");
+                }
+                ids.extend(groups.into_iter().map(|g| g.id));
+            }
+            Named::Candidates(near) => {
+                let hint = if near.is_empty() {
+                    String::new()
+                } else {
+                    let list: Vec<String> = near.iter().map(|(id, name)| format!("{name} ({id})")).collect();
+                    format!("; groups with it in their name: {}", list.join(", "))
+                };
+                return Err(CycleError::Config(format!(
+                    "no cloud group has the id or display name '{}'{hint}",
+                    needle.trim()
+                )));
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// The plan of only the groups `needle` names (an object id, or a display name in any case):
 /// their members are read, not the tenant's, so it answers at once in a tenant of 10,000
 /// groups. Nested groups are found through their links, as in a delta cycle. Writes nothing.
@@ -356,31 +430,12 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
     let state = state_read_only(cfg).await?;
     let (graph, mut ad) = connect(cfg).await?;
     let ous = cfg.managed_ous(&state);
-    let needle = needle.trim();
-    let (groups, ids) = if writeback_core::naming::is_guid(needle) {
-        let id = CloudId::new(needle);
-        let (found, _, failed) = graph.groups_by_id(std::slice::from_ref(&id)).await;
-        if let Some((_, why)) = failed.first() {
-            return Err(CycleError::Other(format!("reading group {id}: {why}")));
+    let (groups, ids) = match find_named(&graph, needle).await? {
+        Named::Groups(groups) => {
+            let ids: Vec<CloudId> = groups.iter().map(|g| g.id.clone()).collect();
+            (groups, ids)
         }
-        (found, vec![id])
-    } else {
-        let (all, _) = graph.list_groups().await?;
-        let lower = needle.to_lowercase();
-        let (named, others): (Vec<CloudObject>, Vec<CloudObject>) =
-            all.into_iter().partition(|g| g.name().to_lowercase() == lower);
-        if named.is_empty() {
-            let mut near: Vec<(CloudId, String)> = others
-                .into_iter()
-                .filter(|g| g.name().to_lowercase().contains(&lower))
-                .map(|g| (g.id.clone(), g.name().to_string()))
-                .collect();
-            near.sort_by(|a, b| a.1.cmp(&b.1));
-            near.truncate(MAX_CANDIDATES);
-            return Ok(Shown::Candidates(near));
-        }
-        let ids = named.iter().map(|g| g.id.clone()).collect();
-        (named, ids)
+        Named::Candidates(near) => return Ok(Shown::Candidates(near)),
     };
     let mut cloud = CloudSnapshot { groups, ..Default::default() };
     let in_scope: Vec<CloudId> =

@@ -15,6 +15,7 @@ mod daemon;
 mod early;
 mod engine;
 mod error;
+mod group_cmd;
 mod lead;
 mod lock;
 mod log_cmd;
@@ -131,6 +132,11 @@ enum Command {
         /// Let this run create more groups than [writeback] create_threshold.
         #[arg(long)]
         allow_creates: bool,
+        /// Only this group, now: its object id or display name (repeat for several). Its members
+        /// and nested groups are written as a full cycle would; recorded as a run of kind group.
+        /// While a daemon runs, it is asked to do it (and this waits for it).
+        #[arg(long, value_name = "GROUP", conflicts_with = "full")]
+        group: Vec<String>,
     },
     /// One group: why it is (not) written back, its AD DN, and its members with the reason.
     /// Reads only that group (and finds nested groups by their links); a partial name lists
@@ -370,9 +376,13 @@ async fn run(cli: Cli, cfg: Config) -> u8 {
             };
             output::plan(&p, summary, cli.json)
         }),
-        Command::Sync { allow_deletes, allow_creates, full } => {
+        Command::Sync { allow_deletes, allow_creates, full, group } => {
             let allow = Allow { deletes: allow_deletes, creates: allow_creates, ..Allow::default() };
-            sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
+            if group.is_empty() {
+                sync_locked(&cfg, allow, full).await.map(|r| output::sync(&r, cli.json))
+            } else {
+                group_cmd::sync_groups(&cfg, allow, &group, cli.json).await
+            }
         }
         Command::Show { group, members, status } => engine::plan_groups(&cfg, &group).await.map(|shown| {
             let limit = members.unwrap_or(if cli.json { 0 } else { 100 });

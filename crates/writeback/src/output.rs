@@ -22,14 +22,19 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
+/// A run as `sync --json` prints it (also what the daemon answers a group request with).
+pub fn sync_doc(r: &RunResult) -> serde_json::Value {
+    let mut doc = json!({"run_id": r.run_id, "kind": r.kind, "status": r.status, "duration_ms": r.duration_ms});
+    for (name, n) in r.summary.columns() {
+        doc[name] = json!(n);
+    }
+    doc
+}
+
 pub fn sync(r: &RunResult, as_json: bool) -> u8 {
     let s = &r.summary;
     if as_json {
-        let mut doc = json!({"run_id": r.run_id, "kind": r.kind, "status": r.status, "duration_ms": r.duration_ms});
-        for (name, n) in s.columns() {
-            doc[name] = json!(n);
-        }
-        print_json(&doc);
+        print_json(&sync_doc(r));
     } else {
         println!(
             "run {} ({}): {} — {} ({:.1} s, {} Graph requests, {} LDAP operations)",

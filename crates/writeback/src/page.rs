@@ -239,7 +239,10 @@ pub fn render(
                     input name="group" placeholder="group object id or display name" value=(needle);
                     " " button { "Show" }
                 }
-                @if !needle.is_empty() { (show(found, needle)) (trail(stored)) }
+                @if !needle.is_empty() {
+                    (show(found, needle)) (trail(stored))
+                    script { (PreEscaped(SYNC_NOW_SCRIPT)) }
+                }
                 (history(stored))
             }
         }
@@ -355,13 +358,31 @@ fn charts_of(live: &Live, stored: &Stored) -> Markup {
     }
 }
 
+/// Sends `POST /sync` with the button's group (a JSON request from this page: the listener's
+/// origin and content type checks let it through, a cross-site form could not send it).
+const SYNC_NOW_SCRIPT: &str = "document.querySelectorAll('button.syncnow').forEach(function(b){\
+b.addEventListener('click',function(){var out=b.nextElementSibling;b.disabled=true;\
+fetch('sync',{method:'POST',headers:{'Content-Type':'application/json'},\
+body:JSON.stringify({groups:[b.dataset.group]})}).then(function(r){return r.json().then(function(j){\
+out.textContent=r.status==202?' queued: synced in a few seconds (reload to see it)':' '+(j.reason||j.error||r.status);\
+});}).catch(function(e){out.textContent=' '+e;}).finally(function(){b.disabled=false;});});});";
+
+/// "Sync this group now", for one group object id.
+fn sync_now(id: &str) -> Markup {
+    html! { p { button.syncnow type="button" data-group=(id) { "Sync this group now" } span.muted {} } }
+}
+
 fn show(found: &[GroupReport], needle: &str) -> Markup {
     html! {
-        @if found.is_empty() { p.bad { "No group matches “" (needle) "” in the last cycles." } }
+        @if found.is_empty() {
+            p.bad { "No group matches “" (needle) "” in the last cycles." }
+            @if writeback_core::naming::is_guid(needle) { (sync_now(needle)) }
+        }
         @for g in found {
             @let members = g.members_by_id();
             @let written = g.members.iter().filter(|m| m.status == MemberStatus::Written).count();
             h2 { (g.display_name) " " span.muted { (g.cloud_id) } }
+            (sync_now(g.cloud_id.as_str()))
             p {
                 "In scope: " b { (if g.in_scope { "yes" } else { "no" }) } " — " (g.reason) br;
                 "AD: " (g.dn.as_deref().unwrap_or("(none)")) br;

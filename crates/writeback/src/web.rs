@@ -99,10 +99,22 @@ fn refused(code: StatusCode, label: &'static str, reason: &str, retry_after: Opt
     resp
 }
 
-/// `POST /sync`: a cycle soon. Only a JSON request from no browser or this listener's own page
-/// (a cross-site form or `fetch` can send neither the type nor the origin), never during a
-/// back-off or quarantine, at most one per interval.
-async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+/// The body of `POST /sync`: empty (a cycle), or the groups to sync now.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// Groups one request may name.
+const MAX_GROUPS_PER_REQUEST: usize = 50;
+
+/// `POST /sync`: a cycle soon, or with `{"groups": [object ids]}` a group cycle of those. Only a
+/// JSON request from no browser or this listener's own page (a cross-site form or `fetch` can
+/// send neither the type nor the origin), never during a back-off or quarantine; a cycle at
+/// most once per interval, groups up to a bounded queue.
+async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
     if !d.access.origin_allowed(origin) {
         return refused(StatusCode::FORBIDDEN, "origin", "requests from other web sites are refused", None);
@@ -137,6 +149,24 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response 
         let body = json!({"queued": false, "reason": why, "leader": leader});
         return (StatusCode::CONFLICT, Json(body)).into_response();
     }
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest { groups: Vec::new() }
+    } else {
+        match serde_json::from_slice::<SyncRequest>(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(s);
+                return refused(StatusCode::BAD_REQUEST, "body", &format!("send {{\"groups\": [object ids]}}: {e}"), None);
+            }
+        }
+    };
+    let ids = match group_ids(&request.groups) {
+        Ok(ids) => ids,
+        Err(why) => {
+            drop(s);
+            return refused(StatusCode::BAD_REQUEST, "body", &why, None);
+        }
+    };
     let until_next = s.next_cycle.map(|n| n.saturating_duration_since(Instant::now()));
     if s.failures > 0 {
         let why = match &s.quarantined {
@@ -144,6 +174,19 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response 
             None => "backing off after failed cycles: the next attempt is at the end of the back-off".to_string(),
         };
         return refused(StatusCode::SERVICE_UNAVAILABLE, "back-off", &why, until_next);
+    }
+    if !ids.is_empty() {
+        let queued: std::collections::BTreeSet<&writeback_core::CloudId> = s.queued_groups.iter().chain(&ids).collect();
+        if queued.len() > crate::daemon::MAX_QUEUED_GROUPS {
+            return refused(StatusCode::TOO_MANY_REQUESTS, "queue", "too many groups are queued already", until_next);
+        }
+        s.queued_groups.extend(ids.iter().cloned());
+        s.group_requests += 1;
+        let request = s.group_requests;
+        drop(s);
+        d.groups_requested.notify_one();
+        return (StatusCode::ACCEPTED, Json(json!({"queued": true, "request": request, "groups": ids.len()})))
+            .into_response();
     }
     if let Some(wait) = s.last_requested.map(|t| s.interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero()) {
         return refused(StatusCode::TOO_MANY_REQUESTS, "rate", "one requested cycle per interval", Some(wait));
@@ -154,12 +197,29 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response 
     (StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()
 }
 
+/// The groups of a request: object ids only (a name is resolved by `sync --group` before it
+/// asks), at most [`MAX_GROUPS_PER_REQUEST`].
+fn group_ids(given: &[String]) -> Result<Vec<writeback_core::CloudId>, String> {
+    if given.len() > MAX_GROUPS_PER_REQUEST {
+        return Err(format!("at most {MAX_GROUPS_PER_REQUEST} groups per request"));
+    }
+    given
+        .iter()
+        .map(|g| match writeback_core::naming::is_guid(g.trim()) {
+            true => Ok(writeback_core::CloudId::new(g.trim())),
+            false => Err("groups are given by object id".to_string()),
+        })
+        .collect()
+}
+
 async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     let (healthy, reason) = d.health();
     let s = d.status();
     Json(json!({
         "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
         "quarantined": s.quarantined, "running": s.running,
+        "group_requests": {"accepted": s.group_requests, "queued": s.queued_groups.len(),
+            "done": s.groups_done.as_ref().map(|(n, _)| n), "last": s.groups_done.as_ref().map(|(_, r)| r)},
         "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
             "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)})),
     }))
