@@ -13,6 +13,7 @@ pub mod model;
 pub mod naming;
 pub mod plan;
 pub mod planner;
+pub mod properties;
 pub mod render;
 pub mod rules;
 pub mod run;

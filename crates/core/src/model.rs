@@ -61,6 +61,10 @@ pub struct CloudObject {
     /// A device's `deviceId`: for a hybrid-joined device, its computer account's objectGUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+    /// The group properties that rules and mappings read beyond the fields above, as Graph sent
+    /// them (filled by the Graph client from what it `$select`ed; absent when Graph sent none).
+    #[serde(skip)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The kind of a directory object, from `@odata.type`.
@@ -118,6 +122,44 @@ impl CloudObject {
 
     pub fn name(&self) -> &str {
         self.display_name.as_deref().unwrap_or("")
+    }
+
+    /// A group property by its Graph name, as text: none when Graph sent none or null, one
+    /// value per element of a collection, `true`/`false` for a Boolean. `membership` is
+    /// `dynamic` or `assigned` (from groupTypes, `DynamicMembership`).
+    pub fn property(&self, name: &str) -> Vec<String> {
+        let one = |v: &Option<String>| v.iter().cloned().collect();
+        let flag = |v: Option<bool>| v.map(|b| b.to_string()).into_iter().collect();
+        match name {
+            "id" => vec![self.id.to_string()],
+            "displayName" => one(&self.display_name),
+            "description" => one(&self.description),
+            "mail" => one(&self.mail),
+            "mailNickname" => one(&self.mail_nickname),
+            "proxyAddresses" => self.proxy_addresses.clone(),
+            "groupTypes" => self.group_types.clone(),
+            "securityEnabled" => flag(self.security_enabled),
+            "mailEnabled" => flag(self.mail_enabled),
+            "onPremisesSyncEnabled" => flag(self.on_premises_sync_enabled),
+            "onPremisesSecurityIdentifier" => one(&self.on_premises_security_identifier),
+            "membership" => {
+                let dynamic = self.group_types.iter().any(|t| t.eq_ignore_ascii_case("DynamicMembership"));
+                vec![if dynamic { "dynamic" } else { "assigned" }.to_string()]
+            }
+            other => match self.extra.get(other) {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::String(s)) => vec![s.clone()],
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| match v {
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Null => None,
+                        other => Some(other.to_string()),
+                    })
+                    .collect(),
+                Some(v) => vec![v.to_string()],
+            },
+        }
     }
 }
 

@@ -518,6 +518,8 @@ fn scoping_rules_include_at_scale_exclude_first_and_place_in_ous() {
         action,
         group_type: None,
         target_ou: ou.map(String::from),
+        all: vec![],
+        any: vec![],
     };
     let mut w = World::new();
     w.cfg.rules = vec![

@@ -133,7 +133,7 @@ pub fn decide_with(g: &CloudObject, rules: &[Rule]) -> Decision {
         GroupKind::Microsoft365 | GroupKind::Security => {}
     }
     if let Some((i, rule)) = rules.iter().enumerate().find(|(_, r)| r.matches(g)) {
-        let by = rule.describe(i);
+        let by = rule.explain(i, g);
         return match rule.action {
             RuleAction::Exclude => Decision::out(format!("excluded by {by}")),
             RuleAction::Include if enabled == Some(false) => Decision::out(format!(

@@ -38,6 +38,8 @@ struct Change {
     /// Owner ids added / removed (groups only).
     owners_added: Vec<String>,
     owners_dropped: Vec<String>,
+    /// The properties that changed (`None`: the object is new here, so all of them).
+    props: Option<BTreeSet<String>>,
 }
 
 /// What changed for one object since a token.
@@ -66,16 +68,18 @@ impl Change {
             dropped: vec![],
             owners_added: vec![],
             owners_dropped: vec![],
+            props: Some(BTreeSet::new()),
         }
     }
 
-    /// Only a relationship changed (members or owners), no property.
-    fn relationships_only(&self) -> bool {
-        self.removed.is_none()
-            && (!self.added.is_empty()
-                || !self.dropped.is_empty()
-                || !self.owners_added.is_empty()
-                || !self.owners_dropped.is_empty())
+    /// A removal, or a change of a property the query tracks: with `$select`, only those
+    /// selected are (delta-query-overview.md: "only the selected properties are tracked").
+    fn tracked(&self, select: Option<&[String]>) -> bool {
+        self.removed.is_some()
+            || match &self.props {
+                None => true,
+                Some(changed) => changed.iter().any(|p| select.is_none_or(|s| s.contains(p))),
+            }
     }
 }
 
@@ -152,7 +156,12 @@ impl Journal {
                 };
                 let (added, dropped) = diff(members(was), members(now));
                 let (owners_added, owners_dropped) = diff(owners(was), owners(now));
-                let changed = before.get(id).is_none_or(|was| props(was) != props(now));
+                let changed_props: Option<BTreeSet<String>> = before.get(id).map(|was| {
+                    let (was, now) = (props(was), props(now));
+                    let keys = was.as_object().into_iter().chain(now.as_object()).flat_map(|m| m.keys());
+                    keys.filter(|k| was.get(k.as_str()) != now.get(k.as_str())).cloned().collect()
+                });
+                let changed = changed_props.as_ref().is_none_or(|c| !c.is_empty());
                 if changed
                     || !added.is_empty()
                     || !dropped.is_empty()
@@ -169,6 +178,7 @@ impl Journal {
                         dropped,
                         owners_added,
                         owners_dropped,
+                        props: changed_props,
                     });
                 }
             }
@@ -329,7 +339,7 @@ impl Journal {
             });
             e.removed = c.removed;
             e.ever_removed = c.removed.or(e.ever_removed);
-            e.props |= !c.relationships_only();
+            e.props |= c.tracked(select.as_deref());
             for (adds, drops, added, dropped) in [
                 (&c.added, &c.dropped, &mut e.added, &mut e.dropped),
                 (&c.owners_added, &c.owners_dropped, &mut e.owners_added, &mut e.owners_dropped),

@@ -126,10 +126,20 @@ pub enum On {
     SyncBehavior,
 }
 
+/// A directory extension's name: `extension_<appId without dashes>_<name>`
+/// (extensibility-overview.md). Graph knows one only once an app registers it for groups; the
+/// simulator takes any well-formed name. Not on delta queries: their page does not document
+/// tracking extensions, so the strictest reading refuses them there.
+fn extension(p: &str) -> bool {
+    p.strip_prefix("extension_")
+        .and_then(|r| r.split_once('_'))
+        .is_some_and(|(app, name)| app.len() == 32 && app.chars().all(|c| c.is_ascii_hexdigit()) && !name.is_empty())
+}
+
 fn known(on: On, beta: bool, p: &str) -> bool {
     let group = GROUP.contains(&p) || (beta && GROUP_BETA.contains(&p));
     match on {
-        On::Groups => group,
+        On::Groups => group || extension(p),
         On::GroupsDelta => group || GROUP_DELTA_NAV.contains(&p),
         On::Users => USER.contains(&p),
         On::UsersDelta => USER.contains(&p) || USER_DELTA_NAV.contains(&p),

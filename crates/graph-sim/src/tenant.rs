@@ -223,7 +223,12 @@ pub fn project(obj: &Value, kind: Option<&str>, select: Option<&[String]>, beta:
                             .into(),
                     ));
                 }
-                if visible(p) {
+                if p.starts_with("extension_") {
+                    // A directory extension without a value is left out, not null.
+                    if let Some(v) = map.get(p) {
+                        out.insert(p.clone(), v.clone());
+                    }
+                } else if visible(p) {
                     // Graph returns null for a selected property the object type does not carry.
                     out.insert(p.clone(), map.get(p).cloned().unwrap_or(Value::Null));
                 }
@@ -231,7 +236,8 @@ pub fn project(obj: &Value, kind: Option<&str>, select: Option<&[String]>, beta:
         }
         None => {
             for (k, v) in map {
-                if visible(k) {
+                // Directory extensions are returned only when selected.
+                if visible(k) && !k.starts_with("extension_") {
                     out.insert(k.clone(), v.clone());
                 }
             }

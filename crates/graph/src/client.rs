@@ -412,6 +412,7 @@ mod tests {
 
     fn client(graph: &str) -> GraphClient {
         GraphClient::new(GraphConfig {
+            group_properties: Vec::new(),
             tenant_id: "t".into(),
             client_id: "c".into(),
             credential: Credential::Secret(Secret::new("x")),

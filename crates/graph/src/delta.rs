@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 use writeback_core::{CloudId, CloudObject};
 
-use crate::read::{parse_object, GROUP_SELECT};
+use crate::read::parse_object;
 use crate::{GraphClient, GraphError};
 
 /// User properties whose change matters: the anchors members are found by in AD.
@@ -121,8 +121,9 @@ impl GraphClient {
             Collection::Groups => {
                 let owners = if owners { ",owners" } else { "" };
                 format!(
-                    "{}/beta/groups/delta?$select={GROUP_SELECT},members{owners}&$deltatoken=latest",
-                    self.cfg.graph_url
+                    "{}/beta/groups/delta?$select={},members{owners}&$deltatoken=latest",
+                    self.cfg.graph_url,
+                    self.group_select(true)
                 )
             }
             Collection::Users => {
@@ -167,12 +168,13 @@ impl GraphClient {
     /// Groups by id (in `$batch`es). Returns the groups found, the ids Graph does not know
     /// (404), and per-id failures; a failure is never mistaken for "gone".
     pub async fn groups_by_id(&self, ids: &[CloudId]) -> (Vec<CloudObject>, BTreeSet<CloudId>, Vec<(String, String)>) {
+        let select = self.group_select(false);
         let reqs: Vec<(String, String)> =
-            ids.iter().map(|id| (id.to_string(), format!("/groups/{id}?$select={GROUP_SELECT}"))).collect();
+            ids.iter().map(|id| (id.to_string(), format!("/groups/{id}?$select={select}"))).collect();
         let (mut found, mut missing, mut failed) = (Vec::new(), BTreeSet::new(), Vec::new());
         for (id, res) in self.batch_get(&reqs).await {
             match res {
-                Ok(body) => match parse_object(&body) {
+                Ok(body) => match self.parse_group(&body) {
                     Ok(g) => found.push(g),
                     Err((_, why)) => failed.push((id, why)),
                 },

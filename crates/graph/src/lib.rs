@@ -70,6 +70,9 @@ pub struct GraphConfig {
     /// shows it when the secret is made, and an app cannot read its own registration without
     /// Application.Read.All, a permission writeback does not ask for.
     pub secret_expires: Option<i64>,
+    /// Group properties beyond `GROUP_SELECT` that rules and mappings read (checked names:
+    /// `writeback_core::properties`); `$select`ed and kept in `CloudObject::extra`.
+    pub group_properties: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +140,7 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(***)");
         let cfg = GraphConfig {
+            group_properties: Vec::new(),
             tenant_id: "t".into(),
             client_id: "c".into(),
             credential: Credential::Secret(s),
@@ -151,6 +155,7 @@ mod tests {
     #[test]
     fn plain_http_only_to_loopback() {
         let mk = |g: &str| GraphConfig {
+            group_properties: Vec::new(),
             tenant_id: "t".into(),
             client_id: "c".into(),
             credential: Credential::Secret(Secret::new("x")),

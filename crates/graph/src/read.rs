@@ -53,6 +53,30 @@ pub(crate) fn parse_object(v: &Value) -> Result<CloudObject, (String, String)> {
 }
 
 impl GraphClient {
+    /// What reads of groups `$select`: `GROUP_SELECT` and the properties rules and mappings
+    /// read (for the delta query, without directory extensions).
+    pub(crate) fn group_select(&self, for_delta: bool) -> String {
+        let extra =
+            writeback_core::properties::to_select(self.cfg.group_properties.iter().map(String::as_str), for_delta);
+        let mut select = GROUP_SELECT.to_string();
+        for p in extra {
+            select.push(',');
+            select.push_str(&p);
+        }
+        select
+    }
+
+    /// One group as Graph sent it, with the properties rules and mappings read kept aside.
+    pub(crate) fn parse_group(&self, v: &Value) -> Result<CloudObject, (String, String)> {
+        let mut g = parse_object(v)?;
+        for p in &self.cfg.group_properties {
+            if let Some(value) = v.get(p) {
+                g.extra.insert(p.clone(), value.clone());
+            }
+        }
+        Ok(g)
+    }
+
     pub(crate) fn beta(&self, path: &str) -> String {
         format!("{}/beta{path}", self.cfg.graph_url)
     }
@@ -60,11 +84,12 @@ impl GraphClient {
     /// Every group of the tenant. Malformed objects come back separately; a failed page fails
     /// the whole listing (a partial listing would look like deletions).
     pub async fn list_groups(&self) -> Result<(Vec<CloudObject>, Vec<(String, String)>), GraphError> {
-        let items = self.get_all(&self.beta(&format!("/groups?$select={GROUP_SELECT}&$top=999"))).await?;
+        let select = self.group_select(false);
+        let items = self.get_all(&self.beta(&format!("/groups?$select={select}&$top=999"))).await?;
         let mut groups = Vec::with_capacity(items.len());
         let mut rejected = Vec::new();
         for v in &items {
-            match parse_object(v) {
+            match self.parse_group(v) {
                 Ok(g) => groups.push(g),
                 Err(r) => rejected.push(r),
             }
@@ -80,8 +105,9 @@ impl GraphClient {
         let filter = format!("displayName eq '{}'", name.replace('\'', "''"));
         // Spaces as %20: a `+` is not a space everywhere.
         let filter = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>().replace('+', "%20");
-        let items = self.get_all(&self.beta(&format!("/groups?$filter={filter}&$select={GROUP_SELECT}"))).await?;
-        Ok(items.iter().filter_map(|v| parse_object(v).ok()).collect())
+        let select = self.group_select(false);
+        let items = self.get_all(&self.beta(&format!("/groups?$filter={filter}&$select={select}"))).await?;
+        Ok(items.iter().filter_map(|v| self.parse_group(v).ok()).collect())
     }
 
     /// Members of each group, read in `$batch`es of 20 (later pages one by one).

@@ -447,6 +447,17 @@ impl Config {
         }
     }
 
+    /// The group properties the rules read beyond what every read selects.
+    pub fn group_properties(&self) -> Vec<String> {
+        let mut props: Vec<String> = Vec::new();
+        for p in self.rules.iter().flat_map(|r| r.properties()) {
+            if !props.iter().any(|q| q == p) {
+                props.push(p.to_string());
+            }
+        }
+        props
+    }
+
     pub fn graph(&self) -> anyhow::Result<GraphConfig> {
         let env = Environment::parse(&self.cloud.environment).unwrap_or(Environment::Global);
         let (login, graph) = env.endpoints();
@@ -464,6 +475,7 @@ impl Config {
             )?)),
         };
         Ok(GraphConfig {
+            group_properties: self.group_properties(),
             secret_expires: self.cloud.client_secret_expires.as_deref().and_then(|d| expiry_date(d).ok()),
             tenant_id: self.cloud.tenant_id.clone(),
             client_id: self.cloud.client_id.clone(),

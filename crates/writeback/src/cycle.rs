@@ -69,11 +69,16 @@ struct Outcome {
 /// How much of the tenant a cycle looked at: everything, or the groups a delta named.
 enum Reach {
     Full,
-    Delta { looked_at: Vec<CloudId>, hints: Hints },
+    Delta {
+        looked_at: Vec<CloudId>,
+        hints: Hints,
+    },
     /// `sync --group`: the groups named (and the groups that contain one that entered or left
     /// scope). It moves no watermark and leaves the tenant's stops alone: the next delta cycle
     /// still sees everything that changed.
-    Groups { looked_at: Vec<CloudId> },
+    Groups {
+        looked_at: Vec<CloudId>,
+    },
 }
 
 impl Reach {

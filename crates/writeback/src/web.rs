@@ -156,7 +156,12 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: axum::
             Ok(r) => r,
             Err(e) => {
                 drop(s);
-                return refused(StatusCode::BAD_REQUEST, "body", &format!("send {{\"groups\": [object ids]}}: {e}"), None);
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    &format!("send {{\"groups\": [object ids]}}: {e}"),
+                    None,
+                );
             }
         }
     };
