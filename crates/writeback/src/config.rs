@@ -20,6 +20,8 @@ pub struct Config {
     pub state: StateSection,
     #[serde(default)]
     pub daemon: DaemonSection,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Scoping rules, in order; the first that matches a group decides.
     #[serde(default)]
     pub rules: Vec<writeback_core::Rule>,
@@ -221,6 +223,113 @@ impl Default for DaemonSection {
     }
 }
 
+/// `[alerts]`: where the daemon says that an incident started or cleared.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A JSON POST per notice (https://, or http:// to loopback). Its path often holds the
+    /// hook's secret (Teams, Slack): only its scheme, host and port are ever shown.
+    pub webhook: Option<String>,
+    /// `smtps://host[:465]` or `smtp://host[:587]` (STARTTLS required).
+    pub smtp: Option<String>,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    /// The SMTP user; its password from $WRITEBACK_SMTP_PASSWORD or `smtp_password_file`.
+    pub smtp_user: Option<String>,
+    pub smtp_password_file: Option<PathBuf>,
+    /// Certificates (PEM) trusted for the webhook and the SMTP server besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long a group stays in error, or cycles keep failing, before it is an incident.
+    pub after: String,
+    /// Where relative paths are resolved (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook: None,
+            smtp: None,
+            from: None,
+            to: Vec::new(),
+            smtp_user: None,
+            smtp_password_file: None,
+            ca_file: None,
+            after: "1h".into(),
+            base_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub fn after(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.after).with_context(|| format!("[alerts] after = \"{}\"", self.after))
+    }
+
+    pub fn smtp_password(&self) -> anyhow::Result<Secret> {
+        let file = self.smtp_password_file.as_ref().map(|p| self.base_dir.join(p));
+        Ok(Secret::new(secret("WRITEBACK_SMTP_PASSWORD", file, "[alerts] smtp_password_file")?))
+    }
+
+    /// The certificates of `ca_file` (DER), none without it.
+    pub fn extra_roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        use rustls_pki_types::pem::PemObject;
+        let Some(file) = &self.ca_file else { return Ok(Vec::new()) };
+        let file = self.base_dir.join(file);
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&file)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("[alerts] ca_file {}: {e}", file.display()))?;
+        if certs.is_empty() {
+            bail!("[alerts] ca_file {} holds no certificate", file.display());
+        }
+        Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+    }
+
+    /// What is wrong in the section (the webhook shown by its origin only).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(w) = &self.webhook {
+            if let Err(e) = writeback_graph::check_transport(w) {
+                let shown = url_origin(w);
+                out.push(match e {
+                    _ if url::Url::parse(w).is_err() => "[alerts] webhook is not a URL".to_string(),
+                    _ => format!("[alerts] webhook {shown}… must use https:// (http:// only to a loopback address)"),
+                });
+            }
+        }
+        if let Some(s) = &self.smtp {
+            match url::Url::parse(s) {
+                Ok(u) if matches!(u.scheme(), "smtps" | "smtp") && u.host_str().is_some() => {}
+                _ => out.push(format!(
+                    "[alerts] smtp = \"{s}\" must be smtps://host[:465] (TLS) or smtp://host[:587] (STARTTLS)"
+                )),
+            }
+            if self.from.is_none() || self.to.is_empty() {
+                out.push("[alerts] smtp needs from = \"…\" and to = [\"…\"]".into());
+            }
+            if self.smtp_user.is_some() && self.smtp_password().is_err() {
+                out.push("[alerts] smtp_user needs a password: $WRITEBACK_SMTP_PASSWORD or smtp_password_file".into());
+            }
+        }
+        if let Err(e) = self.after() {
+            out.push(format!("{e:#}"));
+        }
+        if let Err(e) = self.extra_roots() {
+            out.push(format!("{e:#}"));
+        }
+        out
+    }
+}
+
+/// A URL's scheme, host and port (not its path or query, which may hold a secret).
+pub fn url_origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// The shortest token the listener accepts: a guessable one protects nothing.
 const MIN_TOKEN: usize = 16;
 
@@ -244,6 +353,7 @@ impl Config {
     /// (A parse error quotes the line it is on: shown through [`where_`], never as it is.)
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Config, toml::de::Error> {
         let mut cfg: Config = toml::from_str(text)?;
+        cfg.alerts.base_dir = base_dir.clone();
         cfg.base_dir = base_dir;
         Ok(cfg)
     }

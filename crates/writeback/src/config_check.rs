@@ -34,6 +34,7 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     if let Some(gc) = &cfg.ad.gc_url {
         out.extend(ldap_url(gc).map(|e| e.replacen("[ad] url", "[ad] gc_url", 1)));
     }
+    out.extend(cfg.alerts.problems());
     for (i, r) in cfg.rules.iter().enumerate() {
         if let Err(e) = r.validate(i) {
             out.push(e);

@@ -100,6 +100,9 @@ pub struct Daemon {
     pub started: Instant,
     pub metrics: PrometheusHandle,
     pub access: crate::access::Access,
+    /// Where incidents are sent (`[alerts]`), and which are open.
+    pub alerts: Option<crate::alerts::Alerter>,
+    pub incidents: Mutex<crate::alerts::Tracker>,
 }
 
 impl Daemon {
@@ -145,6 +148,8 @@ impl Daemon {
             started: Instant::now(),
             metrics,
             access,
+            alerts: None,
+            incidents: Mutex::new(crate::alerts::Tracker::default()),
         }
     }
 
@@ -263,7 +268,16 @@ pub async fn run(cfg: Config, config_path: std::path::PathBuf, listen: Option<St
         return exit::CONFIG;
     }
     let access = crate::access::Access::new(local, &cfg.daemon.allowed_hosts, token);
-    let daemon = Arc::new(Daemon::new(cfg, config_path, interval, metrics, access));
+    let alerts = match crate::alerts::Alerter::start(&cfg.alerts) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::CONFIG;
+        }
+    };
+    let mut d = Daemon::new(cfg, config_path, interval, metrics, access);
+    d.alerts = alerts;
+    let daemon = Arc::new(d);
     tracing::info!(%listen, "listening: /healthz, /metrics, and the status page at /");
     let app = web::router(daemon.clone());
     tokio::spawn(async move {
@@ -371,6 +385,7 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
             _ = daemon.requested.notified(), if !backing_off => tracing::info!("cycle requested (POST /sync)"),
             _ = daemon.groups_requested.notified(), if !backing_off => {
                 group_cycle(daemon, &cfg, lead, interval, &mut next).await;
+                watch(daemon, &cfg).await;
                 if let Err(why) = lead.check().await {
                     tracing::error!(reason = %why, "stopping writes");
                     daemon.status().lock_lost = !lead.lost();
@@ -470,12 +485,38 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
                 }
             }
         }
+        watch(daemon, &cfg).await;
         if let Err(why) = lead.check().await {
             tracing::error!(reason = %why, "stopping writes");
             daemon.status().lock_lost = !lead.lost();
             return exit::CANNOT_RUN;
         }
     }
+}
+
+/// After a cycle: the incidents open now, against those already sent (`[alerts]`).
+async fn watch(daemon: &Daemon, cfg: &Config) {
+    let Some(alerter) = &daemon.alerts else { return };
+    let Ok(after) = cfg.alerts.after() else { return };
+    let errors = match cfg.state() {
+        Ok(t) => match writeback_store::Store::open_read_only(&t).await {
+            Ok(Some(store)) => store.errors().await.unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    let (raised, cleared) = {
+        let s = daemon.status();
+        let since_ok = match (s.last_success, s.lead_since) {
+            (Some((at, _)), _) => at.elapsed(),
+            (None, Some(lead)) => lead.elapsed(),
+            (None, None) => daemon.started.elapsed(),
+        };
+        let now = crate::alerts::incidents(&s, &errors, after, since_ok);
+        drop(s);
+        daemon.incidents.lock().unwrap_or_else(|p| p.into_inner()).update(now)
+    };
+    alerter.notify(raised, cleared);
 }
 
 /// The groups `POST /sync` queued, in one group cycle. Its result is kept for the requests it

@@ -2,6 +2,8 @@
 
 mod access;
 mod adopt_cmd;
+mod alerts;
+mod alerts_mail;
 mod approve_cmd;
 mod audit;
 mod charts;

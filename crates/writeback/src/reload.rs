@@ -21,6 +21,13 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.daemon.allowed_hosts != new.daemon.allowed_hosts {
         out.push("[daemon] allowed_hosts");
     }
+    let alerts = |c: &Config| {
+        let a = &c.alerts;
+        (a.webhook.clone(), a.smtp.clone(), a.from.clone(), a.to.clone(), a.smtp_user.clone(), a.ca_file.clone())
+    };
+    if alerts(old) != alerts(new) {
+        out.push("[alerts] channels");
+    }
     if (old.ad.auth, &old.ad.keytab, &old.ad.krb5_conf) != (new.ad.auth, &new.ad.keytab, &new.ad.krb5_conf) {
         out.push("[ad] auth, keytab or krb5_conf");
     }
