@@ -581,7 +581,7 @@ impl Sim {
                     g["onPremisesSyncBehavior"] = json!({ "isCloudManaged": managed });
                     if managed {
                         g["onPremisesSyncEnabled"] = Value::Null;
-                        self.journal.touch_group(id);
+                        self.journal.touch_group(id, &["onPremisesSyncEnabled"]);
                     }
                     return Ok(Reply::empty(204));
                 }
@@ -596,7 +596,9 @@ impl Sim {
                 let patch = body.ok_or_else(|| bad("A PATCH needs a JSON body".into()))?;
                 let g = self.tenant.group_mut(id).ok_or_else(|| not_found("group", id))?;
                 replace_properties(g, &patch);
-                self.journal.touch_group(id);
+                let keys: Vec<&str> =
+                    patch.as_object().into_iter().flat_map(|m| m.keys()).map(String::as_str).collect();
+                self.journal.touch_group(id, &keys);
                 Ok(Reply::empty(204))
             }
             // Graph "Update user" (api-reference/v1.0/api/user-update.md): onPremisesImmutableId
@@ -625,8 +627,9 @@ impl Sim {
                         "Invalid value specified for property 'onPremisesImmutableId' of resource 'User'.".into(),
                     ));
                 }
+                let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
                 replace_properties(user, &patch);
-                self.journal.touch_user(id);
+                self.journal.touch_user(id, &keys);
                 Ok(Reply::empty(204))
             }
             // Graph "List memberOf" (api-reference/v1.0/api/user-list-memberof.md): "groups,

@@ -253,19 +253,21 @@ impl Journal {
         }
     }
 
-    /// A group's properties changed through the API (PATCH).
-    pub fn touch_group(&mut self, id: &str) {
-        self.touch(Coll::Groups, id);
+    /// A group's properties (`props`) changed through the API (PATCH).
+    pub fn touch_group(&mut self, id: &str, props: &[&str]) {
+        self.touch(Coll::Groups, id, props);
     }
 
-    /// A user's properties changed (a PATCH): it appears in the next users delta round.
-    pub fn touch_user(&mut self, id: &str) {
-        self.touch(Coll::Users, id);
+    /// A user's properties changed (a PATCH): it appears in the next users delta round that
+    /// selects one of them.
+    pub fn touch_user(&mut self, id: &str, props: &[&str]) {
+        self.touch(Coll::Users, id, props);
     }
 
-    fn touch(&mut self, coll: Coll, id: &str) {
+    fn touch(&mut self, coll: Coll, id: &str, props: &[&str]) {
         self.version += 1;
-        self.changes.push(Change { version: self.version, coll, id: id.to_ascii_lowercase(), ..Change::none() });
+        let props = Some(props.iter().map(|p| p.to_string()).collect());
+        self.changes.push(Change { version: self.version, coll, id: id.to_ascii_lowercase(), props, ..Change::none() });
     }
 
     /// Every token issued so far stops working (as after 7 days).

@@ -263,12 +263,13 @@ impl Fixture {
             layer: None,
         };
         // The suite's second pass (scripts/test): writeback talks to the DC through the
-        // Windows-limits layer, as a Windows Server 2012 R2 DC (`windows-2012r2`: no
-        // msDS-ExternalDirectoryObjectId) or a 2016 one (`windows`). The fixture's own reads
-        // and writes stay direct.
+        // Windows-limits layer, as a Windows Server 2012 R2 DC without Exchange's schema
+        // (`windows-2012r2`: no msDS-ExternalDirectoryObjectId, mailNickname, extensionAttributeN
+        // or msExch*) or a 2016 one with it (`windows`). The fixture's own reads and writes stay
+        // direct.
         let extra: Option<&[&str]> = match std::env::var("WRITEBACK_TEST_LAYER").as_deref() {
             Ok("windows") => Some(&[]),
-            Ok("windows-2012r2") => Some(&["--hide-attribute", "msDS-ExternalDirectoryObjectId"]),
+            Ok("windows-2012r2") => Some(WITHOUT_2016_OR_EXCHANGE),
             Ok("") | Err(_) => None,
             Ok(other) => panic!("WRITEBACK_TEST_LAYER={other}: give windows or windows-2012r2"),
         };
@@ -653,6 +654,46 @@ path = "state.db"
         all.iter().find(|e| e["cloud_id"] == cloud_id).and_then(|e| e["message"].as_str()).unwrap_or("").to_string()
     }
 }
+
+/// What the layer hides for a Windows Server 2012 R2 DC whose forest never had Exchange.
+const WITHOUT_2016_OR_EXCHANGE: &[&str] = &[
+    "--hide-attribute",
+    "msDS-ExternalDirectoryObjectId",
+    "--hide-attribute",
+    "mailNickname",
+    "--hide-attribute",
+    "msExchRecipientTypeDetails",
+    "--hide-attribute",
+    "extensionAttribute1",
+    "--hide-attribute",
+    "extensionAttribute2",
+    "--hide-attribute",
+    "extensionAttribute3",
+    "--hide-attribute",
+    "extensionAttribute4",
+    "--hide-attribute",
+    "extensionAttribute5",
+    "--hide-attribute",
+    "extensionAttribute6",
+    "--hide-attribute",
+    "extensionAttribute7",
+    "--hide-attribute",
+    "extensionAttribute8",
+    "--hide-attribute",
+    "extensionAttribute9",
+    "--hide-attribute",
+    "extensionAttribute10",
+    "--hide-attribute",
+    "extensionAttribute11",
+    "--hide-attribute",
+    "extensionAttribute12",
+    "--hide-attribute",
+    "extensionAttribute13",
+    "--hide-attribute",
+    "extensionAttribute14",
+    "--hide-attribute",
+    "extensionAttribute15",
+];
 
 /// `[writeback]` keys and other sections from a test's extra config.
 fn split_sections(extra: &str) -> (String, String) {
