@@ -23,6 +23,9 @@ pub struct AdConfig {
     /// A Global Catalog (`ldaps://dc:3269`, or `ldap://dc:3268` with StartTLS): members and
     /// parent groups of other domains of the forest are looked up there.
     pub gc_url: Option<String>,
+    /// Attributes read with every owned group beyond the ones writeback always manages (what
+    /// `[[mappings]]` set: `info`, `extensionAttributeN`).
+    pub also_read: Vec<String>,
 }
 
 /// How the connection authenticates.
@@ -75,6 +78,8 @@ pub struct AdConn {
     /// Asked before every operation that writes: the caller's proof that it may still write
     /// (its lead); a refusal stops the run at once.
     pub(crate) gate: Option<Arc<dyn WriteGate>>,
+    /// See [`AdConfig::also_read`].
+    pub(crate) also_read: Vec<String>,
 }
 
 /// What a writer checks before each batch of AD writes (one planned operation): that it still
@@ -300,6 +305,7 @@ impl AdConn {
             gc: None,
             forest_domains: Vec::new(),
             gate: None,
+            also_read: cfg.also_read.clone(),
         };
         me.read_root_dse().await?;
         me.schema = me.detect_schema().await?;
@@ -366,7 +372,7 @@ impl AdConn {
 
     async fn detect_schema(&mut self) -> Result<SchemaFeatures, AdError> {
         let filter = "(|(lDAPDisplayName=msDS-ExternalDirectoryObjectId)(lDAPDisplayName=mailNickname)\
-                      (lDAPDisplayName=msExchRecipientTypeDetails))";
+                      (lDAPDisplayName=msExchRecipientTypeDetails)(lDAPDisplayName=extensionAttribute1))";
         let base = self.schema_nc.clone();
         let (entries, _) = self
             .op()
@@ -384,6 +390,7 @@ impl AdConn {
         Ok(SchemaFeatures {
             external_directory_object_id: has("msds-externaldirectoryobjectid"),
             exchange: has("mailnickname") && has("msexchrecipienttypedetails"),
+            extension_attributes: has("extensionattribute1"),
         })
     }
 

@@ -183,7 +183,36 @@ impl AdConn {
         if self.schema.exchange {
             attrs.push("mailNickname".into());
         }
+        let also: Vec<String> =
+            self.also_read.iter().filter(|a| !attrs.iter().any(|b| b.eq_ignore_ascii_case(a))).cloned().collect();
+        attrs.extend(also);
         attrs
+    }
+
+    /// The objects that hold these sAMAccountNames anywhere in the domain: lower-case name →
+    /// objectGUID (in `OR` filters of 100, values escaped).
+    pub async fn sam_owners(&mut self, names: &[String]) -> Result<HashMap<String, ObjectGuid>, AdError> {
+        let mut out = HashMap::new();
+        let base = self.default_nc.clone();
+        for chunk in names.chunks(100) {
+            let parts: String =
+                chunk.iter().map(|n| format!("(sAMAccountName={})", ldap3::ldap_escape(n.as_str()))).collect();
+            let filter = format!("(|{parts})");
+            let (entries, _) = self
+                .op()
+                .with_controls(vec![extended_dn()])
+                .search(&base, Scope::Subtree, &filter, vec!["sAMAccountName"])
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| AdError::ldap("looking up sAMAccountNames", e))?;
+            for e in entries.into_iter().map(SearchEntry::construct) {
+                let sam = e.attrs.get("sAMAccountName").and_then(|v| v.first()).map(|s| s.to_lowercase());
+                if let (Some(sam), (Some(guid), _, _)) = (sam, parse_extended_dn(&e.dn)) {
+                    out.insert(sam, guid);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The objects converted cloud groups name by SID, looked up in the whole domain: a group

@@ -107,6 +107,8 @@ pub struct PlannerConfig {
     /// Device members synced from AD are written as their computer accounts (Group Writeback
     /// V2 did; Cloud Sync does not).
     pub write_devices: bool,
+    /// `[[mappings]]`: attributes set from templates over group properties.
+    pub mappings: Vec<crate::mapping::Mapping>,
 }
 
 impl PlannerConfig {
@@ -141,6 +143,7 @@ impl PlannerConfig {
             converted_ous: Vec::new(),
             rename_converted: false,
             write_devices: false,
+            mappings: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod ids;
 pub mod keytab;
+pub mod mapping;
 pub mod model;
 pub mod naming;
 pub mod plan;
@@ -24,6 +25,7 @@ pub mod settings;
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
 pub use config::{Allow, Approved, CnFormat, OnRemoval, PlannerConfig};
 pub use ids::{CloudId, Dn, ObjectGuid};
+pub use mapping::{Mapping, Target as MappedAttribute};
 pub use model::{
     AdClass, AdGroup, AdObject, AdRef, AdSnapshot, Anchor, CloudObject, CloudSnapshot, Link, MemberRead, Original,
     SchemaFeatures, State,

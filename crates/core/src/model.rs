@@ -291,6 +291,8 @@ pub struct SchemaFeatures {
     pub external_directory_object_id: bool,
     /// Exchange attributes (`mailNickname`, `msExch*`) exist.
     pub exchange: bool,
+    /// Exchange's `extensionAttribute1..15` exist (what `[[mappings]]` may set).
+    pub extension_attributes: bool,
 }
 
 /// Everything read from AD for one cycle.
@@ -307,6 +309,9 @@ pub struct AdSnapshot {
     /// by objectGUID elsewhere, still carrying their marker: cloud id → where they are. Not
     /// created again (that would leave a duplicate), not written to: reported.
     pub outside: BTreeMap<CloudId, String>,
+    /// The AD objects that hold the sAMAccountNames `[[mappings]]` want (lower case → their
+    /// objectGUID), looked up domain-wide: a name held by another object is never taken.
+    pub sam_owners: HashMap<String, ObjectGuid>,
     /// The AD groups converted cloud groups name by their on-premises SID, looked up in the
     /// whole domain (a converted group not owned yet): cloud id → what AD holds.
     pub originals: BTreeMap<CloudId, Original>,

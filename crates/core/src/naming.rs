@@ -84,6 +84,16 @@ pub fn cn_for(format: CnFormat, cloud_id: &str, display_name: &str) -> String {
     }
 }
 
+/// A `cn` a mapping gives: trimmed, controls replaced; empty or over 64 units is refused.
+pub fn mapped_cn(value: &str) -> Result<String, String> {
+    let cn = replace_controls(value.trim());
+    match utf16_len(&cn) {
+        0 => Err("the mapping gives an empty cn".into()),
+        n if n > CN_MAX => Err(format!("the mapping gives a cn of {n} characters; AD holds at most {CN_MAX}")),
+        _ => Ok(cn),
+    }
+}
+
 /// `sAMAccountName` from the cn: forbidden characters, controls and a trailing period become `_`.
 pub fn sam_account_name(cn: &str) -> String {
     const FORBIDDEN: &[char] = &['"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>'];

@@ -10,6 +10,7 @@ use crate::anchor::{self, Resolved};
 use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
 use crate::convert::{self, Conversion};
 use crate::ids::{CloudId, Dn};
+use crate::mapping::Target as MappedAttribute;
 use crate::model::{
     group_type, AdGroup, AdObject, AdSnapshot, CloudObject, CloudSnapshot, MemberRead, ObjectKind, State,
 };
@@ -41,8 +42,12 @@ struct Desired<'a> {
     display: String,
     cn: String,
     dn: String,
-    /// The sAMAccountName to keep (a converted group's original keeps its own).
+    /// The sAMAccountName to write, when not the cn's: a converted group's original keeps its
+    /// own; a `[[mappings]]` one (`sam_mapped`) unless another object holds it.
     sam: Option<String>,
+    sam_mapped: bool,
+    /// What the mappings could not do for this group (reported; the group is still written).
+    notes: Vec<String>,
     /// Converted from AD and taken over by this run: the SID it was matched by.
     adopted: Option<String>,
 }
@@ -53,6 +58,7 @@ impl Desired<'_> {
         self.cn = g.cn.clone();
         self.dn = g.dn.to_string();
         self.sam = g.attrs.get("samaccountname").and_then(|v| v.first()).cloned();
+        self.sam_mapped = false;
     }
 }
 
@@ -117,6 +123,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     // Planned in id order: plans read the same every time.
     desired.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let owned = converted(&mut p, &mut desired, cloud, ad, owned, &mut released, cfg);
+    settle_mapped_sams(&mut desired, &owned, ad);
 
     // Which groups exist in AD once this run is through, for nesting: owned ones that
     // stay, and the ones this run adds. A group whose read is incomplete is not added.
@@ -202,9 +209,59 @@ fn shape<'a>(
     cfg: &PlannerConfig,
 ) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
-    let cn = naming::cn_for(cfg.cn_format, id, g.name());
+    let mut cn = naming::cn_for(cfg.cn_format, id, g.name());
+    let (mut sam, mut notes) = (None, Vec::new());
+    for m in &cfg.mappings {
+        match m.attribute {
+            MappedAttribute::Cn => match naming::mapped_cn(&m.value.eval(g)) {
+                Ok(c) => cn = c,
+                Err(why) => {
+                    notes.push(format!("[[mappings]] cn \"{}\": {why}; the default cn is used", m.value.source()))
+                }
+            },
+            MappedAttribute::SamAccountName => match naming::sam_account_name(&m.value.eval(g)) {
+                v if v.is_empty() => notes.push(format!(
+                    "[[mappings]] sAMAccountName \"{}\" gives an empty name; the default is used",
+                    m.value.source()
+                )),
+                v => sam = Some(v),
+            },
+            _ => {}
+        }
+    }
     let dn = naming::group_dn(&cn, decision.target_ou.as_deref().unwrap_or(&cfg.target_ou));
-    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn, sam: None, adopted: None })
+    let sam_mapped = sam.is_some();
+    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn, sam, sam_mapped, notes, adopted: None })
+}
+
+/// A mapped sAMAccountName another AD object holds, or that an earlier group of this plan
+/// (in id order) took, is not written: the group keeps the one it has (or the default), and
+/// the clash is reported for it.
+fn settle_mapped_sams(desired: &mut [Desired], owned: &Map<&str, &AdGroup>, ad: &AdSnapshot) {
+    let mut claimed: Map<String, String> = Map::default();
+    for d in desired.iter_mut().filter(|d| d.sam_mapped) {
+        let Some(sam) = d.sam.clone() else { continue };
+        let key = sam.to_lowercase();
+        let existing = owned.get(&*d.id).copied();
+        let holder = ad.sam_owners.get(&key).filter(|g| existing.is_none_or(|e| &e.guid != *g));
+        let clash = match (holder, claimed.get(&key)) {
+            (Some(guid), _) => Some(format!("another AD object holds it (objectGUID {guid})")),
+            (None, Some(other)) => Some(format!("group {other} of this run is mapped to it too")),
+            (None, None) => None,
+        };
+        match clash {
+            None => {
+                claimed.insert(key, d.id.to_string());
+            }
+            Some(why) => {
+                let keeps = existing.and_then(|e| e.attrs.get("samaccountname")).and_then(|v| v.first()).cloned();
+                let kept = if keeps.is_some() { "keeps the one it has" } else { "gets the default one" };
+                d.notes.push(format!("[[mappings]] sAMAccountName \"{sam}\" is not written: {why}; the group {kept}"));
+                d.sam = keeps;
+                d.sam_mapped = false;
+            }
+        }
+    }
 }
 
 /// The attributes a group should have, and the values left out because AD cannot hold
@@ -227,7 +284,8 @@ fn desired_attrs(
         ("description", opt(naming::description(g.description.as_deref()))),
     ]);
     attrs.extend(convert::marker_attributes(&ad.schema).iter().map(|a| (*a, vec![marker.clone()])));
-    let mut problems = Vec::new();
+    let mut problems = d.notes.clone();
+    mapped_attrs(g, cfg, &mut attrs, &mut problems);
     if decision.mail {
         let mail = g.mail.as_deref().map(str::trim).filter(|m| !m.is_empty());
         if let Some(m) = mail.filter(|m| !naming::valid_mail(m)) {
@@ -265,6 +323,28 @@ fn desired_attrs(
         }
     }
     (attrs, problems)
+}
+
+/// What `[[mappings]]` set beyond the name: description, info, extensionAttributeN. An empty
+/// value clears the attribute; one longer than AD holds is reported and not written.
+fn mapped_attrs(g: &CloudObject, cfg: &PlannerConfig, attrs: &mut Attrs, problems: &mut Vec<String>) {
+    for m in &cfg.mappings {
+        if matches!(m.attribute, MappedAttribute::Cn | MappedAttribute::SamAccountName) {
+            continue;
+        }
+        let name = m.attribute.ldap_name();
+        let value = naming::printable(m.value.eval(g).trim()).into_owned();
+        attrs.retain(|(a, _)| *a != name);
+        let len = value.encode_utf16().count();
+        if len > m.attribute.max_len() {
+            problems.push(format!(
+                "[[mappings]] {name}: the value is {len} characters long; AD holds at most {}: not written",
+                m.attribute.max_len()
+            ));
+            continue;
+        }
+        attrs.push((name, opt((!value.is_empty()).then_some(value))));
+    }
 }
 
 /// `managedBy`: the first owner that resolves to an AD user (the current one while it still

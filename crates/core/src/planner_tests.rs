@@ -453,7 +453,7 @@ fn a_partial_snapshot_nests_groups_it_does_not_replan_through_their_links() {
 #[test]
 fn schema_features_add_the_cloud_sync_anchor_and_exchange_attributes() {
     let mut w = World::new();
-    w.ad.schema = SchemaFeatures { external_directory_object_id: true, exchange: true };
+    w.ad.schema = SchemaFeatures { external_directory_object_id: true, exchange: true, extension_attributes: true };
     w.group(m365(1, "Team", None, None), vec![]);
     w.group(security(2, "SG", Some(true)), vec![]);
     let p = w.converge();
@@ -785,4 +785,53 @@ fn a_conversion_graph_could_not_say_changes_nothing_hands() {
     let p = w.plan();
     assert!(p.operations.is_empty(), "{:?}", p.operations);
     assert!(p.errors[0].message.contains("could not be read from Graph"), "{:?}", p.errors);
+}
+
+#[test]
+fn mappings_write_their_attributes_converge_and_never_take_a_name_another_object_holds() {
+    let mut w = World::new();
+    let mapping = |attr: &str, value: &str| crate::Mapping {
+        attribute: crate::MappedAttribute::parse(attr).expect("attribute"),
+        value: crate::mapping::Template::parse(value).expect("template"),
+    };
+    w.cfg.mappings = vec![
+        mapping("sAMAccountName", "grp-{ToLower(Left(displayName, 5))}"),
+        mapping("info", "from the cloud: {Default(description, \"-\")}"),
+        mapping("extensionAttribute3", "{displayName}"),
+    ];
+    w.group(security(1, "Sales Team", Some(true)), vec![]);
+    w.group(security(2, "SALES people", Some(true)), vec![]);
+    w.group(security(3, "Ops", Some(true)), vec![]);
+    // Another AD object (a user) already holds grp-ops.
+    w.ad.sam_owners.insert("grp-ops".into(), ObjectGuid::new("cccccccc-0000-0000-0000-000000000001"));
+    let p = w.converge();
+    let attrs = |n: u32| match ops(&p, "add").into_iter().find(|o| *o.cloud_id() == id(n)) {
+        Some(Operation::Add { attrs, .. }) => attrs.iter().cloned().collect::<BTreeMap<_, _>>(),
+        _ => BTreeMap::new(),
+    };
+    let one = attrs(1);
+    assert_eq!(one["sAMAccountName"], vec!["grp-sales".to_string()]);
+    assert_eq!(one["info"], vec!["from the cloud: -".to_string()]);
+    assert_eq!(one["extensionAttribute3"], vec!["Sales Team".to_string()]);
+    // Group 2 maps to the same name as group 1 (earlier in id order): it gets the default.
+    assert_eq!(attrs(2)["sAMAccountName"], vec![format!("Group_{}", id(2))]);
+    assert_eq!(attrs(3)["sAMAccountName"], vec![format!("Group_{}", id(3))]);
+    let errors: Vec<&str> = p.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(errors.iter().any(|e| e.contains("\"grp-sales\"") && e.contains("mapped to it too")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("\"grp-ops\"") && e.contains("another AD object")), "{errors:?}");
+    assert!(crate::render::plan(&p).contains("sAMAccountName = [\"grp-sales\"]"), "plan shows what a mapping writes");
+
+    // A changed value is an update; an empty one clears the attribute.
+    w.cfg.mappings[2] = mapping("extensionAttribute3", "{theme}");
+    let p = w.plan();
+    let changes: Vec<String> = p
+        .operations
+        .iter()
+        .filter_map(|o| match o {
+            Operation::Update { changes, .. } => Some(changes.iter().map(|c| format!("{}={:?}", c.attr, c.values))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(changes.iter().filter(|c| *c == "extensionAttribute3=[]").count(), 3, "{changes:?}");
 }

@@ -37,8 +37,22 @@ pub fn plan(p: &Plan) -> String {
     for op in &p.operations {
         let n = name(op.cloud_id());
         match op {
-            Operation::Add { dn, members, .. } => {
-                line(format_args!("+ add      {n}{} ({} members)", t(dn), members.len()))
+            Operation::Add { dn, members, attrs, .. } => {
+                line(format_args!("+ add      {n}{} ({} members)", t(dn), members.len()));
+                // What only `[[mappings]]` write (a sAMAccountName not made from the cn, info,
+                // extensionAttributeN): shown, so a mapping is seen before it is applied.
+                let cn = attrs.iter().find(|(a, _)| a == "cn").and_then(|(_, v)| v.first());
+                for (attr, values) in attrs {
+                    let mapped = match attr.as_str() {
+                        "sAMAccountName" => {
+                            cn.is_some_and(|cn| values.first() != Some(&crate::naming::sam_account_name(cn)))
+                        }
+                        a => a == "info" || a.starts_with("extensionAttribute"),
+                    };
+                    if mapped {
+                        line(format_args!("           {attr} = {:?}", values.iter().map(|v| t(v)).collect::<Vec<_>>()));
+                    }
+                }
             }
             Operation::Update { dn, changes, .. } => {
                 for c in changes {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use writeback_core::{Allow, CnFormat, OnRemoval, PlannerConfig};
+use writeback_core::{Allow, CnFormat, MappedAttribute, OnRemoval, PlannerConfig};
 use writeback_graph::{Certificate, Credential, Environment, GraphConfig, Secret};
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +22,9 @@ pub struct Config {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Attributes set from templates over group properties.
+    #[serde(default)]
+    pub mappings: Vec<writeback_core::Mapping>,
     /// Scoping rules, in order; the first that matches a group decides.
     #[serde(default)]
     pub rules: Vec<writeback_core::Rule>,
@@ -554,13 +557,15 @@ impl Config {
             converted_ous: self.writeback.converted_ous.clone(),
             rename_converted: self.writeback.rename_converted,
             write_devices: self.writeback.write_devices,
+            mappings: self.mappings.clone(),
         }
     }
 
-    /// The group properties the rules read beyond what every read selects.
+    /// The group properties the rules and mappings read beyond what every read selects.
     pub fn group_properties(&self) -> Vec<String> {
         let mut props: Vec<String> = Vec::new();
-        for p in self.rules.iter().flat_map(|r| r.properties()) {
+        let mapped = self.mappings.iter().flat_map(|m| m.value.properties());
+        for p in self.rules.iter().flat_map(|r| r.properties()).chain(mapped) {
             if !props.iter().any(|q| q == p) {
                 props.push(p.to_string());
             }
@@ -633,6 +638,12 @@ impl Config {
             member_chunk: self.ad.member_chunk,
             timeout: Duration::from_secs(60),
             gc_url: self.ad.gc_url.clone(),
+            also_read: self
+                .mappings
+                .iter()
+                .filter(|m| !matches!(m.attribute, MappedAttribute::Cn | MappedAttribute::SamAccountName))
+                .map(|m| m.attribute.ldap_name().to_string())
+                .collect(),
         })
     }
 }

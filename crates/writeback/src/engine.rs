@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use writeback_ad::AdConn;
 use writeback_core::planner::decisions;
+use writeback_core::MappedAttribute;
 use writeback_core::{
     member_anchors, members_known, members_to_look_up, AdObject, AdSnapshot, Allow, Anchor, CloudId, CloudObject,
     CloudSnapshot, MemberRead, ObjectGuid, OwnedMembers, Plan, PlannerConfig, State,
@@ -237,7 +238,55 @@ pub(crate) async fn resolve(
     let outside = BTreeMap::new();
     let forest_domains = ad.forest_domains.clone();
     let originals = BTreeMap::new();
-    Ok(AdSnapshot { schema: ad.schema, groups: owned, directory, protected, outside, originals, forest_domains })
+    Ok(AdSnapshot {
+        schema: ad.schema,
+        groups: owned,
+        directory,
+        protected,
+        outside,
+        originals,
+        forest_domains,
+        sam_owners: Default::default(),
+    })
+}
+
+/// The AD objects holding the sAMAccountNames `[[mappings]]` give the groups in scope (so the
+/// planner never takes one another object holds).
+async fn mapped_sam_owners(ad: &mut AdConn, snap: &mut Snapshot, cfg: &Config) -> Result<(), CycleError> {
+    let sams: Vec<&writeback_core::Mapping> =
+        cfg.mappings.iter().filter(|m| m.attribute == MappedAttribute::SamAccountName).collect();
+    if sams.is_empty() {
+        return Ok(());
+    }
+    let in_scope = decisions(&snap.cloud, &cfg.rules);
+    let mut names: Vec<String> = snap
+        .cloud
+        .groups
+        .iter()
+        .filter(|g| in_scope.get(&g.id).is_some_and(|d| d.in_scope))
+        .flat_map(|g| sams.iter().map(|m| writeback_core::naming::sam_account_name(&m.value.eval(g))))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    snap.ad.sam_owners = ad.sam_owners(&names).await?;
+    Ok(())
+}
+
+/// A mapping to an attribute this AD's schema lacks stops the command (exit 2) before anything
+/// is read: extensionAttribute1..15 come with Exchange's schema extension.
+fn mappings_fit(cfg: &Config, ad: &AdConn) -> Result<(), CycleError> {
+    for (i, m) in cfg.mappings.iter().enumerate() {
+        if matches!(m.attribute, MappedAttribute::ExtensionAttribute(_)) && !ad.schema.extension_attributes {
+            return Err(CycleError::Config(format!(
+                "[[mappings]] #{}: attribute {} is not in this AD's schema (extensionAttribute1..15 come with \
+                 Exchange's schema extension); remove the mapping or extend the schema",
+                i + 1,
+                m.attribute.ldap_name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> {
@@ -247,6 +296,7 @@ pub async fn connect(cfg: &Config) -> Result<(GraphClient, AdConn), CycleError> 
     }
     let graph = GraphClient::new(graph_cfg)?;
     let ad = AdConn::connect(&cfg.ad()?).await?;
+    mappings_fit(cfg, &ad)?;
     Ok((graph, ad))
 }
 
@@ -264,6 +314,7 @@ pub(crate) async fn check_links(
     cfg: &Config,
     ous: &[String],
 ) -> Result<State, CycleError> {
+    mapped_sam_owners(ad, snap, cfg).await?;
     let read: HashSet<&str> = snap.ad.groups.iter().map(|g| g.cloud_id.as_str()).collect();
     let in_scope: BTreeSet<CloudId> =
         decisions(&snap.cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();

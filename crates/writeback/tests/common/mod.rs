@@ -413,6 +413,10 @@ impl Fixture {
             "msDS-ExternalDirectoryObjectId",
             "mail",
             "proxyAddresses",
+            "mailNickname",
+            "info",
+            "extensionAttribute1",
+            "extensionAttribute2",
             "whenChanged",
             "uSNChanged",
         ];
