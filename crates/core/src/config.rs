@@ -13,6 +13,17 @@ pub enum CnFormat {
     DisplayName,
 }
 
+/// `[writeback] nested`: how a nested cloud group that is not itself written back is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nested {
+    /// As Microsoft does: a nested group is a member only when it is written back itself.
+    #[default]
+    Link,
+    /// Its transitive members that exist in AD are written instead (each shown `via` it).
+    Flatten,
+}
+
 /// What happens to an AD group when its cloud group leaves scope or is soft-deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +120,7 @@ pub struct PlannerConfig {
     pub write_devices: bool,
     /// `[[mappings]]`: attributes set from templates over group properties.
     pub mappings: Vec<crate::mapping::Mapping>,
+    pub nested: Nested,
 }
 
 impl PlannerConfig {
@@ -144,6 +156,7 @@ impl PlannerConfig {
             rename_converted: false,
             write_devices: false,
             mappings: Vec::new(),
+            nested: Nested::Link,
         }
     }
 }

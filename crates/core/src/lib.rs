@@ -23,7 +23,7 @@ pub mod secret;
 pub mod settings;
 
 pub use anchor::{member_anchors, members_known, members_to_look_up, OwnedMembers};
-pub use config::{Allow, Approved, CnFormat, OnRemoval, PlannerConfig};
+pub use config::{Allow, Approved, CnFormat, Nested, OnRemoval, PlannerConfig};
 pub use ids::{CloudId, Dn, ObjectGuid};
 pub use mapping::{Mapping, Target as MappedAttribute};
 pub use model::{

@@ -279,6 +279,9 @@ pub struct MemberReport {
     pub status: MemberStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<SkipReason>,
+    /// With `nested = "flatten"`: the nested group (display name) it came through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Arc<str>>,
     /// The objectGUID of the AD object a written member stands for (shared, like the report):
     /// what names a member value in the audit trail.
     #[serde(skip)]

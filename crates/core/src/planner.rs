@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::anchor::{self, Resolved};
+use crate::config::Nested;
 use crate::config::{OnRemoval, PlannerConfig, GROUP_REMOVALS_MIN};
 use crate::convert::{self, Conversion};
 use crate::ids::{CloudId, Dn};
@@ -469,11 +470,21 @@ fn plan_group(
         return skip(p, "the AD members could not be read completely; the group is left as it is".into());
     }
 
+    // nested = "flatten": each nested cloud group not written back gives way to its transitive
+    // members (their reports say `via` it); one of their reads incomplete and the group is left
+    // as it is (a partial list must never become removals).
+    let listed: Listed = match cfg.nested {
+        Nested::Link => cloud_members.iter().map(|m| (m, None)).collect(),
+        Nested::Flatten => match flattened(id, cloud_members, cloud, ad, state, targets, cfg) {
+            Ok(f) => f,
+            Err(why) => return skip(p, format!("{why}; the group is left as it is")),
+        },
+    };
     // Resolve what this plan has not met yet. A user resolves the same in every group: once
     // per user, not once per membership (looked up by address first: reading the member
     // itself is a cache miss). Other members are resolved per group, in order.
     let mut others = Vec::new();
-    for m in cloud_members {
+    for (m, _) in &listed {
         if let Entry::Vacant(slot) = users.entry(Arc::as_ptr(m)) {
             let r = resolve_member(m, id, ad, state, targets, cfg, p);
             if m.kind() == ObjectKind::User {
@@ -485,18 +496,26 @@ fn plan_group(
     }
     // Desired members, each with its explanation; borrowed, not cloned: a steady cycle
     // compares a million memberships and changes none.
-    let mut reports = Vec::with_capacity(cloud_members.len());
-    let mut wanted: Vec<&GroupTarget> = Vec::with_capacity(cloud_members.len());
-    let mut wanted_keys: Set<Cow<str>> = Set::with_capacity_and_hasher(cloud_members.len(), Default::default());
+    let mut reports = Vec::with_capacity(listed.len());
+    let mut wanted: Vec<&GroupTarget> = Vec::with_capacity(listed.len());
+    let mut wanted_keys: Set<Cow<str>> = Set::with_capacity_and_hasher(listed.len(), Default::default());
+    // A member met directly and through a nested group is explained once (directly).
+    let mut explained: Set<&str> = Set::default();
     let mut others = others.iter();
-    for m in cloud_members {
+    for (m, via) in &listed {
         let Some((report, target)) = users.get(&Arc::as_ptr(m)).or_else(|| others.next()) else { continue };
+        if cfg.nested == Nested::Flatten && !explained.insert(m.id.as_str()) {
+            continue;
+        }
         if let Some(t) = target {
             if wanted_keys.insert(target_key(t)) {
                 wanted.push(t);
             }
         }
-        reports.push(report.clone());
+        match via {
+            None => reports.push(report.clone()),
+            Some(v) => reports.push(Arc::new(MemberReport { via: Some(v.clone()), ..(**report).clone() })),
+        }
     }
 
     let Some(existing) = existing else {
@@ -771,6 +790,7 @@ fn attr_key(attr: &str) -> Cow<'_, str> {
 
 fn skipped(m: &CloudObject, reason: SkipReason) -> Arc<MemberReport> {
     Arc::new(MemberReport {
+        via: None,
         cloud_id: m.id.as_str().into(),
         display_name: m.display_name.as_deref().map(Arc::from),
         kind: m.kind().as_str(),
@@ -792,6 +812,7 @@ fn resolve_member(
     let rules = &cfg.rules;
     let written = |m: &CloudObject, obj: Option<&AdObject>| {
         Arc::new(MemberReport {
+            via: None,
             cloud_id: m.id.as_str().into(),
             display_name: m.display_name.as_deref().map(Arc::from),
             kind: m.kind().as_str(),
@@ -851,27 +872,91 @@ fn resolve_member(
         }
         (ObjectKind::Group, Resolved::Found(obj)) => (written(m, Some(obj)), existing(obj)),
         (ObjectKind::Group, Resolved::NotFound) => (skipped(m, SkipReason::NotFoundInAd), None),
-        (ObjectKind::Group, Resolved::CloudOnly) => {
-            let id = &m.id;
-            // A nested group not planned in this run (a delta cycle) is found by its link.
-            let linked = || {
-                let link =
-                    state.links.get(id).filter(|_| decide_with(m, rules).in_scope && !ad.outside.contains_key(id))?;
-                Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
-            };
-            match targets.get(id.as_str()).cloned().or_else(linked) {
-                Some(t) if id != group_id => {
-                    let mut report = written(m, None);
-                    if let GroupTarget::Existing { guid, .. } = &t {
-                        Arc::make_mut(&mut report).ad_guid = Some(guid.clone());
-                    }
-                    (report, Some(t))
+        (ObjectKind::Group, Resolved::CloudOnly) => match nested_target(m, ad, state, targets, rules) {
+            Some(t) if m.id != group_id => {
+                let mut report = written(m, None);
+                if let GroupTarget::Existing { guid, .. } = &t {
+                    Arc::make_mut(&mut report).ad_guid = Some(guid.clone());
                 }
-                _ => (skipped(m, SkipReason::NestedGroupNotWrittenBack), None),
+                (report, Some(t))
             }
-        }
+            _ => (skipped(m, SkipReason::NestedGroupNotWrittenBack), None),
+        },
         _ => (skipped(m, SkipReason::UnsupportedMemberType), None),
     }
+}
+
+/// The AD group a nested cloud group is written as: the one this run plans for it, or (a
+/// delta cycle that does not plan it) the one its link names while it is in scope.
+fn nested_target(
+    m: &CloudObject,
+    ad: &AdSnapshot,
+    state: &State,
+    targets: &Map<&str, GroupTarget>,
+    rules: &[Rule],
+) -> Option<GroupTarget> {
+    let id = &m.id;
+    targets.get(id.as_str()).cloned().or_else(|| {
+        let link = state.links.get(id).filter(|_| decide_with(m, rules).in_scope && !ad.outside.contains_key(id))?;
+        Some(GroupTarget::Existing { guid: link.guid.as_str().into(), dn: link.dn.as_str().into() })
+    })
+}
+
+/// A nested cloud group that is not written back (what `nested = "flatten"` expands).
+fn unwritten_cloud_group(
+    m: &CloudObject,
+    ad: &AdSnapshot,
+    state: &State,
+    targets: &Map<&str, GroupTarget>,
+    rules: &[Rule],
+) -> bool {
+    m.kind() == ObjectKind::Group
+        && matches!(anchor::ad_object(m, &ad.directory), Resolved::CloudOnly)
+        && nested_target(m, ad, state, targets, rules).is_none()
+}
+
+/// A group's members as planned, each with the nested group it came through (flattening).
+type Listed<'a> = Vec<(&'a Arc<CloudObject>, Option<Arc<str>>)>;
+
+/// The members of group `top` with every nested cloud group that is not written back expanded
+/// into its members, transitively (each cycle broken once met), in the order met: direct
+/// members first, then each expanded group's, with the name of the group they came through.
+fn flattened<'a>(
+    top: &'a str,
+    direct: &'a [Arc<CloudObject>],
+    cloud: &'a CloudSnapshot,
+    ad: &AdSnapshot,
+    state: &State,
+    targets: &Map<&str, GroupTarget>,
+    cfg: &PlannerConfig,
+) -> Result<Listed<'a>, String> {
+    let unwritten = |m: &CloudObject| unwritten_cloud_group(m, ad, state, targets, &cfg.rules);
+    let mut out: Listed = direct.iter().map(|m| (m, None)).collect();
+    let mut visited: Set<&str> = Set::default();
+    visited.insert(top);
+    let mut queue: std::collections::VecDeque<&Arc<CloudObject>> = direct.iter().filter(|m| unwritten(m)).collect();
+    while let Some(g) = queue.pop_front() {
+        if !visited.insert(g.id.as_str()) {
+            continue;
+        }
+        let name = naming::printable(if g.name().is_empty() { g.id.as_str() } else { g.name() }).into_owned();
+        match cloud.members.get(&g.id) {
+            Some(MemberRead::Complete(members)) => {
+                let via: Arc<str> = Arc::from(name.as_str());
+                for m in members.iter() {
+                    out.push((m, Some(via.clone())));
+                    if unwritten(m) {
+                        queue.push_back(m);
+                    }
+                }
+            }
+            Some(MemberRead::Incomplete(e)) => {
+                return Err(format!("the members of nested group {name} ({}) could not be read completely ({e})", g.id))
+            }
+            None => return Err(format!("the members of nested group {name} ({}) were not read", g.id)),
+        }
+    }
+    Ok(out)
 }
 
 fn plan_orphan(

@@ -835,3 +835,35 @@ fn mappings_write_their_attributes_converge_and_never_take_a_name_another_object
         .collect();
     assert_eq!(changes.iter().filter(|c| *c == "extensionAttribute3=[]").count(), 3, "{changes:?}");
 }
+
+#[test]
+fn flatten_writes_the_transitive_members_of_nested_groups_not_written_back() {
+    let mut w = World::new();
+    w.cfg.nested = crate::Nested::Flatten;
+    let top = security(1, "Top", Some(true));
+    let n = security(2, "Nested", None); // not written back
+    let m = security(3, "Deeper", None); // not written back, and nests Top and Nested again
+    let written = security(4, "Written", Some(true));
+    w.group(top.clone(), vec![synced_user(1), as_member(&n)]);
+    w.group(n.clone(), vec![synced_user(2), as_member(&m), as_member(&written)]);
+    w.group(m.clone(), vec![synced_user(3), synced_user(1), as_member(&top), as_member(&n)]);
+    w.group(written.clone(), vec![synced_user(5)]);
+    let p = w.converge();
+    let report = p.groups.iter().find(|g| g.cloud_id == id(1)).expect("Top planned");
+    let by_id: BTreeMap<&str, &crate::plan::MemberReport> =
+        report.members.iter().map(|m| (&*m.cloud_id, &**m)).collect();
+    assert_eq!(by_id[id(1001).as_str()].via, None, "direct");
+    assert_eq!(by_id[id(1002).as_str()].via.as_deref(), Some("Nested"));
+    assert_eq!(by_id[id(1003).as_str()].via.as_deref(), Some("Deeper"));
+    assert_eq!(by_id[id(4).as_str()].status, MemberStatus::Written, "a written-back group stays a nested group");
+    assert_eq!(by_id[id(2).as_str()].reason, Some(SkipReason::NestedGroupNotWrittenBack));
+    assert_eq!(report.members.iter().filter(|m| &*m.cloud_id == id(1001).as_str()).count(), 1, "explained once");
+    let top_ad = w.ad.groups.iter().find(|g| g.cloud_id == id(1)).expect("Top in AD");
+    assert_eq!(top_ad.members.as_ref().map(Vec::len), Some(4), "users 1, 2, 3 and the Written group");
+
+    // A nested group's read incomplete: Top is left as it is (no removals from a partial list).
+    w.cloud.members.insert(id(3), MemberRead::Incomplete("throttled".into()));
+    let p = w.plan();
+    assert!(p.operations.iter().all(|o| *o.cloud_id() != id(1)), "{:?}", p.operations);
+    assert!(p.errors.iter().any(|e| e.cloud_id == id(1).as_str() && e.message.contains("nested group Deeper")));
+}

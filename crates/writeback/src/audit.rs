@@ -64,6 +64,7 @@ pub fn name_users(users: &[CloudObject], groups: &[AdGroup]) -> Vec<MemberReport
             let guid =
                 by_sid.or_else(|| u.on_premises_immutable_id.as_deref().and_then(naming::guid_from_immutable_id))?;
             Some(MemberReport {
+                via: None,
                 cloud_id: u.id.as_str().into(),
                 display_name: u.display_name.as_deref().map(Arc::from),
                 kind: "user",

@@ -155,6 +155,9 @@ pub struct WritebackSection {
     pub rename_converted: bool,
     /// Write device members synced from AD (hybrid joined) as their computer accounts.
     pub write_devices: bool,
+    /// "link" (a nested group is a member only when written back itself) or "flatten" (its
+    /// transitive members that exist in AD are written instead).
+    pub nested: writeback_core::Nested,
 }
 
 impl Default for WritebackSection {
@@ -174,6 +177,7 @@ impl Default for WritebackSection {
             converted_ous: Vec::new(),
             rename_converted: false,
             write_devices: false,
+            nested: d.nested,
         }
     }
 }
@@ -558,6 +562,7 @@ impl Config {
             rename_converted: self.writeback.rename_converted,
             write_devices: self.writeback.write_devices,
             mappings: self.mappings.clone(),
+            nested: self.writeback.nested,
         }
     }
 

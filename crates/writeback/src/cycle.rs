@@ -378,12 +378,17 @@ impl Cycle<'_> {
             settled.pending.extend(more.pending);
             dirty.extend(parents);
         }
+        if cfg.writeback.nested == writeback_core::Nested::Flatten {
+            self.flattening_ancestors(&mut dirty, &mut settled, groups, pending).await?;
+        }
+        let graph = &self.graph;
         let mut cloud = CloudSnapshot { groups: std::mem::take(&mut settled.found), ..Default::default() };
         cloud.rejected = settled.failed.clone();
         cloud.soft_deleted = settled.soft.clone();
         let in_scope: Vec<CloudId> =
             decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
         cloud.members = graph.members_of(&in_scope).await;
+        crate::engine::flatten_reads(graph, &mut cloud, cfg).await;
         // A member read older than the round: planned next cycle, not from old data now.
         let stale = confirm::put_off_stale(&mut cloud.members, groups, pending, &mut settled);
         cloud.groups.retain(|g| !stale.contains(&g.id));
@@ -403,6 +408,39 @@ impl Cycle<'_> {
         let owned = self.ad.read_owned_groups_by_ids(&ous, &considered).await?;
         let ad_snap = resolve(&mut self.ad, &cloud, owned, cfg.writeback.write_devices, Default::default()).await?;
         Ok((Snapshot { cloud, ad: ad_snap }, settled, dirty))
+    }
+
+    /// With `nested = "flatten"`, a change to a nested group that is not written back changes
+    /// the groups it is flattened into: its ancestors (level by level, at most 16) are dirty too.
+    async fn flattening_ancestors(
+        &mut self,
+        dirty: &mut BTreeSet<CloudId>,
+        settled: &mut confirm::Settled,
+        round: &DeltaRound,
+        pending: &BTreeMap<CloudId, Pending>,
+    ) -> Result<(), CycleError> {
+        let rules = &self.cfg.rules;
+        let mut frontier: Vec<CloudId> =
+            settled.found.iter().filter(|g| !decide_with(g, rules).in_scope).map(|g| g.id.clone()).collect();
+        for _ in 0..16 {
+            if frontier.is_empty() {
+                break;
+            }
+            let parents: Vec<CloudId> = self
+                .graph
+                .parents_of(Collection::Groups, &frontier)
+                .await?
+                .into_iter()
+                .filter(|p| !dirty.contains(p))
+                .collect();
+            let more = confirm::settle(&self.graph, &parents, round, pending).await;
+            frontier = more.found.iter().filter(|g| !decide_with(g, rules).in_scope).map(|g| g.id.clone()).collect();
+            dirty.extend(parents);
+            settled.found.extend(more.found);
+            settled.failed.extend(more.failed);
+            settled.pending.extend(more.pending);
+        }
+        Ok(())
     }
 
     /// `sync --group`: the groups named, as a delta cycle reads its dirty ones. The AD

@@ -108,6 +108,7 @@ async fn read_members(
     let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, devices, early).await?;
     drop(by_id);
     cloud.members = members;
+    flatten_reads(graph, &mut cloud, cfg).await;
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(in_scope).await;
     }
@@ -248,6 +249,45 @@ pub(crate) async fn resolve(
         forest_domains,
         sam_owners: Default::default(),
     })
+}
+
+/// How deep `nested = "flatten"` follows nested groups (a cycle ends sooner: groups read once).
+const FLATTEN_DEPTH: usize = 16;
+
+/// With `nested = "flatten"`: the members of every nested cloud group that is not in scope,
+/// and of the ones nested in those, so the planner can write their transitive members. A read
+/// that fails is `Incomplete`: the planner then leaves the groups that nest it as they are.
+pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) {
+    if cfg.writeback.nested != writeback_core::Nested::Flatten {
+        return;
+    }
+    let planned = decisions(cloud, &cfg.rules);
+    let in_scope = |m: &CloudObject| match planned.get(&m.id) {
+        Some(d) => d.in_scope,
+        None => writeback_core::scope::decide_with(m, &cfg.rules).in_scope,
+    };
+    for _ in 0..FLATTEN_DEPTH {
+        let mut wanted: Vec<CloudId> = cloud
+            .members
+            .values()
+            .filter_map(|r| match r {
+                MemberRead::Complete(m) => Some(m),
+                MemberRead::Incomplete(_) => None,
+            })
+            .flatten()
+            .filter(|m| m.kind() == writeback_core::model::ObjectKind::Group && !m.is_synced() && !in_scope(m))
+            .filter(|m| !cloud.members.contains_key(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return;
+        }
+        tracing::info!(groups = wanted.len(), "reading nested groups to flatten");
+        let read = graph.members_of(&wanted).await;
+        cloud.members.extend(read);
+    }
 }
 
 /// The AD objects holding the sAMAccountNames `[[mappings]]` give the groups in scope (so the
@@ -492,6 +532,7 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
     let in_scope: Vec<CloudId> =
         decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     cloud.members = graph.members_of(&in_scope).await;
+    flatten_reads(&graph, &mut cloud, cfg).await;
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(&in_scope).await;
     }

@@ -170,8 +170,9 @@ pub fn show(shown: &Shown, needle: &str, how: &ShowAs) -> u8 {
             for m in members.iter().take(limit) {
                 let status = if m.status == MemberStatus::Written { "written" } else { "skipped" };
                 let name = t(m.display_name.as_deref().unwrap_or(""));
+                let via = m.via.as_deref().map(|v| format!(" via {}", t(v))).unwrap_or_default();
                 println!(
-                    "    {status:<8} {:<6} {}  {name:<24} {}",
+                    "    {status:<8} {:<6} {}  {name:<24} {}{via}",
                     m.kind,
                     t(&m.cloud_id),
                     m.reason.map_or("", |r| r.as_str())

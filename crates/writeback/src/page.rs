@@ -399,7 +399,10 @@ fn show(found: &[GroupReport], needle: &str) -> Markup {
                             td.l { (m.kind) }
                             td.l { (m.cloud_id) }
                             td.l { (m.display_name.as_deref().unwrap_or("")) }
-                            td.l { (m.reason.map_or("", |r| r.as_str())) }
+                            td.l {
+                                (m.reason.map_or("", |r| r.as_str()))
+                                @if let Some(v) = &m.via { " via " (v) }
+                            }
                         }
                     }
                 }

@@ -122,6 +122,7 @@ async fn the_page_escapes_cloud_text_and_caps_the_member_rows() {
     let d = daemon(None, "e.db");
     let member = |n: usize| {
         Arc::new(MemberReport {
+            via: None,
             cloud_id: format!("{n:05}").into(),
             display_name: Some("<img src=x onerror=alert(1)>".into()),
             kind: "user",
