@@ -197,6 +197,11 @@ pub fn valid_proxy_address(s: &str) -> bool {
         && s.split_once(':').is_some_and(|(t, a)| !t.is_empty() && !a.trim().is_empty())
 }
 
+/// A proxy address's type (`SMTP`, `smtp`, `X500`, `SPO` …): what is before the first colon.
+pub fn proxy_type(s: &str) -> Option<&str> {
+    s.split_once(':').map(|(t, _)| t.trim()).filter(|t| !t.is_empty())
+}
+
 /// A `mailNickname`: no controls or spaces, at most 64 characters.
 pub fn valid_nickname(s: &str) -> bool {
     !s.is_empty() && s.encode_utf16().count() <= 64 && !s.chars().any(|c| c.is_control() || c.is_whitespace())

@@ -297,7 +297,13 @@ fn desired_attrs(
         }
         attrs.push(("mail", opt(mail.filter(|m| naming::valid_mail(m)).map(str::to_string))));
         let mut proxies: Vec<String> = Vec::new();
-        for p in g.proxy_addresses.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        // The addresses Exchange routes by: every SMTP address and the X500 ones (Exchange
+        // hybrid: "Only the x500 address from Exchange Online is inserted"); a cloud service's
+        // own (SPO:, SIP:) stay in the cloud. Nothing is made up that Graph did not send.
+        let routable = |p: &&str| {
+            naming::proxy_type(p).is_some_and(|t| t.eq_ignore_ascii_case("smtp") || t.eq_ignore_ascii_case("x500"))
+        };
+        for p in g.proxy_addresses.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).filter(routable) {
             if naming::valid_proxy_address(p) {
                 proxies.push(p.to_string());
             } else {
