@@ -365,6 +365,17 @@ fn eval(e: &Expr, g: &CloudObject) -> String {
     }
 }
 
+/// The sAMAccountName the mappings give `g`: its own mapping's, else the one made from a
+/// mapped cn; `None` when neither is mapped (or the value is empty or not a valid cn).
+pub fn mapped_sam(g: &CloudObject, mappings: &[Mapping]) -> Option<String> {
+    let of = |t: Target| mappings.iter().find(|m| m.attribute == t).map(|m| m.value.eval(g));
+    let sam = match of(Target::SamAccountName) {
+        Some(v) => crate::naming::sam_account_name(&v),
+        None => crate::naming::sam_account_name(&crate::naming::mapped_cn(&of(Target::Cn)?).ok()?),
+    };
+    (!sam.is_empty()).then_some(sam)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

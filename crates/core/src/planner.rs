@@ -47,6 +47,10 @@ struct Desired<'a> {
     /// own; a `[[mappings]]` one (`sam_mapped`) unless another object holds it.
     sam: Option<String>,
     sam_mapped: bool,
+    /// The cn is a `[[mappings]]` one (and the sAMAccountName made from it, when no mapping
+    /// sets that): unique only if the cloud makes it so, so checked against the plan.
+    cn_mapped: bool,
+    sam_from_cn: bool,
     /// What the mappings could not do for this group (reported; the group is still written).
     notes: Vec<String>,
     /// Converted from AD and taken over by this run: the SID it was matched by.
@@ -59,7 +63,7 @@ impl Desired<'_> {
         self.cn = g.cn.clone();
         self.dn = g.dn.to_string();
         self.sam = g.attrs.get("samaccountname").and_then(|v| v.first()).cloned();
-        self.sam_mapped = false;
+        (self.sam_mapped, self.cn_mapped, self.sam_from_cn) = (false, false, false);
     }
 }
 
@@ -124,6 +128,7 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     // Planned in id order: plans read the same every time.
     desired.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let owned = converted(&mut p, &mut desired, cloud, ad, owned, &mut released, cfg);
+    settle_mapped_cns(&mut desired, cfg);
     settle_mapped_sams(&mut desired, &owned, ad);
 
     // Which groups exist in AD once this run is through, for nesting: owned ones that
@@ -211,11 +216,11 @@ fn shape<'a>(
 ) -> Result<Desired<'a>, String> {
     let display = naming::display_name(g.name())?;
     let mut cn = naming::cn_for(cfg.cn_format, id, g.name());
-    let (mut sam, mut notes) = (None, Vec::new());
+    let (mut sam, mut notes, mut cn_mapped) = (None, Vec::new(), false);
     for m in &cfg.mappings {
         match m.attribute {
             MappedAttribute::Cn => match naming::mapped_cn(&m.value.eval(g)) {
-                Ok(c) => cn = c,
+                Ok(c) => (cn, cn_mapped) = (c, true),
                 Err(why) => {
                     notes.push(format!("[[mappings]] cn \"{}\": {why}; the default cn is used", m.value.source()))
                 }
@@ -231,8 +236,54 @@ fn shape<'a>(
         }
     }
     let dn = naming::group_dn(&cn, decision.target_ou.as_deref().unwrap_or(&cfg.target_ou));
+    // A mapped cn no longer carries the object id: the sAMAccountName made from it is checked
+    // as a mapped one.
+    let sam_from_cn = cn_mapped && sam.is_none();
+    if sam_from_cn {
+        sam = Some(naming::sam_account_name(&cn));
+    }
     let sam_mapped = sam.is_some();
-    Ok(Desired { id: id.clone(), group: g, decision, display, cn, dn, sam, sam_mapped, notes, adopted: None })
+    Ok(Desired {
+        id: id.clone(),
+        group: g,
+        decision,
+        display,
+        cn,
+        dn,
+        sam,
+        sam_mapped,
+        cn_mapped,
+        sam_from_cn,
+        notes,
+        adopted: None,
+    })
+}
+
+/// Two groups whose mapped cn gives the same DN: the later (in id order) gets the default cn
+/// (and, when its sAMAccountName came from the cn, the default one too), and is told why.
+fn settle_mapped_cns(desired: &mut [Desired], cfg: &PlannerConfig) {
+    let mut claimed: Map<String, String> = Map::default();
+    for d in desired.iter_mut() {
+        let key = d.dn.to_lowercase();
+        match claimed.get(&key) {
+            Some(other) if d.cn_mapped => {
+                let parent = naming::split_dn(&d.dn).1.to_string();
+                d.notes.push(format!(
+                    "[[mappings]] cn \"{}\" is also the mapped cn of group {other} in the same OU: the default cn is used",
+                    d.cn
+                ));
+                d.cn = naming::cn_for(cfg.cn_format, &d.id, d.group.name());
+                d.dn = naming::group_dn(&d.cn, &parent);
+                d.cn_mapped = false;
+                if d.sam_from_cn {
+                    (d.sam, d.sam_mapped, d.sam_from_cn) = (None, false, false);
+                }
+            }
+            _ => {
+                claimed.insert(key, d.id.to_string());
+            }
+        }
+    }
 }
 
 /// A mapped sAMAccountName another AD object holds, or that an earlier group of this plan

@@ -867,3 +867,28 @@ fn flatten_writes_the_transitive_members_of_nested_groups_not_written_back() {
     assert!(p.operations.iter().all(|o| *o.cloud_id() != id(1)), "{:?}", p.operations);
     assert!(p.errors.iter().any(|e| e.cloud_id == id(1).as_str() && e.message.contains("nested group Deeper")));
 }
+
+#[test]
+fn a_mapped_cn_taken_by_an_earlier_group_falls_back_to_the_default_with_its_sam() {
+    let mut w = World::new();
+    w.cfg.mappings = vec![crate::Mapping {
+        attribute: crate::MappedAttribute::Cn,
+        value: crate::mapping::Template::parse("{Trim(displayName)}").expect("template"),
+    }];
+    w.group(security(1, "Finance", Some(true)), vec![]);
+    w.group(security(2, " Finance ", Some(true)), vec![]);
+    let p = w.converge();
+    let added: BTreeMap<CloudId, (String, String)> = ops(&p, "add")
+        .into_iter()
+        .filter_map(|o| match o {
+            Operation::Add { cloud_id, dn, attrs, .. } => {
+                let sam = attrs.iter().find(|(a, _)| a == "sAMAccountName").map(|(_, v)| v[0].clone());
+                Some((cloud_id.clone(), (dn.clone(), sam.unwrap_or_default())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added[&id(1)], (format!("CN=Finance,{OU}"), "Finance".to_string()));
+    assert_eq!(added[&id(2)], (format!("CN=Group_{},{OU}", id(2)), format!("Group_{}", id(2))));
+    assert!(p.errors.iter().any(|e| e.cloud_id == id(2).as_str() && e.message.contains("also the mapped cn")));
+}

@@ -112,6 +112,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// The group incidents open now (kept as they are while the errors cannot be read).
+    pub fn open_groups(&self) -> Vec<Incident> {
+        self.open.values().filter(|i| i.key.starts_with("group:")).cloned().collect()
+    }
+
     /// The incidents that started and those that cleared since the last call.
     pub fn update(&mut self, now: Vec<Incident>) -> (Vec<Incident>, Vec<Incident>) {
         let now: BTreeMap<String, Incident> = now.into_iter().map(|i| (i.key.clone(), i)).collect();
@@ -161,13 +166,19 @@ impl Notice {
         let first = self.incidents.first().map(|i| i.title.as_str()).unwrap_or("");
         let more =
             if self.incidents.len() > 1 { format!(" (+{} more)", self.incidents.len() - 1) } else { String::new() };
-        printable_line(&format!("[writeback {host}] {what}: {first}{more}"))
+        // The titles are clean already; a header still gets no line break whatever comes.
+        format!("[writeback {host}] {what}: {first}{more}")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     }
 
     pub fn payload(&self, host: &str) -> serde_json::Value {
         let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        // As many as the text names: a chat's message size limit must not drop the notice.
+        let listed: Vec<&Incident> = self.incidents.iter().take(MAX_LISTED).collect();
         json!({"source": "writeback", "event": self.event, "host": host, "at": at, "text": self.text(host),
-            "incidents": self.incidents})
+            "incidents": listed, "more": self.incidents.len().saturating_sub(MAX_LISTED)})
     }
 }
 
@@ -179,9 +190,21 @@ fn short(s: &str) -> String {
     }
 }
 
-/// Cloud text on one line: no control characters (a display name cannot add a mail header).
+/// Cloud text on one line: no control characters (a display name cannot add a mail header), and
+/// no chat markup (Slack's `<!channel>` and `<url|text>`, Markdown's `[text](url)` in Teams):
+/// the brackets become look-alikes that nothing renders.
 fn printable_line(s: &str) -> String {
-    writeback_core::naming::printable(s).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    writeback_core::naming::printable(s)
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            '<' => '‹',
+            '>' => '›',
+            '[' => '⟦',
+            ']' => '⟧',
+            c => c,
+        })
+        .collect()
 }
 
 /// Attempts per channel and message, with the waits between them.
@@ -337,6 +360,8 @@ mod tests {
         let n = Notice { event: Event::Raised, incidents: vec![i, incident("b")] };
         let p = n.payload("h1");
         assert_eq!(p["event"], "raised");
+        let chat = printable_line("<!channel> [login](https://evil.example) <https://evil|x>");
+        assert!(!chat.contains(['<', '>', '[', ']']), "{chat}");
         assert!(p["text"].as_str().is_some_and(|t| t.starts_with("writeback on h1: PROBLEM\n- group Evil")));
         let s = n.subject("h1");
         assert!(!s.contains('\n') && !s.contains('\r') && s.ends_with("(+1 more)"), "{s}");

@@ -306,11 +306,13 @@ impl AlertsConfig {
             }
         }
         if let Some(s) = &self.smtp {
+            // Never echoed: a password pasted into the URL must not reach the log.
             match url::Url::parse(s) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => out.push(
+                    "[alerts] smtp must not hold a user or password: use smtp_user and smtp_password_file".into(),
+                ),
                 Ok(u) if matches!(u.scheme(), "smtps" | "smtp") && u.host_str().is_some() => {}
-                _ => out.push(format!(
-                    "[alerts] smtp = \"{s}\" must be smtps://host[:465] (TLS) or smtp://host[:587] (STARTTLS)"
-                )),
+                _ => out.push("[alerts] smtp must be smtps://host[:465] (TLS) or smtp://host[:587] (STARTTLS)".into()),
             }
             if self.from.is_none() || self.to.is_empty() {
                 out.push("[alerts] smtp needs from = \"…\" and to = [\"…\"]".into());

@@ -35,6 +35,12 @@ pub fn problems(cfg: &Config) -> Vec<String> {
         out.extend(ldap_url(gc).map(|e| e.replacen("[ad] url", "[ad] gc_url", 1)));
     }
     out.extend(cfg.alerts.problems());
+    let mut mapped = std::collections::BTreeSet::new();
+    for (i, m) in cfg.mappings.iter().enumerate() {
+        if !mapped.insert(m.attribute.ldap_name()) {
+            out.push(format!("[[mappings]] #{}: {} is mapped twice; keep one", i + 1, m.attribute.ldap_name()));
+        }
+    }
     for (i, r) in cfg.rules.iter().enumerate() {
         if let Err(e) = r.validate(i) {
             out.push(e);

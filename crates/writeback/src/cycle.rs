@@ -313,7 +313,7 @@ impl Cycle<'_> {
             dirty.extend(graph.parents_of(Collection::Users, &changed_users).await?);
         }
         let changed_users = changed_users.len();
-        let (snap, settled, dirty) = self.read_dirty(dirty, &groups, &w.pending).await?;
+        let (snap, settled, dirty) = self.read_dirty(dirty, &groups, &w.pending, true).await?;
         tracing::info!(
             cloud_changes = groups.named.len(),
             member_changes = groups.member_changes,
@@ -347,6 +347,7 @@ impl Cycle<'_> {
         mut dirty: BTreeSet<CloudId>,
         groups: &DeltaRound,
         pending: &BTreeMap<CloudId, Pending>,
+        removals: bool,
     ) -> Result<(Snapshot, confirm::Settled, BTreeSet<CloudId>), CycleError> {
         let (cfg, graph) = (self.cfg, &self.graph);
         let state = self.store.state().await?;
@@ -388,7 +389,10 @@ impl Cycle<'_> {
         let in_scope: Vec<CloudId> =
             decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
         cloud.members = graph.members_of(&in_scope).await;
-        crate::engine::flatten_reads(graph, &mut cloud, cfg).await;
+        crate::engine::complete_nested(graph, &mut cloud, cfg).await;
+        if crate::engine::flatten_reads(graph, &mut cloud, cfg).await {
+            crate::engine::complete_nested(graph, &mut cloud, cfg).await;
+        }
         // A member read older than the round: planned next cycle, not from old data now.
         let stale = confirm::put_off_stale(&mut cloud.members, groups, pending, &mut settled);
         cloud.groups.retain(|g| !stale.contains(&g.id));
@@ -398,13 +402,9 @@ impl Cycle<'_> {
         }
         // Only groups Graph described, or confirmed removed, are planned: nothing else can be
         // an orphan.
-        let considered: Vec<CloudId> = cloud
-            .groups
-            .iter()
-            .map(|g| g.id.clone())
-            .chain(settled.soft.iter().cloned())
-            .chain(settled.gone.iter().cloned())
-            .collect();
+        // (A group cycle plans no removal of a group: the delta cycles confirm those.)
+        let removed = settled.soft.iter().chain(settled.gone.iter()).filter(|_| removals).cloned();
+        let considered: Vec<CloudId> = cloud.groups.iter().map(|g| g.id.clone()).chain(removed).collect();
         let owned = self.ad.read_owned_groups_by_ids(&ous, &considered).await?;
         let ad_snap = resolve(&mut self.ad, &cloud, owned, cfg.writeback.write_devices, Default::default()).await?;
         Ok((Snapshot { cloud, ad: ad_snap }, settled, dirty))
@@ -438,6 +438,8 @@ impl Cycle<'_> {
             dirty.extend(parents);
             settled.found.extend(more.found);
             settled.failed.extend(more.failed);
+            settled.soft.extend(more.soft);
+            settled.gone.extend(more.gone);
             settled.pending.extend(more.pending);
         }
         Ok(())
@@ -446,17 +448,36 @@ impl Cycle<'_> {
     /// `sync --group`: the groups named, as a delta cycle reads its dirty ones. The AD
     /// watermark is read only to tell this cycle's own writes from others' (it is not saved).
     async fn groups(&mut self, ids: &[CloudId]) -> Result<Outcome, CycleError> {
+        // The tenant's cycles stopped at a threshold: a group cycle does not go around the stop
+        // (only an administrator's --allow-* for this run does).
+        if !(self.allow.deletes || self.allow.creates) {
+            if let Some(b) = self.store.stopped().await?.blocked {
+                let message = format!(
+                    "the tenant's cycles are stopped by a threshold ({}): a group cycle does not go around it; \
+                     approve or resolve the stop first (writeback approve), or run sync --group with the option \
+                     it names",
+                    b.message
+                );
+                return Ok(Outcome {
+                    kind: RunKind::Group,
+                    status: RunStatus::StoppedDeleteThreshold,
+                    summary: Summary::default(),
+                    errors: Vec::new(),
+                    message: Some(message),
+                    reports: Vec::new(),
+                    stopped: Stopped::default(),
+                });
+            }
+        }
         let (usn, dc) = self.ad.highest_usn().await?;
         let (round, before) = (DeltaRound::default(), BTreeMap::new());
-        let (mut snap, settled, dirty) = self.read_dirty(ids.iter().cloned().collect(), &round, &before).await?;
-        // Not found (a group this new may not be readable yet): said per group, and nothing is
-        // decided for it (its removal is the delta cycles' to confirm).
-        for id in settled.pending.keys() {
-            let why = "Graph does not find this group (yet): nothing was done for it; a new group can take a \
-                       minute to be readable, a removed one is handled by the next cycle";
-            snap.cloud.rejected.push((id.to_string(), why.to_string()));
-        }
-        tracing::info!(groups = ids.len(), looked_at = dirty.len(), "group cycle");
+        let (snap, settled, dirty) = self.read_dirty(ids.iter().cloned().collect(), &round, &before, false).await?;
+        // Not found (a group this new may not be readable yet), or removed: nothing is decided
+        // for it here (removals are the delta cycles' to confirm), and no error is kept for it.
+        let left: Vec<String> =
+            settled.pending.keys().chain(&settled.soft).chain(&settled.gone).map(|id| id.to_string()).collect();
+        let dirty: BTreeSet<CloudId> = dirty.into_iter().filter(|id| !left.contains(&id.to_string())).collect();
+        tracing::info!(groups = ids.len(), looked_at = dirty.len(), not_found = left.len(), "group cycle");
         let marks = Watermarks {
             groups_link: String::new(),
             users_link: String::new(),
@@ -468,7 +489,16 @@ impl Cycle<'_> {
             pending: BTreeMap::new(),
         };
         let reach = Reach::Groups { looked_at: dirty.into_iter().collect() };
-        self.apply_and_record(snap, reach, marks, None).await
+        let mut outcome = self.apply_and_record(snap, reach, marks, None).await?;
+        if !left.is_empty() {
+            let note = format!(
+                "Graph does not find {} (or it is deleted): nothing was done for it; a new group can take a minute \
+                 to be readable, a removed one is handled by the next cycle",
+                left.join(", ")
+            );
+            outcome.message = Some(with_note(note, outcome.message.take()));
+        }
+        Ok(outcome)
     }
 
     /// Plans the snapshot, applies it, records links, errors and watermarks.

@@ -498,12 +498,15 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
 async fn watch(daemon: &Daemon, cfg: &Config) {
     let Some(alerter) = &daemon.alerts else { return };
     let Ok(after) = cfg.alerts.after() else { return };
+    // Unreadable (the state's server down): the groups' incidents stay as they were, neither
+    // cleared nor raised again.
     let errors = match cfg.state() {
         Ok(t) => match writeback_store::Store::open_read_only(&t).await {
-            Ok(Some(store)) => store.errors().await.unwrap_or_default(),
-            _ => Vec::new(),
+            Ok(Some(store)) => store.errors().await.ok(),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
         },
-        Err(_) => Vec::new(),
+        Err(_) => None,
     };
     let (raised, cleared) = {
         let s = daemon.status();
@@ -512,9 +515,13 @@ async fn watch(daemon: &Daemon, cfg: &Config) {
             (None, Some(lead)) => lead.elapsed(),
             (None, None) => daemon.started.elapsed(),
         };
-        let now = crate::alerts::incidents(&s, &errors, after, since_ok);
+        let mut now = crate::alerts::incidents(&s, errors.as_deref().unwrap_or_default(), after, since_ok);
         drop(s);
-        daemon.incidents.lock().unwrap_or_else(|p| p.into_inner()).update(now)
+        let mut tracker = daemon.incidents.lock().unwrap_or_else(|p| p.into_inner());
+        if errors.is_none() {
+            now.extend(tracker.open_groups());
+        }
+        tracker.update(now)
     };
     alerter.notify(raised, cleared);
 }
@@ -539,6 +546,21 @@ async fn group_cycle(daemon: &Daemon, cfg: &Config, lead: &Lead, interval: Durat
     let mut s = daemon.status();
     s.running = None;
     match result {
+        // Most operations failed: writing stops and backs off, as after a tenant cycle.
+        Ok(r) if r.status == RunStatus::Quarantined => {
+            let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
+            s.failures += 1;
+            let wait = backoff(interval, s.failures);
+            tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined by a group cycle: writing stopped");
+            s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+            s.quarantined = Some(reason);
+            gauge!("writeback_quarantined").set(1.0);
+            counter!("writeback_cycles_total", "kind" => "group", "status" => r.status.as_str()).increment(1);
+            let mut doc = crate::output::sync_doc(&r);
+            doc["message"] = serde_json::json!(r.message);
+            s.groups_done = Some((through, doc));
+            *next = Instant::now() + wait;
+        }
         Ok(r) => {
             for g in &r.reports {
                 s.reports.insert(g.cloud_id.clone(), g.clone());

@@ -108,7 +108,10 @@ async fn read_members(
     let (members, found, tried) = members_and_lookups(graph, ad, in_scope, &owned, devices, early).await?;
     drop(by_id);
     cloud.members = members;
-    flatten_reads(graph, &mut cloud, cfg).await;
+    complete_nested(graph, &mut cloud, cfg).await;
+    if flatten_reads(graph, &mut cloud, cfg).await {
+        complete_nested(graph, &mut cloud, cfg).await;
+    }
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(in_scope).await;
     }
@@ -251,16 +254,66 @@ pub(crate) async fn resolve(
     })
 }
 
+/// Rules that read properties a member object does not carry (classification, extensions …)
+/// must decide a nested group from the group itself: each nested cloud group in the member
+/// lists becomes its full object — from this cycle's groups, or read by id. A nested group that
+/// cannot be read leaves its parents' member lists incomplete (their groups are left as they
+/// are this run: a scope decided from missing properties could remove a nesting).
+pub(crate) async fn complete_nested(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) {
+    use writeback_core::model::ObjectKind;
+    if cfg.rules.iter().all(|r| r.properties().is_empty()) {
+        return;
+    }
+    let as_member =
+        |g: &CloudObject| Arc::new(CloudObject { odata_type: Some("#microsoft.graph.group".into()), ..g.clone() });
+    let mut full: HashMap<CloudId, Arc<CloudObject>> =
+        cloud.groups.iter().map(|g| (g.id.clone(), as_member(g))).collect();
+    let nested = |m: &CloudObject| m.kind() == ObjectKind::Group && !m.is_synced();
+    let mut wanted: Vec<CloudId> = cloud
+        .members
+        .values()
+        .filter_map(|r| match r {
+            MemberRead::Complete(m) => Some(m),
+            MemberRead::Incomplete(_) => None,
+        })
+        .flatten()
+        .filter(|m| nested(m) && !full.contains_key(&m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let (found, _, failed) = graph.groups_by_id(&wanted).await;
+    for g in &found {
+        full.insert(g.id.clone(), as_member(g));
+    }
+    let failed: HashSet<CloudId> = failed.into_iter().map(|(id, _)| CloudId::new(id)).collect();
+    for read in cloud.members.values_mut() {
+        let MemberRead::Complete(list) = read else { continue };
+        if let Some(m) = list.iter().find(|m| nested(m) && failed.contains(&m.id)) {
+            let why = format!("nested group {} could not be read to decide its scope", m.id);
+            *read = MemberRead::Incomplete(why);
+            continue;
+        }
+        for m in list.iter_mut().filter(|m| nested(m)) {
+            if let Some(f) = full.get(&m.id) {
+                *m = f.clone();
+            }
+        }
+    }
+}
+
 /// How deep `nested = "flatten"` follows nested groups (a cycle ends sooner: groups read once).
 const FLATTEN_DEPTH: usize = 16;
 
 /// With `nested = "flatten"`: the members of every nested cloud group that is not in scope,
 /// and of the ones nested in those, so the planner can write their transitive members. A read
 /// that fails is `Incomplete`: the planner then leaves the groups that nest it as they are.
-pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) {
+/// Returns whether it read any.
+pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) -> bool {
     if cfg.writeback.nested != writeback_core::Nested::Flatten {
-        return;
+        return false;
     }
+    let mut any = false;
     let planned = decisions(cloud, &cfg.rules);
     let in_scope = |m: &CloudObject| match planned.get(&m.id) {
         Some(d) => d.in_scope,
@@ -282,20 +335,22 @@ pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot
         wanted.sort();
         wanted.dedup();
         if wanted.is_empty() {
-            return;
+            return any;
         }
         tracing::info!(groups = wanted.len(), "reading nested groups to flatten");
         let read = graph.members_of(&wanted).await;
         cloud.members.extend(read);
+        any = true;
     }
+    any
 }
 
 /// The AD objects holding the sAMAccountNames `[[mappings]]` give the groups in scope (so the
 /// planner never takes one another object holds).
 async fn mapped_sam_owners(ad: &mut AdConn, snap: &mut Snapshot, cfg: &Config) -> Result<(), CycleError> {
-    let sams: Vec<&writeback_core::Mapping> =
-        cfg.mappings.iter().filter(|m| m.attribute == MappedAttribute::SamAccountName).collect();
-    if sams.is_empty() {
+    let named =
+        |m: &writeback_core::Mapping| matches!(m.attribute, MappedAttribute::SamAccountName | MappedAttribute::Cn);
+    if !cfg.mappings.iter().any(named) {
         return Ok(());
     }
     let in_scope = decisions(&snap.cloud, &cfg.rules);
@@ -304,8 +359,7 @@ async fn mapped_sam_owners(ad: &mut AdConn, snap: &mut Snapshot, cfg: &Config) -
         .groups
         .iter()
         .filter(|g| in_scope.get(&g.id).is_some_and(|d| d.in_scope))
-        .flat_map(|g| sams.iter().map(|m| writeback_core::naming::sam_account_name(&m.value.eval(g))))
-        .filter(|n| !n.is_empty())
+        .filter_map(|g| writeback_core::mapping::mapped_sam(g, &cfg.mappings))
         .collect();
     names.sort();
     names.dedup();
@@ -489,12 +543,17 @@ pub async fn ids_named(cfg: &Config, needles: &[String]) -> Result<Vec<CloudId>,
     let mut ids = Vec::new();
     for needle in needles {
         match find_named(&graph, needle).await? {
-            Named::Groups(groups) => {
-                if groups.len() > 1 {
-                    tracing::info!(name = %needle.trim(), groups = groups.len(), "several groups have this name: all");
-                }
-                ids.extend(groups.into_iter().map(|g| g.id));
+            // Anyone may make a group of the same name: a name that is not unique is refused.
+            Named::Groups(groups) if groups.len() > 1 => {
+                let list: Vec<String> = groups.iter().map(|g| format!("{} ({})", g.name(), g.id)).collect();
+                return Err(CycleError::Config(format!(
+                    "{} groups are named '{}': give the object id of the one to sync: {}",
+                    groups.len(),
+                    needle.trim(),
+                    list.join(", ")
+                )));
             }
+            Named::Groups(groups) => ids.extend(groups.into_iter().map(|g| g.id)),
             Named::Candidates(near) => {
                 let hint = if near.is_empty() {
                     String::new()
@@ -532,7 +591,10 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
     let in_scope: Vec<CloudId> =
         decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     cloud.members = graph.members_of(&in_scope).await;
-    flatten_reads(&graph, &mut cloud, cfg).await;
+    complete_nested(&graph, &mut cloud, cfg).await;
+    if flatten_reads(&graph, &mut cloud, cfg).await {
+        complete_nested(&graph, &mut cloud, cfg).await;
+    }
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(&in_scope).await;
     }

@@ -33,11 +33,9 @@ pub async fn sync_groups(cfg: &Config, allow: Allow, needles: &[String], as_json
                     not.describe(cfg)
                 )));
             }
-            let Some(url) = daemon_url(cfg, &not).await else {
-                return Err(CycleError::Lock(format!(
-                    "{}; its listener is not known, so the groups cannot be handed to it",
-                    not.describe(cfg)
-                )));
+            let url = match daemon_url(cfg, &not).await {
+                Ok(url) => url,
+                Err(why) => return Err(CycleError::Lock(format!("{}; {why}", not.describe(cfg)))),
             };
             tracing::info!(%url, groups = ids.len(), "a daemon leads: the groups are handed to it");
             let doc = ask_daemon(cfg, &url, &ids).await?;
@@ -46,23 +44,28 @@ pub async fn sync_groups(cfg: &Config, allow: Allow, needles: &[String], as_json
     }
 }
 
-/// The leading daemon's listener: its recorded port, on the configured listen address when it
-/// runs on this host (a loopback or wildcard listener is reached on 127.0.0.1), else the
-/// address it recorded.
-async fn daemon_url(cfg: &Config, not: &NotLead) -> Option<String> {
+/// The leading daemon's listener on this host: its recorded port, on the configured listen
+/// address (a loopback or wildcard listener is reached on 127.0.0.1). A leader on another host
+/// is not asked: its listener is plain HTTP, and the token must not cross the network in clear.
+async fn daemon_url(cfg: &Config, not: &NotLead) -> Result<String, String> {
+    let unknown = || "its listener is not known, so the groups cannot be handed to it".to_string();
     let leader = match not {
         NotLead::Pg(Some(l)) => l.clone(),
         _ => {
-            let target: Target = cfg.state().ok()?;
-            let store = Store::open_read_only(&target).await.ok()??;
-            store.leaders().await.ok()?.into_iter().next()?
+            let target: Target = cfg.state().map_err(|e| e.to_string())?;
+            let store = Store::open_read_only(&target).await.ok().flatten().ok_or_else(unknown)?;
+            store.leaders().await.ok().and_then(|l| l.into_iter().next()).ok_or_else(unknown)?
         }
     };
-    let address = leader.address?;
+    let address = leader.address.ok_or_else(unknown)?;
     if leader.host != lead::host() {
-        return Some(format!("http://{address}"));
+        return Err(format!(
+            "the active instance runs on {}: run `writeback sync --group` there (its listener is plain HTTP: \
+             the token is not sent across the network)",
+            leader.host
+        ));
     }
-    let port = address.rsplit_once(':')?.1;
+    let port = address.rsplit_once(':').ok_or_else(unknown)?.1;
     let ip = match cfg.daemon.listen.parse::<std::net::SocketAddr>() {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -71,7 +74,7 @@ async fn daemon_url(cfg: &Config, not: &NotLead) -> Option<String> {
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),
     };
-    Some(format!("http://{host}:{port}"))
+    Ok(format!("http://{host}:{port}"))
 }
 
 /// Queues the groups with the daemon and waits for the group cycle that did them: its run, as
@@ -97,6 +100,8 @@ async fn ask_daemon(cfg: &Config, url: &str, ids: &[CloudId]) -> Result<Value, C
         return Err(CycleError::Lock(format!("the daemon at {url} refused the groups ({status}): {why}")));
     }
     let request = answer["request"].as_u64().unwrap_or(u64::MAX);
+    // Request numbers are the daemon process's own: a restarted one counts again.
+    let instance = answer["instance"].clone();
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -108,6 +113,11 @@ async fn ask_daemon(cfg: &Config, url: &str, ids: &[CloudId]) -> Result<Value, C
             .await
             .map_err(cannot)?;
         let done = &s["group_requests"];
+        if done["instance"] != instance {
+            return Err(CycleError::Lock(format!(
+                "the daemon at {url} restarted (or another took over) before it ran the groups: run the command again"
+            )));
+        }
         if done["done"].as_u64().is_some_and(|n| n >= request) {
             return Ok(done["last"].clone());
         }

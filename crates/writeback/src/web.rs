@@ -190,8 +190,8 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: axum::
         let request = s.group_requests;
         drop(s);
         d.groups_requested.notify_one();
-        return (StatusCode::ACCEPTED, Json(json!({"queued": true, "request": request, "groups": ids.len()})))
-            .into_response();
+        let body = json!({"queued": true, "request": request, "groups": ids.len(), "instance": std::process::id()});
+        return (StatusCode::ACCEPTED, Json(body)).into_response();
     }
     if let Some(wait) = s.last_requested.map(|t| s.interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero()) {
         return refused(StatusCode::TOO_MANY_REQUESTS, "rate", "one requested cycle per interval", Some(wait));
@@ -223,7 +223,7 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     Json(json!({
         "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
         "quarantined": s.quarantined, "running": s.running,
-        "group_requests": {"accepted": s.group_requests, "queued": s.queued_groups.len(),
+        "group_requests": {"instance": std::process::id(), "accepted": s.group_requests, "queued": s.queued_groups.len(),
             "done": s.groups_done.as_ref().map(|(n, _)| n), "last": s.groups_done.as_ref().map(|(_, r)| r)},
         "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
             "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)})),
@@ -234,7 +234,17 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
 /// Runs the charts read at most: a day of cycles every 10 s.
 const MAX_DAY_RUNS: usize = 9_000;
 
-async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Html<String> {
+/// The status page, never inside another site's frame (its button must not be clicked through
+/// one).
+async fn page(State(d): State<Arc<Daemon>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut resp = page_html(d, q).await.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    resp
+}
+
+async fn page_html(d: Arc<Daemon>, q: HashMap<String, String>) -> Html<String> {
     let (healthy, reason) = d.health();
     let needle = q.get("group").map(|s| s.trim().to_string()).unwrap_or_default();
     let filter = Filter::from_query(&q);

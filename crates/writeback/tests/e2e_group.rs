@@ -89,6 +89,14 @@ fn one_group_now_by_name_or_id_leaves_the_rest_to_the_delta_cycles() {
     let r = w.fx.writeback(&["sync", "--group", "SG-Al"]);
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("'SG-Al'") && r.stderr.contains("SG-Alpha Team"), "{}", r.stderr);
+    // A name two groups have (anyone can make a group of that name): refused, with the ids.
+    let twin = w.fx.id(9);
+    let groups = w.tenant["groups"].as_array_mut().expect("groups");
+    groups.push(security_group(&twin, "SG-Gamma", None, &[]));
+    w.fx.set_tenant(&w.tenant);
+    let r = w.fx.writeback(&["sync", "--group", "SG-Gamma"]);
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(&twin) && r.stderr.contains(&c), "{}", r.stderr);
 
     // The delta links were not used up: the next sync is a delta that finds B's change.
     let (code, out) = w.fx.sync_json(&[]);
@@ -102,7 +110,14 @@ fn one_group_now_by_name_or_id_leaves_the_rest_to_the_delta_cycles() {
 #[test]
 fn a_group_run_keeps_the_thresholds() {
     let mut w = World::new("group-threshold", "create_threshold = 1\n");
-    let (c, d) = (w.fx.id(3), w.fx.id(4));
+    let (a, c, d) = (w.fx.id(1), w.fx.id(3), w.fx.id(4));
+    // The tenant's cycle stops (two creations): a group cycle does not go around the stop.
+    let (code, out) = w.fx.sync_json(&[]);
+    assert_eq!((code, out["status"].clone()), (3, json!("stopped-delete-threshold")), "{out}");
+    let r = w.fx.writeback(&["sync", "--group", &a]);
+    assert_eq!(r.code, 3, "{} {}", r.stdout, r.stderr);
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("does not go around it"), "{} {}", r.stdout, r.stderr);
+    assert!(w.fx.group(&a).is_none(), "nothing written");
     let (code, out) = w.fx.sync_json(&["--allow-creates"]);
     assert_eq!(code, 0, "{out}");
     let u3 = w.uids[3].clone();

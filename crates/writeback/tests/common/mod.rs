@@ -874,7 +874,8 @@ pub fn security_group(id: &str, name: &str, enabled: Option<bool>, members: &[&s
 }
 
 pub fn m365_group(id: &str, name: &str, enabled: Option<bool>, ty: Option<&str>, members: &[&str]) -> Value {
-    let nick = name.to_lowercase().replace(' ', "-");
+    // Graph's mailNickname holds at most 64 characters.
+    let nick: String = name.to_lowercase().replace(' ', "-").chars().take(64).collect();
     json!({"id": id, "displayName": name, "description": format!("{name} team"), "groupTypes": ["Unified"],
            "securityEnabled": false, "mailEnabled": true, "mail": format!("{nick}@contoso.com"), "mailNickname": nick,
            "proxyAddresses": [format!("SMTP:{nick}@contoso.com"), format!("smtp:{nick}@contoso.onmicrosoft.com")],
