@@ -269,7 +269,8 @@ fn settle_mapped_cns(desired: &mut [Desired], cfg: &PlannerConfig) {
             Some(other) if d.cn_mapped => {
                 let parent = naming::split_dn(&d.dn).1.to_string();
                 d.notes.push(format!(
-                    "[[mappings]] cn \"{}\" is also the mapped cn of group {other} in the same OU: the default cn is used",
+                    "[[mappings]] cn \"{}\" is also the mapped cn of group {other} in the same OU: \
+                     the default cn is used",
                     d.cn
                 ));
                 d.cn = naming::cn_for(cfg.cn_format, &d.id, d.group.name());

@@ -223,7 +223,8 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     Json(json!({
         "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
         "quarantined": s.quarantined, "running": s.running,
-        "group_requests": {"instance": std::process::id(), "accepted": s.group_requests, "queued": s.queued_groups.len(),
+        "group_requests": {"instance": std::process::id(), "accepted": s.group_requests,
+            "queued": s.queued_groups.len(),
             "done": s.groups_done.as_ref().map(|(n, _)| n), "last": s.groups_done.as_ref().map(|(_, r)| r)},
         "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
             "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)})),
