@@ -179,6 +179,19 @@ impl MemberRead {
     }
 }
 
+impl CloudSnapshot {
+    /// Every member of every completely read group (a member of several groups, several times).
+    pub fn complete_members(&self) -> impl Iterator<Item = &Arc<CloudObject>> {
+        self.members
+            .values()
+            .filter_map(|r| match r {
+                MemberRead::Complete(m) => Some(m),
+                MemberRead::Incomplete(_) => None,
+            })
+            .flatten()
+    }
+}
+
 /// Everything read from the cloud for one cycle.
 #[derive(Clone, Debug, Default)]
 pub struct CloudSnapshot {

@@ -416,12 +416,8 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
                 Ok(r) if r.status == RunStatus::Quarantined => {
                     record(&mut s, &r, started);
                     let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
-                    s.failures += 1;
-                    let wait = backoff(interval, s.failures);
+                    let wait = failed(&mut s, &reason, true, interval);
                     tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined: writing stopped");
-                    s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
-                    s.quarantined = Some(reason);
-                    gauge!("writeback_quarantined").set(1.0);
                     next = Instant::now() + wait;
                 }
                 Ok(r) => {
@@ -465,12 +461,7 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    s.failures += 1;
-                    let wait = backoff(interval, s.failures);
-                    if e.action() == Action::Quarantine {
-                        s.quarantined = Some(reason.clone());
-                        gauge!("writeback_quarantined").set(1.0);
-                    }
+                    let wait = failed(&mut s, &reason, e.action() == Action::Quarantine, interval);
                     tracing::warn!(%reason, retry_in_s = wait.as_secs(), "cycle failed; backing off");
                     counter!("writeback_cycles_total", "kind" => kind.as_str(), "status" => RunStatus::Failed.as_str())
                         .increment(1);
@@ -480,7 +471,6 @@ async fn cycles(daemon: &Daemon, lead: &Lead, stop: &Notify, lost: &Notify) -> u
                         at: SystemTime::now(),
                         message: Some(reason.clone()),
                     });
-                    s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
                     next = Instant::now() + wait;
                 }
             }
@@ -549,12 +539,8 @@ async fn group_cycle(daemon: &Daemon, cfg: &Config, lead: &Lead, interval: Durat
         // Most operations failed: writing stops and backs off, as after a tenant cycle.
         Ok(r) if r.status == RunStatus::Quarantined => {
             let reason = r.message.clone().unwrap_or_else(|| "most operations failed".into());
-            s.failures += 1;
-            let wait = backoff(interval, s.failures);
+            let wait = failed(&mut s, &reason, true, interval);
             tracing::error!(%reason, retry_in_s = wait.as_secs(), "quarantined by a group cycle: writing stopped");
-            s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
-            s.quarantined = Some(reason);
-            gauge!("writeback_quarantined").set(1.0);
             counter!("writeback_cycles_total", "kind" => "group", "status" => r.status.as_str()).increment(1);
             let mut doc = crate::output::sync_doc(&r);
             doc["message"] = serde_json::json!(r.message);
@@ -572,19 +558,26 @@ async fn group_cycle(daemon: &Daemon, cfg: &Config, lead: &Lead, interval: Durat
         }
         Err(e) => {
             let reason = e.to_string();
-            s.failures += 1;
-            let wait = backoff(interval, s.failures);
-            if e.action() == Action::Quarantine {
-                s.quarantined = Some(reason.clone());
-                gauge!("writeback_quarantined").set(1.0);
-            }
+            let wait = failed(&mut s, &reason, e.action() == Action::Quarantine, interval);
             tracing::warn!(%reason, retry_in_s = wait.as_secs(), "group cycle failed; backing off");
             counter!("writeback_cycles_total", "kind" => "group", "status" => RunStatus::Failed.as_str()).increment(1);
-            s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
             s.groups_done = Some((through, serde_json::json!({"kind": "group", "status": "failed", "error": reason})));
             *next = Instant::now() + wait;
         }
     }
+}
+
+/// A cycle failed (or was quarantined, `quarantine`): one more failure, the back-off it earns
+/// (returned) and why, in the status.
+fn failed(s: &mut Status, reason: &str, quarantine: bool, interval: Duration) -> Duration {
+    s.failures += 1;
+    let wait = backoff(interval, s.failures);
+    if quarantine {
+        s.quarantined = Some(reason.to_string());
+        gauge!("writeback_quarantined").set(1.0);
+    }
+    s.backoff_reason = Some(format!("{reason} (attempt {}, next in {} s)", s.failures, wait.as_secs()));
+    wait
 }
 
 /// interval × 2^(failures-1), at most [`MAX_BACKOFF`] (and never below the interval).

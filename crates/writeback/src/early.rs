@@ -73,13 +73,7 @@ impl Early {
         // Nested groups of the tenant: planned too (their adds are not taken), so that they are
         // `New` targets here as in the whole plan, not the stale link of an earlier run.
         let nested: HashSet<CloudId> = cloud
-            .members
-            .values()
-            .filter_map(|r| match r {
-                MemberRead::Complete(m) => Some(m),
-                MemberRead::Incomplete(_) => None,
-            })
-            .flatten()
+            .complete_members()
             .map(|m| m.id.clone())
             .filter(|id| groups.contains_key(id) && !cloud.members.contains_key(id))
             .collect();

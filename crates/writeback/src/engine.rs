@@ -269,17 +269,8 @@ pub(crate) async fn complete_nested(graph: &GraphClient, cloud: &mut CloudSnapsh
     let mut full: HashMap<CloudId, Arc<CloudObject>> =
         cloud.groups.iter().map(|g| (g.id.clone(), as_member(g))).collect();
     let nested = |m: &CloudObject| m.kind() == ObjectKind::Group && !m.is_synced();
-    let mut wanted: Vec<CloudId> = cloud
-        .members
-        .values()
-        .filter_map(|r| match r {
-            MemberRead::Complete(m) => Some(m),
-            MemberRead::Incomplete(_) => None,
-        })
-        .flatten()
-        .filter(|m| nested(m) && !full.contains_key(&m.id))
-        .map(|m| m.id.clone())
-        .collect();
+    let mut wanted: Vec<CloudId> =
+        cloud.complete_members().filter(|m| nested(m) && !full.contains_key(&m.id)).map(|m| m.id.clone()).collect();
     wanted.sort();
     wanted.dedup();
     let (found, _, failed) = graph.groups_by_id(&wanted).await;
@@ -321,13 +312,7 @@ pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot
     };
     for _ in 0..FLATTEN_DEPTH {
         let mut wanted: Vec<CloudId> = cloud
-            .members
-            .values()
-            .filter_map(|r| match r {
-                MemberRead::Complete(m) => Some(m),
-                MemberRead::Incomplete(_) => None,
-            })
-            .flatten()
+            .complete_members()
             .filter(|m| m.kind() == writeback_core::model::ObjectKind::Group && !m.is_synced() && !in_scope(m))
             .filter(|m| !cloud.members.contains_key(&m.id))
             .map(|m| m.id.clone())
