@@ -262,6 +262,9 @@ fn shape<'a>(
 /// Two groups whose mapped cn gives the same DN: the later (in id order) gets the default cn
 /// (and, when its sAMAccountName came from the cn, the default one too), and is told why.
 fn settle_mapped_cns(desired: &mut [Desired], cfg: &PlannerConfig) {
+    if !desired.iter().any(|d| d.cn_mapped) {
+        return;
+    }
     let mut claimed: Map<String, String> = Map::default();
     for d in desired.iter_mut() {
         let key = d.dn.to_lowercase();
