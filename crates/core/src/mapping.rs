@@ -369,11 +369,10 @@ fn eval(e: &Expr, g: &CloudObject) -> String {
 /// mapped cn; `None` when neither is mapped (or the value is empty or not a valid cn).
 pub fn mapped_sam(g: &CloudObject, mappings: &[Mapping]) -> Option<String> {
     let of = |t: Target| mappings.iter().find(|m| m.attribute == t).map(|m| m.value.eval(g));
-    let sam = match of(Target::SamAccountName) {
-        Some(v) => crate::naming::sam_account_name(&v),
-        None => crate::naming::sam_account_name(&crate::naming::mapped_cn(&of(Target::Cn)?).ok()?),
-    };
-    (!sam.is_empty()).then_some(sam)
+    // As the planner does: a mapping that gives an empty name leaves the one made from the cn.
+    let own = of(Target::SamAccountName).map(|v| crate::naming::sam_account_name(&v)).filter(|s| !s.is_empty());
+    own.or_else(|| Some(crate::naming::sam_account_name(&crate::naming::mapped_cn(&of(Target::Cn)?).ok()?)))
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

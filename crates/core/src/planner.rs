@@ -128,8 +128,8 @@ pub fn plan(cloud: &CloudSnapshot, ad: &AdSnapshot, state: &State, cfg: &Planner
     // Planned in id order: plans read the same every time.
     desired.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let owned = converted(&mut p, &mut desired, cloud, ad, owned, &mut released, cfg);
-    settle_mapped_cns(&mut desired, cfg);
-    settle_mapped_sams(&mut desired, &owned, ad);
+    settle_mapped_cns(&mut desired, &owned, state, cfg);
+    settle_mapped_sams(&mut desired, &owned, ad, cfg);
 
     // Which groups exist in AD once this run is through, for nesting: owned ones that
     // stay, and the ones this run adds. A group whose read is incomplete is not added.
@@ -259,17 +259,25 @@ fn shape<'a>(
     })
 }
 
-/// Two groups whose mapped cn gives the same DN: the later (in id order) gets the default cn
-/// (and, when its sAMAccountName came from the cn, the default one too), and is told why.
-fn settle_mapped_cns(desired: &mut [Desired], cfg: &PlannerConfig) {
+/// A mapped cn whose DN another of our groups holds (its link or its place in AD, so a delta
+/// cycle decides as a full one does), or that an earlier group of this plan (in id order) is
+/// mapped to: the group gets the default cn (and, when its sAMAccountName came from the cn, the
+/// default one too), and is told why. The holder keeps its name.
+fn settle_mapped_cns(desired: &mut [Desired], owned: &Map<&str, &AdGroup>, state: &State, cfg: &PlannerConfig) {
     if !desired.iter().any(|d| d.cn_mapped) {
         return;
     }
     let mut claimed: Map<String, String> = Map::default();
+    for (id, link) in &state.links {
+        claimed.insert(link.dn.as_str().to_lowercase(), id.to_string());
+    }
+    for (id, g) in owned {
+        claimed.insert(g.dn.as_str().to_lowercase(), id.to_string());
+    }
     for d in desired.iter_mut() {
         let key = d.dn.to_lowercase();
         match claimed.get(&key) {
-            Some(other) if d.cn_mapped => {
+            Some(other) if d.cn_mapped && **other != *d.id => {
                 let parent = naming::split_dn(&d.dn).1.to_string();
                 d.notes.push(format!(
                     "[[mappings]] cn \"{}\" is also the mapped cn of group {other} in the same OU: \
@@ -293,7 +301,7 @@ fn settle_mapped_cns(desired: &mut [Desired], cfg: &PlannerConfig) {
 /// A mapped sAMAccountName another AD object holds, or that an earlier group of this plan
 /// (in id order) took, is not written: the group keeps the one it has (or the default), and
 /// the clash is reported for it.
-fn settle_mapped_sams(desired: &mut [Desired], owned: &Map<&str, &AdGroup>, ad: &AdSnapshot) {
+fn settle_mapped_sams(desired: &mut [Desired], owned: &Map<&str, &AdGroup>, ad: &AdSnapshot, cfg: &PlannerConfig) {
     let mut claimed: Map<String, String> = Map::default();
     for d in desired.iter_mut().filter(|d| d.sam_mapped) {
         let Some(sam) = d.sam.clone() else { continue };
@@ -313,7 +321,9 @@ fn settle_mapped_sams(desired: &mut [Desired], owned: &Map<&str, &AdGroup>, ad: 
                 let keeps = existing.and_then(|e| e.attrs.get("samaccountname")).and_then(|v| v.first()).cloned();
                 let kept = if keeps.is_some() { "keeps the one it has" } else { "gets the default one" };
                 d.notes.push(format!("[[mappings]] sAMAccountName \"{sam}\" is not written: {why}; the group {kept}"));
-                d.sam = keeps;
+                // The default one, not the mapped cn's (that is the name refused).
+                let default = || naming::sam_account_name(&naming::cn_for(cfg.cn_format, &d.id, d.group.name()));
+                d.sam = Some(keeps.unwrap_or_else(default));
                 d.sam_mapped = false;
             }
         }

@@ -892,3 +892,34 @@ fn a_mapped_cn_taken_by_an_earlier_group_falls_back_to_the_default_with_its_sam(
     assert_eq!(added[&id(2)], (format!("CN=Group_{},{OU}", id(2)), format!("Group_{}", id(2))));
     assert!(p.errors.iter().any(|e| e.cloud_id == id(2).as_str() && e.message.contains("also the mapped cn")));
 }
+
+#[test]
+fn a_mapped_cn_never_takes_a_name_held_in_ad() {
+    let mut w = World::new();
+    w.cfg.mappings = vec![crate::Mapping {
+        attribute: crate::MappedAttribute::Cn,
+        value: crate::mapping::Template::parse("{Trim(displayName)}").expect("template"),
+    }];
+    // Group 5 holds CN=Finance (written by an earlier cycle); group 1, new and first in id
+    // order, is mapped to the same cn; an AD user holds the sAMAccountName "Sales".
+    w.group(security(5, "Finance", Some(true)), vec![]);
+    w.converge();
+    w.group(security(1, "Finance", Some(true)), vec![]);
+    w.group(security(2, "Sales", Some(true)), vec![]);
+    w.ad.sam_owners.insert("sales".into(), ObjectGuid::new("cccccccc-0000-0000-0000-000000000002"));
+    let p = w.converge();
+    let added: BTreeMap<CloudId, (String, String)> = ops(&p, "add")
+        .into_iter()
+        .filter_map(|o| match o {
+            Operation::Add { cloud_id, dn, attrs, .. } => {
+                let sam = attrs.iter().find(|(a, _)| a == "sAMAccountName").map(|(_, v)| v[0].clone());
+                Some((cloud_id.clone(), (dn.clone(), sam.unwrap_or_default())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(ops(&p, "rename").is_empty(), "the holder keeps its name: {:?}", p.operations);
+    assert_eq!(added[&id(1)].0, format!("CN=Group_{},{OU}", id(1)), "the newcomer gets the default cn");
+    // The cn is mapped, but its sAMAccountName is held: the default one, not the cn's.
+    assert_eq!(added[&id(2)], (format!("CN=Sales,{OU}"), format!("Group_{}", id(2))));
+}

@@ -30,7 +30,7 @@ pub struct Incident {
 }
 
 /// Incidents named one by one at most in a message; the rest are counted.
-const MAX_LISTED: usize = 50;
+const MAX_LISTED: usize = 30;
 
 /// The incidents open now: from the daemon's status (quarantine, a stop, the guard, cycles
 /// failing for longer than `after` — `since_ok` is how long since the last good cycle, or
@@ -69,7 +69,7 @@ pub fn incidents(
     }
     if !s.guarded.is_empty() {
         let names: Vec<String> =
-            s.guarded.iter().map(|g| format!("{} ({})", line(&g.display_name), g.cloud_id)).collect();
+            s.guarded.iter().take(20).map(|g| format!("{} ({})", short(&line(&g.display_name)), g.cloud_id)).collect();
         out.push(Incident {
             key: "guard".into(),
             kind: "guard",
@@ -99,7 +99,7 @@ pub fn incidents(
             key: format!("group:{id}"),
             kind: "group-error",
             title: format!("group {name} in error since {at}"),
-            detail: format!("{}{more}", line(&message.chars().take(500).collect::<String>())),
+            detail: format!("{}{more}", line(&message.chars().take(300).collect::<String>())),
         });
     }
     out

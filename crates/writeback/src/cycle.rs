@@ -390,9 +390,7 @@ impl Cycle<'_> {
             decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
         cloud.members = graph.members_of(&in_scope).await;
         crate::engine::complete_nested(graph, &mut cloud, cfg).await;
-        if crate::engine::flatten_reads(graph, &mut cloud, cfg).await {
-            crate::engine::complete_nested(graph, &mut cloud, cfg).await;
-        }
+        crate::engine::flatten_reads(graph, &mut cloud, cfg).await;
         // A member read older than the round: planned next cycle, not from old data now.
         let stale = confirm::put_off_stale(&mut cloud.members, groups, pending, &mut settled);
         cloud.groups.retain(|g| !stale.contains(&g.id));
@@ -450,24 +448,28 @@ impl Cycle<'_> {
     async fn groups(&mut self, ids: &[CloudId]) -> Result<Outcome, CycleError> {
         // The tenant's cycles stopped at a threshold: a group cycle does not go around the stop
         // (only an administrator's --allow-* for this run does).
-        if !(self.allow.deletes || self.allow.creates) {
-            if let Some(b) = self.store.stopped().await?.blocked {
-                let message = format!(
-                    "the tenant's cycles are stopped by a threshold ({}): a group cycle does not go around it; \
-                     approve or resolve the stop first (writeback approve), or run sync --group with the option \
-                     it names",
-                    b.message
-                );
-                return Ok(Outcome {
-                    kind: RunKind::Group,
-                    status: RunStatus::StoppedDeleteThreshold,
-                    summary: Summary::default(),
-                    errors: Vec::new(),
-                    message: Some(message),
-                    reports: Vec::new(),
-                    stopped: Stopped::default(),
-                });
-            }
+        let stop = self.store.stopped().await?.blocked;
+        let allowed = |b: &writeback_core::plan::Blocked| match b.threshold.sync_option() {
+            "--allow-creates" => self.allow.creates,
+            _ => self.allow.deletes,
+        };
+        if let Some(b) = stop.filter(|b| !allowed(b)) {
+            let message = format!(
+                "the tenant's cycles are stopped by a threshold ({}): a group cycle does not go around it; \
+                 approve or resolve the stop first ({}), or run sync --group with {}",
+                b.message,
+                b.approve_command(),
+                b.threshold.sync_option()
+            );
+            return Ok(Outcome {
+                kind: RunKind::Group,
+                status: RunStatus::StoppedDeleteThreshold,
+                summary: Summary::default(),
+                errors: Vec::new(),
+                message: Some(message),
+                reports: Vec::new(),
+                stopped: Stopped::default(),
+            });
         }
         let (usn, dc) = self.ad.highest_usn().await?;
         let (round, before) = (DeltaRound::default(), BTreeMap::new());

@@ -100,6 +100,9 @@ pub struct Daemon {
     pub started: Instant,
     pub metrics: PrometheusHandle,
     pub access: crate::access::Access,
+    /// This process among all that ran (pid and start time): what `sync --group` checks its
+    /// request numbers against (a pid alone repeats in a container).
+    pub instance: String,
     /// Where incidents are sent (`[alerts]`), and which are open.
     pub alerts: Option<crate::alerts::Alerter>,
     pub incidents: Mutex<crate::alerts::Tracker>,
@@ -148,6 +151,11 @@ impl Daemon {
             started: Instant::now(),
             metrics,
             access,
+            instance: format!(
+                "{}-{}",
+                std::process::id(),
+                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            ),
             alerts: None,
             incidents: Mutex::new(crate::alerts::Tracker::default()),
         }

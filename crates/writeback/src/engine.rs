@@ -109,9 +109,7 @@ async fn read_members(
     drop(by_id);
     cloud.members = members;
     complete_nested(graph, &mut cloud, cfg).await;
-    if flatten_reads(graph, &mut cloud, cfg).await {
-        complete_nested(graph, &mut cloud, cfg).await;
-    }
+    flatten_reads(graph, &mut cloud, cfg).await;
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(in_scope).await;
     }
@@ -273,11 +271,12 @@ pub(crate) async fn complete_nested(graph: &GraphClient, cloud: &mut CloudSnapsh
         cloud.complete_members().filter(|m| nested(m) && !full.contains_key(&m.id)).map(|m| m.id.clone()).collect();
     wanted.sort();
     wanted.dedup();
-    let (found, _, failed) = graph.groups_by_id(&wanted).await;
+    let (found, missing, failed) = graph.groups_by_id(&wanted).await;
     for g in &found {
         full.insert(g.id.clone(), as_member(g));
     }
-    let failed: HashSet<CloudId> = failed.into_iter().map(|(id, _)| CloudId::new(id)).collect();
+    // Not found (deleted since the member read) is as unknown as a failed read.
+    let failed: HashSet<CloudId> = failed.into_iter().map(|(id, _)| CloudId::new(id)).chain(missing).collect();
     for read in cloud.members.values_mut() {
         let MemberRead::Complete(list) = read else { continue };
         if let Some(m) = list.iter().find(|m| nested(m) && failed.contains(&m.id)) {
@@ -299,12 +298,10 @@ const FLATTEN_DEPTH: usize = 16;
 /// With `nested = "flatten"`: the members of every nested cloud group that is not in scope,
 /// and of the ones nested in those, so the planner can write their transitive members. A read
 /// that fails is `Incomplete`: the planner then leaves the groups that nest it as they are.
-/// Returns whether it read any.
-pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) -> bool {
+pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot, cfg: &Config) {
     if cfg.writeback.nested != writeback_core::Nested::Flatten {
-        return false;
+        return;
     }
-    let mut any = false;
     let planned = decisions(cloud, &cfg.rules);
     let in_scope = |m: &CloudObject| match planned.get(&m.id) {
         Some(d) => d.in_scope,
@@ -320,14 +317,14 @@ pub(crate) async fn flatten_reads(graph: &GraphClient, cloud: &mut CloudSnapshot
         wanted.sort();
         wanted.dedup();
         if wanted.is_empty() {
-            return any;
+            return;
         }
         tracing::info!(groups = wanted.len(), "reading nested groups to flatten");
         let read = graph.members_of(&wanted).await;
         cloud.members.extend(read);
-        any = true;
+        // The groups these nest are decided from their full objects too, before the next round.
+        complete_nested(graph, cloud, cfg).await;
     }
-    any
 }
 
 /// The AD objects holding the sAMAccountNames `[[mappings]]` give the groups in scope (so the
@@ -530,7 +527,10 @@ pub async fn ids_named(cfg: &Config, needles: &[String]) -> Result<Vec<CloudId>,
         match find_named(&graph, needle).await? {
             // Anyone may make a group of the same name: a name that is not unique is refused.
             Named::Groups(groups) if groups.len() > 1 => {
-                let list: Vec<String> = groups.iter().map(|g| format!("{} ({})", g.name(), g.id)).collect();
+                let list: Vec<String> = groups
+                    .iter()
+                    .map(|g| format!("{} ({})", writeback_core::naming::printable(g.name()), g.id))
+                    .collect();
                 return Err(CycleError::Config(format!(
                     "{} groups are named '{}': give the object id of the one to sync: {}",
                     groups.len(),
@@ -543,7 +543,10 @@ pub async fn ids_named(cfg: &Config, needles: &[String]) -> Result<Vec<CloudId>,
                 let hint = if near.is_empty() {
                     String::new()
                 } else {
-                    let list: Vec<String> = near.iter().map(|(id, name)| format!("{name} ({id})")).collect();
+                    let list: Vec<String> = near
+                        .iter()
+                        .map(|(id, name)| format!("{} ({id})", writeback_core::naming::printable(name)))
+                        .collect();
                     format!("; groups with it in their name: {}", list.join(", "))
                 };
                 return Err(CycleError::Config(format!(
@@ -577,9 +580,7 @@ pub async fn plan_groups(cfg: &Config, needle: &str) -> Result<Shown, CycleError
         decisions(&cloud, &cfg.rules).into_iter().filter(|(_, d)| d.in_scope).map(|(id, _)| id).collect();
     cloud.members = graph.members_of(&in_scope).await;
     complete_nested(&graph, &mut cloud, cfg).await;
-    if flatten_reads(&graph, &mut cloud, cfg).await {
-        complete_nested(&graph, &mut cloud, cfg).await;
-    }
+    flatten_reads(&graph, &mut cloud, cfg).await;
     if cfg.writeback.write_owners {
         cloud.owners = graph.owners_of(&in_scope).await;
     }

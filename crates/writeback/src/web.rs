@@ -190,7 +190,7 @@ async fn sync_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: axum::
         let request = s.group_requests;
         drop(s);
         d.groups_requested.notify_one();
-        let body = json!({"queued": true, "request": request, "groups": ids.len(), "instance": std::process::id()});
+        let body = json!({"queued": true, "request": request, "groups": ids.len(), "instance": d.instance});
         return (StatusCode::ACCEPTED, Json(body)).into_response();
     }
     if let Some(wait) = s.last_requested.map(|t| s.interval.saturating_sub(t.elapsed())).filter(|w| !w.is_zero()) {
@@ -223,7 +223,7 @@ async fn status_json(State(d): State<Arc<Daemon>>) -> Response {
     Json(json!({
         "role": s.role, "healthy": healthy, "reason": reason, "failures": s.failures, "backoff": s.backoff_reason,
         "quarantined": s.quarantined, "running": s.running,
-        "group_requests": {"instance": std::process::id(), "accepted": s.group_requests,
+        "group_requests": {"instance": d.instance, "accepted": s.group_requests,
             "queued": s.queued_groups.len(),
             "done": s.groups_done.as_ref().map(|(n, _)| n), "last": s.groups_done.as_ref().map(|(_, r)| r)},
         "last_cycle": s.last_cycle.as_ref().map(|c| json!({"kind": c.kind, "status": c.status, "message": c.message,
