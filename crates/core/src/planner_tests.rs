@@ -878,16 +878,7 @@ fn a_mapped_cn_taken_by_an_earlier_group_falls_back_to_the_default_with_its_sam(
     w.group(security(1, "Finance", Some(true)), vec![]);
     w.group(security(2, " Finance ", Some(true)), vec![]);
     let p = w.converge();
-    let added: BTreeMap<CloudId, (String, String)> = ops(&p, "add")
-        .into_iter()
-        .filter_map(|o| match o {
-            Operation::Add { cloud_id, dn, attrs, .. } => {
-                let sam = attrs.iter().find(|(a, _)| a == "sAMAccountName").map(|(_, v)| v[0].clone());
-                Some((cloud_id.clone(), (dn.clone(), sam.unwrap_or_default())))
-            }
-            _ => None,
-        })
-        .collect();
+    let added = dns_and_sams(&p);
     assert_eq!(added[&id(1)], (format!("CN=Finance,{OU}"), "Finance".to_string()));
     assert_eq!(added[&id(2)], (format!("CN=Group_{},{OU}", id(2)), format!("Group_{}", id(2))));
     assert!(p.errors.iter().any(|e| e.cloud_id == id(2).as_str() && e.message.contains("also the mapped cn")));
@@ -908,7 +899,16 @@ fn a_mapped_cn_never_takes_a_name_held_in_ad() {
     w.group(security(2, "Sales", Some(true)), vec![]);
     w.ad.sam_owners.insert("sales".into(), ObjectGuid::new("cccccccc-0000-0000-0000-000000000002"));
     let p = w.converge();
-    let added: BTreeMap<CloudId, (String, String)> = ops(&p, "add")
+    let added = dns_and_sams(&p);
+    assert!(ops(&p, "rename").is_empty(), "the holder keeps its name: {:?}", p.operations);
+    assert_eq!(added[&id(1)].0, format!("CN=Group_{},{OU}", id(1)), "the newcomer gets the default cn");
+    // The cn is mapped, but its sAMAccountName is held: the default one, not the cn's.
+    assert_eq!(added[&id(2)], (format!("CN=Sales,{OU}"), format!("Group_{}", id(2))));
+}
+
+/// The DN and sAMAccountName of each group a plan adds.
+fn dns_and_sams(p: &Plan) -> BTreeMap<CloudId, (String, String)> {
+    ops(p, "add")
         .into_iter()
         .filter_map(|o| match o {
             Operation::Add { cloud_id, dn, attrs, .. } => {
@@ -917,9 +917,5 @@ fn a_mapped_cn_never_takes_a_name_held_in_ad() {
             }
             _ => None,
         })
-        .collect();
-    assert!(ops(&p, "rename").is_empty(), "the holder keeps its name: {:?}", p.operations);
-    assert_eq!(added[&id(1)].0, format!("CN=Group_{},{OU}", id(1)), "the newcomer gets the default cn");
-    // The cn is mapped, but its sAMAccountName is held: the default one, not the cn's.
-    assert_eq!(added[&id(2)], (format!("CN=Sales,{OU}"), format!("Group_{}", id(2))));
+        .collect()
 }
