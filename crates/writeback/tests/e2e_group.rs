@@ -154,7 +154,8 @@ fn with_the_daemon_running_the_group_is_handed_to_it() {
     let out = r.json();
     assert_eq!((out["kind"].clone(), out["member_adds"].clone()), (json!("group"), json!(1)), "{out}");
     assert!(w.has(&a, 2), "the daemon wrote the member");
-    assert!(started.elapsed().as_secs() < 20, "in seconds, not at the next interval: {:?}", started.elapsed());
+    // The daemon's interval is an hour: done now, not at its next cycle (a generous bound).
+    assert!(started.elapsed().as_secs() < 120, "now, not at the next interval: {:?}", started.elapsed());
     assert_eq!(w.last_run()["kind"], "group");
 
     // What the page's button sends: its own origin, JSON, the group's id.
