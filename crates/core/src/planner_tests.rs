@@ -790,10 +790,6 @@ fn a_conversion_graph_could_not_say_changes_nothing_hands() {
 #[test]
 fn mappings_write_their_attributes_converge_and_never_take_a_name_another_object_holds() {
     let mut w = World::new();
-    let mapping = |attr: &str, value: &str| crate::Mapping {
-        attribute: crate::MappedAttribute::parse(attr).expect("attribute"),
-        value: crate::mapping::Template::parse(value).expect("template"),
-    };
     w.cfg.mappings = vec![
         mapping("sAMAccountName", "grp-{ToLower(Left(displayName, 5))}"),
         mapping("info", "from the cloud: {Default(description, \"-\")}"),
@@ -871,10 +867,7 @@ fn flatten_writes_the_transitive_members_of_nested_groups_not_written_back() {
 #[test]
 fn a_mapped_cn_taken_by_an_earlier_group_falls_back_to_the_default_with_its_sam() {
     let mut w = World::new();
-    w.cfg.mappings = vec![crate::Mapping {
-        attribute: crate::MappedAttribute::Cn,
-        value: crate::mapping::Template::parse("{Trim(displayName)}").expect("template"),
-    }];
+    w.cfg.mappings = vec![mapping("cn", "{Trim(displayName)}")];
     w.group(security(1, "Finance", Some(true)), vec![]);
     w.group(security(2, " Finance ", Some(true)), vec![]);
     let p = w.converge();
@@ -887,10 +880,7 @@ fn a_mapped_cn_taken_by_an_earlier_group_falls_back_to_the_default_with_its_sam(
 #[test]
 fn a_mapped_cn_never_takes_a_name_held_in_ad() {
     let mut w = World::new();
-    w.cfg.mappings = vec![crate::Mapping {
-        attribute: crate::MappedAttribute::Cn,
-        value: crate::mapping::Template::parse("{Trim(displayName)}").expect("template"),
-    }];
+    w.cfg.mappings = vec![mapping("cn", "{Trim(displayName)}")];
     // Group 5 holds CN=Finance (written by an earlier cycle); group 1, new and first in id
     // order, is mapped to the same cn; an AD user holds the sAMAccountName "Sales".
     w.group(security(5, "Finance", Some(true)), vec![]);
@@ -918,4 +908,12 @@ fn dns_and_sams(p: &Plan) -> BTreeMap<CloudId, (String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A `[[mappings]]` entry, as the configuration would give it.
+fn mapping(attr: &str, value: &str) -> crate::Mapping {
+    crate::Mapping {
+        attribute: crate::MappedAttribute::parse(attr).expect("attribute"),
+        value: crate::mapping::Template::parse(value).expect("template"),
+    }
 }
